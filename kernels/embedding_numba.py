@@ -1,0 +1,5 @@
+"""PLACEHOLDER: to be written."""
+
+
+class EmbeddingNumba:
+    pass

@@ -1,0 +1,5 @@
+"""PLACEHOLDER: to be written."""
+
+
+class PoolNumba:
+    pass

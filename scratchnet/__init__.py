@@ -1,0 +1,42 @@
+"""scratchnet: a from-scratch deep learning engine on NumPy, Numba and CuPy.
+
+Every layer's forward and backward pass is written by hand and checked
+against TensorFlow. ``import scratchnet`` imports neither TensorFlow nor CuPy
+and compiles nothing; submodules load on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .backend import available_backends, get_backend, to_numpy, use_backend
+
+__version__ = "0.1.0"
+
+# Submodules and names loaded on first attribute access (PEP 562), so that
+# importing the package stays fast.
+_LAZY_MODULES = {
+    "ops", "layers", "losses", "metrics", "optimizers", "schedules", "regularizers",
+    "initializers", "checkpoint", "callbacks", "interop", "data", "models", "random",
+}
+_LAZY_NAMES = {
+    "Sequential": "scratchnet.model",
+    "Model": "scratchnet.model",
+    "Parameter": "scratchnet.model",
+    "ExponentialMovingAverage": "scratchnet.ema",
+    "Checkpoint": "scratchnet.checkpoint",
+    "latest_checkpoint": "scratchnet.checkpoint",
+}
+
+__all__ = ["available_backends", "get_backend", "to_numpy", "use_backend", *sorted(_LAZY_MODULES), *_LAZY_NAMES]
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        module = importlib.import_module(f"scratchnet.{name}")
+        globals()[name] = module
+        return module
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'scratchnet' has no attribute {name!r}")

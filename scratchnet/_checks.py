@@ -1,0 +1,69 @@
+"""Input validation shared by the ops: errors name the op, the argument and the shapes."""
+from __future__ import annotations
+
+import numpy
+
+FLOAT_DTYPES = (numpy.float32, numpy.float64)
+
+
+def as_float_arrays(op, be, **named):
+    """Return the named arrays as backend arrays of one float dtype.
+
+    ``None`` passes through (an absent bias). Lists and scalars are converted
+    (to float32 unless they already are float64 arrays). An array of the wrong
+    kind for the backend (a NumPy array in a CuPy computation, or the reverse)
+    is an error, never a silent copy.
+    """
+    out = []
+    dtype = None
+    first = None
+    for name, a in named.items():
+        if a is None:
+            out.append(None)
+            continue
+        a = be.native(op, name, a)
+        if a.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{op}: {name} must be float32 or float64, got {a.dtype} ({name}: {tuple(a.shape)})")
+        if dtype is None:
+            dtype, first = a.dtype, name
+        elif a.dtype != dtype:
+            raise ValueError(
+                f"{op}: {name} is {a.dtype} but {first} is {dtype}; all inputs must share one dtype"
+            )
+        out.append(a)
+    return out
+
+
+def check_rank(op, name, a, rank, layout=None):
+    if a.ndim != rank:
+        hint = f" {layout}" if layout else ""
+        raise ValueError(f"{op}: {name} must have rank {rank}{hint}, got shape {tuple(a.shape)}")
+
+
+def check_grad(op, dY, Y, be, name="dy"):
+    """Validate the incoming gradient of a backprop closure against the output it matches."""
+    dY = be.native(op, name, dY)
+    if tuple(dY.shape) != tuple(Y.shape):
+        raise ValueError(f"{op}: {name} must have the output's shape {tuple(Y.shape)}, got {tuple(dY.shape)}")
+    if dY.dtype != Y.dtype:
+        dY = dY.astype(Y.dtype)
+    return dY
+
+
+def pair(op, name, v):
+    """An int or a pair of ints -> a pair of positive ints."""
+    if isinstance(v, (int, numpy.integer)):
+        v = (int(v), int(v))
+    try:
+        v = tuple(int(i) for i in v)
+    except TypeError:
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}") from None
+    if len(v) != 2 or min(v) < 1:
+        raise ValueError(f"{op}: {name} must be a positive int or a pair of positive ints, got {v!r}")
+    return v
+
+
+def check_padding(op, padding):
+    if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
+        raise ValueError(f"{op}: padding must be 'SAME' or 'VALID', got {padding!r}")
+    return padding.upper()

@@ -1,0 +1,40 @@
+"""The ops: hand-written forward and backward passes.
+
+Every op returns ``(output, backprop)``; ``backprop`` takes the gradient of
+the output and returns the gradients of the inputs, computed by hand.
+
+=================================================  ======================================
+call                                               ``backprop(...)`` returns
+=================================================  ======================================
+``dense(x, w, b=None)``                            ``(dx, dw, db)``
+``conv2d(x, w, b=None, strides=1, padding)``       ``(dx, dw, db)``
+``max_pool2d(x, ksize, strides, padding)``         ``dx``
+``lstm(x, kernel, recurrent_kernel, bias, h0, c0)`` ``(dx, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
+``embedding(ids, table)``                          ``dtable``
+``relu`` / ``sigmoid`` / ``tanh`` / ``softmax``    ``dx``
+``dropout(x, rate, seed=None)``                    ``dx``
+``softmax_cross_entropy(logits, labels)``          ``dlogits``
+=================================================  ======================================
+"""
+from .activations import relu, sigmoid, softmax, tanh
+from .conv import conv2d
+from .dense import dense
+from .dropout import dropout
+from .embedding import embedding
+from .losses import softmax_cross_entropy
+from .lstm import lstm
+from .pooling import max_pool2d
+
+__all__ = [
+    "conv2d",
+    "dense",
+    "dropout",
+    "embedding",
+    "lstm",
+    "max_pool2d",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softmax_cross_entropy",
+    "tanh",
+]
