@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 # importing the package stays fast.
 _LAZY_MODULES = {
     "ops", "layers", "losses", "metrics", "optimizers", "schedules", "regularizers",
-    "initializers", "checkpoint", "callbacks", "interop", "data", "models", "random",
+    "initializers", "checkpoint", "callbacks", "interop", "data", "models", "random", "export",
 }
 _LAZY_NAMES = {
     "Sequential": "scratchnet.model",
