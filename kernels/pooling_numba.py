@@ -1,5 +1,77 @@
-"""PLACEHOLDER: to be written."""
+"""Numba kernels for max pooling: max and argmax in one pass, and the scatter back.
+
+Channels are the innermost loop (NHWC), so each window offset compares a
+contiguous run of C values. The batch runs in parallel; each image owns its
+slice of ``dX``, so the backward scatter needs no atomics.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_forward(X, kh, kw, sh, sw, top, left, Y, argmax):
+    N, H, W, C = X.shape
+    _, OH, OW, _ = Y.shape
+    for n in prange(N):
+        for oh in range(OH):
+            for ow in range(OW):
+                first = True
+                for i in range(kh):
+                    h = oh * sh + i - top
+                    if h < 0 or h >= H:
+                        continue  # padding never wins
+                    for j in range(kw):
+                        w = ow * sw + j - left
+                        if w < 0 or w >= W:
+                            continue
+                        flat = h * W + w
+                        if first:
+                            # The first valid position seeds the window, so an
+                            # all -inf window still has a winner.
+                            for c in range(C):
+                                Y[n, oh, ow, c] = X[n, h, w, c]
+                                argmax[n, oh, ow, c] = flat
+                            first = False
+                        else:
+                            # Strictly greater: on a tie the earlier position stays.
+                            for c in range(C):
+                                v = X[n, h, w, c]
+                                if v > Y[n, oh, ow, c]:
+                                    Y[n, oh, ow, c] = v
+                                    argmax[n, oh, ow, c] = flat
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_backward(dY, argmax, dX):
+    N, OH, OW, C = dY.shape
+    W = dX.shape[2]
+    for n in prange(N):
+        # Zeroed here rather than by np.zeros, so the pages are touched in parallel.
+        dX[n] = 0
+        for oh in range(OH):
+            for ow in range(OW):
+                for c in range(C):
+                    a = argmax[n, oh, ow, c]
+                    dX[n, a // W, a % W, c] += dY[n, oh, ow, c]
 
 
 class PoolNumba:
-    pass
+    """Overrides ``PoolKernels.maxpool_forward`` / ``maxpool_backward`` with compiled loops."""
+
+    def maxpool_forward(self, X, kh, kw, sh, sw, pads):
+        top, bottom, left, right = pads
+        N, H, W, C = X.shape
+        OH = (H + top + bottom - kh) // sh + 1
+        OW = (W + left + right - kw) // sw + 1
+        X = np.ascontiguousarray(X)
+        Y = np.empty((N, OH, OW, C), dtype=X.dtype)
+        argmax = np.empty((N, OH, OW, C), dtype=np.int64)
+        _maxpool_forward(X, kh, kw, sh, sw, top, left, Y, argmax)
+        return Y, argmax
+
+    def maxpool_backward(self, dY, argmax, x_shape):
+        dX = np.empty(x_shape, dtype=dY.dtype)
+        _maxpool_backward(np.ascontiguousarray(dY), np.ascontiguousarray(argmax), dX)
+        return dX

@@ -22,6 +22,7 @@ _LAZY_NAMES = {
     "Sequential": "scratchnet.model",
     "Model": "scratchnet.model",
     "Parameter": "scratchnet.model",
+    "ParameterStore": "scratchnet.model",
     "ExponentialMovingAverage": "scratchnet.ema",
     "Checkpoint": "scratchnet.checkpoint",
     "latest_checkpoint": "scratchnet.checkpoint",

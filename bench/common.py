@@ -1,0 +1,73 @@
+"""Timing helpers shared by the benchmark scripts.
+
+Nothing here runs at import. Timings are medians of repeated calls after a
+warm-up (JIT compilation, cuDNN autotuning and allocator growth all happen in
+the first calls and are not what is measured).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def cpu_count():
+    """CPUs this process may run on (the affinity mask, not the whole machine)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def median_ms(fn, repeats=10, warmup=2, sync=None):
+    """Median wall time of ``fn()`` in milliseconds.
+
+    ``sync`` is called after each call before the clock stops; GPU work is
+    asynchronous, so without it only the launch would be timed.
+    """
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+        sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def sgemm_gflops(xp=np, n=2048, repeats=5, sync=None):
+    """The float32 matmul rate of this machine (``xp.matmul`` of two n x n), in GFLOP/s.
+
+    The yardstick for the ops' achieved rates: a GEMM is as close to peak as
+    a library gets on this hardware.
+    """
+    rng = np.random.default_rng(0)
+    A = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    B = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    ms = median_ms(lambda: xp.matmul(A, B), repeats=repeats, warmup=1, sync=sync)
+    return 2 * n**3 / (ms * 1e-3) / 1e9
+
+
+def import_or_reason(name):
+    """``(module, None)``, or ``(None, why)`` when ``name`` does not import."""
+    try:
+        return __import__(name), None
+    except Exception as e:  # ImportError, or a broken install raising anything
+        return None, f"{type(e).__name__}: {e}"
+
+
+def markdown_table(headers, rows):
+    """A Markdown table; cells are formatted with ``str``."""
+    rows = [[str(c) for c in row] for row in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt_ms(ms):
+    return f"{ms:.2f}" if isinstance(ms, float) else str(ms)

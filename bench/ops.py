@@ -1,0 +1,245 @@
+"""Time each op's forward + backward against TensorFlow and PyTorch.
+
+At the shapes of the seed tutorials (batch 100): the MNIST MLP and CNN
+layers, their max-pools, and the two LSTMs (MNIST rows, PTB words). Every
+framework runs in this process, on the same inputs, with the same thread
+count; each cell is the median of ``--repeats`` calls after a warm-up.
+The last columns compare the primary scratchnet backend (numba on the CPU,
+cupy with ``--backend cupy``) with the faster peer, and its achieved GFLOP/s
+with a float32 GEMM measured in the same run.
+
+    python bench/ops.py                      # every available backend, TF and torch
+    python bench/ops.py --backend numba --repeats 20
+    python bench/ops.py --backend cupy --large   # on a GPU: torch on CUDA as the peer
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_count, fmt_ms, import_or_reason, markdown_table, median_ms, sgemm_gflops  # noqa: E402
+
+import scratchnet as sn  # noqa: E402
+
+
+def cases(batch, large):
+    """``(op, shape label, spec, forward+backward FLOPs or None)`` at the seed shapes."""
+    N = batch
+    hidden = (1024, 1024) if large else (128, 256)
+    out = [
+        ("dense", f"{N}x784 -> 500", dict(N=N, C=784, K=500), 3 * 2 * N * 784 * 500),
+        ("dense", f"{N}x3136 -> 512", dict(N=N, C=3136, K=512), 3 * 2 * N * 3136 * 512),
+    ]
+    for H, C, O in ((28, 1, 32), (14, 32, 64)):
+        out.append(("conv2d 5x5 SAME", f"{N}x{H}x{H}x{C} -> {O}", dict(N=N, H=H, C=C, O=O, k=5),
+                    3 * 2 * N * H * H * 25 * C * O))
+    for H, C in ((28, 32), (14, 64)):
+        # Comparisons, not FLOPs: pooling is bound by memory, so no rate is given.
+        out.append(("max_pool2d 2x2", f"{N}x{H}x{H}x{C}", dict(N=N, H=H, C=C), None))
+    for D, Hd in ((28, hidden[0]), (256, hidden[1])):
+        T = 28
+        out.append(("lstm", f"{N}x{T}x{D}, hidden {Hd}", dict(N=N, T=T, D=D, H=Hd),
+                    3 * T * 2 * N * (D + Hd) * 4 * Hd))
+    return out
+
+
+def make_inputs(op, s, rng):
+    """Host float32 inputs and an output gradient for one case."""
+    f = lambda *shape: rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)  # noqa: E731
+    N = s["N"]
+    if op == "dense":
+        return dict(x=f(N, s["C"]), w=f(s["C"], s["K"]), b=f(s["K"]), dy=f(N, s["K"]))
+    if op.startswith("conv2d"):
+        return dict(x=f(N, s["H"], s["H"], s["C"]), w=f(s["k"], s["k"], s["C"], s["O"]), b=f(s["O"]),
+                    dy=f(N, s["H"], s["H"], s["O"]))
+    if op.startswith("max_pool2d"):
+        return dict(x=f(N, s["H"], s["H"], s["C"]), dy=f(N, s["H"] // 2, s["H"] // 2, s["C"]))
+    if op == "lstm":
+        return dict(x=f(N, s["T"], s["D"]), k=f(s["D"], 4 * s["H"]), rk=f(s["H"], 4 * s["H"]), b=f(4 * s["H"]),
+                    dy=f(N, s["T"], s["H"]))
+    raise ValueError(op)
+
+
+# --- the frameworks: each returns a callable doing one forward + backward ---
+
+
+def scratchnet_step(op, a, be):
+    a = {k: be.xp.asarray(v) for k, v in a.items()}
+    if op == "dense":
+        def step():
+            y, bp = sn.ops.dense(a["x"], a["w"], a["b"])
+            return bp(a["dy"])
+    elif op.startswith("conv2d"):
+        def step():
+            y, bp = sn.ops.conv2d(a["x"], a["w"], a["b"], strides=1, padding="SAME")
+            return bp(a["dy"])
+    elif op.startswith("max_pool2d"):
+        def step():
+            y, bp = sn.ops.max_pool2d(a["x"], 2, 2, padding="SAME")
+            return bp(a["dy"])
+    else:
+        def step():
+            (ys, h, c), bp = sn.ops.lstm(a["x"], a["k"], a["rk"], a["b"])
+            return bp(a["dy"])
+    return step
+
+
+def tf_step(op, a, tf):
+    t = {k: tf.constant(v) for k, v in a.items()}
+    if op == "lstm":
+        import keras
+
+        layer = keras.layers.LSTM(a["rk"].shape[0], return_sequences=True)
+        layer.build(a["x"].shape)
+        layer.set_weights([a["k"], a["rk"], a["b"]])
+
+    def forward(x, w, b):
+        if op == "dense":
+            return tf.matmul(x, w) + b
+        if op.startswith("conv2d"):
+            return tf.nn.conv2d(x, w, 1, "SAME") + b
+        if op.startswith("max_pool2d"):
+            return tf.nn.max_pool2d(x, 2, 2, "SAME")
+        return layer(x)
+
+    w, b = t.get("w"), t.get("b")
+
+    @tf.function
+    def step(x, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            params = [v for v in (w, b) if v is not None]
+            tape.watch(params)
+            y = forward(x, w, b)
+            loss = tf.reduce_sum(y * dy)
+        sources = [x] + (layer.trainable_variables if op == "lstm" else params)
+        return tape.gradient(loss, sources)
+
+    return lambda: step(t["x"], t["dy"])
+
+
+def torch_step(op, a, torch, device):
+    F = torch.nn.functional
+
+    def T(v, grad=True):
+        return torch.tensor(v, device=device, requires_grad=grad)
+
+    if op == "dense":
+        x, w, b, dy = T(a["x"]), T(a["w"].T.copy()), T(a["b"]), T(a["dy"], False)
+        fwd = lambda: F.linear(x, w, b)  # noqa: E731
+    elif op.startswith("conv2d"):
+        # PyTorch's native layout is NCHW; time it there rather than add transposes.
+        x = T(a["x"].transpose(0, 3, 1, 2).copy())
+        w = T(a["w"].transpose(3, 2, 0, 1).copy())
+        b, dy = T(a["b"]), T(a["dy"].transpose(0, 3, 1, 2).copy(), False)
+        fwd = lambda: F.conv2d(x, w, b, padding="same")  # noqa: E731
+    elif op.startswith("max_pool2d"):
+        x, dy = T(a["x"].transpose(0, 3, 1, 2).copy()), T(a["dy"].transpose(0, 3, 1, 2).copy(), False)
+        fwd = lambda: F.max_pool2d(x, 2, 2)  # noqa: E731
+    else:
+        H = a["rk"].shape[0]
+        lstm = torch.nn.LSTM(a["x"].shape[2], H, batch_first=True).to(device)
+        x, dy = T(a["x"]), T(a["dy"], False)
+        fwd = lambda: lstm(x)[0]  # noqa: E731
+
+    def step():
+        y = fwd()
+        y.backward(dy)
+
+    return step
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backend", default="all", help="scratchnet backends, comma-separated (default: all available)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--large", action="store_true", help="batch 1024 and LSTM hidden 1024 (the GPU case)")
+    p.add_argument("--peers", default="tf,torch", help="peer frameworks, comma-separated: tf, torch, or none")
+    p.add_argument("--only", default="", help="run only ops whose name contains this")
+    args = p.parse_args(argv)
+
+    backends = sn.available_backends() if args.backend == "all" else args.backend.split(",")
+    gpu = "cupy" in backends
+    primary = "cupy" if gpu else ("numba" if "numba" in backends else backends[0])
+    threads = cpu_count()
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+    peers, notes = {}, []
+    wanted = [] if args.peers in ("", "none") else args.peers.split(",")
+    if "tf" in wanted:
+        tf, why = import_or_reason("tensorflow")
+        if tf is not None and gpu and not tf.config.list_physical_devices("GPU"):
+            tf, why = None, "TensorFlow sees no GPU"
+        if tf is not None:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            peers["tf"] = ("tf", tf)
+        else:
+            notes.append(f"TensorFlow: n/a ({why})")
+    if "torch" in wanted:
+        torch, why = import_or_reason("torch")
+        if torch is not None and gpu and not torch.cuda.is_available():
+            torch, why = None, "torch has no CUDA"
+        if torch is not None:
+            torch.set_num_threads(threads)
+            peers["torch"] = ("torch-cuda" if gpu else "torch", torch)
+        else:
+            notes.append(f"PyTorch: n/a ({why})")
+
+    sync = None
+    if gpu:
+        import cupy
+
+        def sync():
+            cupy.cuda.get_current_stream().synchronize()
+            if "torch" in peers:
+                peers["torch"][1].cuda.synchronize()
+
+    with sn.use_backend(primary) as be:
+        peak = sgemm_gflops(be.xp, sync=sync)
+
+    batch = 1024 if args.large else 100
+    rng = np.random.default_rng(0)
+    rows = []
+    for op, label, spec, flops in cases(batch, args.large):
+        if args.only and args.only not in op:
+            continue
+        a = make_inputs(op, spec, rng)
+        times = {}
+        for name in backends:
+            try:
+                with sn.use_backend(name) as be:
+                    times[name] = median_ms(scratchnet_step(op, a, be), args.repeats, args.warmup, sync)
+            except NotImplementedError:
+                times[name] = "not implemented"
+        for key, (label_, mod) in peers.items():
+            if key == "tf":
+                times[label_] = median_ms(tf_step(op, a, mod), args.repeats, args.warmup)
+            else:
+                device = "cuda" if gpu else "cpu"
+                times[label_] = median_ms(torch_step(op, a, mod, device), args.repeats, args.warmup, sync)
+        mine = times.get(primary)
+        peer_times = [times[label_] for label_, _ in peers.values() if isinstance(times[label_], float)]
+        ratio = f"{mine / min(peer_times):.2f}" if isinstance(mine, float) and peer_times else "n/a"
+        rate = (f"{flops / (mine * 1e-3) / 1e9:.1f} ({100 * flops / (mine * 1e-3) / 1e9 / peak:.0f}%)"
+                if isinstance(mine, float) and flops else "n/a")
+        rows.append([op, label, *(fmt_ms(times[c]) for c in [*backends, *(l for l, _ in peers.values())]), ratio, rate])
+        print(f"  {op} {label}: done", file=sys.stderr, flush=True)
+
+    columns = [*(f"{b} ms" for b in backends), *(f"{l} ms" for l, _ in peers.values())]
+    headers = ["op", "shape", *columns, f"{primary} / best peer", f"{primary} GFLOP/s (% of sgemm)"]
+    where = "GPU" if gpu else f"CPU, {threads} threads"
+    print(f"Forward + backward, median of {args.repeats} after {args.warmup} warm-up calls; batch {batch}; {where}.")
+    print(f"float32 sgemm on {primary}: {peak:.1f} GFLOP/s.\n")
+    print(markdown_table(headers, rows))
+    for note in notes:
+        print(f"\n{note}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Find, compile and cache the CUDA C kernels (``kernels/*.cu``).
+
+Each ``.cu`` file holds the kernels of one op family, written once against a
+``REAL`` type macro. A file is compiled on first use, once per dtype
+(``-DREAL=float`` for float32, ``-DREAL=double`` for float64), through
+``cupy.RawModule`` (NVRTC), and the module is cached for the process. Nothing
+compiles, and CuPy is not imported, until a kernel is asked for.
+
+The same source text, with the same ``#line`` directive, can be compiled by
+``nvcc`` to PTX (:func:`nvcc_ptx`), which is how the kernels are checked on a
+machine without a GPU.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy
+
+# dtype name -> the REAL macro the sources are compiled with.
+REAL_TYPES = {"float32": "float", "float64": "double"}
+
+
+class CudaCompileError(RuntimeError):
+    """A CUDA source failed to compile; the message names the file and line."""
+
+
+def kernel_dir():
+    """The folder holding the ``.cu`` sources: ``kernels/`` in a checkout,
+    ``scratchnet/kernels/`` in an installed wheel."""
+    try:
+        root = importlib.resources.files("scratchnet.kernels")
+    except ModuleNotFoundError:
+        root = None
+    # A plain install or checkout gives a real folder; a zipped install would
+    # not, and NVRTC's -I needs one, so fall back to this file's folder.
+    if isinstance(root, Path) and root.is_dir():
+        return root
+    return Path(__file__).resolve().parent
+
+
+def source_files():
+    """Every CUDA source of the package, sorted by name."""
+    return sorted(kernel_dir().glob("*.cu"))
+
+
+def source_path(name):
+    """The path of ``<name>.cu`` (``name`` as ``"conv"`` or ``"conv.cu"``)."""
+    filename = name if name.endswith(".cu") else f"{name}.cu"
+    path = kernel_dir() / filename
+    if not path.is_file():
+        known = ", ".join(p.stem for p in source_files())
+        raise FileNotFoundError(f"cuda: no kernel source {filename!r} in {kernel_dir()} (have: {known})")
+    return path
+
+
+def display_name(path):
+    """How errors name a source: ``kernels/conv.cu`` for the package's own."""
+    path = Path(path)
+    if path.resolve().parent == kernel_dir().resolve():
+        return f"kernels/{path.name}"
+    return path.as_posix()
+
+
+def kernel_source(path):
+    """The text handed to the compiler: the file, led by a ``#line`` directive.
+
+    The compiler sees a string, not a file, so without the directive its
+    errors would point at an anonymous buffer; with it they read
+    ``kernels/conv.cu(12): error: ...``.
+    """
+    path = Path(path)
+    name = display_name(path).replace("\\", "/").replace('"', '\\"')
+    return f'#line 1 "{name}"\n' + path.read_text()
+
+
+def real_type(dtype):
+    """``"float"`` or ``"double"`` for a float32 or float64 dtype."""
+    name = numpy.dtype(dtype).name
+    if name not in REAL_TYPES:
+        raise ValueError(f"cuda: kernels exist for float32 and float64, not {name}")
+    return REAL_TYPES[name]
+
+
+def compile_options(real, include_dir=None):
+    """Compiler flags shared by NVRTC (the loader) and nvcc (the checks)."""
+    return (f"-DREAL={real}", f"-I{include_dir or kernel_dir()}")
+
+
+@functools.lru_cache(maxsize=None)
+def _module(name, dtype_name):
+    import cupy
+
+    path = source_path(name)
+    real = real_type(dtype_name)
+    module = cupy.RawModule(code=kernel_source(path), options=compile_options(real))
+    try:
+        # RawModule compiles lazily; compile now so errors surface here.
+        module.compile()
+    except cupy.cuda.compiler.CompileException as e:
+        raise CudaCompileError(f"CUDA compile of {display_name(path)} (REAL={real}) failed:\n{e}") from e
+    return module
+
+
+def module(name, dtype):
+    """The compiled ``cupy.RawModule`` of ``<name>.cu`` for ``dtype`` (cached)."""
+    return _module(name, numpy.dtype(dtype).name)
+
+
+def function(name, kernel, dtype):
+    """The ``cupy.RawKernel`` called ``kernel`` in ``<name>.cu`` for ``dtype``."""
+    return module(name, dtype).get_function(kernel)
+
+
+def nvcc_ptx(path, arch="sm_80", real="float", nvcc=None):
+    """Compile one source with nvcc to PTX and return the PTX text.
+
+    The source goes through :func:`kernel_source`, exactly as the loader hands
+    it to NVRTC, so a failure here names the file and line the same way.
+    Raises ``FileNotFoundError`` when nvcc is absent and
+    :class:`CudaCompileError` when the source does not compile.
+    """
+    path = Path(path)
+    nvcc = nvcc or shutil.which("nvcc")
+    if nvcc is None:
+        raise FileNotFoundError("cuda: nvcc is not on PATH")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / path.name
+        src.write_text(kernel_source(path))
+        out = Path(tmp) / f"{path.stem}.ptx"
+        # The copy sits in a temporary folder, so point -I at the original's
+        # folder (for its own headers) and at the package's (common.cuh).
+        cmd = [nvcc, "-ptx", f"-arch={arch}", *compile_options(real, path.resolve().parent),
+               f"-I{kernel_dir()}", "-o", str(out), str(src)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            log = (proc.stderr + proc.stdout).strip()
+            raise CudaCompileError(f"nvcc: {display_name(path)} failed for {arch} with REAL={real}:\n{log}")
+        return out.read_text()

@@ -1,0 +1,60 @@
+// Softmax cross-entropy with integer labels, fused.
+//
+// logits, probs: (M, K); labels: (M,) int64 class ids; losses: (M,).
+// loss_m = logsumexp(x_m) - x_m[label_m], computed as max + log(sum exp(x - max))
+// so it stays finite for logits of +-1e4 (never log(p + eps)).
+#include "common.cuh"
+
+// Block size of softmax_xent_forward: a power of two, at most this.
+#define XENT_MAX_THREADS 256
+
+// Tree reduction over the block in shared memory; every thread gets the result.
+// blockDim.x must be a power of two.
+__device__ real block_reduce(real v, real* buf, bool take_max) {
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            const real o = buf[threadIdx.x + s];
+            buf[threadIdx.x] = take_max ? fmax(buf[threadIdx.x], o) : buf[threadIdx.x] + o;
+        }
+        __syncthreads();
+    }
+    const real r = buf[0];
+    // buf is reused by the next reduction; nobody may overwrite buf[0] first.
+    __syncthreads();
+    return r;
+}
+
+// One block per row (block-stride over rows when M exceeds the grid): a
+// row of a 10,000-word vocabulary is spread over the block's threads.
+extern "C" __global__ void softmax_xent_forward(const real* logits, const long long* labels,
+                                                real* losses, real* probs,
+                                                index_t M, index_t K) {
+    __shared__ real buf[XENT_MAX_THREADS];
+    for (index_t m = blockIdx.x; m < M; m += gridDim.x) {
+        const real* x = logits + m * K;
+        real* p = probs + m * K;
+        real mx = x[0];
+        for (index_t k = threadIdx.x; k < K; k += blockDim.x) mx = fmax(mx, x[k]);
+        mx = block_reduce(mx, buf, true);
+        real s = 0;
+        for (index_t k = threadIdx.x; k < K; k += blockDim.x) s += exp(x[k] - mx);
+        s = block_reduce(s, buf, false);
+        const real lse = mx + log(s);
+        for (index_t k = threadIdx.x; k < K; k += blockDim.x) p[k] = exp(x[k] - lse);
+        if (threadIdx.x == 0) losses[m] = lse - x[labels[m]];
+    }
+}
+
+// dlogits = scale * (probs - onehot(labels)), one thread per element.
+extern "C" __global__ void softmax_xent_backward(const real* probs, const long long* labels,
+                                                 real* dlogits, real scale,
+                                                 index_t M, index_t K) {
+    const index_t total = M * K;
+    GRID_STRIDE_LOOP(idx, total) {
+        const index_t m = idx / K, k = idx % K;
+        const real target = labels[m] == k ? real(1) : real(0);
+        dlogits[idx] = scale * (probs[idx] - target);
+    }
+}

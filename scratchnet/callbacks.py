@@ -1,0 +1,308 @@
+"""Callbacks for :meth:`scratchnet.Model.fit`: progress bar, TensorBoard, CSV/JSONL logs, checkpoints.
+
+``fit`` calls the hooks of Keras's callback protocol, in this order::
+
+    set_params({"epochs", "steps", ...}); set_model(model)
+    on_train_begin(logs)
+      on_epoch_begin(epoch, logs)
+        on_train_batch_begin(batch, logs); on_train_batch_end(batch, logs)   # per batch
+        on_test_begin(logs); on_test_end(logs)                               # validation
+      on_epoch_end(epoch, logs)            # logs: loss, accuracy, val_loss, val_accuracy
+    on_train_end(logs)
+
+Batch logs hold the running means of the epoch so far. Every logger here
+records the same scalars: the logs plus the optimizer's ``learning_rate``,
+against the global step ``model.step``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+
+
+class Callback:
+    """Base class: every hook does nothing. Override the ones you need.
+
+    Attributes
+    ----------
+    model : scratchnet.Model
+        Set by ``fit`` through :meth:`set_model`.
+    params : dict
+        ``{"epochs", "steps", "batch_size", "verbose"}``, set by ``fit``.
+    """
+
+    def __init__(self):
+        self.model = None
+        self.params = {}
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params):
+        self.params = dict(params)
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_test_begin(self, logs=None):
+        pass
+
+    def on_test_end(self, logs=None):
+        pass
+
+    # -- shared by the loggers ---------------------------------------------------------
+    def _step(self):
+        return int(getattr(self.model, "step", 0) or 0)
+
+    def _learning_rate(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        return getattr(optimizer, "learning_rate_now", None)
+
+    def _scalars(self, logs):
+        """The logs as plain floats, plus ``learning_rate`` when the model has an optimizer."""
+        scalars = {k: float(v) for k, v in (logs or {}).items()}
+        lr = self._learning_rate()
+        if lr is not None:
+            scalars["learning_rate"] = float(lr)
+        return scalars
+
+
+class ProgressBar(Callback):
+    """A tqdm progress bar per epoch, showing the running loss and metrics.
+
+    ``fit(verbose=1)`` adds one unless a ProgressBar is given; ``verbose=0``
+    or ``ProgressBar(disable=True)`` shows nothing.
+
+    Parameters
+    ----------
+    disable : bool
+    file : file object, optional
+        Where to draw; tqdm's default (stderr) when None.
+    """
+
+    def __init__(self, disable=False, file=None):
+        super().__init__()
+        self.disable = bool(disable)
+        self.file = file
+        self._bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from tqdm.auto import tqdm
+
+        self._close()
+        epochs = self.params.get("epochs")
+        desc = f"Epoch {epoch + 1}/{epochs}" if epochs else f"Epoch {epoch + 1}"
+        self._bar = tqdm(total=self.params.get("steps"), desc=desc, unit="batch", disable=self.disable,
+                         file=self.file if self.file is not None else sys.stderr, dynamic_ncols=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(_short(logs), refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._bar is not None:
+            self._bar.set_postfix(_short(logs), refresh=True)
+        self._close()
+
+    def on_train_end(self, logs=None):
+        self._close()
+
+    def _close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _short(logs):
+    return {k: f"{float(v):.4g}" for k, v in (logs or {}).items()}
+
+
+class TensorBoard(Callback):
+    """Write TensorBoard event files: ``<logdir>/train`` and ``<logdir>/test``, as seed 000 does.
+
+    ``train`` receives ``loss``, ``accuracy`` (every metric) and
+    ``learning_rate``; ``test`` receives the validation scalars under the
+    same tags (``val_loss`` is written as ``loss``), so TensorBoard draws the
+    two runs on one chart. The x axis is the global step ``model.step``.
+
+    Parameters
+    ----------
+    logdir : str
+    update_freq : "epoch" or int
+        ``"epoch"``: training scalars once per epoch (the epoch's means); an
+        int ``n``: every ``n`` global steps (the running means of the epoch so
+        far), and again at the end of each epoch.
+    """
+
+    def __init__(self, logdir, update_freq="epoch"):
+        super().__init__()
+        if update_freq != "epoch" and (isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1):
+            raise ValueError(f"TensorBoard: update_freq must be 'epoch' or a positive int, got {update_freq!r}")
+        self.logdir = logdir
+        self.update_freq = update_freq
+        self._writers = {}
+        self._in_fit = False
+
+    def writer(self, run):
+        """The ``tensorboardX.SummaryWriter`` of ``run`` (``"train"`` or ``"test"``), opened on first use."""
+        if run not in self._writers:
+            from tensorboardX import SummaryWriter
+
+            self._writers[run] = SummaryWriter(logdir=os.path.join(self.logdir, run))
+        return self._writers[run]
+
+    def write_scalars(self, run, scalars, step):
+        """Write ``{tag: value}`` to ``run`` at ``step`` and flush."""
+        w = self.writer(run)
+        for tag, value in scalars.items():
+            w.add_scalar(tag, float(value), global_step=int(step))
+        w.flush()
+
+    def on_train_begin(self, logs=None):
+        self._in_fit = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.update_freq != "epoch" and self._step() % self.update_freq == 0:
+            self.write_scalars("train", self._scalars(logs), self._step())
+
+    def on_epoch_end(self, epoch, logs=None):
+        scalars = self._scalars(logs)
+        train = {k: v for k, v in scalars.items() if not k.startswith("val_")}
+        test = {k[len("val_"):]: v for k, v in scalars.items() if k.startswith("val_")}
+        self.write_scalars("train", train, self._step())
+        if test:
+            self.write_scalars("test", test, self._step())
+
+    def on_test_end(self, logs=None):
+        # Inside fit, validation reaches the test run through on_epoch_end's val_ logs.
+        if not self._in_fit:
+            self.write_scalars("test", {k: float(v) for k, v in (logs or {}).items()}, self._step())
+
+    def on_train_end(self, logs=None):
+        self._in_fit = False
+        # Kept open: a later evaluate() or fit() appends to the same event file.
+        # A new file in the same run reads as a restart to TensorBoard, which
+        # then drops the earlier points at or after the new file's first step.
+        for w in self._writers.values():
+            w.flush()
+
+    def close(self):
+        """Close the event files (reopened on the next write)."""
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}
+
+
+class _EpochLogger(Callback):
+    """One record per epoch: ``epoch``, ``step``, the logs and ``learning_rate``."""
+
+    def __init__(self, path, append=False):
+        super().__init__()
+        self.path = path
+        self.append = bool(append)
+
+    def on_train_begin(self, logs=None):
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        if not self.append and os.path.exists(self.path):
+            os.remove(self.path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"epoch": int(epoch), "step": self._step(), **self._scalars(logs)}
+        # Opened per record, so the file is complete even if training is killed.
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            self._write(f, record)
+
+
+class CSVLogger(_EpochLogger):
+    """A CSV file with one row per epoch (Keras's ``CSVLogger``, plus ``step`` and ``learning_rate``).
+
+    The columns are fixed by the first row (or by the header of the file
+    appended to); a missing value is written as an empty cell.
+    """
+
+    def _write(self, f, record):
+        columns = self._columns(record)
+        writer = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore")
+        if f.tell() == 0:
+            writer.writeheader()
+        writer.writerow(record)
+
+    def _columns(self, record):
+        if os.path.getsize(self.path) > 0:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                return next(csv.reader(f))
+        rest = sorted(k for k in record if k not in ("epoch", "step", "learning_rate"))
+        return ["epoch", "step", *rest] + (["learning_rate"] if "learning_rate" in record else [])
+
+
+class JSONLLogger(_EpochLogger):
+    """A JSON Lines file: one ``{"epoch", "step", "loss", ..., "learning_rate"}`` object per epoch."""
+
+    def _write(self, f, record):
+        # NaN and infinities are not JSON; write them as null.
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
+        f.write(json.dumps(clean) + "\n")
+
+
+class ModelCheckpoint(Callback):
+    """Save a :class:`scratchnet.Checkpoint` every ``every_n_steps`` global steps, and at the end.
+
+    The model's optimizer and moving averages (``model.optimizer``,
+    ``model.ema``) are saved with it; resume with
+    ``sn.Checkpoint(model).restore(sn.latest_checkpoint(directory))``.
+
+    Parameters
+    ----------
+    directory : str
+    every_n_steps : int
+    max_to_keep : int or None
+    prefix : str
+        File names are ``<prefix>-<step>``.
+    save_at_end : bool
+        Also save when training ends on a step that was not saved.
+    """
+
+    def __init__(self, directory, every_n_steps=1000, max_to_keep=5, prefix="model", save_at_end=True):
+        super().__init__()
+        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ValueError(f"ModelCheckpoint: every_n_steps must be a positive int, got {every_n_steps!r}")
+        self.directory = directory
+        self.every_n_steps = every_n_steps
+        self.max_to_keep = max_to_keep
+        self.prefix = prefix
+        self.save_at_end = bool(save_at_end)
+        self.last_saved = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._step() % self.every_n_steps == 0:
+            self._save()
+
+    def on_train_end(self, logs=None):
+        if self.save_at_end and self.last_saved != self._step():
+            self._save()
+
+    def _save(self):
+        from .checkpoint import Checkpoint
+
+        Checkpoint(self.model).save(self.directory, self._step(), prefix=self.prefix, max_to_keep=self.max_to_keep)
+        self.last_saved = self._step()

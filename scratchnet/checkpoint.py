@@ -1,0 +1,466 @@
+"""Checkpoints: save a training run and bring it back, safely.
+
+A checkpoint is one file, ``<directory>/<prefix>-<step>`` (``runs/model-1000``,
+the global step in the name, as ``tf.train.Saver`` writes it), holding
+
+- the weights, by parameter name (``"layer1/weights"``);
+- the moving averages, as ``"<name>/ExponentialMovingAverage"`` (TensorFlow's names);
+- the optimizer's state (its iteration count and slots);
+- the global step and the state of the global random generator, so that a
+  resumed run continues exactly as an uninterrupted one would.
+
+A small index file, ``<directory>/checkpoint``, names the newest checkpoint
+and those kept; :func:`latest_checkpoint` reads it.
+
+Safety
+------
+- Every file is written to a temporary name, flushed to disk (``fsync``) and
+  renamed over its final name (``os.replace`` is atomic). A run killed while
+  saving leaves the previous checkpoint and the index that names it intact
+  (and, at worst, a hidden ``.<name>.*.tmp`` file, never read, safe to delete).
+- The file ends with the SHA-256 of everything before it. A truncated or
+  corrupted file is detected and reported before anything is loaded.
+- Nothing is unpickled: the file is a JSON header plus raw little-endian
+  array bytes (:func:`write_archive`), read back with ``numpy.frombuffer``.
+- :meth:`Checkpoint.restore` validates every name and shape first and only
+  then changes the model: it never leaves a model half-restored.
+
+File layout (:func:`write_archive`)::
+
+    b"SNARCH1\\n" | header length (8 bytes, little-endian) | header (JSON, UTF-8)
+    | array bytes | SHA-256 of all the preceding bytes (32 bytes)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import struct
+
+import numpy
+
+from . import random as _random
+from .backend import get_backend, to_numpy
+
+MAGIC = b"SNARCH1\n"
+INDEX_NAME = "checkpoint"
+_DIGEST = 32
+# Plain numeric data only: booleans, integers, floats.
+_DTYPE_KINDS = "biuf"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read (corrupt, truncated) or does not fit the model."""
+
+
+# ---------------------------------------------------------------------------
+# The file format: a JSON header and named arrays, with a SHA-256 trailer
+# ---------------------------------------------------------------------------
+
+
+def write_archive(path, meta, arrays):
+    """Atomically write ``meta`` (JSON-serialisable) and named arrays to ``path``.
+
+    Parameters
+    ----------
+    path : str
+    meta : dict
+    arrays : dict of str -> numpy.ndarray
+        Numeric arrays (bool, int, float); stored little-endian, C order.
+    """
+    entries, chunks, offset = [], [], 0
+    for name, a in arrays.items():
+        a = numpy.asarray(a)
+        if a.dtype.kind not in _DTYPE_KINDS:
+            raise ValueError(f"write_archive: array {name!r} has dtype {a.dtype}; only numeric arrays can be stored")
+        data = numpy.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+        entries.append({"name": name, "dtype": a.dtype.newbyteorder("<").str, "shape": list(a.shape),
+                        "offset": offset, "nbytes": len(data)})
+        chunks.append(data)
+        offset += len(data)
+    header = json.dumps({"meta": meta, "arrays": entries}).encode("utf-8")
+    digest = hashlib.sha256()
+
+    def parts():
+        yield MAGIC
+        yield struct.pack("<Q", len(header))
+        yield header
+        yield from chunks
+
+    def write(f):
+        for part in parts():
+            digest.update(part)
+            f.write(part)
+        f.write(digest.digest())
+
+    _atomic_write(path, write)
+
+
+def read_archive(path):
+    """Read and verify a file written by :func:`write_archive`.
+
+    Returns
+    -------
+    meta : dict
+    arrays : dict of str -> numpy.ndarray
+
+    Raises
+    ------
+    CheckpointError
+        The file is too short, is not an archive, or its checksum does not
+        match (a truncated or corrupted file). Nothing is returned half-read.
+    """
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
+    if len(blob) < len(MAGIC) + 8 + _DIGEST or not blob.startswith(MAGIC):
+        raise CheckpointError(f"{path!r} is not a scratchnet checkpoint, or is truncated ({len(blob)} bytes)")
+    body, trailer = blob[:-_DIGEST], blob[-_DIGEST:]
+    if hashlib.sha256(body).digest() != trailer:
+        raise CheckpointError(
+            f"{path!r} is corrupt or truncated: its SHA-256 checksum does not match its contents ({len(blob)} bytes); "
+            f"nothing was loaded"
+        )
+    (header_len,) = struct.unpack_from("<Q", body, len(MAGIC))
+    start = len(MAGIC) + 8
+    try:
+        header = json.loads(body[start:start + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path!r} has an unreadable header ({e})") from None
+    data = memoryview(body)[start + header_len:]
+    arrays = {}
+    for e in header["arrays"]:
+        dtype = numpy.dtype(e["dtype"])
+        if dtype.kind not in _DTYPE_KINDS or e["offset"] + e["nbytes"] > len(data):
+            raise CheckpointError(f"{path!r}: entry {e['name']!r} is malformed")
+        a = numpy.frombuffer(data, dtype=dtype, count=e["nbytes"] // dtype.itemsize, offset=e["offset"])
+        arrays[e["name"]] = a.reshape(e["shape"]).astype(dtype.newbyteorder("="), copy=True)
+    return header["meta"], arrays
+
+
+def _atomic_write(path, write):
+    """Write via ``write(file)`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    # Mode 0o666 lets the umask decide, as for any other file the user writes.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# The index: which checkpoints exist and which is the newest
+# ---------------------------------------------------------------------------
+
+
+def _read_index(directory):
+    path = os.path.join(directory, INDEX_NAME)
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint index {path!r} is unreadable ({e})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("all"), list):
+        raise CheckpointError(f"checkpoint index {path!r} is not a scratchnet index")
+    return index
+
+
+def _write_index(directory, latest, kept):
+    text = json.dumps({"latest": latest, "all": kept}, indent=1).encode("utf-8")
+    _atomic_write(os.path.join(directory, INDEX_NAME), lambda f: f.write(text))
+
+
+def latest_checkpoint(directory):
+    """The path of the newest checkpoint in ``directory``, or None if there is none.
+
+    As ``tf.train.latest_checkpoint``: read from the index, so a checkpoint
+    whose save was interrupted is never returned.
+    """
+    index = _read_index(directory)
+    if index is None or not index.get("latest"):
+        return None
+    path = os.path.join(directory, index["latest"])
+    return path if os.path.exists(path) else None
+
+
+def list_variables(path):
+    """``[(name, shape)]`` of the weights and moving averages in a checkpoint (``tf.train.list_variables``)."""
+    meta, arrays = read_archive(path)
+    return [(name, tuple(arrays[name].shape)) for name in _variable_names(meta)]
+
+
+def load_variables(path):
+    """``{name: numpy.ndarray}`` of the weights and moving averages in a checkpoint."""
+    meta, arrays = read_archive(path)
+    return {name: arrays[name] for name in _variable_names(meta)}
+
+
+def _variable_names(meta):
+    return list(meta["weights"]) + list(meta["ema"]["shadows"].values() if meta.get("ema") else [])
+
+
+# ---------------------------------------------------------------------------
+# Checkpoint: what a training run saves and restores
+# ---------------------------------------------------------------------------
+
+
+class Checkpoint:
+    """Save and restore a model with its optimizer, moving averages, step and RNG.
+
+    Parameters
+    ----------
+    model : scratchnet.Model
+        Supplies the weights (``model.parameters()``) and the global step
+        (``model.step``).
+    optimizer : scratchnet.optimizers.Optimizer, optional
+        Defaults to ``model.optimizer``.
+    ema : scratchnet.ExponentialMovingAverage, optional
+        Defaults to ``model.ema``.
+
+    Examples
+    --------
+    >>> ckpt = sn.Checkpoint(model=model, optimizer=opt, ema=ema)
+    >>> ckpt.save("runs/mlp", step=model.step)            # runs/mlp/model-1000
+    >>> ckpt.restore(sn.latest_checkpoint("runs/mlp"))    # everything back
+    >>> ckpt.restore(path, ema_into_weights=True)         # evaluate on the averages
+    """
+
+    def __init__(self, model, optimizer=None, ema=None):
+        self.model = model
+        self.optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
+        self.ema = ema if ema is not None else getattr(model, "ema", None)
+
+    # -- saving ----------------------------------------------------------------------
+    def save(self, directory, step=None, prefix="model", max_to_keep=5):
+        """Write ``<directory>/<prefix>-<step>``, update the index, delete the oldest beyond ``max_to_keep``.
+
+        Parameters
+        ----------
+        directory : str
+            Created if missing.
+        step : int, optional
+            The global step, part of the file name; defaults to ``model.step``.
+        prefix : str
+        max_to_keep : int or None
+            How many checkpoints to keep (the newest); ``None`` keeps all.
+
+        Returns
+        -------
+        str
+            The path written, e.g. ``"runs/mlp/model-1000"``.
+        """
+        if step is None:
+            step = getattr(self.model, "step", 0)
+        if isinstance(step, bool) or not isinstance(step, (int, numpy.integer)) or step < 0:
+            raise ValueError(f"Checkpoint.save: step must be a non-negative int, got {step!r}")
+        if max_to_keep is not None and (not isinstance(max_to_keep, int) or max_to_keep < 1):
+            raise ValueError(f"Checkpoint.save: max_to_keep must be a positive int or None, got {max_to_keep!r}")
+        if not prefix or os.sep in prefix or prefix == INDEX_NAME:
+            raise ValueError(f"Checkpoint.save: prefix must be a plain file name other than {INDEX_NAME!r}, got {prefix!r}")
+        os.makedirs(directory, exist_ok=True)
+        meta, arrays = self._collect(int(step))
+        name = f"{prefix}-{int(step)}"
+        path = os.path.join(directory, name)
+        write_archive(path, meta, arrays)
+
+        # The index is replaced only once the checkpoint is safely on disk.
+        index = _read_index(directory) or {"all": []}
+        kept = [n for n in index["all"] if n != name] + [name]
+        dropped = kept[:-max_to_keep] if max_to_keep else []
+        kept = kept[len(dropped):]
+        _write_index(directory, name, kept)
+        for old in dropped:
+            try:
+                os.remove(os.path.join(directory, old))
+            except FileNotFoundError:
+                pass
+        return path
+
+    def _collect(self, step):
+        arrays = {}
+        weights = []
+        for p in self.model.parameters():
+            arrays[p.name] = to_numpy(p.value)
+            weights.append(p.name)
+        meta = {"format": "scratchnet.checkpoint", "version": 1, "step": step, "weights": weights,
+                "optimizer": None, "ema": None, "rng": _random.get_state()}
+        if self.ema is not None:
+            shadows = {}
+            for pname, shadow in self.ema.state_dict().items():
+                key = self.ema.average_name(pname)
+                _add(arrays, key, shadow)
+                shadows[pname] = key
+            meta["ema"] = {"name": self.ema.name, "decay": self.ema.decay, "shadows": shadows}
+        if self.optimizer is not None:
+            state = {}
+            for k, a in self.optimizer.state_dict().items():
+                key = f"optimizer/{k}"
+                _add(arrays, key, a)
+                state[k] = key
+            meta["optimizer"] = {"class": type(self.optimizer).__name__, "state": state}
+        return meta, arrays
+
+    # -- restoring -------------------------------------------------------------------
+    def restore(self, path, include=None, mapping=None, ema_into_weights=False, strict=True):
+        """Load a checkpoint into the model, all-or-nothing.
+
+        With no options this is a full restore, for resuming training: the
+        weights, the optimizer state, the moving averages, ``model.step`` and
+        the global RNG state all come back. Any of the options makes it a
+        partial restore that loads weights only:
+
+        Parameters
+        ----------
+        path : str
+            A checkpoint file (``latest_checkpoint(directory)``).
+        include : list of str or Parameter, optional
+            Restore only these parameters (TF's ``Saver([v1])``); the others
+            keep their values.
+        mapping : dict of str -> Parameter, optional
+            Restore each parameter from the checkpoint variable named by its
+            key (TF's ``Saver({"v1": other_v1})``), e.g. a moving average:
+            ``mapping=ema.variables_to_restore(model)``.
+        ema_into_weights : bool
+            Load each trainable weight from its moving average (and others
+            from themselves): the averaged model, ready to evaluate.
+        strict : bool
+            When True (default), every parameter restored must be in the
+            checkpoint, and a full restore also refuses checkpoint weights the
+            model lacks. When False, missing names are skipped. A wrong shape
+            is always an error.
+
+        Raises
+        ------
+        CheckpointError
+            The file is corrupt, or does not fit the model; the message lists
+            every missing, unexpected or mis-shaped variable. The model is
+            unchanged.
+        """
+        meta, arrays = read_archive(path)
+        if meta.get("format") != "scratchnet.checkpoint":
+            raise CheckpointError(f"{path!r} is a {meta.get('format')!r} file, not a checkpoint")
+        if sum(x is not None and x is not False for x in (include, mapping, ema_into_weights)) > 1:
+            raise ValueError("Checkpoint.restore: pass at most one of include, mapping and ema_into_weights")
+        full = include is None and mapping is None and not ema_into_weights
+        params = list(self.model.parameters())
+        by_name = {p.name: p for p in params}
+        variables = set(_variable_names(meta))
+
+        plan = self._plan(meta, params, by_name, include, mapping, ema_into_weights)
+        problems = []
+        missing = [src for src in plan if src not in variables]
+        if missing and strict:
+            problems.append(f"missing from the checkpoint: {', '.join(missing)}")
+        plan = {src: p for src, p in plan.items() if src in variables}
+        wrong = [f"{src} {tuple(arrays[src].shape)} -> {p.name} {p.shape}"
+                 for src, p in plan.items() if tuple(arrays[src].shape) != tuple(p.shape)]
+        if wrong:
+            problems.append(f"shape differs (checkpoint -> model): {'; '.join(wrong)}")
+        if full and strict:
+            unexpected = [n for n in meta["weights"] if n not in by_name]
+            if unexpected:
+                problems.append(f"in the checkpoint but not in the model: {', '.join(unexpected)}")
+
+        optimizer_state = ema_state = None
+        if full:
+            if self.optimizer is not None and meta.get("optimizer"):
+                saved_class = meta["optimizer"]["class"]
+                if saved_class != type(self.optimizer).__name__:
+                    problems.append(f"optimizer: the checkpoint holds {saved_class} state, "
+                                    f"the optimizer is {type(self.optimizer).__name__}")
+                optimizer_state = {k: arrays[a] for k, a in meta["optimizer"]["state"].items()}
+                problems += _check_state_shapes("optimizer slot", optimizer_state, by_name,
+                                                lambda k: k.rpartition(":")[0] if ":" in k else None)
+            if self.ema is not None and meta.get("ema"):
+                ema_state = {pname: arrays[a] for pname, a in meta["ema"]["shadows"].items()}
+                problems += _check_state_shapes("moving average", ema_state, by_name, lambda k: k)
+        if problems:
+            raise CheckpointError(f"cannot restore {path!r} into the model:\n  " + "\n  ".join(problems))
+
+        # Everything checked: now change the model, optimizer, averages and RNG.
+        xp = get_backend().xp
+        values = [(p, xp.asarray(arrays[src]).astype(p.dtype, copy=False)) for src, p in plan.items()]
+        if optimizer_state is not None:
+            saved = self.optimizer.state_dict()
+            try:
+                self.optimizer.load_state_dict(optimizer_state)
+            except ValueError as e:
+                self.optimizer.load_state_dict(saved)
+                raise CheckpointError(f"cannot restore {path!r}: {e}") from None
+        if ema_state is not None:
+            self.ema.load_state_dict(ema_state)
+        for p, v in values:
+            p.value = v
+        if full:
+            if hasattr(self.model, "step"):
+                self.model.step = int(meta["step"])
+            if meta.get("rng") is not None:
+                _random.set_state(meta["rng"])
+        return meta["step"]
+
+    def _plan(self, meta, params, by_name, include, mapping, ema_into_weights):
+        """``{checkpoint variable name: parameter}`` for the restore asked for."""
+        if mapping is not None:
+            for src, p in mapping.items():
+                if not hasattr(p, "value"):
+                    raise ValueError(f"Checkpoint.restore: mapping[{src!r}] must be a Parameter, got {type(p).__name__}")
+            return dict(mapping)
+        if include is not None:
+            names = [x.name if hasattr(x, "name") and not isinstance(x, str) else x for x in include]
+            unknown = [n for n in names if n not in by_name]
+            if unknown:
+                raise ValueError(f"Checkpoint.restore: include names parameters the model does not have: "
+                                 f"{', '.join(unknown)} (the model has: {', '.join(by_name)})")
+            return {n: by_name[n] for n in names}
+        if ema_into_weights:
+            suffix = meta["ema"]["name"] if meta.get("ema") else "ExponentialMovingAverage"
+            return {f"{p.name}/{suffix}" if p.trainable else p.name: p for p in params}
+        return {p.name: p for p in params}
+
+
+def _add(arrays, key, a):
+    if key in arrays:
+        raise ValueError(f"Checkpoint.save: two entries are named {key!r}; rename the parameter")
+    arrays[key] = a
+
+
+def _check_state_shapes(what, state, by_name, param_of):
+    problems = []
+    for key, a in state.items():
+        pname = param_of(key)
+        if pname is None:
+            continue
+        p = by_name.get(pname)
+        if p is None:
+            problems.append(f"{what} {key!r} belongs to a parameter the model does not have")
+        elif tuple(a.shape) != tuple(p.shape):
+            problems.append(f"{what} {key!r} has shape {tuple(a.shape)} but {pname} has {p.shape}")
+    return problems

@@ -1,0 +1,19 @@
+"""The random generator the data loaders shuffle with."""
+from __future__ import annotations
+
+import numpy
+
+
+def generator(seed=None):
+    """``default_rng(seed)`` when a seed is given, else scratchnet's global generator.
+
+    Drawing from ``scratchnet.random.generator()`` means ``sn.random.seed(s)``
+    makes every shuffle of a run repeatable.
+    """
+    if seed is not None:
+        return numpy.random.default_rng(seed)
+    try:
+        from .. import random as sn_random
+    except ImportError:  # scratchnet.random is optional here
+        return numpy.random.default_rng()
+    return sn_random.generator()

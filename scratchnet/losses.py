@@ -1,0 +1,162 @@
+"""Losses as Keras names them: ``value, backprop = loss(y_true, y_pred)``.
+
+``value`` is a Python float (the mean over every leading position);
+``backprop(dloss=1.0)`` returns the gradient with respect to ``y_pred``.
+The cross-entropies with ``from_logits=True`` (the default here, unlike
+Keras) run :func:`scratchnet.ops.softmax_cross_entropy`: log-sum-exp, finite
+for any finite logits, and the fused ``softmax - onehot`` gradient.
+"""
+from __future__ import annotations
+
+import numbers
+
+from . import ops
+from .backend import get_backend
+
+# Keras clips probabilities to [EPSILON, 1 - EPSILON] before taking their log.
+EPSILON = 1e-7
+
+
+class Loss:
+    """Base class: ``__call__(y_true, y_pred) -> (value, backprop)``."""
+
+    name = "loss"
+
+    def __call__(self, y_true, y_pred):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _scale(op, dloss):
+    if isinstance(dloss, numbers.Number):
+        return float(dloss)
+    if getattr(dloss, "size", None) != 1:
+        raise ValueError(f"{op}: dloss must be a scalar, got shape {tuple(getattr(dloss, 'shape', ()))}")
+    return float(dloss.reshape(()))
+
+
+class CategoricalCrossentropy(Loss):
+    """Cross-entropy against one-hot (or probability) labels of ``y_pred``'s shape.
+
+    Parameters
+    ----------
+    from_logits : bool
+        ``y_pred`` holds logits (default) or probabilities. Probabilities are
+        normalised to sum to 1 and clipped to [1e-7, 1 - 1e-7] first, as in Keras.
+    """
+
+    name = "categorical_crossentropy"
+
+    def __init__(self, from_logits=True):
+        self.from_logits = bool(from_logits)
+
+    def __call__(self, y_true, y_pred):
+        op = type(self).__name__
+        if tuple(y_true.shape) != tuple(y_pred.shape):
+            raise ValueError(
+                f"{op}: y_true must have y_pred's shape {tuple(y_pred.shape)}, got {tuple(y_true.shape)}"
+            )
+        labels = y_true.astype(y_pred.dtype, copy=False)
+        if self.from_logits:
+            loss, backprop = ops.softmax_cross_entropy(y_pred, labels)
+            return float(loss), backprop
+        return _crossentropy_from_probabilities(op, labels, y_pred)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """Cross-entropy against integer class ids of shape ``y_pred.shape[:-1]``.
+
+    A trailing axis of size 1 on the ids (``(N, 1)``, Keras's habit) is dropped.
+    """
+
+    name = "sparse_categorical_crossentropy"
+
+    def __call__(self, y_true, y_pred):
+        op = type(self).__name__
+        xp = get_backend().xp
+        ids = y_true
+        if ids.ndim == y_pred.ndim and ids.shape[-1] == 1:
+            ids = ids.reshape(ids.shape[:-1])
+        if ids.dtype.kind == "f":
+            ids = ids.astype(xp.int64)
+        if tuple(ids.shape) != tuple(y_pred.shape[:-1]):
+            raise ValueError(
+                f"{op}: y_true must hold one class id per row of y_pred, shape {tuple(y_pred.shape[:-1])}; "
+                f"got {tuple(y_true.shape)} (y_pred: {tuple(y_pred.shape)})"
+            )
+        if self.from_logits:
+            loss, backprop = ops.softmax_cross_entropy(y_pred, ids)
+            return float(loss), backprop
+        K = y_pred.shape[-1]
+        onehot = (ids[..., None] == xp.arange(K)).astype(y_pred.dtype)
+        return _crossentropy_from_probabilities(op, onehot, y_pred)
+
+
+def _crossentropy_from_probabilities(op, labels, P):
+    """Mean of ``-sum(labels * log(clip(P / sum(P))))`` and its gradient with respect to ``P``."""
+    xp = get_backend().xp
+    S = P.sum(axis=-1, keepdims=True)
+    Q = P / S
+    inside = (Q > EPSILON) & (Q < 1 - EPSILON)
+    Qc = xp.clip(Q, EPSILON, 1 - EPSILON)
+    M = P.size // P.shape[-1]
+    loss = float(-(labels * xp.log(Qc)).sum() / M)
+
+    def backprop(dloss=1.0):
+        # dL/dQ = -labels / Q where unclipped; Q = P / S gives dL/dP_j = (g_j - sum_k g_k Q_k) / S.
+        g = xp.where(inside, -labels / Qc, 0) * (_scale(op, dloss) / M)
+        return ((g - (g * Q).sum(axis=-1, keepdims=True)) / S).astype(P.dtype, copy=False)
+
+    return loss, backprop
+
+
+class MeanSquaredError(Loss):
+    """``mean((y_pred - y_true) ** 2)`` over every element."""
+
+    name = "mean_squared_error"
+
+    def __call__(self, y_true, y_pred):
+        if tuple(y_true.shape) != tuple(y_pred.shape):
+            raise ValueError(
+                f"MeanSquaredError: y_true must have y_pred's shape {tuple(y_pred.shape)}, got {tuple(y_true.shape)}"
+            )
+        D = y_pred - y_true.astype(y_pred.dtype, copy=False)
+        loss = float((D * D).mean())
+
+        def backprop(dloss=1.0):
+            return D * (2 * _scale("MeanSquaredError", dloss) / D.size)
+
+        return loss, backprop
+
+
+_BY_NAME = {
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "mean_squared_error": MeanSquaredError,
+    "mse": MeanSquaredError,
+}
+
+
+def get(identifier):
+    """A loss from an instance, a callable ``(y_true, y_pred) -> (value, backprop)``, or a name.
+
+    Names give the class defaults: the cross-entropies take LOGITS
+    (``from_logits=True``), unlike Keras's string losses.
+    """
+    if isinstance(identifier, str):
+        cls = _BY_NAME.get(identifier.lower())
+        if cls is None:
+            raise ValueError(f"losses.get: unknown loss {identifier!r}; choose one of {sorted(_BY_NAME)}")
+        return cls()
+    if callable(identifier):
+        return identifier
+    raise ValueError(f"losses.get: expected a loss, a callable or a name, got {identifier!r}")

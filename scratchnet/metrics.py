@@ -1,0 +1,55 @@
+"""Metrics: ``metric(y_true, y_pred) -> float`` for one batch.
+
+``Model.evaluate`` and ``Model.fit`` average them over batches, weighted by
+batch size. ``"accuracy"`` picks the sparse or the categorical form from the
+labels' shape, as Keras's ``"accuracy"`` does with the matching loss.
+"""
+from __future__ import annotations
+
+
+def sparse_categorical_accuracy(y_true, y_pred):
+    """Fraction of positions whose largest ``y_pred`` entry is the class id in ``y_true``."""
+    ids = y_true
+    if ids.ndim == y_pred.ndim and ids.shape[-1] == 1:
+        ids = ids.reshape(ids.shape[:-1])
+    if tuple(ids.shape) != tuple(y_pred.shape[:-1]):
+        raise ValueError(
+            f"sparse_categorical_accuracy: y_true must have shape {tuple(y_pred.shape[:-1])}, got {tuple(y_true.shape)}"
+        )
+    return float((y_pred.argmax(axis=-1) == ids.astype(int)).mean())
+
+
+def categorical_accuracy(y_true, y_pred):
+    """Fraction of positions where ``y_pred`` and the one-hot ``y_true`` peak at the same class."""
+    if tuple(y_true.shape) != tuple(y_pred.shape):
+        raise ValueError(
+            f"categorical_accuracy: y_true must have y_pred's shape {tuple(y_pred.shape)}, got {tuple(y_true.shape)}"
+        )
+    return float((y_pred.argmax(axis=-1) == y_true.argmax(axis=-1)).mean())
+
+
+def accuracy(y_true, y_pred):
+    """Categorical accuracy when ``y_true`` is one-hot (``y_pred``'s shape), sparse otherwise."""
+    if tuple(y_true.shape) == tuple(y_pred.shape) and y_pred.shape[-1] > 1:
+        return categorical_accuracy(y_true, y_pred)
+    return sparse_categorical_accuracy(y_true, y_pred)
+
+
+_BY_NAME = {
+    "accuracy": accuracy,
+    "acc": accuracy,
+    "sparse_categorical_accuracy": sparse_categorical_accuracy,
+    "categorical_accuracy": categorical_accuracy,
+}
+
+
+def get(identifier):
+    """``(name, fn)`` for a metric name or a function (named after the function)."""
+    if isinstance(identifier, str):
+        fn = _BY_NAME.get(identifier.lower())
+        if fn is None:
+            raise ValueError(f"metrics.get: unknown metric {identifier!r}; choose one of {sorted(_BY_NAME)}")
+        return ("accuracy" if fn is accuracy else identifier.lower()), fn
+    if callable(identifier):
+        return getattr(identifier, "__name__", type(identifier).__name__), identifier
+    raise ValueError(f"metrics.get: expected a metric name or function, got {identifier!r}")

@@ -1,0 +1,325 @@
+"""Optimizers: turn each parameter's gradient into an in-place update of its value.
+
+Every optimizer follows the same three steps per call of :meth:`Optimizer.step`:
+
+1. collect ``(p.grad, p)`` for the trainable parameters that have a gradient;
+2. if ``global_clipnorm`` is set, scale all gradients together so that their
+   global norm ``sqrt(sum_p sum(g_p ** 2))`` is at most ``global_clipnorm``
+   (``tf.clip_by_global_norm``);
+3. update each ``p.value`` in place with the rule of the optimizer, using the
+   learning rate of the current iteration, then count the iteration.
+
+The update rules are those of Keras 3 (``keras/src/optimizers/*.py``), so a
+scratchnet optimizer and a Keras one fed the same gradients produce the same
+weights to float32 rounding. :class:`Momentum` is the exception on purpose:
+it is TensorFlow 1's ``tf.train.MomentumOptimizer``, which the tutorials use.
+
+Per-parameter state ("slots": Adam's ``m`` and ``v``, a momentum buffer) is
+created on first use and kept by parameter name, so that it can be saved in a
+checkpoint (:meth:`Optimizer.state_dict`) and restored into a fresh optimizer
+before it has taken a step.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy
+
+from .backend import get_backend, to_numpy
+
+
+class Optimizer:
+    """Base class: learning rate, clipping, iteration count and slots.
+
+    Subclasses name their slots in ``slot_names`` and implement
+    :meth:`update` for one parameter.
+
+    Parameters
+    ----------
+    learning_rate : float or callable
+        A constant, or a schedule ``step -> float`` (for example
+        :class:`scratchnet.schedules.ExponentialDecay`) called with the number
+        of iterations done so far, as Keras does.
+    global_clipnorm : float, optional
+        Clip all gradients together to this global norm before the update.
+    """
+
+    slot_names: tuple = ()
+
+    def __init__(self, learning_rate, global_clipnorm=None):
+        name = type(self).__name__
+        if not callable(learning_rate):
+            _check_positive(name, "learning_rate", learning_rate)
+        if global_clipnorm is not None:
+            _check_positive(name, "global_clipnorm", global_clipnorm)
+        self.learning_rate = learning_rate
+        self.global_clipnorm = global_clipnorm
+        self.iterations = 0
+        # parameter name -> {slot name: backend array}
+        self._slots = {}
+
+    @property
+    def learning_rate_now(self):
+        """The learning rate the next update will use, as a Python float."""
+        if callable(self.learning_rate):
+            return float(self.learning_rate(self.iterations))
+        return float(self.learning_rate)
+
+    def step(self, params):
+        """Apply each trainable parameter's ``.grad`` to its ``.value``.
+
+        Parameters without a gradient (``grad is None``) are left alone; the
+        gradients themselves are never modified.
+        """
+        self.apply_gradients([(p.grad, p) for p in params if p.trainable and p.grad is not None])
+
+    def apply_gradients(self, grads_and_params):
+        """Apply explicit gradients: ``[(grad, param), ...]``; counts one iteration."""
+        pairs = [(g, p) for g, p in grads_and_params if g is not None]
+        op = f"{type(self).__name__}.apply_gradients"
+        seen = set()
+        for g, p in pairs:
+            if p.name in seen:
+                raise ValueError(f"{op}: parameter {p.name!r} appears twice; names must be unique")
+            seen.add(p.name)
+            if tuple(g.shape) != tuple(p.value.shape):
+                raise ValueError(
+                    f"{op}: gradient for {p.name!r} has shape {tuple(g.shape)} but the parameter has {tuple(p.value.shape)}"
+                )
+        grads = [g for g, _ in pairs]
+        if self.global_clipnorm is not None:
+            grads = clip_by_global_norm(grads, self.global_clipnorm)
+        lr = self.learning_rate_now
+        for g, (_, p) in zip(grads, pairs):
+            self.update(p, g.astype(p.value.dtype, copy=False), lr, self._slots_for(p))
+        self.iterations += 1
+
+    def update(self, p, g, lr, slots):
+        """Update ``p.value`` in place from the gradient ``g``; ``slots`` are this parameter's state."""
+        raise NotImplementedError
+
+    def _slots_for(self, p):
+        slots = self._slots.get(p.name)
+        if slots is None:
+            xp = get_backend().xp
+            slots = {s: xp.zeros_like(p.value) for s in self.slot_names}
+            self._slots[p.name] = slots
+        return slots
+
+    def state_dict(self):
+        """The optimizer's state as a flat ``{str: numpy.ndarray}``.
+
+        ``"iterations"`` holds the step count; each slot is stored under
+        ``"<parameter name>:<slot name>"`` (``"dense/kernel:m"``).
+        """
+        state = {"iterations": numpy.array(self.iterations, dtype=numpy.int64)}
+        for pname, slots in self._slots.items():
+            for s, a in slots.items():
+                state[f"{pname}:{s}"] = to_numpy(a)
+        return state
+
+    def load_state_dict(self, state):
+        """Restore a :meth:`state_dict`; all keys are checked before anything changes."""
+        op = f"{type(self).__name__}.load_state_dict"
+        if "iterations" not in state:
+            raise ValueError(f"{op}: the state has no 'iterations' entry (keys: {sorted(state)})")
+        slots = {}
+        for key, a in state.items():
+            if key == "iterations":
+                continue
+            pname, sep, s = key.rpartition(":")
+            if not sep or s not in self.slot_names:
+                raise ValueError(
+                    f"{op}: unexpected entry {key!r}; {type(self).__name__} has slots {list(self.slot_names)}"
+                )
+            slots.setdefault(pname, {})[s] = a
+        for pname, d in slots.items():
+            if set(d) != set(self.slot_names):
+                raise ValueError(
+                    f"{op}: parameter {pname!r} has slots {sorted(d)} but {type(self).__name__} needs {list(self.slot_names)}"
+                )
+        xp = get_backend().xp
+        self._slots = {pname: {s: xp.array(a) for s, a in d.items()} for pname, d in slots.items()}
+        self.iterations = int(state["iterations"])
+
+    def get_config(self):
+        """The constructor arguments (a schedule appears as its repr)."""
+        lr = self.learning_rate
+        return {"learning_rate": lr if not callable(lr) else repr(lr), "global_clipnorm": self.global_clipnorm}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Gradient descent, optionally with (Nesterov) momentum, as Keras's ``SGD``.
+
+    Without momentum: ``w -= lr * g``. With momentum ``mu``, the velocity
+    ``m`` holds the learning rate already::
+
+        m = mu * m - lr * g
+        w += m                    (plain)
+        w += mu * m - lr * g      (nesterov)
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, global_clipnorm=None):
+        super().__init__(learning_rate, global_clipnorm)
+        _check_fraction("SGD", "momentum", momentum)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.slot_names = ("momentum",) if self.momentum else ()
+
+    def update(self, p, g, lr, slots):
+        if not self.momentum:
+            p.value -= lr * g
+            return
+        m = slots["momentum"]
+        m *= self.momentum
+        m -= lr * g
+        if self.nesterov:
+            p.value += self.momentum * m - lr * g
+        else:
+            p.value += m
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Momentum(Optimizer):
+    """TensorFlow 1's ``tf.train.MomentumOptimizer``: the accumulator holds raw gradients.
+
+    ::
+
+        a = mu * a + g
+        w -= lr * a                   (plain)
+        w -= lr * (g + mu * a)        (nesterov)
+
+    With a constant learning rate this is :class:`SGD` with momentum
+    (``m = -lr * a``). They differ once the learning rate changes: here a new
+    rate rescales the whole accumulated velocity at once, in SGD it only
+    applies to new gradients.
+    """
+
+    slot_names = ("momentum",)
+
+    def __init__(self, learning_rate, momentum=0.9, nesterov=False, global_clipnorm=None):
+        super().__init__(learning_rate, global_clipnorm)
+        _check_fraction("Momentum", "momentum", momentum)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def update(self, p, g, lr, slots):
+        a = slots["momentum"]
+        a *= self.momentum
+        a += g
+        if self.nesterov:
+            p.value -= lr * (g + self.momentum * a)
+        else:
+            p.value -= lr * a
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam, as Keras 3 (and TF 1's ``AdamOptimizer``) computes it.
+
+    At iteration ``t`` (1 for the first update)::
+
+        m = m + (1 - beta_1) * (g - m)
+        v = v + (1 - beta_2) * (g**2 - v)
+        alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        w -= alpha * m / (sqrt(v) + epsilon)
+
+    The bias correction is folded into the step size, so ``epsilon`` is added
+    to ``sqrt(v)`` rather than to ``sqrt(v_hat)``: the "epsilon hat" of the
+    Adam paper's section 2. TF 1 defaults to ``epsilon=1e-8``, Keras to 1e-7.
+    """
+
+    slot_names = ("m", "v")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, global_clipnorm=None):
+        super().__init__(learning_rate, global_clipnorm)
+        _check_fraction("Adam", "beta_1", beta_1)
+        _check_fraction("Adam", "beta_2", beta_2)
+        _check_positive("Adam", "epsilon", epsilon)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def update(self, p, g, lr, slots):
+        xp = get_backend().xp
+        t = self.iterations + 1
+        alpha = lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+        m, v = slots["m"], slots["v"]
+        m += (1 - self.beta_1) * (g - m)
+        v += (1 - self.beta_2) * (g * g - v)
+        p.value -= alpha * m / (xp.sqrt(v) + self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+class RMSProp(Optimizer):
+    """RMSProp, as Keras 3 computes it (epsilon inside the square root)::
+
+        v = rho * v + (1 - rho) * g**2
+        step = lr * g / sqrt(v + epsilon)
+        w -= step                         (momentum 0)
+        b = momentum * b + step; w -= b   (momentum > 0)
+    """
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, global_clipnorm=None):
+        super().__init__(learning_rate, global_clipnorm)
+        _check_fraction("RMSProp", "rho", rho)
+        _check_fraction("RMSProp", "momentum", momentum)
+        _check_positive("RMSProp", "epsilon", epsilon)
+        self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
+        self.slot_names = ("velocity", "momentum") if self.momentum else ("velocity",)
+
+    def update(self, p, g, lr, slots):
+        xp = get_backend().xp
+        v = slots["velocity"]
+        v *= self.rho
+        v += (1 - self.rho) * (g * g)
+        increment = lr * g / xp.sqrt(v + self.epsilon)
+        if self.momentum:
+            b = slots["momentum"]
+            b *= self.momentum
+            b += increment
+            increment = b
+        p.value -= increment
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+def global_norm(grads):
+    """``sqrt(sum_i sum(g_i ** 2))`` over a list of arrays, as a Python float."""
+    # Accumulated in float64: float32 sums of many squares lose digits.
+    return math.sqrt(sum(float((g.astype(numpy.float64) ** 2).sum()) for g in grads))
+
+
+def clip_by_global_norm(grads, clip_norm):
+    """Scale ``grads`` by ``clip_norm / max(global_norm, clip_norm)`` (new arrays).
+
+    As ``tf.clip_by_global_norm``: gradients whose global norm is within the
+    limit come back unchanged (as copies); a non-finite norm makes every
+    gradient NaN, so that a diverged step is visible rather than hidden.
+    """
+    norm = global_norm(grads)
+    if not math.isfinite(norm):
+        scale = math.nan
+    else:
+        scale = clip_norm / max(norm, clip_norm)
+    return [g * scale for g in grads]
+
+
+def _check_positive(op, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{op}: {name} must be a positive number, got {value!r}")
+
+
+def _check_fraction(op, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{op}: {name} must be a number in [0, 1), got {value!r}")
