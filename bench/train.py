@@ -4,8 +4,9 @@ For every model named in ``--models``, the three frameworks train the same
 architecture with the same hyperparameters (the zoo's, taken from the seed
 tutorials), on the same batches of the same data split, in this one process
 on this one machine. The report is a Markdown table: median milliseconds per
-training step (the first steps, which compile or trace, are left out), the
-ratio to the fastest of the three, and each framework's final test accuracy
+training step (the first steps, which compile or trace, are left out), its
+ratio to the faster peer (the faster of Keras and PyTorch), and each
+framework's final test accuracy
 (on the moving-average weights where the zoo model keeps them; next-token
 accuracy on held-out text for ``charlm``).
 
@@ -14,6 +15,7 @@ Usage::
     python bench/train.py --steps 200 --models mlp,lenet
     python bench/train.py --train-data ~/mnist --test-data ../shared/datasets/mnist-test
     python bench/train.py --fashion          # /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)
+    python bench/train.py --models charlm --text corpus.txt
 
 The peers are written here, not in the library: TensorFlow and PyTorch are
 imported only by this script.
@@ -38,13 +40,11 @@ def fixed_batches(recipe, steps):
     Returns a list of ``(new_epoch, x, y)``; ``new_epoch`` tells a model that
     carries state between batches (``charlm``) to reset it.
     """
-    out = []
-    it = recipe.batches()
-    for _ in range(steps):
-        epoch, x, y = next(it)
-        new_epoch = not out or epoch != out[-1][3]
-        out.append((new_epoch, x, y, epoch))
-    return [(new, x, y) for new, x, y, _ in out]
+    out, last = [], None
+    for _, (epoch, x, y) in zip(range(steps), recipe.batches()):
+        out.append((epoch != last, x, y))
+        last = epoch
+    return out
 
 
 def ema_decay_now(decay, n):
@@ -149,7 +149,7 @@ def run_keras(name, hp, batches, test, steps_per_epoch, vocab_size=None):
             loss = loss_of(logits, y)
         opt.apply_gradients(zip(tape.gradient(loss, params), params))
         if shadows:
-            n = tf.cast(opt.iterations, tf.float32)
+            n = tf.cast(opt.iterations - 1, tf.float32)  # updates before this one, as the zoo counts
             d = tf.minimum(hp["ema_decay"], (1.0 + n) / (10.0 + n))
             for s, v in zip(shadows, params):
                 s.assign(d * s + (1.0 - d) * v)

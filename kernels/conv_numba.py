@@ -2,20 +2,24 @@
 
 The reference ``im2col`` pads a copy of the input and then copies kh*kw
 strided slices; here each window row is written once, straight from the
-unpadded input, with zeros where the window hangs over the edge. Both kernels
-run the batch in parallel: every image owns its own rows of ``cols`` and its
-own slice of ``dX``, so ``col2im`` can add without atomics.
+unpadded input, with zeros where the window hangs over the edge.
+
+The kernels run on one thread, on purpose: they sit between BLAS GEMMs, and
+the OpenMP workers of a ``parallel=True`` kernel keep spinning for a while
+after it returns, taking a core from the GEMM that follows. On the 2-core
+target a parallel version made conv2d's forward+backward no faster, although
+each copy alone ran faster.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _im2col(X, kh, kw, sh, sw, top, left, OH, OW, cols):
     N, H, W, C = X.shape
-    for n in prange(N):
+    for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
                 row = (n * OH + oh) * OW + ow
@@ -32,12 +36,10 @@ def _im2col(X, kh, kw, sh, sw, top, left, OH, OW, cols):
                                 cols[row, col + c] = 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _col2im(cols, kh, kw, sh, sw, top, left, OH, OW, dX):
     N, H, W, C = dX.shape
-    for n in prange(N):
-        # Zeroed here rather than by np.zeros, so the pages are touched in parallel.
-        dX[n] = 0
+    for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
                 row = (n * OH + oh) * OW + ow
@@ -73,6 +75,6 @@ class ConvNumba:
         OH = (H + top + bottom - kh) // sh + 1
         OW = (W + left + right - kw) // sw + 1
         cols = np.ascontiguousarray(cols).reshape(N * OH * OW, kh * kw * C)
-        dX = np.empty((N, H, W, C), dtype=cols.dtype)
+        dX = np.zeros((N, H, W, C), dtype=cols.dtype)
         _col2im(cols, kh, kw, sh, sw, top, left, OH, OW, dX)
         return dX

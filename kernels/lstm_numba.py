@@ -4,13 +4,18 @@ The reference gates kernel makes a dozen NumPy passes over (N, 4H) and (N, H)
 temporaries per step; here each element of the state is visited once, with
 the four gates of unit ``j`` read together. The GEMMs stay in BLAS
 (``scratchnet/ops/lstm.py``).
+
+The kernels are serial on purpose: they run between two BLAS calls every
+time step, and a Numba thread pool woken there competes with BLAS's own
+threads for the same cores (on a 2-core machine that made the whole LSTM
+several times slower, not faster).
 """
 from __future__ import annotations
 
 import math
 
 import numpy
-from numba import njit, prange
+from numba import njit
 
 
 # float32 constants keep float32 arithmetic in float32 (Python's 1.0 would

