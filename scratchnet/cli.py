@@ -193,7 +193,7 @@ def sample(args):
     run = _read_run(args.logdir)
     if run["model"] != "charlm":
         raise SystemExit(f"scratchnet sample: {args.logdir} holds a {run['model']!r} run; sampling needs charlm")
-    vocab = zoo.Vocabulary(run["vocab"], run["level"])
+    vocab = sn.data.TextCorpus.from_vocab(run["vocab"], run["level"])
     hp = {k: v for k, v in run["hparams"].items() if k in ("embedding_size", "units")}
     recipe = zoo.build("charlm", vocab_size=len(vocab.vocab), **hp)
     path = sn.latest_checkpoint(args.logdir)

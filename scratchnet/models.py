@@ -536,35 +536,6 @@ def charlm(data=None, **kwargs):
 # Sampling
 
 
-class Vocabulary:
-    """A ``charlm``'s tokens, as a training run saves them, so sampling needs no training text.
-
-    Encodes and decodes as :class:`scratchnet.data.TextCorpus` does.
-
-    Parameters
-    ----------
-    tokens : list of str
-        ``tokens[id]`` is the token (``corpus.vocab``).
-    level : {"char", "word"}
-    """
-
-    def __init__(self, tokens, level="char"):
-        self.vocab = list(tokens)
-        self.level = level
-        self.index = {t: i for i, t in enumerate(self.vocab)}
-
-    def encode(self, text):
-        tokens = sn_data.text.tokenize(text, self.level)
-        unknown = sorted({t for t in tokens if t not in self.index})
-        if unknown and self.level == "char":
-            raise ValueError(f"encode: {unknown} not in the vocabulary of {len(self.vocab)} characters")
-        return numpy.array([self.index.get(t, 0) for t in tokens], dtype=numpy.int64)  # words: <unk> is 0
-
-    def decode(self, ids):
-        sep = "" if self.level == "char" else " "
-        return sep.join(self.vocab[int(i)] for i in numpy.asarray(ids).reshape(-1))
-
-
 def sampling_model(model):
     """A batch-1, one-step ``charlm`` that shares ``model``'s weights (seed 004's ``infer_sample``).
 
@@ -595,7 +566,8 @@ def sample(model, corpus, prime, length, temperature=None, seed=None):
     Parameters
     ----------
     model : the ``charlm`` model (``recipe.model``)
-    corpus : scratchnet.data.TextCorpus or Vocabulary
+    corpus : scratchnet.data.TextCorpus
+        (``TextCorpus.from_vocab`` rebuilds one from a saved vocabulary)
         Encodes the prime and decodes the output.
     prime : str
         At least one token.

@@ -6,6 +6,7 @@ import pytest
 
 import scratchnet as sn
 from scratchnet import models as zoo
+from scratchnet.data import TextCorpus
 
 
 def shapes(model):
@@ -151,7 +152,7 @@ def test_ema_evaluation_uses_the_averaged_weights():
 
 def test_charlm_argmax_sampling_is_deterministic_and_temperature_varies():
     r = zoo.charlm(vocab_size=8, units=16, embedding_size=8)
-    corpus = zoo.Vocabulary(list("abcdefgh"))
+    corpus = TextCorpus.from_vocab(list("abcdefgh"))
     a = zoo.sample(r.model, corpus, "abc", 30)
     b = zoo.sample(r.model, corpus, "abc", 30)
     assert a == b and a.startswith("abc") and len(a) == 33
@@ -166,6 +167,6 @@ def test_sampling_does_not_disturb_the_training_state():
     ids = np.arange(8)[None].repeat(2, 0)
     r.train_step(ids[:, :-1], ids[:, 1:])
     state = [sn.to_numpy(s).copy() for s in r.save_state()[0]]
-    zoo.sample(r.model, zoo.Vocabulary(list("abcdefgh")), "ab", 5)
+    zoo.sample(r.model, TextCorpus.from_vocab(list("abcdefgh")), "ab", 5)
     for before, after in zip(state, r.save_state()[0]):
         np.testing.assert_array_equal(before, sn.to_numpy(after))

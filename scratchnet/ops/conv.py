@@ -2,10 +2,14 @@
 
 The forward pass unrolls every receptive field of the input into one row of a
 matrix (``im2col``), so that the convolution becomes a single matrix product
-with the kernel reshaped to ``(kh*kw*C, O)``. The backward pass reuses the same
+with the kernel reshaped to ``(kh*kw*C, O)``. The backward pass uses the same
 matrix: ``dW = cols.T @ dY`` and ``dX = col2im(dY @ W.T)``, where ``col2im``
 is the adjoint of ``im2col`` (it adds every row back to the pixels it was
 copied from, so overlapping windows sum).
+
+The whole forward and backward are backend kernels (``conv2d_forward``,
+``conv2d_backward``), so a CPU backend can run them a few images at a time,
+with an im2col matrix that stays in cache (``kernels/conv_numba.py``).
 """
 from __future__ import annotations
 
@@ -13,8 +17,66 @@ from .._checks import as_float_arrays, check_grad, check_padding, check_rank, pa
 from ..backend import get_backend
 
 
+def conv_output_size(x_shape, kh, kw, sh, sw, pads):
+    """``(OH, OW)`` of a (kh, kw) window with strides (sh, sw) over padded ``x_shape`` (N, H, W, C)."""
+    top, bottom, left, right = pads
+    _, H, W, _ = x_shape
+    return (H + top + bottom - kh) // sh + 1, (W + left + right - kw) // sw + 1
+
+
 class ConvKernels:
-    """Reference kernels for conv2d: ``im2col`` and its adjoint ``col2im``."""
+    """Reference kernels for conv2d: the whole forward and backward, and the
+    ``im2col`` / ``col2im`` pair they are built on."""
+
+    def conv2d_forward(self, X, W, b, sh, sw, pads):
+        """The convolution as one GEMM: ``Y = im2col(X) @ W + b``.
+
+        Parameters
+        ----------
+        X : array of shape (N, H, W, C)
+        W : array of shape (kh, kw, C, O)
+        b : array of shape (O,), or None
+        sh, sw : int
+            Strides.
+        pads : tuple (top, bottom, left, right)
+
+        Returns
+        -------
+        Y : array of shape (N, OH, OW, O)
+        """
+        kh, kw, C, O = W.shape
+        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
+        cols = self.im2col(X, kh, kw, sh, sw, pads)  # (N*OH*OW, kh*kw*C)
+        Y = self.gemm(cols, W.reshape(kh * kw * C, O))
+        if b is not None:
+            Y += b
+        return Y.reshape(X.shape[0], OH, OW, O)
+
+    def conv2d_backward(self, dY, X, W, sh, sw, pads):
+        """Gradients of :meth:`conv2d_forward` with respect to ``X`` and ``W``.
+
+        ``dW = cols.T @ dY`` and ``dX = col2im(dY @ W.T)``. The im2col matrix
+        is built again rather than kept from the forward pass: it is a copy,
+        cheap next to the GEMMs, and keeping it would hold kh*kw times the
+        input's memory from the forward pass to the backward.
+
+        Parameters
+        ----------
+        dY : array of shape (N, OH, OW, O)
+        X, W, sh, sw, pads
+            As for :meth:`conv2d_forward`.
+
+        Returns
+        -------
+        dX : array of shape (N, H, W, C)
+        dW : array of shape (kh, kw, C, O)
+        """
+        kh, kw, C, O = W.shape
+        cols = self.im2col(X, kh, kw, sh, sw, pads)
+        dY2 = dY.reshape(-1, O)
+        dW = self.gemm(cols, dY2, trans_a=True).reshape(W.shape)
+        dX = self.col2im(self.gemm(dY2, W.reshape(kh * kw * C, O), trans_b=True), X.shape, kh, kw, sh, sw, pads)
+        return dX, dW
 
     def im2col(self, X, kh, kw, sh, sw, pads):
         """Unroll the (kh, kw) windows of ``X`` into rows.
@@ -39,8 +101,7 @@ class ConvKernels:
         xp = self.xp
         top, bottom, left, right = pads
         N, H, W, C = X.shape
-        OH = (H + top + bottom - kh) // sh + 1
-        OW = (W + left + right - kw) // sw + 1
+        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
         Xp = xp.pad(X, ((0, 0), (top, bottom), (left, right), (0, 0)))
         cols = xp.empty((N, OH, OW, kh, kw, C), dtype=X.dtype)
         # One strided slice per window offset: a loop over kh*kw, not over pixels.
@@ -69,8 +130,7 @@ class ConvKernels:
         xp = self.xp
         top, bottom, left, right = pads
         N, H, W, C = x_shape
-        OH = (H + top + bottom - kh) // sh + 1
-        OW = (W + left + right - kw) // sw + 1
+        OH, OW = conv_output_size(x_shape, kh, kw, sh, sw, pads)
         cols = cols.reshape(N, OH, OW, kh, kw, C)
         dXp = xp.zeros((N, H + top + bottom, W + left + right, C), dtype=cols.dtype)
         for i in range(kh):
@@ -153,23 +213,15 @@ def conv2d(x, w, b=None, strides=1, padding="VALID"):
         raise ValueError(f"{op}: b must have shape ({O},) to match w {tuple(Wt.shape)}, got {tuple(b.shape)}")
     sh, sw = pair(op, "strides", strides)
     padding = check_padding(op, padding)
-    N = X.shape[0]
     shapes = f"x: {tuple(X.shape)}, w: {tuple(Wt.shape)}"
-    OH, OW, pads = tf_padding_2d(op, X.shape, (kh, kw), (sh, sw), padding, shapes)
+    _, _, pads = tf_padding_2d(op, X.shape, (kh, kw), (sh, sw), padding, shapes)
 
-    cols = be.im2col(X, kh, kw, sh, sw, pads)  # (N*OH*OW, kh*kw*C)
-    W2 = Wt.reshape(kh * kw * C, O)
-    Y = be.gemm(cols, W2)
-    if b is not None:
-        Y += b
-    Y = Y.reshape(N, OH, OW, O)
+    Y = be.conv2d_forward(X, Wt, b, sh, sw, pads)
 
     def backprop(dY):
         dY = check_grad(op, dY, Y, be)
-        dY2 = dY.reshape(N * OH * OW, O)
-        dW = be.gemm(cols, dY2, trans_a=True).reshape(Wt.shape)
-        dX = be.col2im(be.gemm(dY2, W2, trans_b=True), X.shape, kh, kw, sh, sw, pads)
-        db = dY2.sum(axis=0) if b is not None else None
+        dX, dW = be.conv2d_backward(dY, X, Wt, sh, sw, pads)
+        db = dY.reshape(-1, O).sum(axis=0) if b is not None else None
         return dX, dW, db
 
     return Y, backprop
