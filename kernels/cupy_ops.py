@@ -16,6 +16,7 @@ import cupy
 import numpy
 
 from scratchnet import random as _random
+from scratchnet.ops.conv import conv_output_size
 from scratchnet.ops.reference import ReferenceOps
 
 from . import cuda
@@ -36,34 +37,23 @@ def _ints(*values):
     return tuple(numpy.int64(v) for v in values)
 
 
-def _out_size(size, pad, k, s):
-    return (size + pad - k) // s + 1
-
-
 class CupyOps(ReferenceOps):
     """GPU backend: the reference kernels on CuPy, the hot ones in CUDA C."""
 
     name = "cupy"
     xp = cupy
 
-    def native(self, op, name, a):
-        """``a`` as a CuPy array; a NumPy array is an error, never a silent copy.
+    def _refuse_foreign(self, op, name, a):
+        """A NumPy array is an error here, never a silent copy.
 
         A host array reaching a GPU op is almost always a forgotten transfer,
         and copying it quietly would hide a host-device copy per step.
-        Lists and Python scalars are converted (floats to float32).
         """
-        if isinstance(a, cupy.ndarray):
-            return a
         if isinstance(a, numpy.ndarray):
             raise ValueError(
                 f"{op}: {name} is a NumPy array {tuple(a.shape)} but the backend is 'cupy'; "
                 f"move it to the GPU with cupy.asarray({name}) first"
             )
-        a = numpy.asarray(a)
-        if a.dtype == numpy.float64:
-            a = a.astype(numpy.float32)
-        return cupy.asarray(a)
 
     def _launch(self, source, kernel, dtype, grid, block, args):
         """Run ``kernel`` of ``<source>.cu`` compiled for ``dtype``."""
@@ -86,9 +76,9 @@ class CupyOps(ReferenceOps):
     # --- conv (conv.cu) ----------------------------------------------------
 
     def im2col(self, X, kh, kw, sh, sw, pads):
-        top, bottom, left, right = pads
+        top, _, left, _ = pads
         N, H, W, C = X.shape
-        OH, OW = _out_size(H, top + bottom, kh, sh), _out_size(W, left + right, kw, sw)
+        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
         X = cupy.ascontiguousarray(X)
         cols = cupy.empty((N * OH * OW, kh * kw * C), dtype=X.dtype)
         sizes = _ints(N, H, W, C, kh, kw, sh, sw, top, left, OH, OW)
@@ -96,9 +86,9 @@ class CupyOps(ReferenceOps):
         return cols
 
     def col2im(self, cols, x_shape, kh, kw, sh, sw, pads):
-        top, bottom, left, right = pads
+        top, _, left, _ = pads
         N, H, W, C = x_shape
-        OH, OW = _out_size(H, top + bottom, kh, sh), _out_size(W, left + right, kw, sw)
+        OH, OW = conv_output_size(x_shape, kh, kw, sh, sw, pads)
         cols = cupy.ascontiguousarray(cols)
         dX = cupy.empty((N, H, W, C), dtype=cols.dtype)
         sizes = _ints(N, H, W, C, kh, kw, sh, sw, top, left, OH, OW)
@@ -108,9 +98,9 @@ class CupyOps(ReferenceOps):
     # --- max pooling (pooling.cu) ------------------------------------------
 
     def maxpool_forward(self, X, kh, kw, sh, sw, pads):
-        top, bottom, left, right = pads
+        top, _, left, _ = pads
         N, H, W, C = X.shape
-        OH, OW = _out_size(H, top + bottom, kh, sh), _out_size(W, left + right, kw, sw)
+        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
         X = cupy.ascontiguousarray(X)
         Y = cupy.empty((N, OH, OW, C), dtype=X.dtype)
         argmax = cupy.empty((N, OH, OW, C), dtype=cupy.int64)

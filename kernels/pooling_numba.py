@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from scratchnet.ops.conv import conv_output_size
+
 
 @njit(cache=True, parallel=True)
 def _maxpool_forward(X, kh, kw, sh, sw, top, left, Y, argmax):
@@ -61,10 +63,9 @@ class PoolNumba:
     """Overrides ``PoolKernels.maxpool_forward`` / ``maxpool_backward`` with compiled loops."""
 
     def maxpool_forward(self, X, kh, kw, sh, sw, pads):
-        top, bottom, left, right = pads
-        N, H, W, C = X.shape
-        OH = (H + top + bottom - kh) // sh + 1
-        OW = (W + left + right - kw) // sw + 1
+        top, _, left, _ = pads
+        N, _, _, C = X.shape
+        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
         X = np.ascontiguousarray(X)
         Y = np.empty((N, OH, OW, C), dtype=X.dtype)
         argmax = np.empty((N, OH, OW, C), dtype=np.int64)

@@ -1,6 +1,8 @@
 """Input validation shared by the ops: errors name the op, the argument and the shapes."""
 from __future__ import annotations
 
+import numbers
+
 import numpy
 
 FLOAT_DTYPES = (numpy.float32, numpy.float64)
@@ -48,6 +50,28 @@ def check_grad(op, dY, Y, be, name="dy"):
     if dY.dtype != Y.dtype:
         dY = dY.astype(Y.dtype)
     return dY
+
+
+def check_positive(op, name, value):
+    """``value`` must be a real number above 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{op}: {name} must be a positive number, got {value!r}")
+
+
+def check_fraction(op, name, value):
+    """``value`` must be a real number in [0, 1) (not a bool): a rate, a momentum, a beta."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{op}: {name} must be a number in [0, 1), got {value!r}")
+
+
+def scalar_grad(op, be, dloss, name="dloss"):
+    """The incoming gradient of a scalar loss (a number or a one-element array) as a Python float."""
+    if isinstance(dloss, numbers.Number):
+        return float(dloss)
+    dloss = be.native(op, name, dloss)
+    if dloss.size != 1 or dloss.ndim > 1:
+        raise ValueError(f"{op}: {name} must be a scalar, got shape {tuple(dloss.shape)}")
+    return float(dloss.reshape(()))
 
 
 def pair(op, name, v):

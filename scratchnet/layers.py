@@ -24,7 +24,7 @@ import numbers
 import numpy
 
 from . import initializers, ops, regularizers
-from ._checks import pair
+from ._checks import check_fraction, pair
 from .model import Layer, as_backend_array
 
 # Activations by Keras name; None and "linear" are the identity.
@@ -361,8 +361,7 @@ class Dropout(Layer):
 
     def __init__(self, rate, seed=None, name=None, dtype="float32"):
         super().__init__(name, dtype)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-            raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
+        check_fraction("Dropout", "rate", rate)
         self.rate = float(rate)
         self.seed = seed
         self._rng = None if seed is None else numpy.random.default_rng(seed)

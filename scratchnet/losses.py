@@ -8,9 +8,8 @@ for any finite logits, and the fused ``softmax - onehot`` gradient.
 """
 from __future__ import annotations
 
-import numbers
-
 from . import ops
+from ._checks import scalar_grad
 from .backend import get_backend
 
 # Keras clips probabilities to [EPSILON, 1 - EPSILON] before taking their log.
@@ -31,14 +30,6 @@ class Loss:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
-
-
-def _scale(op, dloss):
-    if isinstance(dloss, numbers.Number):
-        return float(dloss)
-    if getattr(dloss, "size", None) != 1:
-        raise ValueError(f"{op}: dloss must be a scalar, got shape {tuple(getattr(dloss, 'shape', ()))}")
-    return float(dloss.reshape(()))
 
 
 class CategoricalCrossentropy(Loss):
@@ -113,7 +104,7 @@ def _crossentropy_from_probabilities(op, labels, P):
 
     def backprop(dloss=1.0):
         # dL/dQ = -labels / Q where unclipped; Q = P / S gives dL/dP_j = (g_j - sum_k g_k Q_k) / S.
-        g = xp.where(inside, -labels / Qc, 0) * (_scale(op, dloss) / M)
+        g = xp.where(inside, -labels / Qc, 0) * (scalar_grad(op, get_backend(), dloss) / M)
         return ((g - (g * Q).sum(axis=-1, keepdims=True)) / S).astype(P.dtype, copy=False)
 
     return loss, backprop
@@ -133,7 +124,7 @@ class MeanSquaredError(Loss):
         loss = float((D * D).mean())
 
         def backprop(dloss=1.0):
-            return D * (2 * _scale("MeanSquaredError", dloss) / D.size)
+            return D * (2 * scalar_grad("MeanSquaredError", get_backend(), dloss) / D.size)
 
         return loss, backprop
 

@@ -22,10 +22,10 @@ before it has taken a step.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy
 
+from ._checks import check_fraction, check_positive
 from .backend import get_backend, to_numpy
 
 
@@ -50,9 +50,9 @@ class Optimizer:
     def __init__(self, learning_rate, global_clipnorm=None):
         name = type(self).__name__
         if not callable(learning_rate):
-            _check_positive(name, "learning_rate", learning_rate)
+            check_positive(name, "learning_rate", learning_rate)
         if global_clipnorm is not None:
-            _check_positive(name, "global_clipnorm", global_clipnorm)
+            check_positive(name, "global_clipnorm", global_clipnorm)
         self.learning_rate = learning_rate
         self.global_clipnorm = global_clipnorm
         self.iterations = 0
@@ -166,7 +166,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, global_clipnorm=None):
         super().__init__(learning_rate, global_clipnorm)
-        _check_fraction("SGD", "momentum", momentum)
+        check_fraction("SGD", "momentum", momentum)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.slot_names = ("momentum",) if self.momentum else ()
@@ -206,7 +206,7 @@ class Momentum(Optimizer):
 
     def __init__(self, learning_rate, momentum=0.9, nesterov=False, global_clipnorm=None):
         super().__init__(learning_rate, global_clipnorm)
-        _check_fraction("Momentum", "momentum", momentum)
+        check_fraction("Momentum", "momentum", momentum)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
@@ -242,9 +242,9 @@ class Adam(Optimizer):
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, global_clipnorm=None):
         super().__init__(learning_rate, global_clipnorm)
-        _check_fraction("Adam", "beta_1", beta_1)
-        _check_fraction("Adam", "beta_2", beta_2)
-        _check_positive("Adam", "epsilon", epsilon)
+        check_fraction("Adam", "beta_1", beta_1)
+        check_fraction("Adam", "beta_2", beta_2)
+        check_positive("Adam", "epsilon", epsilon)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
     def update(self, p, g, lr, slots):
@@ -271,9 +271,9 @@ class RMSProp(Optimizer):
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, global_clipnorm=None):
         super().__init__(learning_rate, global_clipnorm)
-        _check_fraction("RMSProp", "rho", rho)
-        _check_fraction("RMSProp", "momentum", momentum)
-        _check_positive("RMSProp", "epsilon", epsilon)
+        check_fraction("RMSProp", "rho", rho)
+        check_fraction("RMSProp", "momentum", momentum)
+        check_positive("RMSProp", "epsilon", epsilon)
         self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
         self.slot_names = ("velocity", "momentum") if self.momentum else ("velocity",)
 
@@ -313,13 +313,3 @@ def clip_by_global_norm(grads, clip_norm):
     else:
         scale = clip_norm / max(norm, clip_norm)
     return [g * scale for g in grads]
-
-
-def _check_positive(op, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{op}: {name} must be a positive number, got {value!r}")
-
-
-def _check_fraction(op, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(f"{op}: {name} must be a number in [0, 1), got {value!r}")

@@ -6,8 +6,10 @@ Seeding it once makes a whole run reproducible, and its state can be saved in
 a checkpoint (``get_state`` returns plain JSON-serialisable data) and restored
 with ``set_state`` so that a resumed run draws the same numbers.
 
-The generator always lives on the host: on the GPU backend, masks are drawn
-here and copied to the device, so a seed gives the same run on every backend.
+The generator always lives on the host. The CPU backends draw dropout masks
+from it directly; the GPU backend draws only a 64-bit seed from it per mask
+and hashes that on the device (``kernels/dropout.cu``), so seeding makes a GPU
+run repeatable too, but its masks differ from the CPU backends'.
 """
 from __future__ import annotations
 

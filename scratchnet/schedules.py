@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-import numbers
+
+from ._checks import check_positive
 
 
 class ExponentialDecay:
@@ -25,8 +26,7 @@ class ExponentialDecay:
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
         for name, value in (("initial_learning_rate", initial_learning_rate), ("decay_steps", decay_steps),
                             ("decay_rate", decay_rate)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-                raise ValueError(f"ExponentialDecay: {name} must be a positive number, got {value!r}")
+            check_positive("ExponentialDecay", name, value)
         self.initial_learning_rate = float(initial_learning_rate)
         self.decay_steps = float(decay_steps)
         self.decay_rate = float(decay_rate)

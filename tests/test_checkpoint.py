@@ -281,3 +281,56 @@ def test_bad_save_arguments_are_errors(tmp_path):
         ckpt.save(str(tmp_path), 1, max_to_keep=0)
     with pytest.raises(CheckpointError, match="does not exist"):
         ckpt.restore(str(tmp_path / "model-5"))
+
+
+def _forge(path, header):
+    """A file with a valid checksum around ``header`` (a dict) and 8 zero bytes of data."""
+    import hashlib
+    import struct
+
+    header = json.dumps(header).encode()
+    body = sn.checkpoint.MAGIC + struct.pack("<Q", len(header)) + header + b"\0" * 8
+    open(path, "wb").write(body + hashlib.sha256(body).digest())
+
+
+@pytest.mark.parametrize("entry", [
+    {"name": "a", "dtype": "<f8", "shape": [2], "offset": 0, "nbytes": 8},     # shape wants 16 bytes
+    {"name": "a", "dtype": "<f4", "shape": [2], "offset": -4, "nbytes": 8},    # before the data
+    {"name": "a", "dtype": "<f4", "shape": [2], "offset": 4, "nbytes": 8},     # past the end
+    {"name": "a", "dtype": "<f4", "shape": [2]},                               # fields missing
+])
+def test_a_header_entry_that_does_not_match_its_bytes_is_a_checkpoint_error(tmp_path, entry):
+    path = str(tmp_path / "forged")
+    _forge(path, {"meta": {}, "arrays": [entry]})
+    with pytest.raises(CheckpointError, match="malformed"):
+        sn.checkpoint.read_archive(path)
+
+
+def test_a_header_without_meta_and_arrays_is_a_checkpoint_error(tmp_path):
+    path = str(tmp_path / "forged")
+    _forge(path, [1, 2, 3])
+    with pytest.raises(CheckpointError, match="without 'meta' and 'arrays'"):
+        sn.checkpoint.read_archive(path)
+
+
+@pytest.mark.parametrize("bad", ["../victim", "/tmp/victim", "sub/model-1", ".hidden", ".."])
+def test_an_index_naming_files_outside_the_directory_is_refused_and_deletes_nothing(tmp_path, bad):
+    """save() deletes the oldest names the index lists: a tampered index must not reach other files."""
+    run = tmp_path / "run"
+    run.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (run / "checkpoint").write_text(json.dumps({"latest": "model-1", "all": [bad, "model-1"]}))
+    ckpt = sn.Checkpoint(make_model(1))
+    with pytest.raises(CheckpointError, match="not a file name inside"):
+        ckpt.save(str(run), 2, max_to_keep=1)
+    with pytest.raises(CheckpointError, match="not a file name inside"):
+        sn.latest_checkpoint(str(run))
+    assert victim.read_text() == "keep me"
+
+
+def test_a_prefix_that_is_not_a_plain_file_name_is_refused(tmp_path):
+    ckpt = sn.Checkpoint(make_model(1))
+    for prefix in ("", "sub/model", ".hidden", "checkpoint", ".."):
+        with pytest.raises(ValueError, match="prefix must be a plain file name"):
+            ckpt.save(str(tmp_path), 1, prefix=prefix)

@@ -10,10 +10,8 @@ def generator(seed=None):
     Drawing from ``scratchnet.random.generator()`` means ``sn.random.seed(s)``
     makes every shuffle of a run repeatable.
     """
+    from .. import random as sn_random
+
     if seed is not None:
         return numpy.random.default_rng(seed)
-    try:
-        from .. import random as sn_random
-    except ImportError:  # scratchnet.random is optional here
-        return numpy.random.default_rng()
     return sn_random.generator()

@@ -6,7 +6,7 @@ import numbers
 import numpy
 
 from .. import random as _random
-from .._checks import as_float_arrays, check_grad
+from .._checks import as_float_arrays, check_fraction, check_grad
 from ..backend import get_backend
 
 
@@ -31,7 +31,8 @@ class DropoutKernels:
         mask : array of ``shape`` and ``dtype``
         """
         rng = _random.generator() if seed is None else numpy.random.default_rng(seed)
-        # Drawn on the host, so a seed gives the same mask on every backend.
+        # Drawn on the host, so the CPU backends give the same mask for a seed
+        # (the CuPy backend overrides this with a device-side hash).
         keep = rng.random(shape) >= rate
         mask = numpy.where(keep, 1 / (1 - rate), 0).astype(dtype)
         return self.xp.asarray(mask)
@@ -59,8 +60,7 @@ def dropout(x, rate, seed=None):
     """
     be = get_backend()
     (X,) = as_float_arrays("dropout", be, x=x)
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-        raise ValueError(f"dropout: rate must be a number in [0, 1), got {rate!r}")
+    check_fraction("dropout", "rate", rate)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
         raise ValueError(f"dropout: seed must be a non-negative int or None, got {seed!r}")
     if rate == 0:

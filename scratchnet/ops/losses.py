@@ -1,9 +1,7 @@
 """Softmax cross-entropy, fused: the loss of the softmax of logits against labels."""
 from __future__ import annotations
 
-import numbers
-
-from .._checks import as_float_arrays
+from .._checks import as_float_arrays, scalar_grad
 from ..backend import get_backend
 from .embedding import check_ids
 
@@ -121,13 +119,7 @@ def softmax_cross_entropy(logits, labels):
     loss = losses.mean()
 
     def backprop(dloss=1.0):
-        if isinstance(dloss, numbers.Number):
-            scale = float(dloss)
-        else:
-            dloss = be.native("softmax_cross_entropy", "dloss", dloss)
-            if dloss.size != 1 or dloss.ndim > 1:
-                raise ValueError(f"softmax_cross_entropy: dloss must be a scalar, got shape {tuple(dloss.shape)}")
-            scale = float(dloss.reshape(()))
+        scale = scalar_grad("softmax_cross_entropy", be, dloss)
         dlogits = be.softmax_xent_backward(probs, labels, scale / M)
         return dlogits.reshape(logits.shape)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad, check_padding, check_rank, pair
 from ..backend import get_backend
-from .conv import tf_padding_2d
+from .conv import conv_output_size, tf_padding_2d
 
 
 class PoolKernels:
@@ -38,8 +38,7 @@ class PoolKernels:
         xp = self.xp
         top, bottom, left, right = pads
         N, H, W, C = X.shape
-        OH = (H + top + bottom - kh) // sh + 1
-        OW = (W + left + right - kw) // sw + 1
+        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
         # The padded values are never read as candidates (``valid`` masks
         # them), so zero padding is as good as -inf and keeps -inf inputs exact.
         Xp = xp.pad(X, ((0, 0), (top, bottom), (left, right), (0, 0)))

@@ -37,19 +37,27 @@ class ReferenceOps(
     xp = numpy
 
     def native(self, op, name, a):
-        """``a`` as this backend's array type; a foreign GPU array is an error."""
-        if isinstance(a, numpy.ndarray):
+        """``a`` as this backend's array type.
+
+        Another backend's array is an error, never a silent copy
+        (:meth:`_refuse_foreign`). Lists and Python scalars are converted.
+        """
+        if isinstance(a, self.xp.ndarray):
             return a
+        self._refuse_foreign(op, name, a)
+        a = numpy.asarray(a)
+        if a.dtype == numpy.float64:
+            # Python floats and lists default to float32, as in TensorFlow.
+            a = a.astype(numpy.float32)
+        return self.xp.asarray(a)
+
+    def _refuse_foreign(self, op, name, a):
+        """Raise when ``a`` is an array of another backend (here: a GPU array)."""
         if type(a).__module__.startswith("cupy"):
             raise ValueError(
                 f"{op}: {name} is a CuPy array but the backend is {self.name!r}; "
                 f"use sn.to_numpy({name}) or sn.use_backend('cupy')"
             )
-        a = numpy.asarray(a)
-        if a.dtype == numpy.float64:
-            # Python floats and lists default to float32, as in TensorFlow.
-            a = a.astype(numpy.float32)
-        return a
 
     def __repr__(self):
         return f"<scratchnet backend {self.name!r}>"
