@@ -13,49 +13,68 @@ each copy alone ran faster.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 from scratchnet.ops.conv import conv_output_size
+
+
+# In NHWC, the kw pixels of one window row are kw*C consecutive numbers of
+# X, and they land in kw*C consecutive entries of a cols row. So both kernels
+# copy (add) whole window rows as flat runs, clipped where the window hangs
+# over the left or right edge; rows above or below the input are zeros in
+# cols (skipped by col2im). The runs are indexed with unsigned integers:
+# Numba then drops its negative-index wraparound test and the loops
+# vectorise, which makes them several times faster when C is small.
 
 
 @njit(cache=True)
 def _im2col(X, kh, kw, sh, sw, top, left, OH, OW, cols):
     N, H, W, C = X.shape
+    Xf = X.reshape(N, H, W * C)
+    span = kw * C
     for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
                 row = (n * OH + oh) * OW + ow
+                w0 = ow * sw - left
+                # [lo, hi): the part of the window row that lies inside the input
+                lo = max(0, -w0) * C
+                hi = max(lo, min(kw, W - w0) * C)
                 for i in range(kh):
                     h = oh * sh + i - top
-                    for j in range(kw):
-                        w = ow * sw + j - left
-                        col = (i * kw + j) * C
-                        if 0 <= h < H and 0 <= w < W:
-                            for c in range(C):
-                                cols[row, col + c] = X[n, h, w, c]
-                        else:
-                            for c in range(C):
-                                cols[row, col + c] = 0
+                    base = i * span
+                    if h < 0 or h >= H:
+                        lo_i, hi_i = span, span
+                    else:
+                        lo_i, hi_i = lo, hi
+                    for k in range(lo_i):
+                        cols[row, base + k] = 0
+                    dst, src = uint64(base + lo_i), uint64(w0 * C + lo_i)
+                    for k in range(uint64(hi_i - lo_i)):
+                        cols[row, dst + k] = Xf[n, h, src + k]
+                    for k in range(hi_i, span):
+                        cols[row, base + k] = 0
 
 
 @njit(cache=True)
 def _col2im(cols, kh, kw, sh, sw, top, left, OH, OW, dX):
     N, H, W, C = dX.shape
+    dXf = dX.reshape(N, H, W * C)
+    span = kw * C
     for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
                 row = (n * OH + oh) * OW + ow
+                w0 = ow * sw - left
+                lo = max(0, -w0) * C
+                hi = max(lo, min(kw, W - w0) * C)
                 for i in range(kh):
                     h = oh * sh + i - top
                     if h < 0 or h >= H:
                         continue
-                    for j in range(kw):
-                        w = ow * sw + j - left
-                        if w < 0 or w >= W:
-                            continue
-                        col = (i * kw + j) * C
-                        for c in range(C):
-                            dX[n, h, w, c] += cols[row, col + c]
+                    src, dst = uint64(i * span + lo), uint64(w0 * C + lo)
+                    for k in range(uint64(hi - lo)):
+                        dXf[n, h, dst + k] += cols[row, src + k]
 
 
 class ConvNumba:
@@ -66,7 +85,7 @@ class ConvNumba:
     # cache between the im2col that writes it and the GEMMs that read it, and
     # is reused chunk after chunk, instead of a fresh matrix as large as
     # kh*kw times the input (62 MB for LeNet's second conv at batch 100).
-    chunk_bytes = 4 << 20
+    chunk_bytes = 2 << 20
 
     def _chunk(self, X, kh, kw, OH, OW):
         per_image = OH * OW * kh * kw * X.shape[3] * X.itemsize

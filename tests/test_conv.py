@@ -200,3 +200,28 @@ def test_conv2d_backprop_rejects_a_gradient_of_the_wrong_shape():
         y, bp = sn.ops.conv2d(_f32(2, 8, 8, 1), _f32(3, 3, 1, 2))
         with pytest.raises(ValueError, match=r"^conv2d: dy must have the output's shape \(2, 6, 6, 2\)"):
             bp(_f32(2, 8, 8, 2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_numba_conv2d_run_in_several_chunks_matches_the_reference(numba_ops, monkeypatch, dtype):
+    from scratchnet.ops.reference import ReferenceOps
+
+    ref, rng = ReferenceOps(), np.random.default_rng(5)
+    X = rng.standard_normal((5, 7, 9, 3)).astype(dtype)
+    W = rng.standard_normal((3, 3, 3, 4)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    # Two images per chunk: chunks of 2, 2 and 1.
+    monkeypatch.setattr(numba_ops, "chunk_bytes", 2 * 5 * 9 * 27 * X.itemsize)
+    pads = (1, 1, 1, 1)
+    Y = numba_ops.conv2d_forward(X, W, b, 2, 2, pads)
+    assert_close(Y, ref.conv2d_forward(X, W, b, 2, 2, pads), dtype, "y")
+    dY = rng.standard_normal(Y.shape).astype(dtype)
+    got = numba_ops.conv2d_backward(dY, X, W, 2, 2, pads)
+    want = ref.conv2d_backward(dY, X, W, 2, 2, pads)
+    for g, w, name in zip(got, want, ("dx", "dw")):
+        assert_close(g, w, dtype, name)
+
+
+def test_conv2d_rejects_an_empty_kernel():
+    with pytest.raises(ValueError, match=r"conv2d: w must have no empty dimension"):
+        sn.ops.conv2d(np.ones((1, 4, 4, 1), np.float32), np.ones((0, 3, 1, 2), np.float32))

@@ -205,6 +205,8 @@ def conv2d(x, w, b=None, strides=1, padding="VALID"):
     check_rank(op, "x", X, 4, "[N, H, W, C]")
     check_rank(op, "w", Wt, 4, "[kh, kw, C, O]")
     kh, kw, C, O = Wt.shape
+    if min(Wt.shape) < 1:
+        raise ValueError(f"{op}: w must have no empty dimension, got w: {tuple(Wt.shape)}")
     if X.shape[3] != C:
         raise ValueError(
             f"{op}: x has {X.shape[3]} channels but w expects {C} (x: {tuple(X.shape)}, w: {tuple(Wt.shape)})"

@@ -10,7 +10,9 @@ step ``t``::
     4: h_t = o * tanh(c_t)
 
 Steps 2-4 are the elementwise "gates" kernel, the hot loop the Numba and CuPy
-backends fuse; step 1 is GEMMs, left to BLAS.
+backends fuse; step 1 is GEMMs, left to BLAS. The loop over time is a kernel
+too (``lstm_forward`` / ``lstm_backward``), so that the Numba backend can run
+it on preallocated buffers.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from ..backend import get_backend
 
 
 class LSTMKernels:
-    """Reference kernels for one LSTM time step's elementwise part."""
+    """Reference kernels: the whole sequence forward and backward, and the
+    elementwise part of one time step they are built on."""
 
     def lstm_gates_forward(self, Z, c_prev):
         """Gate nonlinearities and cell update of one step (steps 2-4 above).
@@ -84,6 +87,89 @@ class LSTMKernels:
         dZ[:, 3 * H :] = d_o * o * (1 - o)
         return dZ, dc_prev
 
+    def lstm_forward(self, X, kernel, recurrent_kernel, bias, h0, c0):
+        """Steps 1-4 over a whole time-major sequence.
+
+        Parameters
+        ----------
+        X : array of shape (T, N, D)
+            Time-major, so each step reads and writes contiguous (N, .) blocks.
+        kernel : array of shape (D, 4H)
+        recurrent_kernel : array of shape (H, 4H)
+        bias : array of shape (4H,)
+        h0, c0 : arrays of shape (N, H)
+
+        Returns
+        -------
+        Hs, Cs : arrays of shape (T + 1, N, H)
+            ``Hs[0]`` is ``h0`` and ``Hs[t + 1]`` is ``h_t``; likewise ``Cs``.
+            Keeping ``h0`` in the buffer makes the recurrent weight gradient one
+            GEMM over all steps.
+        Gs : array of shape (T, N, 4H)
+            Every step's activated gates, for :meth:`lstm_backward`.
+        """
+        xp = self.xp
+        T, N, D = X.shape
+        H = recurrent_kernel.shape[0]
+        Hs = xp.empty((T + 1, N, H), dtype=X.dtype)
+        Cs = xp.empty((T + 1, N, H), dtype=X.dtype)
+        Hs[0], Cs[0] = h0, c0
+        # 1: the input part of Z_t for all steps at once, in one GEMM.
+        Zs = self.gemm(X.reshape(T * N, D), kernel).reshape(T, N, 4 * H)
+        Zs += bias
+        Gs = xp.empty((T, N, 4 * H), dtype=X.dtype)
+        for t in range(T):
+            # 1: ... plus the recurrent part, which needs h_{t-1}
+            Zs[t] += self.gemm(Hs[t], recurrent_kernel)
+            # 2-4: gates, c_t, h_t
+            Hs[t + 1], Cs[t + 1], Gs[t] = self.lstm_gates_forward(Zs[t], Cs[t])
+        return Hs, Cs, Gs
+
+    def lstm_backward(self, dYs, dh, dc, X, kernel, recurrent_kernel, Hs, Cs, Gs):
+        """Backward of :meth:`lstm_forward`, step T-1 down to step 0.
+
+        Parameters
+        ----------
+        dYs : array of shape (T, N, H), or None
+            Gradient of every step's output ``h_t`` (time-major); ``None`` when
+            only the final state is used.
+        dh, dc : arrays of shape (N, H)
+            Gradients of the final state ``h_{T-1}``, ``c_{T-1}``.
+        X, kernel, recurrent_kernel
+            As for :meth:`lstm_forward`.
+        Hs, Cs, Gs
+            What :meth:`lstm_forward` returned.
+
+        Returns
+        -------
+        dX : array of shape (T, N, D)
+        dkernel : array of shape (D, 4H)
+        drecurrent_kernel : array of shape (H, 4H)
+        dbias : array of shape (4H,)
+        dh0, dc0 : arrays of shape (N, H)
+        """
+        xp = self.xp
+        T, N, D = X.shape
+        H = recurrent_kernel.shape[0]
+        dZs = xp.empty((T, N, 4 * H), dtype=X.dtype)
+        dH, dC = dh, dc
+        for t in range(T - 1, -1, -1):
+            # 4b: h_t feeds the output ys[:, t] and step t+1 (dH holds the latter).
+            if dYs is not None:
+                dH = dH + dYs[t]
+            # 2b-4b: back through the gates and the cell update.
+            dZs[t], dC = self.lstm_gates_backward(dH, dC, Cs[t], Cs[t + 1], Gs[t])
+            # 1b: Z_t = ... + h_{t-1} @ recurrent_kernel, so h_{t-1} gets dZ_t @ recurrent_kernel.T
+            dH = self.gemm(dZs[t], recurrent_kernel, trans_b=True)
+        # 1b, for the weights: each sums over every step, so one GEMM over (T*N) rows each.
+        dZ = dZs.reshape(T * N, 4 * H)
+        dkernel = self.gemm(X.reshape(T * N, D), dZ, trans_a=True)
+        drecurrent_kernel = self.gemm(Hs[:T].reshape(T * N, H), dZ, trans_a=True)
+        dbias = dZ.sum(axis=0)
+        dX = self.gemm(dZ, kernel, trans_b=True).reshape(T, N, D)
+        # After step 0, dH and dC are the gradients of the initial state.
+        return dX, dkernel, drecurrent_kernel, dbias, dH, dC
+
 
 def _check_inputs(x, kernel, recurrent_kernel, bias, h0, c0):
     check_rank("lstm", "x", x, 3, "[N, T, D]")
@@ -142,51 +228,26 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
     H = recurrent_kernel.shape[0]
     dtype = x.dtype
 
-    # Time-major buffers, so each step reads and writes contiguous (N, .) blocks.
-    # Hs[0] is h0 and Hs[t + 1] is h_t; likewise Cs. Keeping h0 in the buffer
-    # makes the recurrent weight gradient one GEMM over all steps.
-    X = xp.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * N, D)
-    Hs = xp.zeros((T + 1, N, H), dtype=dtype)
-    Cs = xp.zeros((T + 1, N, H), dtype=dtype)
-    if h0 is not None:
-        Hs[0] = h0
-    if c0 is not None:
-        Cs[0] = c0
-    # 1: the input part of Z_t for all steps at once, in one GEMM.
-    Zs = be.gemm(X, kernel).reshape(T, N, 4 * H)
-    Zs += bias
-    Gs = xp.empty((T, N, 4 * H), dtype=dtype)
-    for t in range(T):
-        # 1: ... plus the recurrent part, which needs h_{t-1}
-        Zs[t] += be.gemm(Hs[t], recurrent_kernel)
-        # 2-4: gates, c_t, h_t
-        Hs[t + 1], Cs[t + 1], Gs[t] = be.lstm_gates_forward(Zs[t], Cs[t])
+    # The kernels work time-major: one contiguous (N, .) block per step.
+    X = xp.ascontiguousarray(x.transpose(1, 0, 2))
+    zeros = lambda: xp.zeros((N, H), dtype=dtype)  # noqa: E731
+    Hs, Cs, Gs = be.lstm_forward(
+        X, kernel, recurrent_kernel, bias, zeros() if h0 is None else h0, zeros() if c0 is None else c0
+    )
     ys = xp.ascontiguousarray(Hs[1:].transpose(1, 0, 2))
     h, c = Hs[T].copy(), Cs[T].copy()
 
     def backprop(dys, dh=None, dc=None):
-        dH = xp.zeros((N, H), dtype=dtype) if dh is None else check_grad("lstm", dh, h, be, name="dh")
-        dC = xp.zeros((N, H), dtype=dtype) if dc is None else check_grad("lstm", dc, c, be, name="dc")
+        dH = zeros() if dh is None else check_grad("lstm", dh, h, be, name="dh")
+        dC = zeros() if dc is None else check_grad("lstm", dc, c, be, name="dc")
+        dYs = None
         if dys is not None:
             dys = check_grad("lstm", dys, ys, be, name="dys")
             dYs = xp.ascontiguousarray(dys.transpose(1, 0, 2))
-        dZs = xp.empty((T, N, 4 * H), dtype=dtype)
-        for t in range(T - 1, -1, -1):
-            # 4b: h_t feeds the output ys[:, t] and step t+1 (dH holds the latter).
-            if dys is not None:
-                dH = dH + dYs[t]
-            # 2b-4b: back through the gates and the cell update.
-            dZs[t], dC = be.lstm_gates_backward(dH, dC, Cs[t], Cs[t + 1], Gs[t])
-            # 1b: Z_t = ... + h_{t-1} @ recurrent_kernel, so h_{t-1} gets dZ_t @ recurrent_kernel.T
-            dH = be.gemm(dZs[t], recurrent_kernel, trans_b=True)
-        # 1b, for the weights: each sums over every step, so one GEMM over (T*N) rows each.
-        dZ = dZs.reshape(T * N, 4 * H)
-        dkernel = be.gemm(X, dZ, trans_a=True)
-        drecurrent_kernel = be.gemm(Hs[:T].reshape(T * N, H), dZ, trans_a=True)
-        dbias = dZ.sum(axis=0)
-        dX = be.gemm(dZ, kernel, trans_b=True).reshape(T, N, D)
+        dX, dkernel, drecurrent_kernel, dbias, dh0, dc0 = be.lstm_backward(
+            dYs, dH, dC, X, kernel, recurrent_kernel, Hs, Cs, Gs
+        )
         dx = xp.ascontiguousarray(dX.transpose(1, 0, 2))
-        # After step 0, dH and dC are the gradients of the initial state.
-        return dx, dkernel, drecurrent_kernel, dbias, dH, dC
+        return dx, dkernel, drecurrent_kernel, dbias, dh0, dc0
 
     return (ys, h, c), backprop
