@@ -251,12 +251,13 @@ def torch_model(name, hp, vocab_size=None):
     raise ValueError(f"bench: no PyTorch peer for {name!r}")
 
 
-def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None):
+def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None, device="cpu"):
+    """``(step, evaluate)`` for the PyTorch peer; ``device="cuda"`` runs it on the GPU (cuDNN)."""
     import torch
     from torch import nn
 
     torch.manual_seed(hp.get("seed", 0))
-    model = torch_model(name, hp, vocab_size)
+    model = torch_model(name, hp, vocab_size).to(device)
     params = list(model.parameters())
     if hp["optimizer"] == "sgd":
         opt = torch.optim.SGD(params, lr=hp["learning_rate"])
@@ -279,8 +280,8 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None):
         if carried and new_epoch:
             state.clear()
         model.train()
-        x = torch.from_numpy(np.ascontiguousarray(x))
-        y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
         if hp["optimizer"] == "sgd":  # tf.train.exponential_decay, not staircase
             for g in opt.param_groups:
                 g["lr"] = hp["learning_rate"] * hp["decay_rate"] ** (i / steps_per_epoch)
@@ -302,6 +303,8 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None):
             with torch.no_grad():
                 for s, p in zip(shadows, params):
                     s.mul_(d).add_(p, alpha=1 - d)
+        if device != "cpu":
+            torch.cuda.synchronize()  # GPU work is asynchronous: time its completion
 
     def evaluate():
         model.eval()
@@ -311,9 +314,9 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None):
             x, y = test
             preds = []
             for lo in range(0, len(x), 1000):
-                xb = torch.from_numpy(np.ascontiguousarray(x[lo:lo + 1000]))
+                xb = torch.from_numpy(np.ascontiguousarray(x[lo:lo + 1000])).to(device)
                 logits = model(xb.long())[0] if carried else model(xb)
-                preds.append(logits.argmax(-1).numpy())
+                preds.append(logits.argmax(-1).cpu().numpy())
         return float(np.mean(np.concatenate(preds) == y))
 
     return train_one, evaluate
@@ -353,7 +356,10 @@ def main(argv=None):
     steps = max(args.steps, WARMUP_STEPS + 1)
     print(f"scratchnet backend {sn.get_backend().name}; {cpu_count()} CPUs; {steps} steps of batch {args.batch_size} "
           f"per model and framework, the first {WARMUP_STEPS} untimed", flush=True)
-    runners = {"scratchnet": None, "keras": run_keras, "torch": run_torch}
+    # On the GPU backend the PyTorch peer runs on CUDA too (tensorflow-cpu stays on the CPU).
+    torch_device = "cuda" if sn.get_backend().name == "cupy" else "cpu"
+    runners = {"scratchnet": None, "keras": run_keras,
+               "torch": lambda *a: run_torch(*a, device=torch_device)}
     rows = []
     for name in args.models:
         sn.random.seed(args.seed)

@@ -3,20 +3,22 @@
 One pass per row computes the max, the exponentials and their sum, and
 the loss, instead of NumPy's five full-size temporaries; for a language
 model's (N*T, V) logits that is most of the loss's time. Float (distribution)
-labels are rare and go to the reference kernels.
+labels are rare and go to the reference kernels. Serial, like every kernel
+here that runs between BLAS calls (see ``pooling_numba.py``): a Numba thread
+pool made an MLP training step four times slower.
 """
 from __future__ import annotations
 
 import math
 
 import numpy
-from numba import njit, prange
+from numba import njit
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _xent_forward_ids(logits, labels, losses, probs):
     M, K = logits.shape
-    for m in prange(M):
+    for m in range(M):
         top = logits[m, 0]
         for k in range(1, K):
             if logits[m, k] > top:
@@ -33,10 +35,10 @@ def _xent_forward_ids(logits, labels, losses, probs):
         losses[m] = math.log(total) - (logits[m, labels[m]] - top)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _xent_backward_ids(probs, labels, scale, dlogits):
     M, K = probs.shape
-    for m in prange(M):
+    for m in range(M):
         for k in range(K):
             dlogits[m, k] = scale * probs[m, k]
         dlogits[m, labels[m]] -= scale

@@ -1,22 +1,26 @@
 """Numba kernels for max pooling: max and argmax in one pass, and the scatter back.
 
 Channels are the innermost loop (NHWC), so each window offset compares a
-contiguous run of C values. The batch runs in parallel; each image owns its
-slice of ``dX``, so the backward scatter needs no atomics.
+contiguous run of C values.
+
+The kernels are serial on purpose. In a training step they run between BLAS
+GEMMs, and on a 2-core machine a Numba thread pool woken there fights BLAS's
+own threads for the cores: with ``parallel=True`` these kernels were faster
+alone but made a whole LeNet step about 30% slower.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from scratchnet.ops.conv import conv_output_size
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _maxpool_forward(X, kh, kw, sh, sw, top, left, Y, argmax):
     N, H, W, C = X.shape
     _, OH, OW, _ = Y.shape
-    for n in prange(N):
+    for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
                 first = True
@@ -45,12 +49,11 @@ def _maxpool_forward(X, kh, kw, sh, sw, top, left, Y, argmax):
                                     argmax[n, oh, ow, c] = flat
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _maxpool_backward(dY, argmax, dX):
     N, OH, OW, C = dY.shape
     W = dX.shape[2]
-    for n in prange(N):
-        # Zeroed here rather than by np.zeros, so the pages are touched in parallel.
+    for n in range(N):
         dX[n] = 0
         for oh in range(OH):
             for ow in range(OW):

@@ -134,27 +134,33 @@ def test_lstm_gradients_match_finite_differences(case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_numba_gate_kernels_match_the_reference(dtype):
+def test_numba_sequence_kernels_match_the_reference(dtype):
     pytest.importorskip("numba")
     rng = np.random.default_rng(3)
-    N, H = 5, 7
+    T, N, D, H = 4, 5, 3, 7
+    X = rng.standard_normal((T, N, D)).astype(dtype)
+    kernel = rng.standard_normal((D, 4 * H)).astype(dtype)
+    recurrent_kernel = (0.5 * rng.standard_normal((H, 4 * H))).astype(dtype)
+    bias = rng.standard_normal(4 * H).astype(dtype)
     # Large pre-activations check the overflow-free sigmoid and tanh.
-    Z = (4 * rng.standard_normal((N, 4 * H))).astype(dtype)
-    Z[0, :4] = [-1e4, 1e4, -800, 800]
-    Z[1, 2 * H : 2 * H + 2] = [-1e4, 1e4]
-    c_prev, dh, dc = (rng.standard_normal((N, H)).astype(dtype) for _ in range(3))
+    bias[:4] = [-1e4, 1e4, -800, 800]
+    bias[2 * H : 2 * H + 2] = [-1e4, 1e4]
+    h0, c0, dh, dc = (rng.standard_normal((N, H)).astype(dtype) for _ in range(4))
+    dYs = rng.standard_normal((T, N, H)).astype(dtype)
     with sn.use_backend("numpy") as ref, sn.use_backend("numba") as fast:
-        want = ref.lstm_gates_forward(Z, c_prev)
-        got = fast.lstm_gates_forward(Z, c_prev)
-        for name, g, w in zip(("h", "c", "G"), got, want):
+        want = ref.lstm_forward(X, kernel, recurrent_kernel, bias, h0, c0)
+        got = fast.lstm_forward(X, kernel, recurrent_kernel, bias, h0, c0)
+        for name, g, w in zip(("Hs", "Cs", "Gs"), got, want):
             assert g.dtype == dtype and np.all(np.isfinite(g)), name
             assert_close(g, w, dtype, name)
-        _, c, G = want
-        want = ref.lstm_gates_backward(dh, dc, c_prev, c, G)
-        got = fast.lstm_gates_backward(dh, dc, c_prev, c, G)
-        for name, g, w in zip(("dZ", "dc_prev"), got, want):
-            assert g.dtype == dtype, name
-            assert_close(g, w, dtype, name)
+        Hs, Cs, Gs = want
+        for dy in (dYs, None):
+            want = ref.lstm_backward(dy, dh, dc, X, kernel, recurrent_kernel, Hs, Cs, Gs)
+            got = fast.lstm_backward(dy, dh, dc, X, kernel, recurrent_kernel, Hs, Cs, Gs)
+            names = ("dX", "dkernel", "drecurrent_kernel", "dbias", "dh0", "dc0")
+            for name, g, w in zip(names, got, want):
+                assert g.dtype == dtype, name
+                assert_close(g, w, dtype, name)
 
 
 def test_lstm_backprop_does_not_mutate_its_gradients(backend):
