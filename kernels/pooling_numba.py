@@ -42,24 +42,28 @@ def _maxpool_forward(X, kh, kw, sh, sw, top, left, Y, argmax):
                             first = False
                         else:
                             # Strictly greater: on a tie the earlier position stays.
+                            # Written as selects, not a branch, so the loop over
+                            # channels compiles to SIMD blends.
                             for c in range(C):
                                 v = X[n, h, w, c]
-                                if v > Y[n, oh, ow, c]:
-                                    Y[n, oh, ow, c] = v
-                                    argmax[n, oh, ow, c] = flat
+                                y = Y[n, oh, ow, c]
+                                a = argmax[n, oh, ow, c]
+                                Y[n, oh, ow, c] = v if v > y else y
+                                argmax[n, oh, ow, c] = flat if v > y else a
 
 
 @njit(cache=True)
 def _maxpool_backward(dY, argmax, dX):
     N, OH, OW, C = dY.shape
-    W = dX.shape[2]
+    # argmax holds h * W + w, which indexes the (H * W, C) view of an image
+    # directly: no integer division per element.
+    dXf = dX.reshape(N, dX.shape[1] * dX.shape[2], C)
     for n in range(N):
-        dX[n] = 0
+        dXf[n] = 0
         for oh in range(OH):
             for ow in range(OW):
                 for c in range(C):
-                    a = argmax[n, oh, ow, c]
-                    dX[n, a // W, a % W, c] += dY[n, oh, ow, c]
+                    dXf[n, argmax[n, oh, ow, c], c] += dY[n, oh, ow, c]
 
 
 class PoolNumba:
