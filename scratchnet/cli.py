@@ -24,7 +24,7 @@ import sys
 import time
 
 RUN_FILE = "run.json"
-DEMO_STEPS = 300
+DEMO_STEPS = 500
 
 
 # ----------------------------------------------------------------------------
