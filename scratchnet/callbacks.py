@@ -155,8 +155,7 @@ class TensorBoard(Callback):
 
     def __init__(self, logdir, update_freq="epoch"):
         super().__init__()
-        if update_freq != "epoch" and (isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1):
-            raise ValueError(f"TensorBoard: update_freq must be 'epoch' or a positive int, got {update_freq!r}")
+        _check_update_freq("TensorBoard", update_freq)
         self.logdir = logdir
         self.update_freq = update_freq
         self._writers = {}
@@ -212,13 +211,26 @@ class TensorBoard(Callback):
         self._writers = {}
 
 
-class _EpochLogger(Callback):
-    """One record per epoch: ``epoch``, ``step``, the logs and ``learning_rate``."""
+def _check_update_freq(name, update_freq):
+    if update_freq != "epoch" and (isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1):
+        raise ValueError(f"{name}: update_freq must be 'epoch' or a positive int, got {update_freq!r}")
 
-    def __init__(self, path, append=False):
+
+class _EpochLogger(Callback):
+    """One record per epoch: ``epoch``, ``step``, the logs and ``learning_rate``.
+
+    With ``update_freq=N`` (steps) instead of ``"epoch"``, as for
+    :class:`TensorBoard`, it writes a ``run="train"`` record every N steps and a
+    ``run="test"`` record at each ``on_test_end``: the same scalars as the
+    TensorBoard runs, for a step-based loop such as ``scratchnet train``.
+    """
+
+    def __init__(self, path, append=False, update_freq="epoch"):
         super().__init__()
+        _check_update_freq(type(self).__name__, update_freq)
         self.path = path
         self.append = bool(append)
+        self.update_freq = update_freq
 
     def on_train_begin(self, logs=None):
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -227,7 +239,18 @@ class _EpochLogger(Callback):
             os.remove(self.path)
 
     def on_epoch_end(self, epoch, logs=None):
-        record = {"epoch": int(epoch), "step": self._step(), **self._scalars(logs)}
+        if self.update_freq == "epoch":
+            self._record({"epoch": int(epoch), "step": self._step(), **self._scalars(logs)})
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.update_freq != "epoch" and self._step() % self.update_freq == 0:
+            self._record({"run": "train", "step": self._step(), **self._scalars(logs)})
+
+    def on_test_end(self, logs=None):
+        if self.update_freq != "epoch":
+            self._record({"run": "test", "step": self._step(), **{k: float(v) for k, v in (logs or {}).items()}})
+
+    def _record(self, record):
         # Opened per record, so the file is complete even if training is killed.
         with open(self.path, "a", newline="", encoding="utf-8") as f:
             self._write(f, record)
@@ -251,8 +274,9 @@ class CSVLogger(_EpochLogger):
         if os.path.getsize(self.path) > 0:
             with open(self.path, newline="", encoding="utf-8") as f:
                 return next(csv.reader(f))
-        rest = sorted(k for k in record if k not in ("epoch", "step", "learning_rate"))
-        return ["epoch", "step", *rest] + (["learning_rate"] if "learning_rate" in record else [])
+        first = [k for k in ("epoch", "run", "step") if k in record]
+        rest = sorted(k for k in record if k not in (*first, "learning_rate"))
+        return [*first, *rest] + (["learning_rate"] if "learning_rate" in record else [])
 
 
 class JSONLLogger(_EpochLogger):

@@ -105,9 +105,14 @@ def train(args):
     n_eval = min(len(test_x), args.eval_examples)
     # TensorBoard: train scalars every log_every steps; test scalars at each evaluation.
     board = callbacks.TensorBoard(logdir, update_freq=args.log_every)
+    # The same scalars as CSV and JSON Lines, one row per train log and per evaluation.
+    tables = [callbacks.CSVLogger(os.path.join(logdir, "metrics.csv"), append=args.resume, update_freq=args.log_every),
+              callbacks.JSONLLogger(os.path.join(logdir, "metrics.jsonl"), append=args.resume, update_freq=args.log_every)]
     saver = callbacks.ModelCheckpoint(logdir, every_n_steps=every, max_to_keep=args.max_to_keep)
-    for cb in (board, saver):
+    for cb in (board, saver, *tables):
         cb.set_model(recipe.model)
+    for table in tables:
+        table.on_train_begin()  # starts a fresh file unless resuming
     weights = "moving-average weights" if recipe.ema is not None else "weights"
     print(f"train {args.model}: steps {recipe.step} -> {total}, batch {recipe.batch_size}, "
           f"backend {sn.get_backend().name}, logdir {logdir}", flush=True)
@@ -125,22 +130,25 @@ def train(args):
             logs = recipe.train_step(x, y)
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['accuracy']:.3f}", refresh=False)
-            for cb in (board, saver):
+            for cb in (board, saver, *tables):
                 cb.on_train_batch_end(batch, logs)
             if recipe.step % eval_every == 0 and recipe.step != total:
-                board.on_test_end(recipe.evaluate(test_x[:n_eval], test_y[:n_eval]))
+                results = recipe.evaluate(test_x[:n_eval], test_y[:n_eval])
+                for cb in (board, *tables):
+                    cb.on_test_end(results)
         if logs is not None and recipe.step % args.log_every:  # the last step, unless just logged
             board.write_scalars("train", {**logs, "learning_rate": recipe.optimizer.learning_rate_now}, recipe.step)
         saver.on_train_end()
     finally:
         bar.close()
     final = recipe.evaluate(test_x, test_y)
-    board.on_test_end(final)
+    for cb in (board, *tables):
+        cb.on_test_end(final)
     board.close()
     counted = f"{test_y.size:,} test tokens" if args.model == "charlm" else f"{len(test_x):,} test examples"
     print(f"test accuracy after {recipe.step} steps ({weights}, {counted}): "
           f"{final['accuracy']:.4f}  (loss {final['loss']:.4f})", flush=True)
-    print(f"checkpoints and TensorBoard runs (train/, test/) in {logdir}", flush=True)
+    print(f"checkpoints, TensorBoard runs (train/, test/) and metrics.csv/.jsonl in {logdir}", flush=True)
     return final
 
 

@@ -59,6 +59,14 @@ def test_train_writes_checkpoints_tensorboard_runs_and_prints_test_accuracy(tiny
     assert {"loss", "accuracy"} <= set(scalars["test"])
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["model"] == "mlp" and run["hparams"]["learning_rate"] == 0.8
+    # The same scalars as CSV and JSON Lines.
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["run"] == "train"]
+    assert [r["step"] for r in train] == [5, 10]
+    assert [r["loss"] for r in train] == pytest.approx([v for _, v in scalars["train"]["loss"]], rel=1e-6)
+    assert records[-1]["run"] == "test" and records[-1]["step"] == 10
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("run,step,") and len(rows) == 1 + len(records)
 
 
 def test_resume_continues_a_killed_run_from_its_last_checkpoint(tiny_mnist, tmp_path, capsys):
