@@ -85,6 +85,29 @@ def test_csv_and_jsonl_logs_hold_the_same_scalars_as_the_history(tmp_path):
     assert [r["learning_rate"] for r in records] == pytest.approx([0.05, 0.025])
 
 
+def test_csv_and_jsonl_step_mode_log_train_every_n_steps_and_each_evaluation(tmp_path):
+    model = make_model()
+    csv_path, jsonl_path = str(tmp_path / "log.csv"), str(tmp_path / "log.jsonl")
+    loggers = [sn.callbacks.CSVLogger(csv_path, update_freq=2), sn.callbacks.JSONLLogger(jsonl_path, update_freq=2)]
+    fit(model, loggers, epochs=2)
+    model.evaluate(X, Y, callbacks=loggers)
+    records = [json.loads(line) for line in open(jsonl_path)]
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [(r["run"], r["step"]) for r in records] == [
+        ("train", 2), ("test", 3), ("train", 4), ("train", 6), ("test", 6), ("test", 6)]
+    assert [(r["run"], int(r["step"])) for r in rows] == [(r["run"], r["step"]) for r in records]
+    assert list(rows[0])[:2] == ["run", "step"]
+    train = [r for r in records if r["run"] == "train"]
+    assert all("learning_rate" in r and "loss" in r for r in train)
+    assert records[-1]["accuracy"] == pytest.approx(model.evaluate(X, Y)["accuracy"])
+
+
+def test_loggers_reject_a_bad_update_freq():
+    for cls in (sn.callbacks.CSVLogger, sn.callbacks.JSONLLogger):
+        with pytest.raises(ValueError, match=f"{cls.__name__}: update_freq must be 'epoch' or a positive int"):
+            cls("x.log", update_freq=0)
+
+
 def test_csv_logger_appends_under_the_existing_header_or_starts_afresh(tmp_path):
     path = str(tmp_path / "log.csv")
     model = make_model()
