@@ -356,8 +356,14 @@ def main(argv=None):
     steps = max(args.steps, WARMUP_STEPS + 1)
     print(f"scratchnet backend {sn.get_backend().name}; {cpu_count()} CPUs; {steps} steps of batch {args.batch_size} "
           f"per model and framework, the first {WARMUP_STEPS} untimed", flush=True)
-    # On the GPU backend the PyTorch peer runs on CUDA too (tensorflow-cpu stays on the CPU).
-    torch_device = "cuda" if sn.get_backend().name == "cupy" else "cpu"
+    # On the GPU backend the PyTorch peer runs on CUDA too, when its build has
+    # CUDA (tensorflow-cpu stays on the CPU).
+    torch_device = "cpu"
+    if sn.get_backend().name == "cupy" and "torch" in args.frameworks:
+        import torch
+
+        torch_device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"PyTorch peer on {torch_device}", flush=True)
     runners = {"scratchnet": None, "keras": run_keras,
                "torch": lambda *a: run_torch(*a, device=torch_device)}
     rows = []

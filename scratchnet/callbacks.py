@@ -219,10 +219,11 @@ def _check_update_freq(name, update_freq):
 class _EpochLogger(Callback):
     """One record per epoch: ``epoch``, ``step``, the logs and ``learning_rate``.
 
-    With ``update_freq=N`` (steps) instead of ``"epoch"``, as for
-    :class:`TensorBoard`, it writes a ``run="train"`` record every N steps and a
-    ``run="test"`` record at each ``on_test_end``: the same scalars as the
-    TensorBoard runs, for a step-based loop such as ``scratchnet train``.
+    With ``update_freq=N`` (steps) instead of ``"epoch"`` it writes a
+    ``run="train"`` record every N steps and a ``run="test"`` record at each
+    ``on_test_end``, for a step-based loop such as ``scratchnet train``; such a
+    loop can add records of its own with :meth:`write_scalars`, as it does for
+    :class:`TensorBoard`.
     """
 
     def __init__(self, path, append=False, update_freq="epoch"):
@@ -244,13 +245,28 @@ class _EpochLogger(Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.update_freq != "epoch" and self._step() % self.update_freq == 0:
-            self._record({"run": "train", "step": self._step(), **self._scalars(logs)})
+            self.write_scalars("train", self._scalars(logs), self._step())
 
     def on_test_end(self, logs=None):
         if self.update_freq != "epoch":
-            self._record({"run": "test", "step": self._step(), **{k: float(v) for k, v in (logs or {}).items()}})
+            self.write_scalars("test", logs, self._step())
+
+    def write_scalars(self, run, scalars, step):
+        """Append one ``{"run", "step", **scalars}`` record (the signature of :meth:`TensorBoard.write_scalars`)."""
+        self._record({"run": run, "step": int(step), **{k: float(v) for k, v in (scalars or {}).items()}})
+
+    def discard_after(self, step):
+        """Drop the records of steps after ``step``: a run resumed from the
+        checkpoint of ``step`` will write them again."""
+        if not os.path.exists(self.path):
+            return
+        kept = [r for r in self._read() if int(r["step"]) <= step]
+        os.remove(self.path)
+        for record in kept:
+            self._record(record)
 
     def _record(self, record):
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         # Opened per record, so the file is complete even if training is killed.
         with open(self.path, "a", newline="", encoding="utf-8") as f:
             self._write(f, record)
@@ -276,7 +292,13 @@ class CSVLogger(_EpochLogger):
                 return next(csv.reader(f))
         first = [k for k in ("epoch", "run", "step") if k in record]
         rest = sorted(k for k in record if k not in (*first, "learning_rate"))
-        return [*first, *rest] + (["learning_rate"] if "learning_rate" in record else [])
+        # In step mode a test row may come first; train rows still bring a rate.
+        rate = "learning_rate" in record or "run" in record
+        return [*first, *rest] + (["learning_rate"] if rate else [])
+
+    def _read(self):
+        with open(self.path, newline="", encoding="utf-8") as f:
+            return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
 class JSONLLogger(_EpochLogger):
@@ -286,6 +308,10 @@ class JSONLLogger(_EpochLogger):
         # NaN and infinities are not JSON; write them as null.
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
         f.write(json.dumps(clean) + "\n")
+
+    def _read(self):
+        with open(self.path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
 
 
 class ModelCheckpoint(Callback):

@@ -92,12 +92,14 @@ def train(args):
     with open(os.path.join(logdir, RUN_FILE), "w") as f:
         json.dump(run, f, indent=1, default=list)
 
+    restored = False
     if args.resume:
         path = sn.latest_checkpoint(logdir)
         if path is None:
             print(f"resume: no checkpoint in {logdir}; starting from step 0", flush=True)
         else:
             step = recipe.checkpoint().restore(path)  # weights, optimizer, EMA, step, RNG
+            restored = True
             print(f"resume: restored {path}; continuing from step {step}", flush=True)
     every = args.checkpoint_every or max(1, min(1000, total // 5))
     eval_every = args.eval_every or every
@@ -106,13 +108,15 @@ def train(args):
     # TensorBoard: train scalars every log_every steps; test scalars at each evaluation.
     board = callbacks.TensorBoard(logdir, update_freq=args.log_every)
     # The same scalars as CSV and JSON Lines, one row per train log and per evaluation.
-    tables = [callbacks.CSVLogger(os.path.join(logdir, "metrics.csv"), append=args.resume, update_freq=args.log_every),
-              callbacks.JSONLLogger(os.path.join(logdir, "metrics.jsonl"), append=args.resume, update_freq=args.log_every)]
+    tables = [callbacks.CSVLogger(os.path.join(logdir, "metrics.csv"), append=restored, update_freq=args.log_every),
+              callbacks.JSONLLogger(os.path.join(logdir, "metrics.jsonl"), append=restored, update_freq=args.log_every)]
     saver = callbacks.ModelCheckpoint(logdir, every_n_steps=every, max_to_keep=args.max_to_keep)
     for cb in (board, saver, *tables):
         cb.set_model(recipe.model)
     for table in tables:
-        table.on_train_begin()  # starts a fresh file unless resuming
+        table.on_train_begin()  # a fresh file, unless resuming
+        if restored:
+            table.discard_after(recipe.step)  # a killed run may have logged past its last checkpoint
     weights = "moving-average weights" if recipe.ema is not None else "weights"
     print(f"train {args.model}: steps {recipe.step} -> {total}, batch {recipe.batch_size}, "
           f"backend {sn.get_backend().name}, logdir {logdir}", flush=True)
@@ -137,7 +141,8 @@ def train(args):
                 for cb in (board, *tables):
                     cb.on_test_end(results)
         if logs is not None and recipe.step % args.log_every:  # the last step, unless just logged
-            board.write_scalars("train", {**logs, "learning_rate": recipe.optimizer.learning_rate_now}, recipe.step)
+            for cb in (board, *tables):
+                cb.write_scalars("train", {**logs, "learning_rate": recipe.optimizer.learning_rate_now}, recipe.step)
         saver.on_train_end()
     finally:
         bar.close()

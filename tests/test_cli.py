@@ -84,6 +84,35 @@ def test_resume_continues_a_killed_run_from_its_last_checkpoint(tiny_mnist, tmp_
     resumed = load_variables(sn.latest_checkpoint(str(tmp_path)))
     straight = load_variables(sn.latest_checkpoint(str(tmp_path / "straight")))
     np.testing.assert_allclose(resumed["layer1/kernel"], straight["layer1/kernel"], rtol=1e-5, atol=1e-6)
+    # The metrics files read as one run: each train step once, in order.
+    for name in ("metrics.jsonl", "metrics.csv"):
+        resumed_rows = _metrics(tmp_path / name)
+        assert [s for r, s in resumed_rows if r == "train"] == [5, 10]
+        assert resumed_rows == _metrics(tmp_path / "straight" / name)
+
+
+def _metrics(path):
+    """(run, step) of each record of a metrics.jsonl or metrics.csv."""
+    if path.suffix == ".jsonl":
+        return [(r["run"], r["step"]) for r in map(json.loads, path.read_text().splitlines())]
+    rows = path.read_text().splitlines()[1:]
+    return [(row.split(",")[0], int(row.split(",")[1])) for row in rows]
+
+
+def test_resume_drops_the_metrics_logged_after_the_last_checkpoint(tiny_mnist, tmp_path, capsys):
+    # Killed at step 7 with the last checkpoint at 5: steps 6 and 7 are trained and logged again.
+    cli.main(_train_args(tiny_mnist, tmp_path, 7, "--log-every", "1"))
+    (tmp_path / "model-7").unlink()
+    (tmp_path / "checkpoint").write_text(json.dumps({"latest": "model-5", "all": ["model-5"]}))
+    cli.main(_train_args(tiny_mnist, tmp_path, 8, "--resume", "--log-every", "1"))
+    assert "continuing from step 5" in capsys.readouterr().out
+    train = [s for r, s in _metrics(tmp_path / "metrics.jsonl") if r == "train"]
+    assert train == list(range(1, 9))
+
+
+def test_the_last_step_is_logged_even_off_the_logging_grid(tiny_mnist, tmp_path):
+    cli.main(_train_args(tiny_mnist, tmp_path, 7))  # --log-every 5
+    assert [s for r, s in _metrics(tmp_path / "metrics.jsonl") if r == "train"] == [5, 7]
 
 
 def test_eval_watch_picks_up_a_new_checkpoint(tiny_mnist, tmp_path, capsys):
