@@ -31,9 +31,10 @@ import math
 import numpy
 
 from . import random as _random
+from ._config import Configurable
 
 
-class Initializer:
+class Initializer(Configurable):
     """Base class: subclasses implement :meth:`draw` with a ``numpy.random.Generator``."""
 
     def __init__(self, seed=None):
@@ -53,10 +54,6 @@ class Initializer:
 
     def get_config(self):
         return {"seed": self.seed}
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class Constant(Initializer):

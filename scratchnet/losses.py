@@ -10,26 +10,20 @@ from __future__ import annotations
 
 from . import ops
 from ._checks import scalar_grad
+from ._config import Configurable
 from .backend import get_backend
 
 # Keras clips probabilities to [EPSILON, 1 - EPSILON] before taking their log.
 EPSILON = 1e-7
 
 
-class Loss:
+class Loss(Configurable):
     """Base class: ``__call__(y_true, y_pred) -> (value, backprop)``."""
 
     name = "loss"
 
     def __call__(self, y_true, y_pred):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class CategoricalCrossentropy(Loss):

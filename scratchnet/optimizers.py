@@ -26,10 +26,11 @@ import math
 import numpy
 
 from ._checks import check_fraction, check_positive
+from ._config import Configurable
 from .backend import get_backend, to_numpy
 
 
-class Optimizer:
+class Optimizer(Configurable):
     """Base class: learning rate, clipping, iteration count and slots.
 
     Subclasses name their slots in ``slot_names`` and implement
@@ -147,10 +148,6 @@ class Optimizer:
         """The constructor arguments (a schedule appears as its repr)."""
         lr = self.learning_rate
         return {"learning_rate": lr if not callable(lr) else repr(lr), "global_clipnorm": self.global_clipnorm}
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class SGD(Optimizer):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numbers
 
+from ._config import Configurable
 
-class Regularizer:
+
+class Regularizer(Configurable):
     """``penalty = reg(w)`` (a float) and ``reg.gradient(w)`` (an array of w's shape)."""
 
     def __call__(self, w):
@@ -18,13 +20,6 @@ class Regularizer:
 
     def gradient(self, w):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class L1L2(Regularizer):

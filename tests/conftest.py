@@ -37,6 +37,17 @@ def backend(request):
         yield be
 
 
+@pytest.fixture(scope="session")
+def numba_ops():
+    """The Numba backend itself, for comparing its kernels with the reference.
+
+    Numba is a hard dependency, so this never skips: a broken install fails.
+    """
+    from scratchnet.kernels.numba_ops import NumbaOps
+
+    return NumbaOps()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -119,14 +119,6 @@ KERNEL_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def numba_ops():
-    pytest.importorskip("numba")
-    from scratchnet.kernels.numba_ops import NumbaOps
-
-    return NumbaOps()
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("x_shape, kh, kw, sh, sw, pads", KERNEL_CASES)
 def test_numba_im2col_and_col2im_match_the_reference(numba_ops, x_shape, kh, kw, sh, sw, pads, dtype):

@@ -65,7 +65,6 @@ def test_embedding_gradient_matches_finite_differences(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_numba_scatter_add_matches_the_reference(dtype):
-    pytest.importorskip("numba")
     rng = np.random.default_rng(1)
     ids = rng.integers(0, 7, size=(20, 3))  # many repeats among 60 ids
     dY = rng.standard_normal((20, 3, 5)).astype(dtype)

@@ -135,7 +135,6 @@ def test_lstm_gradients_match_finite_differences(case):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_numba_sequence_kernels_match_the_reference(dtype):
-    pytest.importorskip("numba")
     rng = np.random.default_rng(3)
     T, N, D, H = 4, 5, 3, 7
     X = rng.standard_normal((T, N, D)).astype(dtype)

@@ -152,14 +152,6 @@ KERNEL_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def numba_ops():
-    pytest.importorskip("numba")
-    from scratchnet.kernels.numba_ops import NumbaOps
-
-    return NumbaOps()
-
-
 @pytest.mark.parametrize("kind", ["tie_free", "ties"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("x_shape, kh, kw, sh, sw, pads", KERNEL_CASES)
