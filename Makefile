@@ -27,6 +27,7 @@ $(TEST_STAMP): $(STAMP)
 
 # Includes compiling every kernels/*.cu with nvcc (tests/test_cuda.py).
 test: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The demo trains on full MNIST when it is on this machine; otherwise on the

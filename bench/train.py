@@ -23,6 +23,7 @@ imported only by this script.
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import numpy as np
 from common import cpu_count, markdown_table, median_ms
@@ -56,17 +57,41 @@ def ema_decay_now(decay, n):
 
 
 def run_scratchnet(recipe, batches, test):
-    """``(step, evaluate)``: ``step()`` trains on the next batch; ``evaluate()`` -> test accuracy."""
-    it = iter(batches)
+    """``(times, evaluate)``: train on every batch through scratchnet's training loop, timing each step.
 
-    def step():
-        new_epoch, x, y = next(it)
-        if new_epoch:
-            recipe.reset_state()
-        recipe.train_step(x, y)
-        recipe.synchronize()
+    The loop is the one ``fit`` and ``scratchnet train`` run, with the
+    recipe's own callbacks (``charlm`` resets its carried state each epoch);
+    a callback reads the clock around each ``train_on_batch``.
+    """
+    import time
 
-    return step, lambda: recipe.evaluate(*test)["accuracy"]
+    from scratchnet import callbacks, training
+
+    class StepTimer(callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            recipe.synchronize()
+            self._t = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            recipe.synchronize()
+            self.times.append(time.perf_counter() - self._t)
+
+    timer = StepTimer()
+    stream = ((i, x, y) for i, (_, x, y) in zip(epochs_of(batches), batches))
+    training.train(recipe.model, stream, len(batches), [*recipe.callbacks(), timer], batch_logs="last")
+    return timer.times, lambda: recipe.evaluate(*test)["accuracy"]
+
+
+def epochs_of(batches):
+    """The epoch number of each ``(new_epoch, x, y)`` batch."""
+    epoch = -1
+    for new_epoch, _, _ in batches:
+        epoch += bool(new_epoch)
+        yield epoch
 
 
 # ---------------------------------------------------------------------- Keras
@@ -350,7 +375,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import scratchnet as sn
-    from scratchnet import models as zoo
+    from scratchnet import zoo
 
     sn.use_backend(args.backend)
     steps = max(args.steps, WARMUP_STEPS + 1)
@@ -380,11 +405,12 @@ def main(argv=None):
         for fw in args.frameworks:
             print(f"  {name} / {fw} ...", flush=True)
             if fw == "scratchnet":
-                step, evaluate = run_scratchnet(recipe, batches, test)
+                times, evaluate = run_scratchnet(recipe, batches, test)
+                ms = 1e3 * statistics.median(times[WARMUP_STEPS:])
             else:
                 step, evaluate = runners[fw](name, hp, batches, test, recipe.steps_per_epoch,
                                              getattr(data, "vocab_size", None))
-            ms = median_ms(step, repeats=steps - WARMUP_STEPS, warmup=WARMUP_STEPS)
+                ms = median_ms(step, repeats=steps - WARMUP_STEPS, warmup=WARMUP_STEPS)
             results[fw] = (ms, evaluate())
         peers = [ms for fw, (ms, _) in results.items() if fw != "scratchnet"] or [results["scratchnet"][0]]
         for fw, (ms, acc) in results.items():

@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-from scratchnet.ops.conv import conv_output_size
+from scratchnet.ops.shapes import conv_output_size
 
 
 # In NHWC, the kw pixels of one window row are kw*C consecutive numbers of
-# X, and they land in kw*C consecutive entries of a cols row. So both kernels
+# x, and they land in kw*C consecutive entries of a cols row. So both kernels
 # copy (add) whole window rows as flat runs, clipped where the window hangs
 # over the left or right edge; rows above or below the input are zeros in
 # cols (skipped by col2im). The runs are indexed with unsigned integers:
@@ -28,58 +28,61 @@ from scratchnet.ops.conv import conv_output_size
 
 
 @njit(cache=True)
-def _im2col(X, kh, kw, sh, sw, top, left, OH, OW, cols):
-    N, H, W, C = X.shape
-    Xf = X.reshape(N, H, W * C)
+def _im2col(x, kh, kw, sh, sw, top, left, OH, OW, cols):
+    """``cols[(n, oh, ow), (i, j, c)] = x[n, oh*sh + i - top, ow*sw + j - left, c]``, 0 outside ``x``."""
+    N, H, W, C = x.shape
+    xf = x.reshape(N, H, W * C)
     span = kw * C
     for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
                 row = (n * OH + oh) * OW + ow
-                w0 = ow * sw - left
+                iw0 = ow * sw - left  # input column of the window's left edge
                 # [lo, hi): the part of the window row that lies inside the input
-                lo = max(0, -w0) * C
-                hi = max(lo, min(kw, W - w0) * C)
+                lo = max(0, -iw0) * C
+                hi = max(lo, min(kw, W - iw0) * C)
                 for i in range(kh):
-                    h = oh * sh + i - top
+                    ih = oh * sh + i - top
                     base = i * span
-                    if h < 0 or h >= H:
+                    if ih < 0 or ih >= H:
                         lo_i, hi_i = span, span
                     else:
                         lo_i, hi_i = lo, hi
                     for k in range(lo_i):
                         cols[row, base + k] = 0
-                    dst, src = uint64(base + lo_i), uint64(w0 * C + lo_i)
+                    dst, src = uint64(base + lo_i), uint64(iw0 * C + lo_i)
                     for k in range(uint64(hi_i - lo_i)):
-                        cols[row, dst + k] = Xf[n, h, src + k]
+                        cols[row, dst + k] = xf[n, ih, src + k]
                     for k in range(hi_i, span):
                         cols[row, base + k] = 0
 
 
 @njit(cache=True)
-def _col2im(cols, kh, kw, sh, sw, top, left, OH, OW, dX):
-    N, H, W, C = dX.shape
-    dXf = dX.reshape(N, H, W * C)
+def _col2im(cols, kh, kw, sh, sw, top, left, OH, OW, dx):
+    """The adjoint of :func:`_im2col`: ``dx[n, ih, iw, c] += cols[(n, oh, ow), (i, j, c)]``
+    over the same index map (``dx`` zeroed by the caller)."""
+    N, H, W, C = dx.shape
+    dxf = dx.reshape(N, H, W * C)
     span = kw * C
     for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
                 row = (n * OH + oh) * OW + ow
-                w0 = ow * sw - left
-                lo = max(0, -w0) * C
-                hi = max(lo, min(kw, W - w0) * C)
+                iw0 = ow * sw - left
+                lo = max(0, -iw0) * C
+                hi = max(lo, min(kw, W - iw0) * C)
                 for i in range(kh):
-                    h = oh * sh + i - top
-                    if h < 0 or h >= H:
+                    ih = oh * sh + i - top
+                    if ih < 0 or ih >= H:
                         continue
-                    src, dst = uint64(i * span + lo), uint64(w0 * C + lo)
+                    src, dst = uint64(i * span + lo), uint64(iw0 * C + lo)
                     for k in range(uint64(hi - lo)):
-                        dXf[n, h, dst + k] += cols[row, src + k]
+                        dxf[n, ih, dst + k] += cols[row, src + k]
 
 
 class ConvNumba:
-    """Overrides ``ConvKernels``: compiled im2col / col2im, and a conv2d that
-    runs the batch in cache-sized chunks."""
+    """Overrides ``ConvReference``: compiled im2col / col2im, and a conv2d that
+    runs the batch in cache-sized chunks (the math is derived in ``scratchnet/ops/conv.py``)."""
 
     # Bytes of im2col matrix per chunk: a few MiB stays in the shared L3
     # cache between the im2col that writes it and the GEMMs that read it, and
@@ -87,65 +90,67 @@ class ConvNumba:
     # kh*kw times the input (62 MB for LeNet's second conv at batch 100).
     chunk_bytes = 2 << 20
 
-    def _chunk(self, X, kh, kw, OH, OW):
-        per_image = OH * OW * kh * kw * X.shape[3] * X.itemsize
-        return max(1, min(X.shape[0], self.chunk_bytes // max(per_image, 1)))
+    def _chunk(self, x, kh, kw, OH, OW):
+        """Images per chunk: as many as fit ``chunk_bytes`` of im2col matrix, at least one."""
+        per_image = OH * OW * kh * kw * x.shape[3] * x.itemsize
+        return max(1, min(x.shape[0], self.chunk_bytes // max(per_image, 1)))
 
-    def conv2d_forward(self, X, W, b, sh, sw, pads):
-        kh, kw, C, O = W.shape
-        N = X.shape[0]
-        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
+    def conv2d_forward(self, x, w, b, sh, sw, pads):
+        kh, kw, C, O = w.shape
+        N = x.shape[0]
+        OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
         top, _, left, _ = pads
-        X = np.ascontiguousarray(X)
-        W2 = np.ascontiguousarray(W).reshape(kh * kw * C, O)
+        x = np.ascontiguousarray(x)
+        w2 = np.ascontiguousarray(w).reshape(kh * kw * C, O)
         P = OH * OW  # output pixels (im2col rows) per image
-        Y = np.empty((N * P, O), dtype=X.dtype)
-        nb = self._chunk(X, kh, kw, OH, OW)
-        cols = np.empty((nb * P, kh * kw * C), dtype=X.dtype)
+        y = np.empty((N * P, O), dtype=x.dtype)
+        nb = self._chunk(x, kh, kw, OH, OW)
+        cols = np.empty((nb * P, kh * kw * C), dtype=x.dtype)
         for n0 in range(0, N, nb):
             n1 = min(n0 + nb, N)
-            c = cols[: (n1 - n0) * P]
-            _im2col(X[n0:n1], kh, kw, sh, sw, top, left, OH, OW, c)
-            y = Y[n0 * P : n1 * P]
-            np.matmul(c, W2, out=y)
+            chunk_cols = cols[: (n1 - n0) * P]
+            _im2col(x[n0:n1], kh, kw, sh, sw, top, left, OH, OW, chunk_cols)
+            chunk_y = y[n0 * P : n1 * P]
+            np.matmul(chunk_cols, w2, out=chunk_y)
             if b is not None:
-                y += b  # while the chunk of Y is still in cache
-        return Y.reshape(N, OH, OW, O)
+                chunk_y += b  # while the chunk of y is still in cache
+        return y.reshape(N, OH, OW, O)
 
-    def conv2d_backward(self, dY, X, W, sh, sw, pads):
-        kh, kw, C, O = W.shape
-        N = X.shape[0]
-        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
+    def conv2d_backward(self, dy, x, w, sh, sw, pads):
+        kh, kw, C, O = w.shape
+        N = x.shape[0]
+        OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
         top, _, left, _ = pads
-        X = np.ascontiguousarray(X)
-        W2 = np.ascontiguousarray(W).reshape(kh * kw * C, O)
+        x = np.ascontiguousarray(x)
+        w2 = np.ascontiguousarray(w).reshape(kh * kw * C, O)
         P = OH * OW
-        dY2 = np.ascontiguousarray(dY).reshape(N * P, O)
-        nb = self._chunk(X, kh, kw, OH, OW)
-        cols = np.empty((nb * P, kh * kw * C), dtype=X.dtype)
+        dy2 = np.ascontiguousarray(dy).reshape(N * P, O)
+        nb = self._chunk(x, kh, kw, OH, OW)
+        cols = np.empty((nb * P, kh * kw * C), dtype=x.dtype)
         dcols = np.empty_like(cols)
-        dW = np.zeros((kh * kw * C, O), dtype=X.dtype)
-        dW_chunk = np.empty_like(dW)
-        dX = np.zeros(X.shape, dtype=X.dtype)
+        dw2 = np.zeros((kh * kw * C, O), dtype=x.dtype)
+        chunk_dw2 = np.empty_like(dw2)
+        dx = np.zeros(x.shape, dtype=x.dtype)
         for n0 in range(0, N, nb):
             n1 = min(n0 + nb, N)
             rows = (n1 - n0) * P
-            c, dc, dy = cols[:rows], dcols[:rows], dY2[n0 * P : n1 * P]
-            _im2col(X[n0:n1], kh, kw, sh, sw, top, left, OH, OW, c)
-            # dW sums over every image: one GEMM per chunk, accumulated.
-            np.matmul(c.T, dy, out=dW_chunk)
-            dW += dW_chunk
-            np.matmul(dy, W2.T, out=dc)
-            _col2im(dc, kh, kw, sh, sw, top, left, OH, OW, dX[n0:n1])
-        return dX, dW.reshape(W.shape)
+            chunk_cols, chunk_dcols, chunk_dy = cols[:rows], dcols[:rows], dy2[n0 * P : n1 * P]
+            _im2col(x[n0:n1], kh, kw, sh, sw, top, left, OH, OW, chunk_cols)
+            # dw2 = cols.T @ dy2 sums over every image: one GEMM per chunk, accumulated.
+            np.matmul(chunk_cols.T, chunk_dy, out=chunk_dw2)
+            dw2 += chunk_dw2
+            # dx = col2im(dy2 @ w2.T), a chunk of images at a time.
+            np.matmul(chunk_dy, w2.T, out=chunk_dcols)
+            _col2im(chunk_dcols, kh, kw, sh, sw, top, left, OH, OW, dx[n0:n1])
+        return dx, dw2.reshape(w.shape)
 
-    def im2col(self, X, kh, kw, sh, sw, pads):
+    def im2col(self, x, kh, kw, sh, sw, pads):
         top, bottom, left, right = pads
-        N, H, W, C = X.shape
-        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
-        X = np.ascontiguousarray(X)
-        cols = np.empty((N * OH * OW, kh * kw * C), dtype=X.dtype)
-        _im2col(X, kh, kw, sh, sw, top, left, OH, OW, cols)
+        N, H, W, C = x.shape
+        OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
+        x = np.ascontiguousarray(x)
+        cols = np.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
+        _im2col(x, kh, kw, sh, sw, top, left, OH, OW, cols)
         return cols
 
     def col2im(self, cols, x_shape, kh, kw, sh, sw, pads):
@@ -153,6 +158,6 @@ class ConvNumba:
         N, H, W, C = x_shape
         OH, OW = conv_output_size(x_shape, kh, kw, sh, sw, pads)
         cols = np.ascontiguousarray(cols).reshape(N * OH * OW, kh * kw * C)
-        dX = np.zeros((N, H, W, C), dtype=cols.dtype)
-        _col2im(cols, kh, kw, sh, sw, top, left, OH, OW, dX)
-        return dX
+        dx = np.zeros((N, H, W, C), dtype=cols.dtype)
+        _col2im(cols, kh, kw, sh, sw, top, left, OH, OW, dx)
+        return dx

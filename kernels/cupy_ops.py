@@ -2,7 +2,8 @@
 
 ``CupyOps`` inherits every reference kernel (they are written against
 ``self.xp``, so they run on CuPy as they are) and overrides the hot ones with
-the kernels in ``kernels/*.cu``, with identical signatures. Each override
+the kernels in ``kernels/*.cu``, with the signatures of the contract
+(``scratchnet/ops/contract.py``). Each override
 allocates its outputs, makes its inputs C-contiguous (the kernels index flat
 memory) and launches one kernel; the ``.cu`` files compile on first use
 (``kernels/cuda.py``).
@@ -16,7 +17,7 @@ import cupy
 import numpy
 
 from scratchnet import random as _random
-from scratchnet.ops.conv import conv_output_size
+from scratchnet.ops.shapes import conv_output_size
 from scratchnet.ops.reference import ReferenceOps
 
 from . import cuda
@@ -75,14 +76,14 @@ class CupyOps(ReferenceOps):
 
     # --- conv (conv.cu) ----------------------------------------------------
 
-    def im2col(self, X, kh, kw, sh, sw, pads):
+    def im2col(self, x, kh, kw, sh, sw, pads):
         top, _, left, _ = pads
-        N, H, W, C = X.shape
-        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
-        X = cupy.ascontiguousarray(X)
-        cols = cupy.empty((N * OH * OW, kh * kw * C), dtype=X.dtype)
+        N, H, W, C = x.shape
+        OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
+        x = cupy.ascontiguousarray(x)
+        cols = cupy.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
         sizes = _ints(N, H, W, C, kh, kw, sh, sw, top, left, OH, OW)
-        self._elementwise("conv", "im2col", X.dtype, cols.size, (X, cols, *sizes))
+        self._elementwise("conv", "im2col", x.dtype, cols.size, (x, cols, *sizes))
         return cols
 
     def col2im(self, cols, x_shape, kh, kw, sh, sw, pads):
@@ -90,65 +91,65 @@ class CupyOps(ReferenceOps):
         N, H, W, C = x_shape
         OH, OW = conv_output_size(x_shape, kh, kw, sh, sw, pads)
         cols = cupy.ascontiguousarray(cols)
-        dX = cupy.empty((N, H, W, C), dtype=cols.dtype)
+        dx = cupy.empty((N, H, W, C), dtype=cols.dtype)
         sizes = _ints(N, H, W, C, kh, kw, sh, sw, top, left, OH, OW)
-        self._elementwise("conv", "col2im", cols.dtype, dX.size, (cols, dX, *sizes))
-        return dX
+        self._elementwise("conv", "col2im", cols.dtype, dx.size, (cols, dx, *sizes))
+        return dx
 
     # --- max pooling (pooling.cu) ------------------------------------------
 
-    def maxpool_forward(self, X, kh, kw, sh, sw, pads):
+    def maxpool_forward(self, x, kh, kw, sh, sw, pads):
         top, _, left, _ = pads
-        N, H, W, C = X.shape
-        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
-        X = cupy.ascontiguousarray(X)
-        Y = cupy.empty((N, OH, OW, C), dtype=X.dtype)
+        N, H, W, C = x.shape
+        OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
+        x = cupy.ascontiguousarray(x)
+        y = cupy.empty((N, OH, OW, C), dtype=x.dtype)
         argmax = cupy.empty((N, OH, OW, C), dtype=cupy.int64)
         sizes = _ints(N, H, W, C, kh, kw, sh, sw, top, left, OH, OW)
-        self._elementwise("pooling", "maxpool_forward", X.dtype, Y.size, (X, Y, argmax, *sizes))
-        return Y, argmax
+        self._elementwise("pooling", "maxpool_forward", x.dtype, y.size, (x, y, argmax, *sizes))
+        return y, argmax
 
-    def maxpool_backward(self, dY, argmax, x_shape):
+    def maxpool_backward(self, dy, argmax, x_shape):
         N, H, W, C = x_shape
-        _, OH, OW, _ = dY.shape
-        dY = cupy.ascontiguousarray(dY)
+        _, OH, OW, _ = dy.shape
+        dy = cupy.ascontiguousarray(dy)
         argmax = cupy.ascontiguousarray(argmax, dtype=cupy.int64)
-        dX = cupy.zeros((N, H, W, C), dtype=dY.dtype)
+        dx = cupy.zeros((N, H, W, C), dtype=dy.dtype)
         sizes = _ints(N, H, W, C, OH, OW)
-        self._elementwise("pooling", "maxpool_backward", dY.dtype, dY.size, (dY, argmax, dX, *sizes))
-        return dX
+        self._elementwise("pooling", "maxpool_backward", dy.dtype, dy.size, (dy, argmax, dx, *sizes))
+        return dx
 
-    # --- LSTM step (lstm.cu) -----------------------------------------------
+    # --- LSTM step (lstm.cu): steps 2-4 and 4b-2b of scratchnet/ops/lstm.py ---
 
-    def lstm_gates_forward(self, Z, c_prev):
+    def lstm_gates_forward(self, z, c_prev):
         N, H = c_prev.shape
-        Z = cupy.ascontiguousarray(Z)
-        c_prev = cupy.ascontiguousarray(c_prev, dtype=Z.dtype)
-        h = cupy.empty((N, H), dtype=Z.dtype)
-        c = cupy.empty((N, H), dtype=Z.dtype)
-        G = cupy.empty((N, 4 * H), dtype=Z.dtype)
-        self._elementwise("lstm", "lstm_gates_forward", Z.dtype, N * H, (Z, c_prev, h, c, G, *_ints(N, H)))
-        return h, c, G
+        z = cupy.ascontiguousarray(z)
+        c_prev = cupy.ascontiguousarray(c_prev, dtype=z.dtype)
+        h = cupy.empty((N, H), dtype=z.dtype)
+        c = cupy.empty((N, H), dtype=z.dtype)
+        gates = cupy.empty((N, 4 * H), dtype=z.dtype)
+        self._elementwise("lstm", "lstm_gates_forward", z.dtype, N * H, (z, c_prev, h, c, gates, *_ints(N, H)))
+        return h, c, gates
 
-    def lstm_gates_backward(self, dh, dc, c_prev, c, G):
+    def lstm_gates_backward(self, dh, dc, c_prev, c, gates):
         N, H = c.shape
-        dtype = G.dtype
-        dh, dc, c_prev, c, G = (cupy.ascontiguousarray(a, dtype=dtype) for a in (dh, dc, c_prev, c, G))
-        dZ = cupy.empty((N, 4 * H), dtype=dtype)
+        dtype = gates.dtype
+        dh, dc, c_prev, c, gates = (cupy.ascontiguousarray(a, dtype=dtype) for a in (dh, dc, c_prev, c, gates))
+        dz = cupy.empty((N, 4 * H), dtype=dtype)
         dc_prev = cupy.empty((N, H), dtype=dtype)
-        args = (dh, dc, c_prev, c, G, dZ, dc_prev, *_ints(N, H))
+        args = (dh, dc, c_prev, c, gates, dz, dc_prev, *_ints(N, H))
         self._elementwise("lstm", "lstm_gates_backward", dtype, N * H, args)
-        return dZ, dc_prev
+        return dz, dc_prev
 
     # --- embedding (embedding.cu) ------------------------------------------
 
-    def embedding_backward(self, ids, dY, vocab_size):
-        D = dY.shape[-1]
+    def embedding_backward(self, ids, dy, vocab_size):
+        D = dy.shape[-1]
         ids = cupy.ascontiguousarray(ids.reshape(-1), dtype=cupy.int64)
-        dY = cupy.ascontiguousarray(dY.reshape(-1, D))
-        dtable = cupy.zeros((vocab_size, D), dtype=dY.dtype)
-        args = (ids, dY, dtable, *_ints(ids.size, D, vocab_size))
-        self._elementwise("embedding", "embedding_backward", dY.dtype, dY.size, args)
+        dy = cupy.ascontiguousarray(dy.reshape(-1, D))
+        dtable = cupy.zeros((vocab_size, D), dtype=dy.dtype)
+        args = (ids, dy, dtable, *_ints(ids.size, D, vocab_size))
+        self._elementwise("embedding", "embedding_backward", dy.dtype, dy.size, args)
         return dtable
 
     # --- softmax cross-entropy (losses.cu) ---------------------------------

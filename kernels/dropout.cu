@@ -1,6 +1,7 @@
 // Inverted-dropout mask from a counter-based hash: element i's draw is a pure
 // function of (seed, i), so the mask needs no RNG state on the device, is the
 // same for any grid size, and is the same in float32 and float64.
+// (The backward, dx = dy * mask, needs no kernel; see scratchnet.ops.dropout.)
 #include "common.cuh"
 
 // SplitMix64 (Steele, Lea and Flood 2014): a full-avalanche 64-bit mix.

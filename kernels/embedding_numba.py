@@ -10,23 +10,24 @@ from numba import njit
 
 
 @njit(cache=True)
-def _scatter_add_rows(ids, dY, dtable):
+def _scatter_add_rows(ids, dy, dtable):
+    """``dtable[ids[p]] += dy[p]`` for every position ``p``: repeated ids add up."""
     # Serial on purpose: two positions with the same id write the same row,
     # so a parallel loop over positions would race.
-    P, D = dY.shape
+    P, D = dy.shape
     for p in range(P):
         row = ids[p]
         for d in range(D):
-            dtable[row, d] += dY[p, d]
+            dtable[row, d] += dy[p, d]
 
 
 class EmbeddingNumba:
-    """Scatter-add embedding gradient (same signature as ``EmbeddingKernels``)."""
+    """Overrides ``EmbeddingReference.embedding_backward`` with a compiled scatter-add loop."""
 
-    def embedding_backward(self, ids, dY, vocab_size):
-        D = dY.shape[-1]
-        dtable = numpy.zeros((vocab_size, D), dtype=dY.dtype)
+    def embedding_backward(self, ids, dy, vocab_size):
+        D = dy.shape[-1]
+        dtable = numpy.zeros((vocab_size, D), dtype=dy.dtype)
         _scatter_add_rows(
-            numpy.ascontiguousarray(ids.reshape(-1)), numpy.ascontiguousarray(dY.reshape(-1, D)), dtable
+            numpy.ascontiguousarray(ids.reshape(-1)), numpy.ascontiguousarray(dy.reshape(-1, D)), dtable
         )
         return dtable

@@ -47,7 +47,8 @@ extern "C" __global__ void softmax_xent_forward(const real* logits, const long l
     }
 }
 
-// dlogits = scale * (probs - onehot(labels)), one thread per element.
+// dlogits = scale * (probs - onehot(labels)), one thread per element; the
+// derivation, and why scale = dloss / M, is in scratchnet.ops.losses.
 extern "C" __global__ void softmax_xent_backward(const real* probs, const long long* labels,
                                                  real* dlogits, real scale,
                                                  index_t M, index_t K) {

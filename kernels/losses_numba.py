@@ -17,6 +17,7 @@ from numba import njit
 
 @njit(cache=True)
 def _xent_forward_ids(logits, labels, losses, probs):
+    """``probs = softmax(logits)`` and ``losses[m] = lse(logits[m]) - logits[m, labels[m]]``, row by row."""
     M, K = logits.shape
     for m in range(M):
         top = logits[m, 0]
@@ -37,6 +38,7 @@ def _xent_forward_ids(logits, labels, losses, probs):
 
 @njit(cache=True)
 def _xent_backward_ids(probs, labels, scale, dlogits):
+    """``dlogits = scale * (probs - onehot(labels))`` (derived in ``scratchnet/ops/losses.py``)."""
     M, K = probs.shape
     for m in range(M):
         for k in range(K):
@@ -45,7 +47,7 @@ def _xent_backward_ids(probs, labels, scale, dlogits):
 
 
 class LossNumba:
-    """Fused softmax cross-entropy (same signatures as ``LossKernels``)."""
+    """Overrides ``LossReference``: fused softmax cross-entropy for integer labels."""
 
     def softmax_xent_forward(self, logits, labels):
         if labels.ndim != 1:

@@ -1,7 +1,11 @@
 """Numba kernels for the LSTM: the time loop on preallocated buffers.
 
-The reference gates kernel makes a dozen NumPy passes over (N, 4H) and (N, H)
-temporaries per step. Here the sequence kernels (``lstm_forward`` /
+Steps are numbered as in ``scratchnet.ops.lstm``, which derives them:
+forward 1 (z_t), 2 (gates), 3 (c_t), 4 (h_t); backward ``4b, 3b, 2b, 1b``,
+each undoing the forward step of the same number.
+
+The reference ``lstm_gates_forward`` makes a dozen NumPy passes over (N, 4H)
+and (N, H) temporaries per step. Here the sequence kernels (``lstm_forward`` /
 ``lstm_backward``) run the loop over time on buffers allocated once, with the
 recurrent GEMMs written straight into them (``numpy.matmul(..., out=)``; the
 GEMMs stay in BLAS), and each step's elementwise work fused into two small
@@ -33,96 +37,108 @@ _HALF = numpy.float32(0.5)
 
 
 @njit(cache=True)
-def _preactivate(Z, R):
-    """1: ``Z += R`` (the recurrent part), then halve the sigmoid gates' inputs
-    (i, f, o), so that one ``tanh`` serves all four gates."""
-    N, H4 = Z.shape
+def _preactivate(z, r):
+    """Step 1, finished: ``z += r`` (the recurrent part ``h_{t-1} @ recurrent_kernel``); then the
+    start of step 2: halve the sigmoid gates' inputs (i, f, o), so that one ``tanh`` serves all four."""
+    N, H4 = z.shape
     H = H4 // 4
     for n in range(N):
         for k in range(H4):
-            z = Z[n, k] + R[n, k]
-            Z[n, k] = z if 2 * H <= k < 3 * H else _HALF * z
+            zk = z[n, k] + r[n, k]
+            z[n, k] = zk if 2 * H <= k < 3 * H else _HALF * zk
 
 
 @njit(cache=True)
-def _cell_forward(G, c_prev, c):
-    """2-3: finish the sigmoids, ``(1 + tanh(z / 2)) / 2``, in place; ``c = f * c_prev + i * g``."""
+def _cell_forward(gates, c_prev, c):
+    """The end of step 2: finish the sigmoids, ``(1 + tanh(z / 2)) / 2``, in place; step 3:
+    ``c = f * c_prev + i * g``."""
     N, H = c_prev.shape
     for n in range(N):
         for j in range(H):
-            i = _HALF + _HALF * G[n, j]
-            f = _HALF + _HALF * G[n, H + j]
-            G[n, j] = i
-            G[n, H + j] = f
-            G[n, 3 * H + j] = _HALF + _HALF * G[n, 3 * H + j]
-            c[n, j] = f * c_prev[n, j] + i * G[n, 2 * H + j]
+            i = _HALF + _HALF * gates[n, j]
+            f = _HALF + _HALF * gates[n, H + j]
+            gates[n, j] = i
+            gates[n, H + j] = f
+            gates[n, 3 * H + j] = _HALF + _HALF * gates[n, 3 * H + j]
+            c[n, j] = f * c_prev[n, j] + i * gates[n, 2 * H + j]
 
 
 @njit(cache=True)
-def _step_backward(dh, dy, dc, c_prev, tanh_c, G, dZ):
-    """4b-2b with ``dh += dy`` first (``dy`` may be None); ``dc`` becomes ``dc_prev`` in place."""
+def _step_backward(dh, dy, dc, c_prev, tanh_c, gates, dz):
+    """Steps 4b, 3b, 2b of one time step, with ``dh += dy`` first (``dy`` may be None).
+
+    ``dc`` becomes ``dc_prev`` in place (3b: ``dc_prev = dc * f``).
+    """
     N, H = c_prev.shape
     for n in range(N):
         for j in range(H):
-            i = G[n, j]
-            f = G[n, H + j]
-            g = G[n, 2 * H + j]
-            o = G[n, 3 * H + j]
+            i = gates[n, j]
+            f = gates[n, H + j]
+            g = gates[n, 2 * H + j]
+            o = gates[n, 3 * H + j]
             tc = tanh_c[n, j]
+            # 4b: h_t feeds the output y_t and step t+1: dh = dy_t + dh from step t+1.
             dht = dh[n, j]
             if dy is not None:
                 dht += dy[n, j]
-            # 4b: h = o * tanh(c)
+            # 4b: h = o * tanh(c): do = dh * tanh(c); dc += dh * o * (1 - tanh(c)^2)
             d_o = dht * tc
             dct = dc[n, j] + dht * o * (_ONE - tc * tc)
-            # 3b: c = f * c_prev + i * g;  2b: through the nonlinearities
-            dZ[n, j] = dct * g * i * (_ONE - i)
-            dZ[n, H + j] = dct * c_prev[n, j] * f * (_ONE - f)
-            dZ[n, 2 * H + j] = dct * i * (_ONE - g * g)
-            dZ[n, 3 * H + j] = d_o * o * (_ONE - o)
+            # 3b: c = f * c_prev + i * g gives di = dc * g, df = dc * c_prev, dg = dc * i;
+            # 2b: times sigmoid' = s (1 - s) or tanh' = 1 - g^2.
+            dz[n, j] = dct * g * i * (_ONE - i)
+            dz[n, H + j] = dct * c_prev[n, j] * f * (_ONE - f)
+            dz[n, 2 * H + j] = dct * i * (_ONE - g * g)
+            dz[n, 3 * H + j] = d_o * o * (_ONE - o)
+            # 3b: dc_prev = dc * f
             dc[n, j] = dct * f
 
 
 class LSTMNumba:
-    """Fused LSTM kernels (same signatures as ``LSTMKernels``)."""
+    """Overrides ``LSTMReference.lstm_forward`` / ``lstm_backward`` with fused loops."""
 
-    def lstm_forward(self, X, kernel, recurrent_kernel, bias, h0, c0):
-        T, N, D = X.shape
+    def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0):
+        T, N, D = x_seq.shape
         H = recurrent_kernel.shape[0]
-        Hs = numpy.empty((T + 1, N, H), dtype=X.dtype)
-        Cs = numpy.empty((T + 1, N, H), dtype=X.dtype)
-        Hs[0], Cs[0] = h0, c0
+        h_seq = numpy.empty((T + 1, N, H), dtype=x_seq.dtype)
+        c_seq = numpy.empty((T + 1, N, H), dtype=x_seq.dtype)
+        h_seq[0], c_seq[0] = h0, c0
         # 1: the input part of every step in one GEMM; each step then turns
-        # its block of Zs into its gates in place, so Zs becomes Gs.
-        Zs = numpy.matmul(X.reshape(T * N, D), kernel).reshape(T, N, 4 * H)
-        Zs += bias
-        R = numpy.empty((N, 4 * H), dtype=X.dtype)
-        tanh_c = numpy.empty((N, H), dtype=X.dtype)
+        # its block of z_seq into its gates in place, so z_seq becomes gates_seq.
+        z_seq = numpy.matmul(x_seq.reshape(T * N, D), kernel).reshape(T, N, 4 * H)
+        z_seq += bias
+        r = numpy.empty((N, 4 * H), dtype=x_seq.dtype)
+        tanh_c = numpy.empty((N, H), dtype=x_seq.dtype)
         for t in range(T):
-            numpy.matmul(Hs[t], recurrent_kernel, out=R)
-            _preactivate(Zs[t], R)
-            numpy.tanh(Zs[t], out=Zs[t])
-            _cell_forward(Zs[t], Cs[t], Cs[t + 1])
-            # 4: h = o * tanh(c)
-            numpy.tanh(Cs[t + 1], out=tanh_c)
-            numpy.multiply(Zs[t, :, 3 * H :], tanh_c, out=Hs[t + 1])
-        return Hs, Cs, Zs
+            # 1: the recurrent part, h_{t-1} @ recurrent_kernel
+            numpy.matmul(h_seq[t], recurrent_kernel, out=r)
+            _preactivate(z_seq[t], r)
+            # 2: one tanh over all four gate blocks
+            numpy.tanh(z_seq[t], out=z_seq[t])
+            # 2, 3: finish the sigmoids; c_t = f * c_{t-1} + i * g
+            _cell_forward(z_seq[t], c_seq[t], c_seq[t + 1])
+            # 4: h_t = o * tanh(c_t)
+            numpy.tanh(c_seq[t + 1], out=tanh_c)
+            numpy.multiply(z_seq[t, :, 3 * H :], tanh_c, out=h_seq[t + 1])
+        return h_seq, c_seq, z_seq
 
-    def lstm_backward(self, dYs, dh, dc, X, kernel, recurrent_kernel, Hs, Cs, Gs):
-        T, N, D = X.shape
+    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq):
+        T, N, D = x_seq.shape
         H = recurrent_kernel.shape[0]
-        tanh_Cs = numpy.tanh(Cs[1:])
+        tanh_c_seq = numpy.tanh(c_seq[1:])
         # Copies: the loop updates both in place, and the caller's arrays stay untouched.
-        dH, dC = dh.copy(), dc.copy()
-        dZs = numpy.empty((T, N, 4 * H), dtype=X.dtype)
+        dh, dc = dh.copy(), dc.copy()
+        dz_seq = numpy.empty((T, N, 4 * H), dtype=x_seq.dtype)
         for t in range(T - 1, -1, -1):
-            _step_backward(dH, None if dYs is None else dYs[t], dC, Cs[t], tanh_Cs[t], Gs[t], dZs[t])
-            # 1b: h_{t-1} gets dZ_t @ recurrent_kernel.T
-            numpy.matmul(dZs[t], recurrent_kernel.T, out=dH)
-        # 1b, for the weights: one GEMM over all (T*N) rows each.
-        dZ = dZs.reshape(T * N, 4 * H)
-        dkernel = numpy.matmul(X.reshape(T * N, D).T, dZ)
-        drecurrent_kernel = numpy.matmul(Hs[:T].reshape(T * N, H).T, dZ)
-        dbias = dZ.sum(axis=0)
-        dX = numpy.matmul(dZ, kernel.T).reshape(T, N, D)
-        return dX, dkernel, drecurrent_kernel, dbias, dH, dC
+            # 4b, 3b, 2b
+            dy = None if dy_seq is None else dy_seq[t]
+            _step_backward(dh, dy, dc, c_seq[t], tanh_c_seq[t], gates_seq[t], dz_seq[t])
+            # 1b: h_{t-1} gets dz_t @ recurrent_kernel.T
+            numpy.matmul(dz_seq[t], recurrent_kernel.T, out=dh)
+        # 1b, for the weights and the inputs: one GEMM over all (T*N) rows each.
+        dz = dz_seq.reshape(T * N, 4 * H)
+        dkernel = numpy.matmul(x_seq.reshape(T * N, D).T, dz)
+        drecurrent_kernel = numpy.matmul(h_seq[:T].reshape(T * N, H).T, dz)
+        dbias = dz.sum(axis=0)
+        dx_seq = numpy.matmul(dz, kernel.T).reshape(T, N, D)
+        return dx_seq, dkernel, drecurrent_kernel, dbias, dh, dc

@@ -1,14 +1,18 @@
 // Max pooling over NHWC. The forward records, per output, where its maximum
-// came from; the backward routes the whole gradient there.
+// came from; the backward routes the whole gradient there. The rule, and why
+// the gradient goes to one input, is in scratchnet.ops.pooling.
+//
+// (oh, ow): an output position; (i, j): an offset in the window;
+// (ih, iw) = (oh*sh - top + i, ow*sw - left + j): the input position it reads.
 #include "common.cuh"
 
-// Y, argmax: (N, OH, OW, C). argmax is the flat index h*W + w of the FIRST
+// y, argmax: (N, OH, OW, C). argmax is the flat index ih*W + iw of the FIRST
 // maximum in row-major window order (strict > keeps the earlier of equal
 // values, as TensorFlow does), in the unpadded input: padding never wins.
-extern "C" __global__ void maxpool_forward(const real* X, real* Y, long long* argmax,
+extern "C" __global__ void maxpool_forward(const real* x, real* y, long long* argmax,
                                            index_t N, index_t H, index_t W, index_t C,
                                            index_t kh, index_t kw, index_t sh, index_t sw,
-                                           index_t pt, index_t pl, index_t OH, index_t OW) {
+                                           index_t top, index_t left, index_t OH, index_t OW) {
     const index_t total = N * OH * OW * C;
     GRID_STRIDE_LOOP(idx, total) {
         index_t t = idx;
@@ -16,32 +20,33 @@ extern "C" __global__ void maxpool_forward(const real* X, real* Y, long long* ar
         const index_t ow = t % OW; t /= OW;
         const index_t oh = t % OH;
         const index_t n = t / OH;
-        const real* plane = X + n * H * W * C + c;
+        const real* plane = x + n * H * W * C + c;
         real best = 0;
         index_t where = -1;
         for (index_t i = 0; i < kh; ++i) {
-            const index_t h = oh * sh - pt + i;
-            if (h < 0 || h >= H) continue;
+            const index_t ih = oh * sh - top + i;
+            if (ih < 0 || ih >= H) continue;
             for (index_t j = 0; j < kw; ++j) {
-                const index_t w = ow * sw - pl + j;
-                if (w < 0 || w >= W) continue;
-                const real v = plane[(h * W + w) * C];
+                const index_t iw = ow * sw - left + j;
+                if (iw < 0 || iw >= W) continue;
+                const real v = plane[(ih * W + iw) * C];
                 if (where < 0 || v > best) {
                     best = v;
-                    where = h * W + w;
+                    where = ih * W + iw;
                 }
             }
         }
         // A window lies at least partly inside the input for TF's SAME and
         // VALID padding, so where >= 0 here; -1 would mark an empty window.
-        Y[idx] = best;
+        y[idx] = best;
         argmax[idx] = where;
     }
 }
 
-// dX must be zeroed by the caller. Windows overlap when the stride is smaller
-// than the window, so two outputs can route to one input: atomicAdd.
-extern "C" __global__ void maxpool_backward(const real* dY, const long long* argmax, real* dX,
+// dx[n, argmax, c] += dy[n, oh, ow, c]. dx must be zeroed by the caller.
+// Windows overlap when the stride is smaller than the window, so two outputs
+// can route to one input: atomicAdd.
+extern "C" __global__ void maxpool_backward(const real* dy, const long long* argmax, real* dx,
                                             index_t N, index_t H, index_t W, index_t C,
                                             index_t OH, index_t OW) {
     const index_t total = N * OH * OW * C;
@@ -50,6 +55,6 @@ extern "C" __global__ void maxpool_backward(const real* dY, const long long* arg
         if (where < 0) continue;
         const index_t c = idx % C;
         const index_t n = idx / (OH * OW * C);
-        atomicAdd(&dX[(n * H * W + where) * C + c], dY[idx]);
+        atomicAdd(&dx[(n * H * W + where) * C + c], dy[idx]);
     }
 }

@@ -13,31 +13,32 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from scratchnet.ops.conv import conv_output_size
+from scratchnet.ops.shapes import conv_output_size
 
 
 @njit(cache=True)
-def _maxpool_forward(X, kh, kw, sh, sw, top, left, Y, argmax):
-    N, H, W, C = X.shape
-    _, OH, OW, _ = Y.shape
+def _maxpool_forward(x, kh, kw, sh, sw, top, left, y, argmax):
+    """``y`` = the max of each window, ``argmax`` = ``ih*W + iw`` of its FIRST maximum (row-major)."""
+    N, H, W, C = x.shape
+    _, OH, OW, _ = y.shape
     for n in range(N):
         for oh in range(OH):
             for ow in range(OW):
                 first = True
                 for i in range(kh):
-                    h = oh * sh + i - top
-                    if h < 0 or h >= H:
+                    ih = oh * sh + i - top
+                    if ih < 0 or ih >= H:
                         continue  # padding never wins
                     for j in range(kw):
-                        w = ow * sw + j - left
-                        if w < 0 or w >= W:
+                        iw = ow * sw + j - left
+                        if iw < 0 or iw >= W:
                             continue
-                        flat = h * W + w
+                        flat = ih * W + iw
                         if first:
                             # The first valid position seeds the window, so an
                             # all -inf window still has a winner.
                             for c in range(C):
-                                Y[n, oh, ow, c] = X[n, h, w, c]
+                                y[n, oh, ow, c] = x[n, ih, iw, c]
                                 argmax[n, oh, ow, c] = flat
                             first = False
                         else:
@@ -45,41 +46,43 @@ def _maxpool_forward(X, kh, kw, sh, sw, top, left, Y, argmax):
                             # Written as selects, not a branch, so the loop over
                             # channels compiles to SIMD blends.
                             for c in range(C):
-                                v = X[n, h, w, c]
-                                y = Y[n, oh, ow, c]
-                                a = argmax[n, oh, ow, c]
-                                Y[n, oh, ow, c] = v if v > y else y
-                                argmax[n, oh, ow, c] = flat if v > y else a
+                                v = x[n, ih, iw, c]
+                                best = y[n, oh, ow, c]
+                                at = argmax[n, oh, ow, c]
+                                y[n, oh, ow, c] = v if v > best else best
+                                argmax[n, oh, ow, c] = flat if v > best else at
 
 
 @njit(cache=True)
-def _maxpool_backward(dY, argmax, dX):
-    N, OH, OW, C = dY.shape
-    # argmax holds h * W + w, which indexes the (H * W, C) view of an image
+def _maxpool_backward(dy, argmax, dx):
+    """``dx[n, argmax[n, oh, ow, c], c] += dy[n, oh, ow, c]``: each gradient to its window's winner."""
+    N, OH, OW, C = dy.shape
+    # argmax holds ih * W + iw, which indexes the (H * W, C) view of an image
     # directly: no integer division per element.
-    dXf = dX.reshape(N, dX.shape[1] * dX.shape[2], C)
+    dxf = dx.reshape(N, dx.shape[1] * dx.shape[2], C)
     for n in range(N):
-        dXf[n] = 0
+        dxf[n] = 0
         for oh in range(OH):
             for ow in range(OW):
                 for c in range(C):
-                    dXf[n, argmax[n, oh, ow, c], c] += dY[n, oh, ow, c]
+                    dxf[n, argmax[n, oh, ow, c], c] += dy[n, oh, ow, c]
 
 
-class PoolNumba:
-    """Overrides ``PoolKernels.maxpool_forward`` / ``maxpool_backward`` with compiled loops."""
+class PoolingNumba:
+    """Overrides ``PoolingReference.maxpool_forward`` / ``maxpool_backward`` with compiled loops
+    (the tie rule and the gradient's routing are derived in ``scratchnet/ops/pooling.py``)."""
 
-    def maxpool_forward(self, X, kh, kw, sh, sw, pads):
+    def maxpool_forward(self, x, kh, kw, sh, sw, pads):
         top, _, left, _ = pads
-        N, _, _, C = X.shape
-        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
-        X = np.ascontiguousarray(X)
-        Y = np.empty((N, OH, OW, C), dtype=X.dtype)
+        N, _, _, C = x.shape
+        OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
+        x = np.ascontiguousarray(x)
+        y = np.empty((N, OH, OW, C), dtype=x.dtype)
         argmax = np.empty((N, OH, OW, C), dtype=np.int64)
-        _maxpool_forward(X, kh, kw, sh, sw, top, left, Y, argmax)
-        return Y, argmax
+        _maxpool_forward(x, kh, kw, sh, sw, top, left, y, argmax)
+        return y, argmax
 
-    def maxpool_backward(self, dY, argmax, x_shape):
-        dX = np.empty(x_shape, dtype=dY.dtype)
-        _maxpool_backward(np.ascontiguousarray(dY), np.ascontiguousarray(argmax), dX)
-        return dX
+    def maxpool_backward(self, dy, argmax, x_shape):
+        dx = np.empty(x_shape, dtype=dy.dtype)
+        _maxpool_backward(np.ascontiguousarray(dy), np.ascontiguousarray(argmax), dx)
+        return dx

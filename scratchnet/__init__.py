@@ -9,20 +9,25 @@ from __future__ import annotations
 import importlib
 
 from .backend import available_backends, get_backend, to_numpy, use_backend
+from .ops import backends as _backends  # noqa: F401  (registers the numpy, numba and cupy backends)
 
 __version__ = "0.1.0"
 
 # Submodules and names loaded on first attribute access (PEP 562), so that
 # importing the package stays fast.
 _LAZY_MODULES = {
-    "ops", "layers", "losses", "metrics", "optimizers", "schedules", "regularizers",
-    "initializers", "checkpoint", "callbacks", "interop", "data", "models", "random", "export",
+    "ops", "layers", "losses", "metrics", "optimizers", "schedules", "regularizers", "initializers",
+    "checkpoint", "callbacks", "interop", "data", "zoo", "random", "export", "training", "gradcheck",
+    "serialization", "parameters", "dtypes", "archive", "summary", "model",
 }
 _LAZY_NAMES = {
+    "Layer": "scratchnet.layers",
     "Sequential": "scratchnet.model",
     "Model": "scratchnet.model",
-    "Parameter": "scratchnet.model",
-    "ParameterStore": "scratchnet.model",
+    "Parameter": "scratchnet.parameters",
+    "ParameterStore": "scratchnet.parameters",
+    "floatx": "scratchnet.dtypes",
+    "set_floatx": "scratchnet.dtypes",
     "ExponentialMovingAverage": "scratchnet.ema",
     "Checkpoint": "scratchnet.checkpoint",
     "latest_checkpoint": "scratchnet.checkpoint",

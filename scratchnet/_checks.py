@@ -37,19 +37,23 @@ def as_float_arrays(op, be, **named):
 
 
 def check_rank(op, name, a, rank, layout=None):
+    """``a`` must have ``rank`` dimensions; ``layout`` (``"[N, C]"``) goes into the error."""
     if a.ndim != rank:
         hint = f" {layout}" if layout else ""
         raise ValueError(f"{op}: {name} must have rank {rank}{hint}, got shape {tuple(a.shape)}")
 
 
-def check_grad(op, dY, Y, be, name="dy"):
-    """Validate the incoming gradient of a backprop closure against the output it matches."""
-    dY = be.native(op, name, dY)
-    if tuple(dY.shape) != tuple(Y.shape):
-        raise ValueError(f"{op}: {name} must have the output's shape {tuple(Y.shape)}, got {tuple(dY.shape)}")
-    if dY.dtype != Y.dtype:
-        dY = dY.astype(Y.dtype)
-    return dY
+def check_grad(op, dy, y, be, name="dy"):
+    """The incoming gradient ``dy`` of a backprop closure, checked against the output ``y`` it matches.
+
+    ``dy`` must have ``y``'s shape; it is cast to ``y``'s dtype.
+    """
+    dy = be.native(op, name, dy)
+    if tuple(dy.shape) != tuple(y.shape):
+        raise ValueError(f"{op}: {name} must have the output's shape {tuple(y.shape)}, got {tuple(dy.shape)}")
+    if dy.dtype != y.dtype:
+        dy = dy.astype(y.dtype)
+    return dy
 
 
 def check_positive(op, name, value):
@@ -85,6 +89,25 @@ def pair(op, name, v):
     if len(v) != 2 or min(v) < 1:
         raise ValueError(f"{op}: {name} must be a positive int or a pair of positive ints, got {v!r}")
     return v
+
+
+def check_ids(op, be, name, ids, upper, what):
+    """``ids`` as a backend integer array with every entry in ``[0, upper)``.
+
+    ``what`` says where the bound comes from, for the error (``"table has 10 rows"``).
+    Used for embedding ids and for class labels.
+    """
+    ids = be.native(op, name, ids)
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"{op}: {name} must be integers, got {ids.dtype} ({name}: {tuple(ids.shape)})")
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= upper:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"{op}: {name} must lie in [0, {upper}) ({what}), found {bad} ({name}: {tuple(ids.shape)})"
+            )
+    return ids
 
 
 def check_padding(op, padding):

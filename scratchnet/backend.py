@@ -1,13 +1,28 @@
 """Backend selection: which array module and which kernels the ops run on.
 
-Three backends share one interface (:class:`scratchnet.ops.reference.ReferenceOps`):
+Three backends keep one contract, :class:`scratchnet.ops.contract.Ops`:
 
 - ``numpy``: the reference. Plain NumPy, no JIT, written to be read.
 - ``numba``: the CPU default. NumPy arrays, hot kernels compiled by Numba.
 - ``cupy``: the GPU default. CuPy arrays, cuBLAS GEMMs and CUDA C kernels.
 
-Backends are built lazily on first use, so ``import scratchnet`` imports
-neither Numba nor CuPy and compiles nothing.
+This module is a leaf: it imports nothing from scratchnet. It holds
+
+- the selection: ``use_backend`` / ``get_backend``, one current backend per thread;
+- ``FACTORIES``, the table of how to build each backend, and ``register_backend``;
+- the probes that say whether Numba and CuPy can run here;
+- ``to_numpy`` and ``BackendUnavailable``.
+
+Why the table is filled from outside: every op calls ``get_backend()``, so
+every op module imports this one, and the reference backend is assembled
+from those op modules. If this module imported the backends, even inside a
+function, the two would import each other: a circle that a lazy import only
+hides. So the arrow runs one way. ``scratchnet/ops/backends.py``, above the
+ops, registers one factory per name here, and ``scratchnet/__init__.py``
+imports it, so the table is full whenever scratchnet is imported.
+
+Backends are built on first use, so ``import scratchnet`` imports neither
+Numba nor CuPy and compiles nothing.
 """
 from __future__ import annotations
 
@@ -18,35 +33,38 @@ import numpy
 
 BACKEND_NAMES = ("numpy", "numba", "cupy")
 
-_instances: dict = {}
-_state = threading.local()
+# Backend name -> a function of no arguments that builds that backend, called
+# once, on first use. Filled by scratchnet/ops/backends.py (register_backend).
+FACTORIES: dict = {}
+
+_instances: dict = {}  # name -> the backend built from FACTORIES[name]
+_state = threading.local()  # _state.backend: this thread's current backend
 
 
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here; the message says why."""
 
 
-def _build(name):
-    if name == "numpy":
-        from .ops.reference import ReferenceOps
+def _unknown(name):
+    choices = ", ".join(map(repr, BACKEND_NAMES))
+    return ValueError(f"use_backend: unknown backend {name!r}; choose one of 'auto', {choices}")
 
-        return ReferenceOps()
-    if name == "numba":
-        try:
-            import numba  # noqa: F401
-        except ImportError as e:
-            raise BackendUnavailable(f"backend 'numba' needs the numba package ({e}); pip install numba") from e
-        from .kernels.numba_ops import NumbaOps
 
-        return NumbaOps()
-    if name == "cupy":
-        reason = cupy_unavailable_reason()
-        if reason:
-            raise BackendUnavailable(f"backend 'cupy' cannot run here: {reason}")
-        from .kernels.cupy_ops import CupyOps
+def register_backend(name, factory):
+    """Say how to build backend ``name``: ``factory()`` returns it (an ``Ops``)."""
+    if name not in BACKEND_NAMES:
+        raise _unknown(name)
+    FACTORIES[name] = factory
+    _instances.pop(name, None)
 
-        return CupyOps()
-    raise ValueError(f"use_backend: unknown backend {name!r}; choose one of 'auto', {', '.join(map(repr, BACKEND_NAMES))}")
+
+def numba_unavailable_reason():
+    """Return why Numba cannot be used here, or None when it can."""
+    try:
+        import numba  # noqa: F401
+    except ImportError as e:
+        return f"the numba package does not import ({e}); pip install numba"
+    return None
 
 
 def cupy_unavailable_reason():
@@ -65,24 +83,27 @@ def cupy_unavailable_reason():
 
 
 def _resolve(name):
+    """The backend name ``name`` stands for: ``auto`` is cupy, else numba, else numpy."""
     if name == "auto":
         if cupy_unavailable_reason() is None:
             return "cupy"
-        try:
-            import numba  # noqa: F401
-
+        if numba_unavailable_reason() is None:
             return "numba"
-        except ImportError:
-            return "numpy"
+        return "numpy"
     if name not in BACKEND_NAMES:
-        raise ValueError(f"use_backend: unknown backend {name!r}; choose one of 'auto', {', '.join(map(repr, BACKEND_NAMES))}")
+        raise _unknown(name)
     return name
 
 
 def _instance(name):
     name = _resolve(name)
     if name not in _instances:
-        _instances[name] = _build(name)
+        if name not in FACTORIES:
+            raise RuntimeError(
+                f"use_backend: no factory is registered for backend {name!r}; "
+                "scratchnet/ops/backends.py registers them when scratchnet is imported"
+            )
+        _instances[name] = FACTORIES[name]()
     return _instances[name]
 
 
@@ -136,12 +157,8 @@ class use_backend:
 def available_backends():
     """Names of the backends that can run on this machine."""
     names = ["numpy"]
-    try:
-        import numba  # noqa: F401
-
+    if numba_unavailable_reason() is None:
         names.append("numba")
-    except ImportError:
-        pass
     if cupy_unavailable_reason() is None:
         names.append("cupy")
     return names

@@ -1,12 +1,13 @@
-"""Callbacks for :meth:`scratchnet.Model.fit`: progress bar, TensorBoard, CSV/JSONL logs, checkpoints.
+"""Callbacks for the training loop (``fit``, ``scratchnet train``): progress bar, TensorBoard, CSV/JSONL logs, checkpoints.
 
-``fit`` calls the hooks of Keras's callback protocol, in this order::
+The loop (:func:`scratchnet.training.train`) calls the hooks of Keras's
+callback protocol, in this order::
 
-    set_params({"epochs", "steps", ...}); set_model(model)
+    set_params({"epochs", "steps", "initial_step", "total_steps", ...}); set_model(model)
     on_train_begin(logs)
       on_epoch_begin(epoch, logs)
         on_train_batch_begin(batch, logs); on_train_batch_end(batch, logs)   # per batch
-        on_test_begin(logs); on_test_end(logs)                               # validation
+        on_test_begin(logs); on_test_batch_begin/end(...); on_test_end(logs) # evaluation
       on_epoch_end(epoch, logs)            # logs: loss, accuracy, val_loss, val_accuracy
     on_train_end(logs)
 
@@ -21,6 +22,8 @@ import json
 import math
 import os
 import sys
+
+from .checkpoint import Checkpoint
 
 
 class Callback:
@@ -65,6 +68,12 @@ class Callback:
     def on_test_begin(self, logs=None):
         pass
 
+    def on_test_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_test_batch_end(self, batch, logs=None):
+        pass
+
     def on_test_end(self, logs=None):
         pass
 
@@ -86,32 +95,47 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """A tqdm progress bar per epoch, showing the running loss and metrics.
+    """A tqdm progress bar showing the running loss and metrics: one per epoch, or one for the whole run.
 
     ``fit(verbose=1)`` adds one unless a ProgressBar is given; ``verbose=0``
     or ``ProgressBar(disable=True)`` shows nothing.
 
     Parameters
     ----------
+    per_epoch : bool
+        One bar per epoch (Keras's ``fit``), or one bar from the first global
+        step to the last (``scratchnet train``), which shows where a resumed
+        run starts.
+    desc : str, optional
+        The bar's label in whole-run mode.
     disable : bool
     file : file object, optional
         Where to draw; tqdm's default (stderr) when None.
     """
 
-    def __init__(self, disable=False, file=None):
+    def __init__(self, per_epoch=True, desc=None, disable=False, file=None):
         super().__init__()
+        self.per_epoch = bool(per_epoch)
+        self.desc = desc
         self.disable = bool(disable)
         self.file = file
         self._bar = None
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def _open(self, total, desc, initial=0, unit="batch"):
         from tqdm.auto import tqdm
 
         self._close()
-        epochs = self.params.get("epochs")
-        desc = f"Epoch {epoch + 1}/{epochs}" if epochs else f"Epoch {epoch + 1}"
-        self._bar = tqdm(total=self.params.get("steps"), desc=desc, unit="batch", disable=self.disable,
+        self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=self.disable,
                          file=self.file if self.file is not None else sys.stderr, dynamic_ncols=True)
+
+    def on_train_begin(self, logs=None):
+        if not self.per_epoch:
+            self._open(self.params.get("total_steps"), self.desc, self.params.get("initial_step", 0), unit="step")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.per_epoch:
+            epochs = self.params.get("epochs")
+            self._open(self.params.get("steps"), f"Epoch {epoch + 1}/{epochs}" if epochs else f"Epoch {epoch + 1}")
 
     def on_train_batch_end(self, batch, logs=None):
         if self._bar is not None:
@@ -119,9 +143,9 @@ class ProgressBar(Callback):
             self._bar.set_postfix(_short(logs), refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._bar is not None:
+        if self.per_epoch and self._bar is not None:
             self._bar.set_postfix(_short(logs), refresh=True)
-        self._close()
+            self._close()
 
     def on_train_end(self, logs=None):
         self._close()
@@ -140,75 +164,73 @@ class TensorBoard(Callback):
     """Write TensorBoard event files: ``<logdir>/train`` and ``<logdir>/test``, as seed 000 does.
 
     ``train`` receives ``loss``, ``accuracy`` (every metric) and
-    ``learning_rate``; ``test`` receives the validation scalars under the
-    same tags (``val_loss`` is written as ``loss``), so TensorBoard draws the
-    two runs on one chart. The x axis is the global step ``model.step``.
+    ``learning_rate``; ``test`` receives each evaluation's scalars under the
+    same tags, so TensorBoard draws the two runs on one chart. The x axis is
+    the global step ``model.step``. Each point is on disk when the step that
+    wrote it ends (:class:`scratchnet.summary.EventFile`).
 
     Parameters
     ----------
     logdir : str
     update_freq : "epoch" or int
         ``"epoch"``: training scalars once per epoch (the epoch's means); an
-        int ``n``: every ``n`` global steps (the running means of the epoch so
-        far), and again at the end of each epoch.
+        int ``n``: every ``n`` global steps, and at the last step.
+    epoch_logs : bool
+        With an int ``update_freq``, also write each epoch's means at its end
+        (Keras's ``fit`` does). ``scratchnet train`` turns it off, so each
+        step has one point.
     """
 
-    def __init__(self, logdir, update_freq="epoch"):
+    def __init__(self, logdir, update_freq="epoch", epoch_logs=True):
         super().__init__()
         _check_update_freq("TensorBoard", update_freq)
         self.logdir = logdir
         self.update_freq = update_freq
-        self._writers = {}
-        self._in_fit = False
+        self.epoch_logs = bool(epoch_logs)
+        self._files = {}
+        self._last = None
 
-    def writer(self, run):
-        """The ``tensorboardX.SummaryWriter`` of ``run`` (``"train"`` or ``"test"``), opened on first use."""
-        if run not in self._writers:
-            from tensorboardX import SummaryWriter
+    def event_file(self, run):
+        """The :class:`scratchnet.summary.EventFile` of ``run`` (``"train"`` or ``"test"``), opened on first use."""
+        if run not in self._files:
+            from .summary import EventFile
 
-            self._writers[run] = SummaryWriter(logdir=os.path.join(self.logdir, run))
-        return self._writers[run]
+            self._files[run] = EventFile(os.path.join(self.logdir, run))
+        return self._files[run]
 
     def write_scalars(self, run, scalars, step):
-        """Write ``{tag: value}`` to ``run`` at ``step`` and flush."""
-        w = self.writer(run)
-        for tag, value in scalars.items():
-            w.add_scalar(tag, float(value), global_step=int(step))
-        w.flush()
-
-    def on_train_begin(self, logs=None):
-        self._in_fit = True
+        """Write ``{tag: value}`` to ``run`` at ``step``."""
+        self.event_file(run).add_scalars(scalars, step)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.update_freq != "epoch" and self._step() % self.update_freq == 0:
-            self.write_scalars("train", self._scalars(logs), self._step())
+        if self.update_freq == "epoch":
+            return
+        self._last = (self._step(), self._scalars(logs))
+        if self._step() % self.update_freq == 0:
+            self.write_scalars("train", self._last[1], self._step())
+            self._last = None
 
     def on_epoch_end(self, epoch, logs=None):
-        scalars = self._scalars(logs)
-        train = {k: v for k, v in scalars.items() if not k.startswith("val_")}
-        test = {k[len("val_"):]: v for k, v in scalars.items() if k.startswith("val_")}
+        if self.update_freq != "epoch" and not self.epoch_logs:
+            return
+        train = {k: v for k, v in self._scalars(logs).items() if not k.startswith("val_")}
         self.write_scalars("train", train, self._step())
-        if test:
-            self.write_scalars("test", test, self._step())
+        self._last = None
 
     def on_test_end(self, logs=None):
-        # Inside fit, validation reaches the test run through on_epoch_end's val_ logs.
-        if not self._in_fit:
-            self.write_scalars("test", {k: float(v) for k, v in (logs or {}).items()}, self._step())
+        self.write_scalars("test", {k: float(v) for k, v in (logs or {}).items()}, self._step())
 
     def on_train_end(self, logs=None):
-        self._in_fit = False
-        # Kept open: a later evaluate() or fit() appends to the same event file.
-        # A new file in the same run reads as a restart to TensorBoard, which
-        # then drops the earlier points at or after the new file's first step.
-        for w in self._writers.values():
-            w.flush()
+        # The last step, when it fell between two update_freq steps.
+        if self._last is not None:
+            self.write_scalars("train", self._last[1], self._last[0])
+            self._last = None
 
     def close(self):
-        """Close the event files (reopened on the next write)."""
-        for w in self._writers.values():
-            w.close()
-        self._writers = {}
+        """Close the event files (a later write opens new ones)."""
+        for f in self._files.values():
+            f.close()
+        self._files = {}
 
 
 def _check_update_freq(name, update_freq):
@@ -221,9 +243,12 @@ class _EpochLogger(Callback):
 
     With ``update_freq=N`` (steps) instead of ``"epoch"`` it writes a
     ``run="train"`` record every N steps and a ``run="test"`` record at each
-    ``on_test_end``, for a step-based loop such as ``scratchnet train``; such a
-    loop can add records of its own with :meth:`write_scalars`, as it does for
-    :class:`TensorBoard`.
+    ``on_test_end``, for a step-based loop such as ``scratchnet train``.
+
+    With ``append`` the file is kept, minus any records past the model's
+    global step at the start of training: a run resumed from the checkpoint
+    of step ``s`` writes the steps after ``s`` again, so each step is logged
+    once.
     """
 
     def __init__(self, path, append=False, update_freq="epoch"):
@@ -232,24 +257,37 @@ class _EpochLogger(Callback):
         self.path = path
         self.append = bool(append)
         self.update_freq = update_freq
+        self._last = None
 
     def on_train_begin(self, logs=None):
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         if not self.append and os.path.exists(self.path):
             os.remove(self.path)
+        elif self.append:
+            self.discard_after(self._step())
 
     def on_epoch_end(self, epoch, logs=None):
         if self.update_freq == "epoch":
             self._record({"epoch": int(epoch), "step": self._step(), **self._scalars(logs)})
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.update_freq != "epoch" and self._step() % self.update_freq == 0:
-            self.write_scalars("train", self._scalars(logs), self._step())
+        if self.update_freq == "epoch":
+            return
+        self._last = (self._step(), self._scalars(logs))
+        if self._step() % self.update_freq == 0:
+            self.write_scalars("train", self._last[1], self._step())
+            self._last = None
 
     def on_test_end(self, logs=None):
         if self.update_freq != "epoch":
             self.write_scalars("test", logs, self._step())
+
+    def on_train_end(self, logs=None):
+        # The last step, when it fell between two update_freq steps.
+        if self._last is not None:
+            self.write_scalars("train", self._last[1], self._last[0])
+            self._last = None
 
     def write_scalars(self, run, scalars, step):
         """Append one ``{"run", "step", **scalars}`` record (the signature of :meth:`TensorBoard.write_scalars`)."""
@@ -352,7 +390,5 @@ class ModelCheckpoint(Callback):
             self._save()
 
     def _save(self):
-        from .checkpoint import Checkpoint
-
         Checkpoint(self.model).save(self.directory, self._step(), prefix=self.prefix, max_to_keep=self.max_to_keep)
         self.last_saved = self._step()

@@ -11,9 +11,13 @@
     scratchnet demo                                                # what `make demo` runs
 
 A training folder (``--logdir``) holds ``run.json`` (the model, its
-hyperparameters, the data and, for ``charlm``, the vocabulary), the
-checkpoints ``model-STEP.*``, and the TensorBoard runs ``train/`` and
+hyperparameters, dtype, data, and what the recipe needs to rebuild the
+model, such as a vocabulary), the checkpoints ``model-STEP``, the metrics
+``metrics.csv``/``metrics.jsonl`` and the TensorBoard runs ``train/`` and
 ``test/``; ``eval``, ``sample`` and ``plot`` read it back.
+
+Every command checks its arguments before it writes anything: a bad one is a
+one-line error naming it, with exit code 2.
 """
 from __future__ import annotations
 
@@ -23,29 +27,100 @@ import os
 import sys
 import time
 
+from . import callbacks, training, zoo
+from .archive import CheckpointError, atomic_write
+from .backend import BackendUnavailable
+from .data.errors import DataNotFound, MnistUnavailable
+
 RUN_FILE = "run.json"
 DEMO_STEPS = 500
 
 
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit code 2."""
+
+
 # ----------------------------------------------------------------------------
-# Shared pieces
+# Checks of the arguments, before anything is written
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+positive_int, positive_float = _positive(int), _positive(float)
+
+
+def _check_logdir(logdir):
+    """Refuse a ``--logdir`` that exists as a file or cannot be created (nothing is created here)."""
+    path = os.path.abspath(logdir)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise UsageError(f"argument --logdir: {logdir} exists and is not a folder")
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"argument --logdir: {logdir} is not writable")
+        return
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"argument --logdir: {logdir} cannot be created: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"argument --logdir: {logdir} cannot be created: {parent} is not writable")
+
+
+def _read_run(logdir, required=True):
+    """The folder's ``run.json``, or None when there is none and ``required`` is false."""
+    path = os.path.join(logdir, RUN_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        if not required:
+            return None
+        raise UsageError(f"argument --logdir: {logdir} is not a training folder (no {RUN_FILE}); train into it first") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"argument --logdir: {path} cannot be read ({e})") from None
+
+
+def _check_same_model(run, model, logdir):
+    if run is not None and run.get("model") != model:
+        raise UsageError(
+            f"argument --logdir: {logdir} holds a {run.get('model')!r} run, not {model!r}; "
+            f"choose another --logdir, or run {run.get('model')!r} on it"
+        )
 
 
 def _setup(args):
+    """Select ``--backend`` and seed the global generator."""
     import scratchnet as sn
 
-    sn.use_backend(args.backend)
+    try:
+        sn.use_backend(args.backend)
+    except (BackendUnavailable, ValueError) as e:
+        raise UsageError(f"argument --backend: {e}") from None
     sn.random.seed(args.seed)
     return sn
 
 
-def _load(args, model):
-    from . import models as zoo
-
-    data = zoo.load_data(
-        model, data=args.data, test_data=args.test_data, fashion=getattr(args, "fashion", False),
-        validation_size=args.validation_size, download=not args.no_download, batch_size=getattr(args, "batch_size", None),
-    )
+def _load(args, recipe_class, batch_size=None):
+    try:
+        data = recipe_class.load_data(
+            data=args.data, test_data=args.test_data, fashion=getattr(args, "fashion", False),
+            validation_size=args.validation_size, download=not args.no_download, batch_size=batch_size,
+        )
+    except (DataNotFound, MnistUnavailable) as e:
+        raise UsageError(f"argument --data: {e}") from None
     print(f"data: {data.source}", flush=True)
     if getattr(data, "reason", None):
         tried = "was not found here" + ("" if args.no_download else " and could not be downloaded")
@@ -54,13 +129,11 @@ def _load(args, model):
     return data
 
 
-def _read_run(logdir):
-    path = os.path.join(logdir, RUN_FILE)
+def _restore(checkpoint, path, **kwargs):
     try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise SystemExit(f"scratchnet: {logdir} is not a training folder (no {RUN_FILE}); train into it first") from None
+        return checkpoint.restore(path, **kwargs)
+    except CheckpointError as e:
+        raise UsageError(f"argument --resume: {e}") from None
 
 
 # ----------------------------------------------------------------------------
@@ -68,29 +141,25 @@ def _read_run(logdir):
 
 
 def train(args):
-    """Train a zoo model; returns the final test metrics."""
+    """Train a zoo model through :func:`scratchnet.training.train`; returns the final test metrics."""
     sn = _setup(args)
-    from tqdm import tqdm
-
-    from . import callbacks
-    from . import models as zoo
-
-    data = _load(args, args.model)
-    recipe = zoo.build(args.model, data=data, batch_size=args.batch_size, seed=args.seed)
+    recipe_class = zoo.recipe_class(args.model)
+    logdir = args.logdir
+    _check_logdir(logdir)
+    previous = _read_run(logdir, required=False)
+    _check_same_model(previous, args.model, logdir)
+    dtype = args.dtype or (previous or {}).get("dtype") if args.resume else args.dtype
+    if args.resume and previous is not None and args.dtype and args.dtype != previous.get("dtype", args.dtype):
+        raise UsageError(f"argument --dtype: {logdir} holds a {previous['dtype']} run; resume it without --dtype "
+                         f"or with --dtype {previous['dtype']}")
+    data = _load(args, recipe_class, args.batch_size)
+    recipe = recipe_class(data=data, batch_size=args.batch_size, seed=args.seed, dtype=dtype)
     if args.steps:
         total = args.steps
     elif args.epochs:
         total = args.epochs * recipe.steps_per_epoch
     else:
         total = recipe.default_steps()
-    logdir = args.logdir
-    os.makedirs(logdir, exist_ok=True)
-    run = {"model": args.model, "hparams": recipe.hparams, "data": data.source, "batch_size": recipe.batch_size,
-           "seed": args.seed}
-    if args.model == "charlm":
-        run["vocab"], run["level"] = data.corpus.vocab, data.corpus.level
-    with open(os.path.join(logdir, RUN_FILE), "w") as f:
-        json.dump(run, f, indent=1, default=list)
 
     restored = False
     if args.resume:
@@ -98,60 +167,43 @@ def train(args):
         if path is None:
             print(f"resume: no checkpoint in {logdir}; starting from step 0", flush=True)
         else:
-            step = recipe.checkpoint().restore(path)  # weights, optimizer, EMA, step, RNG
+            step = _restore(recipe.checkpoint(), path)  # weights, optimizer, EMA, step, RNG
             restored = True
             print(f"resume: restored {path}; continuing from step {step}", flush=True)
+
+    os.makedirs(logdir, exist_ok=True)
+    run = {"model": args.model, "hparams": recipe.hparams, "dtype": recipe.model.dtype.name, "data": data.source,
+           "batch_size": recipe.batch_size, "seed": args.seed, **recipe.run_info()}
+    atomic_write(os.path.join(logdir, RUN_FILE), lambda f: f.write(json.dumps(run, indent=1, default=list).encode()))
+
     every = args.checkpoint_every or max(1, min(1000, total // 5))
-    eval_every = args.eval_every or every
     test_x, test_y = data.test.images, data.test.labels
     n_eval = min(len(test_x), args.eval_examples)
-    # TensorBoard: train scalars every log_every steps; test scalars at each evaluation.
-    board = callbacks.TensorBoard(logdir, update_freq=args.log_every)
-    # The same scalars as CSV and JSON Lines, one row per train log and per evaluation.
-    tables = [callbacks.CSVLogger(os.path.join(logdir, "metrics.csv"), append=restored, update_freq=args.log_every),
-              callbacks.JSONLLogger(os.path.join(logdir, "metrics.jsonl"), append=restored, update_freq=args.log_every)]
-    saver = callbacks.ModelCheckpoint(logdir, every_n_steps=every, max_to_keep=args.max_to_keep)
-    for cb in (board, saver, *tables):
-        cb.set_model(recipe.model)
-    for table in tables:
-        table.on_train_begin()  # a fresh file, unless resuming
-        if restored:
-            table.discard_after(recipe.step)  # a killed run may have logged past its last checkpoint
+    # TensorBoard: train scalars every log_every steps; test scalars at each evaluation;
+    # the same as CSV and JSON Lines.
+    loggers = [
+        callbacks.TensorBoard(logdir, update_freq=args.log_every, epoch_logs=False),
+        callbacks.CSVLogger(os.path.join(logdir, "metrics.csv"), append=restored, update_freq=args.log_every),
+        callbacks.JSONLLogger(os.path.join(logdir, "metrics.jsonl"), append=restored, update_freq=args.log_every),
+    ]
+    cbs = [
+        callbacks.ProgressBar(per_epoch=False, desc=args.model, disable=args.no_progress, file=sys.stdout),
+        *loggers,
+        callbacks.ModelCheckpoint(logdir, every_n_steps=every, max_to_keep=args.max_to_keep),
+        *recipe.callbacks(),
+    ]
     weights = "moving-average weights" if recipe.ema is not None else "weights"
     print(f"train {args.model}: steps {recipe.step} -> {total}, batch {recipe.batch_size}, "
-          f"backend {sn.get_backend().name}, logdir {logdir}", flush=True)
+          f"backend {sn.get_backend().name}, {recipe.model.dtype.name}, logdir {logdir}", flush=True)
 
-    bar = tqdm(total=total, initial=recipe.step, desc=args.model, unit="step", disable=args.no_progress,
-               dynamic_ncols=True, file=sys.stdout)
-    epoch_now = logs = None
-    try:
-        for batch, (epoch, x, y) in enumerate(recipe.batches(recipe.step)):
-            if recipe.step >= total:
-                break
-            if epoch != epoch_now:  # charlm: the carried state starts afresh each epoch
-                recipe.reset_state()
-                epoch_now = epoch
-            logs = recipe.train_step(x, y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['accuracy']:.3f}", refresh=False)
-            for cb in (board, saver, *tables):
-                cb.on_train_batch_end(batch, logs)
-            if recipe.step % eval_every == 0 and recipe.step != total:
-                results = recipe.evaluate(test_x[:n_eval], test_y[:n_eval])
-                for cb in (board, *tables):
-                    cb.on_test_end(results)
-        if logs is not None and recipe.step % args.log_every:  # the last step, unless just logged
-            for cb in (board, *tables):
-                cb.write_scalars("train", {**logs, "learning_rate": recipe.optimizer.learning_rate_now}, recipe.step)
-        saver.on_train_end()
-    finally:
-        bar.close()
-    final = recipe.evaluate(test_x, test_y)
-    for cb in (board, *tables):
-        cb.on_test_end(final)
-    board.close()
-    counted = f"{test_y.size:,} test tokens" if args.model == "charlm" else f"{len(test_x):,} test examples"
-    print(f"test accuracy after {recipe.step} steps ({weights}, {counted}): "
+    training.train(
+        recipe.model, recipe.batches(recipe.step), max(0, total - recipe.step), cbs,
+        validate=lambda: recipe.evaluate(test_x[:n_eval], test_y[:n_eval], callbacks=loggers),
+        validate_every=args.eval_every or every, batch_logs="last",
+    )
+    final = recipe.evaluate(test_x, test_y, callbacks=loggers)
+    loggers[0].close()
+    print(f"test accuracy after {recipe.step} steps ({weights}, {recipe.count_test(test_y)}): "
           f"{final['accuracy']:.4f}  (loss {final['loss']:.4f})", flush=True)
     print(f"checkpoints, TensorBoard runs (train/, test/) and metrics.csv/.jsonl in {logdir}", flush=True)
     return final
@@ -164,13 +216,11 @@ def train(args):
 def evaluate(args):
     """Evaluate the newest checkpoint; with ``--watch S``, keep checking every S seconds."""
     sn = _setup(args)
-    from . import models as zoo
-
     run = _read_run(args.logdir)
-    if run["model"] != args.model:
-        raise SystemExit(f"scratchnet eval: {args.logdir} holds a {run['model']!r} run, not {args.model!r}")
-    data = _load(args, args.model)
-    recipe = zoo.build(args.model, data=data, batch_size=run.get("batch_size"))
+    _check_same_model(run, args.model, args.logdir)
+    recipe_class = zoo.recipe_class(args.model)
+    data = _load(args, recipe_class, run.get("batch_size"))
+    recipe = recipe_class(data=data, batch_size=run.get("batch_size"), dtype=args.dtype or run.get("dtype"))
     split = data.validation if args.split == "validation" and len(getattr(data, "validation", ()) or ()) else data.test
     name = "validation" if split is getattr(data, "validation", None) else "test"
     ckpt = recipe.checkpoint()
@@ -182,7 +232,7 @@ def evaluate(args):
             return 1
         if path is not None and path != seen:
             # As mnist_eval.py: load the moving averages straight into the weights.
-            step = ckpt.restore(path, ema_into_weights=recipe.ema is not None)
+            step = _restore(ckpt, path, ema_into_weights=recipe.ema is not None)
             metrics = recipe.evaluate(split.images, split.labels, averaged=False)
             print(f"After {step} training step(s), {name} accuracy = {metrics['accuracy']:.4f} "
                   f"(loss {metrics['loss']:.4f})", flush=True)
@@ -200,22 +250,21 @@ def evaluate(args):
 
 
 def sample(args):
-    """Print text sampled from a trained ``charlm``."""
+    """Print text generated by a trained language model."""
     sn = _setup(args)
-    from . import models as zoo
-
     run = _read_run(args.logdir)
-    if run["model"] != "charlm":
-        raise SystemExit(f"scratchnet sample: {args.logdir} holds a {run['model']!r} run; sampling needs charlm")
-    vocab = sn.data.TextCorpus.from_vocab(run["vocab"], run["level"])
-    hp = {k: v for k, v in run["hparams"].items() if k in ("embedding_size", "units")}
-    recipe = zoo.build("charlm", vocab_size=len(vocab.vocab), **hp)
+    recipe_class = zoo.RECIPES.get(run.get("model"))
+    if recipe_class is None or not hasattr(recipe_class, "generate"):
+        talkers = [name for name, cls in zoo.RECIPES.items() if hasattr(cls, "generate")]
+        raise UsageError(f"argument --logdir: {args.logdir} holds a {run.get('model')!r} run, which cannot generate "
+                         f"text; sample needs a language model ({', '.join(talkers)})")
+    recipe = recipe_class.from_run(run, dtype=args.dtype or run.get("dtype"))
     path = sn.latest_checkpoint(args.logdir)
     if path is None:
-        raise SystemExit(f"scratchnet sample: no checkpoint in {args.logdir}")
-    recipe.checkpoint().restore(path)
-    text = zoo.sample(recipe.model, vocab, args.prime, args.length, temperature=args.temperature, seed=args.seed)
-    print(text, flush=True)
+        raise UsageError(f"argument --logdir: no checkpoint in {args.logdir}")
+    _restore(recipe.checkpoint(), path)
+    print(recipe.generate(recipe.corpus_of_run(run), args.prime, args.length, temperature=args.temperature,
+                          seed=args.seed), flush=True)
     return 0
 
 
@@ -225,8 +274,7 @@ def plot(args):
     try:
         path = plot_curves(args.logdir, args.out, title=args.logdir)
     except MatplotlibMissing as e:
-        print(f"scratchnet plot: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
     except FileNotFoundError as e:
         print(f"scratchnet {e}", file=sys.stderr)
         return 1
@@ -251,37 +299,47 @@ def demo(args):
 # Arguments
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line (``scratchnet train: error: argument --steps: ...``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _common(p, data=True):
     p.add_argument("--backend", default="auto", help="auto (default), numpy, numba or cupy")
     p.add_argument("--seed", type=int, default=0, help="seeds weights, dropout and shuffling (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"),
+                   help="the model's float dtype (default float32; a resumed or evaluated run keeps its own)")
     if data:
-        p.add_argument("--data", help="folder with MNIST IDX files (or a text file for charlm); default: search, then download")
+        p.add_argument("--data", help="folder with MNIST IDX files (or a text file for a language model); "
+                                      "default: search, then download")
         p.add_argument("--test-data", help="folder with the real t10k-* test files, used with the offline 5,000-digit sample")
         p.add_argument("--validation-size", type=int, help="training examples held out for validation (default 5,000)")
         p.add_argument("--no-download", action="store_true", help="never try the public mirrors")
 
 
 def _train_options(p):
-    p.add_argument("--steps", type=int, help="training steps (default: the seed's)")
-    p.add_argument("--epochs", type=int, help="training epochs, instead of --steps")
-    p.add_argument("--batch-size", type=int, help="default: the seed's (100)")
-    p.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N steps (default: total/5, at most 1000)")
-    p.add_argument("--eval-every", type=int, help="log test metrics every N steps (default: as checkpoints)")
-    p.add_argument("--eval-examples", type=int, default=2000, help="test examples in each periodic evaluation (default 2,000)")
-    p.add_argument("--log-every", type=int, default=10, help="log training metrics every N steps (default 10)")
-    p.add_argument("--max-to-keep", type=int, default=5, help="checkpoints kept (default 5)")
+    p.add_argument("--steps", type=positive_int, help="training steps (default: the seed's)")
+    p.add_argument("--epochs", type=positive_int, help="training epochs, instead of --steps")
+    p.add_argument("--batch-size", type=positive_int, help="default: the seed's (100)")
+    p.add_argument("--checkpoint-every", type=positive_int,
+                   help="save a checkpoint every N steps (default: total/5, at most 1000)")
+    p.add_argument("--eval-every", type=positive_int, help="log test metrics every N steps (default: as checkpoints)")
+    p.add_argument("--eval-examples", type=positive_int, default=2000,
+                   help="test examples in each periodic evaluation (default 2,000)")
+    p.add_argument("--log-every", type=positive_int, default=10, help="log training metrics every N steps (default 10)")
+    p.add_argument("--max-to-keep", type=positive_int, default=5, help="checkpoints kept (default 5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser():
-    from .models import NAMES
-
-    parser = argparse.ArgumentParser(prog="scratchnet", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="scratchnet", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a zoo model")
-    p.add_argument("model", choices=NAMES)
+    p.add_argument("model", choices=zoo.NAMES)
     p.add_argument("--logdir", help="folder for checkpoints and TensorBoard runs (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --logdir")
     p.add_argument("--fashion", action="store_true", help="Fashion-MNIST instead of MNIST")
@@ -290,22 +348,23 @@ def build_parser():
     p.set_defaults(func=train)
 
     p = sub.add_parser("eval", help="evaluate the newest checkpoint (on the moving averages where kept)")
-    p.add_argument("model", choices=NAMES)
+    p.add_argument("model", choices=zoo.NAMES)
     p.add_argument("--logdir", required=True)
-    p.add_argument("--watch", type=float, metavar="SECONDS", help="keep evaluating each new checkpoint, checking every SECONDS")
+    p.add_argument("--watch", type=positive_float, metavar="SECONDS",
+                   help="keep evaluating each new checkpoint, checking every SECONDS")
     p.add_argument("--split", choices=("validation", "test"), default="validation",
                    help="validation (default, as seed 002; test when there is none) or test")
-    p.add_argument("--max-evals", type=int, help="with --watch: stop after this many evaluations")
-    p.add_argument("--timeout", type=float, help="with --watch: stop after this many seconds")
+    p.add_argument("--max-evals", type=positive_int, help="with --watch: stop after this many evaluations")
+    p.add_argument("--timeout", type=positive_float, help="with --watch: stop after this many seconds")
     p.add_argument("--fashion", action="store_true")
     _common(p)
     p.set_defaults(func=evaluate)
 
-    p = sub.add_parser("sample", help="generate text with a trained charlm")
+    p = sub.add_parser("sample", help="generate text with a trained language model")
     p.add_argument("--logdir", required=True)
     p.add_argument("--prime", default="The ", help="text to start from")
-    p.add_argument("--length", type=int, default=200, help="tokens to generate")
-    p.add_argument("--temperature", type=float, help="sample at this temperature (default: argmax)")
+    p.add_argument("--length", type=positive_int, default=200, help="tokens to generate")
+    p.add_argument("--temperature", type=positive_float, help="sample at this temperature (default: argmax)")
     _common(p, data=False)
     p.set_defaults(func=sample)
 
@@ -328,10 +387,18 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad argument (code 2, one line on stderr) or --help (0)
+        return e.code
     if args.command == "train" and not args.logdir:
         args.logdir = os.path.join("runs", args.model)
     if args.command in ("train", "demo"):
         args.fashion = getattr(args, "fashion", False)
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except UsageError as e:
+        print(f"scratchnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return result if isinstance(result, int) else 0

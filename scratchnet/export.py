@@ -3,7 +3,8 @@
 The file holds the architecture (the layers' configs as JSON, from
 ``scratchnet.layers.serialize``), the input shape, and the weights in Keras
 order. :func:`load_model` rebuilds the :class:`scratchnet.Sequential` from the
-registry of built-in layers and loads the weights: the counterpart of TF 1's
+registry of layers (the built-in ones and those decorated with
+``@sn.layers.register``) and loads the weights: the counterpart of TF 1's
 frozen ``combined_model.pb`` (seed 002, section 4.6), in the same checksummed,
 pickle-free format as the checkpoints (:func:`scratchnet.checkpoint.write_archive`).
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 from . import random as _random
 from .backend import to_numpy
 from .checkpoint import CheckpointError, read_archive, write_archive
+from .model import Sequential
+from .serialization import deserialize, serialize
 
 FORMAT = "scratchnet.model"
 
@@ -29,12 +32,9 @@ def save_model(model, path):
         built-in layers.
     path : str
     """
-    from .layers import serialize
-    from .model import Sequential
-
     if not isinstance(model, Sequential):
         raise ValueError(
-            f"save_model: only a Sequential of built-in layers can be exported, got {type(model).__name__}; "
+            f"save_model: only a Sequential of registered layers can be exported, got {type(model).__name__}; "
             f"save a subclassed model's weights with sn.Checkpoint"
         )
     params = list(model.parameters())
@@ -58,8 +58,6 @@ def load_model(path):
     scratchnet.checkpoint.CheckpointError
         The file is corrupt or truncated, or is not an exported model.
     """
-    from .layers import deserialize
-
     meta, arrays = read_archive(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"load_model: {path!r} is a {meta.get('format')!r} file, not an exported model")

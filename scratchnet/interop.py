@@ -5,11 +5,44 @@ scratchnet's layers keep Keras's names, arguments and weight layouts
 recurrent kernel (H, 4H), bias (4H,) with gates i, f, c, o; ``Embedding``
 (V, D)), so converting is a matter of copying configs and ``get_weights()``.
 TensorFlow / Keras is imported inside these functions only.
+
+Dtypes travel both ways. ``from_keras`` reads each Keras layer's dtype policy
+(``layer.dtype_policy``: float32 or float64, from ``dtype=`` on the layer or
+``keras.backend.set_floatx`` / ``keras.config.set_dtype_policy`` when it was
+built) and builds the scratchnet layer, and the ``Sequential``, in that dtype;
+``to_keras`` passes each layer's dtype to the Keras layer. scratchnet computes
+in one dtype per model, float32 or float64, with the weights in that dtype, so
+``from_keras`` refuses a model whose layers disagree and a policy it cannot
+represent (mixed precision such as ``"mixed_float16"``, float16, bfloat16,
+quantized). The Keras ``Sequential``'s own policy is not read: it computes
+nothing itself, and a model built with ``dtype="float64"`` on every layer keeps
+the float32 default there.
+
+L1 / L2 / L1L2 weight regularizers are carried over (Keras's ``l2(s)`` is
+``s * sum(w**2)``, the same as ``sn.regularizers.l2(s)``); activity
+regularizers, weight constraints and other regularizers are refused, since the
+trained weights would differ.
 """
 from __future__ import annotations
 
+import numpy
+
 from . import layers as L
+from . import regularizers as R
 from .model import Sequential
+
+# The float dtypes scratchnet computes in (weights and compute alike).
+_FLOAT_DTYPES = ("float32", "float64")
+# Weight regularizers (scratchnet argument / Keras attribute) by layer kind.
+_REGULARIZERS = {
+    "Dense": ("kernel_regularizer", "bias_regularizer"),
+    "Conv2D": ("kernel_regularizer", "bias_regularizer"),
+    "LSTM": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
+    "Embedding": ("embeddings_regularizer",),
+}
+_SUPPORTED = ("Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "LSTM", "Embedding", "Dropout", "Flatten", "Reshape",
+              "Activation")
+_CONSTRAINTS = ("kernel_constraint", "bias_constraint", "recurrent_constraint", "embeddings_constraint")
 
 
 def _keras():
@@ -20,11 +53,81 @@ def _keras():
     return keras
 
 
-def _from_keras_layer(kl):
-    """The scratchnet layer equivalent to the Keras layer ``kl`` (unbuilt)."""
+def _dtype_name(dtype):
+    """A Keras / TensorFlow / NumPy dtype (or its name) as a name: ``"float64"``."""
+    name = getattr(dtype, "name", dtype)
+    try:
+        return numpy.dtype(name).name
+    except TypeError:
+        return str(name)  # bfloat16 and the like, which NumPy does not know
+
+
+def _keras_layer_dtype(kl):
+    """The dtype (``"float32"`` / ``"float64"``) the Keras layer ``kl`` keeps its weights and computes in.
+
+    A policy scratchnet cannot represent (variables and compute in different
+    dtypes, a dtype other than float32 / float64, a quantized layer) is a
+    ValueError naming the layer and the policy.
+    """
+    policy = getattr(kl, "dtype_policy", None)
+    if policy is not None:
+        policy_name = str(getattr(policy, "name", policy))
+        variable = _dtype_name(getattr(policy, "variable_dtype", None) or kl.dtype)
+        compute = _dtype_name(getattr(policy, "compute_dtype", None) or getattr(kl, "compute_dtype", kl.dtype))
+        quantized = getattr(policy, "quantization_mode", None)
+    else:  # an old tf.keras layer without a policy object
+        variable = _dtype_name(kl.dtype)
+        compute = _dtype_name(getattr(kl, "compute_dtype", kl.dtype))
+        policy_name, quantized = variable, None
+    if quantized or variable != compute or variable not in _FLOAT_DTYPES:
+        why = (f"quantized ({quantized})" if quantized
+               else f"variables in {variable}, compute in {compute}" if variable != compute
+               else f"{variable} is not float32 or float64")
+        raise ValueError(
+            f"from_keras: layer {kl.name!r} has dtype policy {policy_name!r} ({why}); scratchnet keeps the weights "
+            f"and computes in one dtype, float32 or float64, so mixed precision ('mixed_float16', "
+            f"'mixed_bfloat16'), float16, bfloat16 and quantized layers have no equivalent"
+        )
+    return variable
+
+
+def _from_keras_regularizer(kl, attr):
+    r = getattr(kl, attr, None)
+    if r is None:
+        return None
+    kind = type(r).__name__
+    if kind not in ("L1", "L2", "L1L2"):
+        raise ValueError(f"from_keras: layer {kl.name!r} has {attr}={kind}; only L1, L2 and L1L2 are supported")
+    c = r.get_config()
+    return R.L1L2(l1=float(c.get("l1") or 0.0), l2=float(c.get("l2") or 0.0))
+
+
+def _check_supported(kl):
+    kind = type(kl).__name__
+    if kind not in _SUPPORTED:
+        raise ValueError(
+            f"from_keras: layer {kl.name!r} is a {kind}; supported: Dense, Conv2D, MaxPooling2D, LSTM, Embedding, "
+            f"Dropout, Flatten, Reshape, Activation"
+        )
+
+
+def _check_unsupported_extras(kl):
+    if getattr(kl, "activity_regularizer", None) is not None:
+        raise ValueError(f"from_keras: layer {kl.name!r} has an activity_regularizer, which is not supported")
+    for attr in _CONSTRAINTS:
+        if getattr(kl, attr, None) is not None:
+            raise ValueError(f"from_keras: layer {kl.name!r} has a {attr}, which is not supported")
+
+
+def _from_keras_layer(kl, dtype):
+    """The scratchnet layer equivalent to the Keras layer ``kl`` (unbuilt), in ``dtype``."""
     kind = type(kl).__name__
     c = kl.get_config()
     name = c["name"]
+    common = {"name": name, "dtype": dtype}
+    _check_supported(kl)
+    _check_unsupported_extras(kl)
+    regs = {attr: _from_keras_regularizer(kl, attr) for attr in _REGULARIZERS.get(kind, ())}
 
     def activation():
         a = c.get("activation")
@@ -32,89 +135,117 @@ def _from_keras_layer(kl):
         return None if a == "linear" else a
 
     if kind == "Dense":
-        return L.Dense(c["units"], activation=activation(), use_bias=c["use_bias"], name=name)
+        return L.Dense(c["units"], activation=activation(), use_bias=c["use_bias"], **regs, **common)
     if kind == "Conv2D":
         if c.get("data_format", "channels_last") != "channels_last" or tuple(c.get("dilation_rate", (1, 1))) != (1, 1):
             raise ValueError(f"from_keras: Conv2D {name!r} must be channels_last without dilation")
         if c.get("groups", 1) != 1:
             raise ValueError(f"from_keras: Conv2D {name!r} has groups={c['groups']}; only 1 is supported")
         return L.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                        activation=activation(), use_bias=c["use_bias"], name=name)
+                        activation=activation(), use_bias=c["use_bias"], **regs, **common)
     if kind in ("MaxPooling2D", "MaxPool2D"):
-        return L.MaxPool2D(c["pool_size"], strides=c["strides"], padding=c["padding"], name=name)
+        return L.MaxPool2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
     if kind == "LSTM":
         if c.get("activation") != "tanh" or c.get("recurrent_activation") != "sigmoid" or not c.get("use_bias", True):
             raise ValueError(f"from_keras: LSTM {name!r} must use tanh / sigmoid activations and a bias")
         if c.get("go_backwards") or c.get("dropout") or c.get("recurrent_dropout"):
             raise ValueError(f"from_keras: LSTM {name!r}: go_backwards and (recurrent) dropout are not supported")
         return L.LSTM(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
-                      stateful=c["stateful"], name=name)
+                      stateful=c["stateful"], **regs, **common)
     if kind == "Embedding":
         if c.get("mask_zero"):
             raise ValueError(f"from_keras: Embedding {name!r}: mask_zero is not supported")
-        return L.Embedding(c["input_dim"], c["output_dim"], name=name)
+        return L.Embedding(c["input_dim"], c["output_dim"], **regs, **common)
     if kind == "Dropout":
-        return L.Dropout(c["rate"], seed=c.get("seed"), name=name)
+        return L.Dropout(c["rate"], seed=c.get("seed"), **common)
     if kind == "Flatten":
-        return L.Flatten(name=name)
+        return L.Flatten(**common)
     if kind == "Reshape":
-        return L.Reshape(c["target_shape"], name=name)
+        return L.Reshape(c["target_shape"], **common)
     if kind == "Activation":
-        return L.Activation(activation(), name=name)
-    raise ValueError(
-        f"from_keras: layer {name!r} is a {kind}; supported: Dense, Conv2D, MaxPooling2D, LSTM, Embedding, "
-        f"Dropout, Flatten, Reshape, Activation"
-    )
+        return L.Activation(activation(), **common)
+    raise AssertionError(f"from_keras: {kind} is in _SUPPORTED but not converted")
 
 
 def from_keras(keras_model):
     """A :class:`scratchnet.Sequential` computing what the Keras ``Sequential`` computes, with its weights.
 
     The Keras model must be built (have an input shape). Layer names are kept,
-    so parameters are named ``<keras layer name>/<weight>``.
+    so parameters are named ``<keras layer name>/<weight>``. The model and its
+    layers take the Keras layers' dtype (float32 or float64), which must be the
+    same for every layer.
     """
     keras = _keras()
     if not isinstance(keras_model, keras.Sequential):
         raise ValueError(f"from_keras: expected a keras.Sequential, got {type(keras_model).__name__}")
     if not keras_model.built:
         raise ValueError("from_keras: the Keras model is not built; give it an Input(shape) or call it once")
-    model = Sequential([_from_keras_layer(kl) for kl in keras_model.layers], name=keras_model.name)
+    klayers = list(keras_model.layers)
+    for kl in klayers:  # a layer scratchnet lacks is refused whatever its dtype
+        _check_supported(kl)
+    dtypes = [_keras_layer_dtype(kl) for kl in klayers]
+    if len(set(dtypes)) > 1:
+        listing = ", ".join(f"{kl.name!r} {d}" for kl, d in zip(klayers, dtypes))
+        raise ValueError(
+            f"from_keras: the Keras model {keras_model.name!r} mixes dtypes ({listing}); a scratchnet Sequential "
+            f"computes in one dtype, so build every Keras layer in the same one (dtype='float64' on each layer, "
+            f"or keras.backend.set_floatx('float64') before building them)"
+        )
+    dtype = dtypes[0] if dtypes else "float32"
+    model = Sequential([_from_keras_layer(kl, dtype) for kl in klayers], name=keras_model.name, dtype=dtype)
     input_shape = tuple(keras_model.inputs[0].shape)
-    dtype = "int32" if "int" in str(keras_model.inputs[0].dtype) else None
-    model.build(input_shape, dtype=dtype)
+    input_dtype = "int32" if "int" in str(keras_model.inputs[0].dtype) else None
+    model.build(input_shape, dtype=input_dtype)
     model.set_weights(keras_model.get_weights())
     return model
 
 
-def _to_keras_layer(keras, layer):
+def _to_keras_regularizer(keras, layer, config):
+    if config is None:
+        return None
+    if config.get("class_name") != "L1L2":
+        raise ValueError(f"to_keras: layer {layer.name!r} has a {config.get('class_name')} regularizer; "
+                         f"only L1L2 (l1, l2) has a Keras counterpart here")
+    c = config.get("config", {})
+    return keras.regularizers.L1L2(l1=c.get("l1", 0.0), l2=c.get("l2", 0.0))
+
+
+def _to_keras_layer(keras, layer, dtype):
     kl = keras.layers
     c = layer.get_config()
     name = layer.name
+    common = {"name": name, "dtype": dtype}
+    kind = type(layer).__name__
+    regs = {attr: _to_keras_regularizer(keras, layer, c.get(attr)) for attr in _REGULARIZERS.get(kind, ())}
     if isinstance(layer, L.Dense):
-        return kl.Dense(c["units"], activation=c["activation"], use_bias=c["use_bias"], name=name)
+        return kl.Dense(c["units"], activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
     if isinstance(layer, L.Conv2D):
         return kl.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                         activation=c["activation"], use_bias=c["use_bias"], name=name)
+                         activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
     if isinstance(layer, L.MaxPool2D):
-        return kl.MaxPooling2D(c["pool_size"], strides=c["strides"], padding=c["padding"], name=name)
+        return kl.MaxPooling2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
     if isinstance(layer, L.LSTM):
         return kl.LSTM(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
-                       stateful=c["stateful"], name=name)
+                       stateful=c["stateful"], **regs, **common)
     if isinstance(layer, L.Embedding):
-        return kl.Embedding(c["input_dim"], c["output_dim"], name=name)
+        return kl.Embedding(c["input_dim"], c["output_dim"], **regs, **common)
     if isinstance(layer, L.Dropout):
-        return kl.Dropout(c["rate"], seed=c["seed"], name=name)
+        return kl.Dropout(c["rate"], seed=c["seed"], **common)
     if isinstance(layer, L.Flatten):
-        return kl.Flatten(name=name)
+        return kl.Flatten(**common)
     if isinstance(layer, L.Reshape):
-        return kl.Reshape(c["target_shape"], name=name)
+        return kl.Reshape(c["target_shape"], **common)
     if isinstance(layer, L.Activation):
-        return kl.Activation(c["activation"] or "linear", name=name)
+        return kl.Activation(c["activation"] or "linear", **common)
     raise ValueError(f"to_keras: layer {name!r} is a {type(layer).__name__}, which has no Keras counterpart here")
 
 
 def to_keras(model):
-    """A ``keras.Sequential`` equivalent to the built scratchnet ``Sequential`` ``model``, with its weights."""
+    """A ``keras.Sequential`` equivalent to the built scratchnet ``Sequential`` ``model``, with its weights.
+
+    Each Keras layer is built in its scratchnet layer's dtype (the model's), so
+    a float64 model gives float64 Keras weights and outputs.
+    """
     keras = _keras()
     if not isinstance(model, Sequential):
         raise ValueError(f"to_keras: expected a scratchnet Sequential, got {type(model).__name__}")
@@ -123,8 +254,11 @@ def to_keras(model):
     stack = model.layers
     if len({id(layer) for layer in stack}) != len(stack):
         raise ValueError("to_keras: a layer used twice in the stack has no Keras Sequential equivalent")
-    dtype = "int32" if isinstance(stack[0], L.Embedding) else model.dtype.name
-    inputs = keras.Input(shape=tuple(model.input_shape[1:]), dtype=dtype)
-    keras_model = keras.Sequential([inputs] + [_to_keras_layer(keras, layer) for layer in stack], name=model.name)
+    model_dtype = _dtype_name(model.dtype)
+    input_dtype = "int32" if isinstance(stack[0], L.Embedding) else model_dtype
+    inputs = keras.Input(shape=tuple(model.input_shape[1:]), dtype=input_dtype)
+    klayers = [_to_keras_layer(keras, layer, _dtype_name(getattr(layer, "dtype", None) or model_dtype))
+               for layer in stack]
+    keras_model = keras.Sequential([inputs] + klayers, name=model.name)
     keras_model.set_weights(model.get_weights())
     return keras_model

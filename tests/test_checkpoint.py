@@ -227,17 +227,17 @@ def test_a_corrupt_or_truncated_file_is_reported_and_nothing_is_loaded(tmp_path,
 def test_object_arrays_are_refused_even_with_a_valid_checksum(tmp_path):
     """The format has no pickled data: a forged entry with an object dtype is rejected."""
     path = str(tmp_path / "forged")
-    sn.checkpoint.write_archive(path, {"format": "scratchnet.checkpoint"}, {"a": np.zeros(2)})
+    sn.archive.write_archive(path, {"format": "scratchnet.checkpoint"}, {"a": np.zeros(2)})
     with pytest.raises(ValueError, match="only numeric arrays"):
-        sn.checkpoint.write_archive(path, {}, {"a": np.array([{}], dtype=object)})
+        sn.archive.write_archive(path, {}, {"a": np.array([{}], dtype=object)})
     import hashlib
     import struct
 
     header = json.dumps({"meta": {}, "arrays": [{"name": "a", "dtype": "|O", "shape": [1], "offset": 0, "nbytes": 8}]}).encode()
-    body = sn.checkpoint.MAGIC + struct.pack("<Q", len(header)) + header + b"\0" * 8
+    body = sn.archive.MAGIC + struct.pack("<Q", len(header)) + header + b"\0" * 8
     open(path, "wb").write(body + hashlib.sha256(body).digest())
     with pytest.raises(CheckpointError, match="malformed"):
-        sn.checkpoint.read_archive(path)
+        sn.archive.read_archive(path)
 
 
 @pytest.mark.parametrize("name", ["numpy", "numba"])
@@ -289,7 +289,7 @@ def _forge(path, header):
     import struct
 
     header = json.dumps(header).encode()
-    body = sn.checkpoint.MAGIC + struct.pack("<Q", len(header)) + header + b"\0" * 8
+    body = sn.archive.MAGIC + struct.pack("<Q", len(header)) + header + b"\0" * 8
     open(path, "wb").write(body + hashlib.sha256(body).digest())
 
 
@@ -303,14 +303,14 @@ def test_a_header_entry_that_does_not_match_its_bytes_is_a_checkpoint_error(tmp_
     path = str(tmp_path / "forged")
     _forge(path, {"meta": {}, "arrays": [entry]})
     with pytest.raises(CheckpointError, match="malformed"):
-        sn.checkpoint.read_archive(path)
+        sn.archive.read_archive(path)
 
 
 def test_a_header_without_meta_and_arrays_is_a_checkpoint_error(tmp_path):
     path = str(tmp_path / "forged")
     _forge(path, [1, 2, 3])
     with pytest.raises(CheckpointError, match="without 'meta' and 'arrays'"):
-        sn.checkpoint.read_archive(path)
+        sn.archive.read_archive(path)
 
 
 @pytest.mark.parametrize("bad", ["../victim", "/tmp/victim", "sub/model-1", ".hidden", ".."])

@@ -32,7 +32,7 @@ from scratchnet.backend import BackendUnavailable, cupy_unavailable_reason
 from scratchnet.kernels import cuda
 from scratchnet.ops.reference import ReferenceOps
 
-from gradcheck import assert_close
+from reference import assert_close
 
 NVCC = shutil.which("nvcc")
 GXX = shutil.which("g++")

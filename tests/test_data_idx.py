@@ -75,7 +75,8 @@ def test_payload_shorter_than_the_header_promises_is_an_error(tmp_path, gz):
     payload = struct.pack(">HBB3I", 0, 8, 3, 2, 28, 28) + bytes(28 * 28 + 5)
     path = tmp_path / ("cut.gz" if gz else "cut")
     path.write_bytes(gzip.compress(payload) if gz else payload)
-    with pytest.raises(IdxError, match=r"cut(\.gz)? is truncated: shape \(2, 28, 28\) needs 1568 bytes of data, found 789"):
+    match = r"cut(\.gz)? is truncated: shape \(2, 28, 28\) needs 1568 bytes of data, found 789"
+    with pytest.raises(IdxError, match=match):
         read_idx(path)
 
 

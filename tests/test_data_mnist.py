@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import subprocess
 import sys
 import zipfile
@@ -10,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchnet.data import DataSet, MnistUnavailable, load_fashion_mnist, load_mnist, mnist, sample, write_idx
+from scratchnet.data import (
+    DataNotFound, DataSet, MnistUnavailable, load_fashion_mnist, load_mnist, load_sample, mnist, sample, write_idx,
+)
 
 REAL_TEST_SET = Path("/work/shared/datasets/mnist-test")
 _INSTALLED_SAMPLE = sample.installed_sample  # the real one; the autouse fixture stubs it out
@@ -95,7 +98,8 @@ def test_validation_size_beyond_the_training_file_is_an_error(tmp_path):
 def test_images_and_labels_of_different_lengths_are_an_error_naming_both_files(tmp_path):
     write_fake_mnist(tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(11, np.uint8))
-    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz has 12 images but .*t10k-labels-idx1-ubyte\.gz has 11 labels"):
+    match = r"t10k-images-idx3-ubyte\.gz has 12 images but .*t10k-labels-idx1-ubyte\.gz has 11 labels"
+    with pytest.raises(ValueError, match=match):
         load_mnist(tmp_path, validation_size=0, download=False)
 
 
@@ -121,7 +125,7 @@ def test_explicit_path_comes_before_scratchnet_data(tmp_path, monkeypatch):
     write_fake_mnist(tmp_path / "explicit", n_train=25)
     monkeypatch.setenv("SCRATCHNET_DATA", str(tmp_path / "env"))
     assert load_mnist(tmp_path / "explicit", validation_size=0, download=False).train.num_examples == 25
-    assert load_mnist(tmp_path / "nothing-here", validation_size=0, download=False).train.num_examples == 20
+    assert load_mnist(validation_size=0, download=False).train.num_examples == 20
 
 
 def test_files_directly_in_scratchnet_data_are_not_taken_for_either_kind(tmp_path, monkeypatch):
@@ -158,13 +162,97 @@ def test_source_says_which_data_and_how_many_examples(tmp_path):
     assert d.source == f"MNIST from {tmp_path}: train 26, validation 4, test 12"
 
 
-def test_missing_data_without_sample_says_so_plainly_and_names_the_places_looked(tmp_path):
+def test_missing_data_without_sample_says_so_plainly_and_names_the_places_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_DATA", str(tmp_path / "root"))
     with pytest.raises(MnistUnavailable) as e:
-        load_mnist(tmp_path / "empty", download=False)
+        load_mnist(download=False)
     message = str(e.value)
     assert "full MNIST is not on this machine" in message
-    assert str(tmp_path / "empty") in message and "downloading is off" in message
-    assert "allow_sample=True" in message
+    assert str(tmp_path / "root" / "mnist") in message and "scratchnet/mnist" in message
+    assert "downloading is off" in message and "allow_sample=True" in message
+
+
+# ---------------------------------------------------------------------------
+# A folder the caller named: it or nothing
+
+
+ALL_FOUR = (
+    "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+    "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"
+)
+
+
+def _cached_sample(tmp_path):
+    cached = tmp_path / "cache" / "scratchnet" / "mnist-sample" / "mnist_5k.csv.gz"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(_fake_sample_csv())
+    return cached
+
+
+def test_a_named_folder_that_does_not_exist_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    # Full MNIST in $SCRATCHNET_DATA and the sample in the cache: neither stands in for the folder named.
+    write_fake_mnist(tmp_path / "env" / "mnist")
+    monkeypatch.setenv("SCRATCHNET_DATA", str(tmp_path / "env"))
+    _cached_sample(tmp_path)
+    missing = tmp_path / "no" / "such" / "folder"
+    for kwargs in ({"download": False}, {"download": True, "allow_sample": True}):
+        with pytest.raises(DataNotFound) as e:
+            load_mnist(missing, progress=False, **kwargs)
+        message = str(e.value)
+        assert "\n" not in message
+        assert message.startswith(f"load_mnist: {missing} does not exist; ")
+        assert f"the four MNIST IDX files {ALL_FOUR}" in message and "mnist/ subfolder" in message
+    assert isinstance(e.value, FileNotFoundError)
+    assert not (tmp_path / "cache" / "scratchnet" / "mnist").exists()  # no download was tried
+
+
+def test_a_named_folder_lacking_one_file_says_which_and_the_accepted_names(tmp_path):
+    write_fake_mnist(tmp_path / "data")
+    (tmp_path / "data" / "t10k-labels-idx1-ubyte.gz").unlink()
+    _cached_sample(tmp_path)
+    with pytest.raises(DataNotFound) as e:
+        load_mnist(tmp_path / "data", download=False, allow_sample=True)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"load_mnist: {tmp_path / 'data'} lacks t10k-labels-idx1-ubyte[.gz]; it should hold ")
+    assert ALL_FOUR in message
+
+
+def test_an_empty_named_folder_lacks_all_four_files(tmp_path):
+    (tmp_path / "empty").mkdir()
+    match = "^" + re.escape(f"load_mnist: {tmp_path / 'empty'} lacks {ALL_FOUR}; ")
+    with pytest.raises(DataNotFound, match=match):
+        load_mnist(tmp_path / "empty", download=False)
+
+
+def test_the_subfolder_is_reported_when_it_holds_more_of_the_files(tmp_path):
+    write_fake_mnist(tmp_path / "data" / "mnist", gz=False)
+    (tmp_path / "data" / "mnist" / "train-images-idx3-ubyte").unlink()
+    with pytest.raises(DataNotFound, match=r"data/mnist lacks train-images-idx3-ubyte\[\.gz\]; "):
+        load_mnist(tmp_path / "data", download=False)
+
+
+def test_a_named_file_instead_of_a_folder_is_an_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(DataNotFound, match=r"notes\.txt is a file, not a folder; name a folder that holds"):
+        load_mnist(tmp_path / "notes.txt", download=False)
+
+
+def test_a_named_folder_for_fashion_mnist_names_its_subfolder(tmp_path):
+    match = r"does not exist; .*four Fashion-MNIST IDX files .* fashion-mnist/ subfolder"
+    with pytest.raises(DataNotFound, match=match):
+        load_fashion_mnist(tmp_path / "nope", download=False)
+
+
+def test_a_named_test_path_lacking_a_test_file_is_an_error(tmp_path):
+    _cached_sample(tmp_path)
+    write_fake_mnist(tmp_path / "real-test")
+    (tmp_path / "real-test" / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataNotFound, match=r"^load_sample: test_path .*real-test lacks t10k-images-idx3-ubyte\[\.gz\]; "
+                                           r"it should hold the two MNIST IDX files"):
+        load_mnist(download=False, allow_sample=True, test_path=tmp_path / "real-test")
+    with pytest.raises(DataNotFound, match="load_sample: test_path .*missing does not exist"):
+        load_sample(test_path=tmp_path / "missing", fetch=False)
 
 
 def test_failed_download_is_reported_with_each_mirror(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from gradcheck import assert_close, tf
+from reference import assert_close, tf
 
 
 class Param:

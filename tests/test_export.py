@@ -79,8 +79,8 @@ def test_only_built_sequential_models_can_be_exported(tmp_path):
         sn.export.save_model(_mlp()[0], str(tmp_path / "m"))
 
     class Custom(sn.Model):
-        def forward(self, x, training=False):
+        def call(self, x, training=False):
             return x, lambda dy: dy
 
-    with pytest.raises(ValueError, match="only a Sequential of built-in layers can be exported, got Custom"):
+    with pytest.raises(ValueError, match="only a Sequential of registered layers can be exported, got Custom"):
         sn.export.save_model(Custom(), str(tmp_path / "m"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from gradcheck import assert_close, tf
+from reference import assert_close, tf
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

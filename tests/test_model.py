@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from gradcheck import assert_close, tf
-from scratchnet.model import ParameterStore
+from reference import assert_close, tf
+from scratchnet.parameters import ParameterStore
 
 L = sn.layers
 
@@ -113,7 +113,7 @@ def test_auto_reuse_creates_then_shares_and_nested_scopes_inherit_reuse(rng):
 
 def test_a_model_creating_the_same_weight_name_twice_is_an_error(rng):
     class TwoW(sn.Model):
-        def forward(self, x, training=False):
+        def call(self, x, training=False):
             self.add_weight("w", (2,))
             self.add_weight("w", (2,))
 
@@ -131,7 +131,7 @@ class CharLM(sn.Model):
         self.logits = L.Dense(vocab)
         self.state = None
 
-    def forward(self, ids, training=False):
+    def call(self, ids, training=False):
         x, embedding_backprop = self.embedding.forward(ids, training)
         (ys, h, c), lstm_backprop = self.lstm.forward(x, training, initial_state=self.state)
         self.state = (h, c)

@@ -1,10 +1,12 @@
 """Text corpora: vocabularies, encode/decode, and [batch, seq_len] batches with targets shifted by one."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from scratchnet.data import TextBatches, TextCorpus, load_text
+from scratchnet.data import DataNotFound, TextBatches, TextCorpus, load_text
 
 TEXT = "thou art more lovely and more temperate: rough winds do shake the darling buds of may."
 
@@ -83,7 +85,8 @@ def test_batches_are_reshuffled_every_epoch_and_each_is_seen_once():
 
 
 def test_text_too_short_for_one_batch_is_an_error():
-    with pytest.raises(ValueError, match=r"10 tokens are too few for one batch of \[batch_size=2, seq_len=5\] \(needs 11\)"):
+    match = r"10 tokens are too few for one batch of \[batch_size=2, seq_len=5\] \(needs 11\)"
+    with pytest.raises(ValueError, match=match):
         TextBatches(np.arange(10), batch_size=2, seq_len=5)
 
 
@@ -105,5 +108,14 @@ def test_unreadable_or_non_utf8_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1\.txt is not utf-8 text"):
         load_text(tmp_path / "latin1.txt")
-    with pytest.raises(ValueError, match=r"cannot read .*missing\.txt"):
+    with pytest.raises(DataNotFound, match=r"^load_text: .*missing\.txt does not exist; name a utf-8 text file"):
         load_text(tmp_path / "missing.txt")
+
+
+def test_a_missing_text_file_or_a_folder_is_an_error_naming_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"load_text: {tmp_path / 'nope.txt'} does not exist")):
+        load_text(tmp_path / "nope.txt")
+    with pytest.raises(DataNotFound, match=re.escape(f"load_text: {tmp_path} is a folder, not a text file")):
+        load_text(tmp_path)
+    with pytest.raises(DataNotFound, match="does not exist"):
+        load_text(str(tmp_path / "nope.txt"), level="word")

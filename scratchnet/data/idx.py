@@ -86,7 +86,8 @@ def read_idx(path):
         )
     if got > expected:
         raise IdxError(
-            f"read_idx: {path} has {got - expected} bytes after the data of shape {shape}; the header and the data disagree"
+            f"read_idx: {path} has {got - expected} bytes after the data of shape {shape}; "
+            "the header and the data disagree"
         )
     array = numpy.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="))

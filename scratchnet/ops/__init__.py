@@ -15,6 +15,15 @@ call                                               ``backprop(...)`` returns
 ``dropout(x, rate, seed=None)``                    ``dx``
 ``softmax_cross_entropy(logits, labels)``          ``dlogits``
 =================================================  ======================================
+
+Each op family has one file (``dense.py``, ``conv.py``, ...) holding the op,
+its derivation and its NumPy reference kernels. The rest of this folder:
+
+- ``contract.py``: ``Ops``, every kernel a backend provides, with its shapes;
+- ``reference.py``: ``ReferenceOps``, the ``numpy`` backend, built from the
+  reference kernels of each family;
+- ``backends.py``: how each backend (numpy, numba, cupy) is built;
+- ``shapes.py``: output sizes and TensorFlow's padding rule.
 """
 from .activations import relu, sigmoid, softmax, tanh
 from .conv import conv2d

@@ -1,19 +1,38 @@
-"""Elementwise activations and softmax, each returning ``(Y, backprop)``."""
+"""Elementwise activations and softmax, each returning ``(y, backprop)``.
+
+Below ``dy`` is always the incoming gradient (of the loss with respect to
+``y``) and ``∂y_i/∂x_j`` a derivative of the op itself. An elementwise
+``y[i] = f(x[i])`` has a diagonal Jacobian, ``∂y_i/∂x_j = 0`` for ``i != j``,
+so its backward is a product, entry by entry::
+
+    dx[i] = sum_j dy[j] * ∂y_j/∂x_i = dy[i] * f'(x[i])
+
+and each derivative below is written in terms of the output ``y`` where that
+is cheaper than recomputing from ``x``::
+
+    relu     f(x) = max(x, 0)          f'(x) = 1 if x > 0 else 0 (0 at x = 0, as TensorFlow)
+    sigmoid  f(x) = 1 / (1 + e^-x)     f'(x) = e^-x / (1 + e^-x)^2 = y (1 - y)
+    tanh     f(x) = tanh(x)            f'(x) = 1 - tanh(x)^2 = 1 - y^2
+
+Softmax is not elementwise: every output depends on every input of its row
+(derived at :func:`softmax`).
+"""
 from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad
 from ..backend import get_backend
 
 
-class ActivationKernels:
-    """Reference kernels for the activations (none are hot enough to override yet)."""
+class ActivationReference:
+    """Reference kernel for the activations (none is hot enough to override yet)."""
 
-    def sigmoid(self, X):
-        """``1 / (1 + exp(-X))`` without overflow for large ``|X|``."""
+    def sigmoid(self, x):
+        """``1 / (1 + exp(-x))``, written so that no ``exp`` overflows."""
         xp = self.xp
-        # exp of a non-positive number never overflows.
-        E = xp.exp(-xp.abs(X))
-        return xp.where(X >= 0, 1 / (1 + E), E / (1 + E))
+        # exp of a non-positive number never overflows; for x < 0,
+        # 1 / (1 + e^-x) = e^x / (1 + e^x) = e / (1 + e) with e = e^-|x|.
+        e = xp.exp(-xp.abs(x))
+        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def _unary(op, x):
@@ -23,61 +42,80 @@ def _unary(op, x):
 
 
 def relu(x):
-    """``Y = max(X, 0)``; the gradient is 0 at 0, as in TensorFlow.
+    """``y = max(x, 0)``, any shape.
 
-    ``backprop(dy) -> dx`` with ``dx = dy * (X > 0)``.
+    ``backprop(dy) -> dx = dy * (x > 0)``: the gradient is 0 at 0, as in TensorFlow.
     """
-    be, X = _unary("relu", x)
-    Y = be.xp.maximum(X, 0)
+    be, x = _unary("relu", x)
+    y = be.xp.maximum(x, 0)
 
-    def backprop(dY):
-        dY = check_grad("relu", dY, Y, be)
-        return dY * (X > 0)
+    def backprop(dy):
+        dy = check_grad("relu", dy, y, be)
+        return dy * (x > 0)
 
-    return Y, backprop
+    return y, backprop
 
 
 def sigmoid(x):
-    """``Y = 1 / (1 + exp(-X))``; ``dx = dy * Y * (1 - Y)``."""
-    be, X = _unary("sigmoid", x)
-    Y = be.sigmoid(X)
+    """``y = 1 / (1 + exp(-x))``, any shape.
 
-    def backprop(dY):
-        dY = check_grad("sigmoid", dY, Y, be)
-        return dY * Y * (1 - Y)
+    ``backprop(dy) -> dx = dy * y * (1 - y)``, since ``sigmoid'(x) = y (1 - y)``.
+    """
+    be, x = _unary("sigmoid", x)
+    y = be.sigmoid(x)
 
-    return Y, backprop
+    def backprop(dy):
+        dy = check_grad("sigmoid", dy, y, be)
+        return dy * y * (1 - y)
+
+    return y, backprop
 
 
 def tanh(x):
-    """``Y = tanh(X)``; ``dx = dy * (1 - Y**2)``."""
-    be, X = _unary("tanh", x)
-    Y = be.xp.tanh(X)
+    """``y = tanh(x)``, any shape.
 
-    def backprop(dY):
-        dY = check_grad("tanh", dY, Y, be)
-        return dY * (1 - Y * Y)
+    ``backprop(dy) -> dx = dy * (1 - y**2)``, since ``tanh'(x) = 1 - tanh(x)^2``.
+    """
+    be, x = _unary("tanh", x)
+    y = be.xp.tanh(x)
 
-    return Y, backprop
+    def backprop(dy):
+        dy = check_grad("tanh", dy, y, be)
+        return dy * (1 - y * y)
+
+    return y, backprop
 
 
 def softmax(x, axis=-1):
-    """``Y = exp(X - max X) / sum exp(X - max X)`` along ``axis``.
+    """``y = exp(x - max x) / sum exp(x - max x)`` along ``axis``, any shape.
 
-    ``dx = Y * (dy - sum(dy * Y, axis))``: the Jacobian-vector product of
-    softmax without forming the Jacobian.
+    Subtracting the max changes nothing (it cancels between numerator and
+    denominator) and keeps every ``exp`` at most 1.
+
+    Backward, for one slice along ``axis`` (``y_i = e^{x_i} / sum_k e^{x_k}``).
+    The Jacobian::
+
+        ∂y_i/∂x_j = y_i (delta_ij - y_j),   i.e.  J = diag(y) - y y^T   (symmetric)
+
+    and its product with the incoming gradient::
+
+        dx_j = sum_i dy_i * ∂y_i/∂x_j = sum_i dy_i y_i (delta_ij - y_j)
+             = y_j dy_j - y_j sum_i dy_i y_i
+             = y_j (dy_j - sum_i dy_i y_i)
+
+    so ``backprop(dy) -> dx = y * (dy - sum(dy * y, axis))``, without forming ``J``.
     """
-    be, X = _unary("softmax", x)
-    if X.ndim == 0:
+    be, x = _unary("softmax", x)
+    if x.ndim == 0:
         raise ValueError("softmax: x must have rank >= 1, got a scalar")
-    if not -X.ndim <= axis < X.ndim:
-        raise ValueError(f"softmax: axis {axis} is out of range for x of shape {tuple(X.shape)}")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"softmax: axis {axis} is out of range for x of shape {tuple(x.shape)}")
     xp = be.xp
-    E = xp.exp(X - X.max(axis=axis, keepdims=True))
-    Y = E / E.sum(axis=axis, keepdims=True)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    y = e / e.sum(axis=axis, keepdims=True)
 
-    def backprop(dY):
-        dY = check_grad("softmax", dY, Y, be)
-        return Y * (dY - (dY * Y).sum(axis=axis, keepdims=True))
+    def backprop(dy):
+        dy = check_grad("softmax", dy, y, be)
+        return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
-    return Y, backprop
+    return y, backprop

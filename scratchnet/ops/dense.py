@@ -1,18 +1,34 @@
-"""Dense (fully connected) layer: ``Y = X @ W + b``."""
+"""Dense (fully connected) layer: ``y = x @ w + b``.
+
+Notation::
+
+    N   batch size
+    C   input features
+    K   output features (units)
+
+Forward, in index form::
+
+    y[n, k] = sum_c x[n, c] * w[c, k] + b[k]
+
+Backward. Each output ``y[n, k]`` depends on ``x[n, c]`` through ``w[c, k]``,
+on ``w[c, k]`` through ``x[n, c]`` and on ``b[k]`` with slope 1, so by the
+chain rule, summing over every output that uses the input::
+
+    dx[n, c] = sum_k dy[n, k] * w[c, k]       dx = dy @ w.T
+    dw[c, k] = sum_n x[n, c] * dy[n, k]       dw = x.T @ dy
+    db[k]    = sum_n dy[n, k]                 db = dy.sum(axis=0)
+"""
 from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad, check_rank
 from ..backend import get_backend
 
 
-class DenseKernels:
-    """Reference kernels for the dense op."""
+class DenseReference:
+    """Reference kernel for the dense op: the matrix product."""
 
     def gemm(self, A, B, trans_a=False, trans_b=False):
-        """``op(A) @ op(B)`` where ``op`` transposes when asked.
-
-        A: (M, K) or (K, M) when ``trans_a``; B: (K, N) or (N, K) when ``trans_b``.
-        """
+        """``op(A) @ op(B)``: a transpose is a view, the product one BLAS call."""
         if trans_a:
             A = A.T
         if trans_b:
@@ -35,7 +51,8 @@ def dense(x, w, b=None):
         ``y = x @ w + b``
     backprop : callable
         ``backprop(dy) -> (dx, dw, db)`` with ``dx = dy @ w.T``,
-        ``dw = x.T @ dy`` and ``db = sum_n dy[n]`` (``None`` without a bias).
+        ``dw = x.T @ dy`` and ``db = sum_n dy[n]`` (``None`` without a bias);
+        the module docstring derives them.
     """
     be = get_backend()
     x, w, b = as_float_arrays("dense", be, x=x, w=w, b=b)
@@ -47,15 +64,15 @@ def dense(x, w, b=None):
         )
     if b is not None and tuple(b.shape) != (w.shape[1],):
         raise ValueError(f"dense: b must have shape ({w.shape[1]},) to match w {w.shape}, got {b.shape}")
-    Y = be.gemm(x, w)
+    y = be.gemm(x, w)
     if b is not None:
-        Y += b
+        y += b
 
-    def backprop(dY):
-        dY = check_grad("dense", dY, Y, be)
-        dX = be.gemm(dY, w, trans_b=True)
-        dW = be.gemm(x, dY, trans_a=True)
-        db = dY.sum(axis=0) if b is not None else None
-        return dX, dW, db
+    def backprop(dy):
+        dy = check_grad("dense", dy, y, be)
+        dx = be.gemm(dy, w, trans_b=True)  # dx[n, c] = sum_k dy[n, k] w[c, k]
+        dw = be.gemm(x, dy, trans_a=True)  # dw[c, k] = sum_n x[n, c] dy[n, k]
+        db = dy.sum(axis=0) if b is not None else None  # db[k] = sum_n dy[n, k]
+        return dx, dw, db
 
-    return Y, backprop
+    return y, backprop

@@ -1,4 +1,19 @@
-"""Inverted dropout: zero units at random, scale the kept ones by ``1 / (1 - rate)``."""
+"""Inverted dropout: zero units at random, scale the kept ones by ``1 / (1 - rate)``.
+
+Forward, with a mask drawn once per call::
+
+    mask[i] = 0 with probability rate, else 1 / (1 - rate)
+    y[i] = x[i] * mask[i]                    so E[y[i]] = (1 - rate) * x[i] / (1 - rate) = x[i]
+
+Backward. The mask is a constant of the forward pass (it does not depend on
+``x``), so ``y`` is linear in ``x`` with a diagonal Jacobian ``∂y_i/∂x_i =
+mask[i]``::
+
+    dx[i] = dy[i] * mask[i]
+
+The same mask: a dropped unit passes no gradient, a kept one passes it
+scaled like its value.
+"""
 from __future__ import annotations
 
 import numbers
@@ -10,29 +25,13 @@ from .._checks import as_float_arrays, check_fraction, check_grad
 from ..backend import get_backend
 
 
-class DropoutKernels:
+class DropoutReference:
     """Reference kernel for the dropout mask."""
 
     def dropout_mask(self, shape, rate, seed, dtype):
-        """A random mask of zeros and ``1 / (1 - rate)``.
-
-        Parameters
-        ----------
-        shape : tuple of int
-        rate : float in [0, 1)
-            Probability that an entry is zero.
-        seed : int or None
-            ``None`` draws from the global generator (``scratchnet.random``);
-            an int gives the same mask every time.
-        dtype : float32 or float64
-
-        Returns
-        -------
-        mask : array of ``shape`` and ``dtype``
-        """
+        """Drawn on the host with ``numpy.random``, so both CPU backends give the same mask for a seed."""
         rng = _random.generator() if seed is None else numpy.random.default_rng(seed)
-        # Drawn on the host, so the CPU backends give the same mask for a seed
-        # (the CuPy backend overrides this with a device-side hash).
+        # (The CuPy backend overrides this with a device-side hash.)
         keep = rng.random(shape) >= rate
         mask = numpy.where(keep, 1 / (1 - rate), 0).astype(dtype)
         return self.xp.asarray(mask)
@@ -59,22 +58,22 @@ def dropout(x, rate, seed=None):
         ``backprop(dy) -> dx = dy * mask``
     """
     be = get_backend()
-    (X,) = as_float_arrays("dropout", be, x=x)
+    (x,) = as_float_arrays("dropout", be, x=x)
     check_fraction("dropout", "rate", rate)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
         raise ValueError(f"dropout: seed must be a non-negative int or None, got {seed!r}")
     if rate == 0:
         # No draw: rate 0 leaves the global generator where it was.
-        def identity(dY):
-            return check_grad("dropout", dY, X, be).copy()
+        def identity(dy):
+            return check_grad("dropout", dy, x, be).copy()
 
-        return X.copy(), identity
+        return x.copy(), identity
 
-    mask = be.dropout_mask(tuple(X.shape), float(rate), seed, X.dtype)
-    Y = X * mask
+    mask = be.dropout_mask(tuple(x.shape), float(rate), seed, x.dtype)
+    y = x * mask
 
-    def backprop(dY):
-        dY = check_grad("dropout", dY, Y, be)
-        return dY * mask
+    def backprop(dy):
+        dy = check_grad("dropout", dy, y, be)
+        return dy * mask
 
-    return Y, backprop
+    return y, backprop

@@ -1,52 +1,41 @@
-"""Embedding lookup: ``Y[...] = table[ids[...]]``, and its scatter-add gradient."""
+"""Embedding lookup: ``y[p] = table[ids[p]]``, and its scatter-add gradient.
+
+Notation::
+
+    V, D   rows of the table (vocabulary size) and their width
+    p      a position of ``ids`` (any shape; y has shape ids.shape + (D,))
+
+Forward: a row copy per position, ``y[p, d] = table[ids[p], d]``.
+
+Backward. ``y[p, d]`` depends on ``table[v, d]`` only when ``ids[p] == v``,
+with slope 1, so::
+
+    dtable[v, d] = sum_p [ids[p] == v] * dy[p, d]
+
+a scatter-add of the rows of ``dy`` into the rows their ids name. An id that
+appears at several positions receives the SUM of their gradients, and a row
+no id picked receives zeros. ``dtable[ids] += dy`` would be wrong: with
+repeated ids NumPy keeps only one of the writes, so the kernels use
+``add.at`` (reference), a serial loop (Numba) or ``atomicAdd`` (CUDA).
+"""
 from __future__ import annotations
 
-from .._checks import as_float_arrays, check_grad, check_rank
+from .._checks import as_float_arrays, check_grad, check_ids, check_rank
 from ..backend import get_backend
 
 
-class EmbeddingKernels:
+class EmbeddingReference:
     """Reference kernel for the embedding gradient."""
 
-    def embedding_backward(self, ids, dY, vocab_size):
-        """Scatter-add the output gradient into the rows the ids picked.
-
-        Parameters
-        ----------
-        ids : integer array of any shape
-        dY : array of shape ids.shape + (D,)
-        vocab_size : int, V
-
-        Returns
-        -------
-        dtable : array of shape (V, D)
-            ``dtable[v] = sum of dY[p] over positions p with ids[p] == v``.
-        """
+    def embedding_backward(self, ids, dy, vocab_size):
+        """``dtable[ids[p]] += dy[p]`` for every position ``p``, repeated ids adding up."""
         xp = self.xp
-        D = dY.shape[-1]
-        dtable = xp.zeros((vocab_size, D), dtype=dY.dtype)
-        # add.at accumulates repeated ids; ``dtable[ids] += dY`` would keep only
+        D = dy.shape[-1]
+        dtable = xp.zeros((vocab_size, D), dtype=dy.dtype)
+        # add.at accumulates repeated ids; ``dtable[ids] += dy`` would keep only
         # the last write to a row that appears twice.
-        xp.add.at(dtable, ids.reshape(-1), dY.reshape(-1, D))
+        xp.add.at(dtable, ids.reshape(-1), dy.reshape(-1, D))
         return dtable
-
-
-def check_ids(op, be, name, ids, upper, what):
-    """``ids`` as a backend integer array with every entry in ``[0, upper)``.
-
-    ``what`` says where the bound comes from, for the error (``"table has 10 rows"``).
-    """
-    ids = be.native(op, name, ids)
-    if ids.dtype.kind not in "iu":
-        raise ValueError(f"{op}: {name} must be integers, got {ids.dtype} ({name}: {tuple(ids.shape)})")
-    if ids.size:
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= upper:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"{op}: {name} must lie in [0, {upper}) ({what}), found {bad} ({name}: {tuple(ids.shape)})"
-            )
-    return ids
 
 
 def embedding(ids, table):
@@ -71,10 +60,10 @@ def embedding(ids, table):
     check_rank("embedding", "table", table, 2, "[V, D]")
     V = table.shape[0]
     ids = check_ids("embedding", be, "ids", ids, V, f"table has {V} rows")
-    Y = table[ids]
+    y = table[ids]
 
-    def backprop(dY):
-        dY = check_grad("embedding", dY, Y, be)
-        return be.embedding_backward(ids, dY, V)
+    def backprop(dy):
+        dy = check_grad("embedding", dy, y, be)
+        return be.embedding_backward(ids, dy, V)
 
-    return Y, backprop
+    return y, backprop

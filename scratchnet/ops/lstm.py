@@ -1,15 +1,58 @@
 """Long short-term memory layer over a whole sequence, in the Keras layout.
 
-Gate order is Keras's ``i, f, c, o`` (input, forget, cell candidate, output),
-so weights load straight from ``tf.keras.layers.LSTM.get_weights()``. For each
-step ``t``::
+Notation::
 
-    1: Z_t = X_t @ kernel + h_{t-1} @ recurrent_kernel + bias     (N, 4H)
-    2: i, f, o = sigmoid(Z_i, Z_f, Z_o);  g = tanh(Z_c)
+    N, T, D      batch, time steps, input features
+    H            units (the size of h and c)
+    4H           the four gate blocks of z, kernel and bias, in Keras order
+                 i, f, c, o (input, forget, candidate, output); the candidate
+                 is called g below, to keep it apart from the cell state c
+    kernel       (D, 4H), recurrent_kernel (H, 4H), bias (4H,): the Keras weights
+    x_t, h_t     step t's input (N, D) and output (N, H); h_{-1} = h0, c_{-1} = c0
+    *_seq        a time-major stack the kernels work on: x_seq (T, N, D),
+                 h_seq and c_seq (T+1, N, H) with h_seq[t + 1] = h_t and h_seq[0] = h0
+
+Gate order is Keras's, so weights load straight from
+``tf.keras.layers.LSTM.get_weights()``.
+
+Forward, for t = 0 .. T-1::
+
+    1: z_t = x_t @ kernel + h_{t-1} @ recurrent_kernel + bias               (N, 4H)
+    2: i = sigmoid(z_i),  f = sigmoid(z_f),  g = tanh(z_g),  o = sigmoid(z_o)
     3: c_t = f * c_{t-1} + i * g
-    4: h_t = o * tanh(c_t)
+    4: h_t = o * tanh(c_t)                                                   (the output y_t)
 
-Steps 2-4 are the elementwise "gates" kernel, the hot loop the Numba and CuPy
+Backward: backpropagation through time, for t = T-1 down to 0. Each backward
+step is numbered after the forward step it undoes, with a ``b`` for
+"backward": ``3b`` is the gradient through step 3, and they run in reverse
+order, 4b, 3b, 2b, 1b. The same numbers label the code here, in
+``kernels/lstm_numba.py`` and in ``kernels/lstm.cu``. ``dh`` and ``dc`` are
+the gradients of the current ``h_t`` and ``c_t``; step t+1 has already sent
+back its share of them (its 1b and 3b)::
+
+    4b: h_t is used twice, as the output y_t and by step t+1's step 1, so its
+        gradient is the sum of both:  dh = dy_t + (dh from step t+1's 1b).
+        Then through h_t = o * tanh(c_t):
+            do = dh * tanh(c_t)
+            dc = (dc from step t+1's 3b) + dh * o * (1 - tanh(c_t)^2)
+    3b: through c_t = f * c_{t-1} + i * g:
+            di = dc * g,   df = dc * c_{t-1},   dg = dc * i,   dc_{t-1} = dc * f   (sent to step t-1)
+    2b: through the nonlinearities, sigmoid'(z) = s (1 - s) and tanh'(z) = 1 - g^2:
+            dz_i = di * i (1 - i),   dz_f = df * f (1 - f),   dz_g = dg * (1 - g^2),   dz_o = do * o (1 - o)
+    1b: through z_t = x_t @ kernel + h_{t-1} @ recurrent_kernel + bias:
+            dh_{t-1} = dz_t @ recurrent_kernel.T                               (sent to step t-1)
+            dx_t     = dz_t @ kernel.T
+        The weights are shared by every step, so their gradients sum over t
+        (and over n, as in a dense layer):
+            dkernel[d, k]           = sum_{t, n} x_t[n, d] * dz_t[n, k]
+            drecurrent_kernel[j, k] = sum_{t, n} h_{t-1}[n, j] * dz_t[n, k]
+            dbias[k]                = sum_{t, n} dz_t[n, k]
+        computed after the loop as one GEMM each over all T*N rows.
+
+After step 0, the dh_{-1} and dc_{-1} sent back are the gradients of h0 and c0.
+
+Steps 2-4 are one backend kernel (``lstm_gates_forward``, and 4b-2b
+``lstm_gates_backward``), the elementwise hot loop the Numba and CuPy
 backends fuse; step 1 is GEMMs, left to BLAS. The loop over time is a kernel
 too (``lstm_forward`` / ``lstm_backward``), so that the Numba backend can run
 it on preallocated buffers.
@@ -20,56 +63,27 @@ from .._checks import as_float_arrays, check_grad, check_rank
 from ..backend import get_backend
 
 
-class LSTMKernels:
+class LSTMReference:
     """Reference kernels: the whole sequence forward and backward, and the
     elementwise part of one time step they are built on."""
 
-    def lstm_gates_forward(self, Z, c_prev):
-        """Gate nonlinearities and cell update of one step (steps 2-4 above).
-
-        Parameters
-        ----------
-        Z : array of shape (N, 4H)
-            Pre-activations in Keras order ``i, f, c, o``.
-        c_prev : array of shape (N, H)
-
-        Returns
-        -------
-        h : array of shape (N, H)
-        c : array of shape (N, H)
-        G : array of shape (N, 4H)
-            The activated gates ``[sigmoid(Z_i), sigmoid(Z_f), tanh(Z_c), sigmoid(Z_o)]``,
-            kept for the backward pass.
-        """
+    def lstm_gates_forward(self, z, c_prev):
+        """Steps 2-4 as array expressions."""
         xp = self.xp
         H = c_prev.shape[1]
-        G = self.sigmoid(Z)
-        G[:, 2 * H : 3 * H] = xp.tanh(Z[:, 2 * H : 3 * H])
-        i, f, g, o = G[:, :H], G[:, H : 2 * H], G[:, 2 * H : 3 * H], G[:, 3 * H :]
-        c = f * c_prev + i * g
-        h = o * xp.tanh(c)
-        return h, c, G
+        # 2: sigmoid over all four blocks, then tanh over the candidate block.
+        gates = self.sigmoid(z)
+        gates[:, 2 * H : 3 * H] = xp.tanh(z[:, 2 * H : 3 * H])
+        i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
+        c = f * c_prev + i * g  # 3
+        h = o * xp.tanh(c)  # 4
+        return h, c, gates
 
-    def lstm_gates_backward(self, dh, dc, c_prev, c, G):
-        """Backward of :meth:`lstm_gates_forward`.
-
-        Parameters
-        ----------
-        dh : array of shape (N, H)
-            Total gradient into ``h_t`` (from the output and from step t+1).
-        dc : array of shape (N, H)
-            Gradient into ``c_t`` from step t+1.
-        c_prev, c : arrays of shape (N, H)
-        G : array of shape (N, 4H), from the forward pass
-
-        Returns
-        -------
-        dZ : array of shape (N, 4H)
-        dc_prev : array of shape (N, H)
-        """
+    def lstm_gates_backward(self, dh, dc, c_prev, c, gates):
+        """Steps 4b, 3b, 2b as array expressions (``dh`` already holds dy_t)."""
         xp = self.xp
         H = c.shape[1]
-        i, f, g, o = G[:, :H], G[:, H : 2 * H], G[:, 2 * H : 3 * H], G[:, 3 * H :]
+        i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         tanh_c = xp.tanh(c)
         # 4b: h = o * tanh(c): c receives dh through tanh, on top of step t+1's dc.
         d_o = dh * tanh_c
@@ -80,95 +94,56 @@ class LSTMKernels:
         d_g = dc * i
         dc_prev = dc * f
         # 2b: through the nonlinearities: sigmoid' = s (1 - s), tanh' = 1 - t^2.
-        dZ = xp.empty_like(G)
-        dZ[:, :H] = d_i * i * (1 - i)
-        dZ[:, H : 2 * H] = d_f * f * (1 - f)
-        dZ[:, 2 * H : 3 * H] = d_g * (1 - g * g)
-        dZ[:, 3 * H :] = d_o * o * (1 - o)
-        return dZ, dc_prev
+        dz = xp.empty_like(gates)
+        dz[:, :H] = d_i * i * (1 - i)
+        dz[:, H : 2 * H] = d_f * f * (1 - f)
+        dz[:, 2 * H : 3 * H] = d_g * (1 - g * g)
+        dz[:, 3 * H :] = d_o * o * (1 - o)
+        return dz, dc_prev
 
-    def lstm_forward(self, X, kernel, recurrent_kernel, bias, h0, c0):
-        """Steps 1-4 over a whole time-major sequence.
-
-        Parameters
-        ----------
-        X : array of shape (T, N, D)
-            Time-major, so each step reads and writes contiguous (N, .) blocks.
-        kernel : array of shape (D, 4H)
-        recurrent_kernel : array of shape (H, 4H)
-        bias : array of shape (4H,)
-        h0, c0 : arrays of shape (N, H)
-
-        Returns
-        -------
-        Hs, Cs : arrays of shape (T + 1, N, H)
-            ``Hs[0]`` is ``h0`` and ``Hs[t + 1]`` is ``h_t``; likewise ``Cs``.
-            Keeping ``h0`` in the buffer makes the recurrent weight gradient one
-            GEMM over all steps.
-        Gs : array of shape (T, N, 4H)
-            Every step's activated gates, for :meth:`lstm_backward`.
-        """
+    def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0):
+        """Steps 1-4 for t = 0 .. T-1; keeping ``h0`` in ``h_seq`` makes the recurrent
+        weight gradient one GEMM over all steps."""
         xp = self.xp
-        T, N, D = X.shape
+        T, N, D = x_seq.shape
         H = recurrent_kernel.shape[0]
-        Hs = xp.empty((T + 1, N, H), dtype=X.dtype)
-        Cs = xp.empty((T + 1, N, H), dtype=X.dtype)
-        Hs[0], Cs[0] = h0, c0
-        # 1: the input part of Z_t for all steps at once, in one GEMM.
-        Zs = self.gemm(X.reshape(T * N, D), kernel).reshape(T, N, 4 * H)
-        Zs += bias
-        Gs = xp.empty((T, N, 4 * H), dtype=X.dtype)
+        h_seq = xp.empty((T + 1, N, H), dtype=x_seq.dtype)
+        c_seq = xp.empty((T + 1, N, H), dtype=x_seq.dtype)
+        h_seq[0], c_seq[0] = h0, c0
+        # 1: the input part of z_t for all steps at once, in one GEMM.
+        z_seq = self.gemm(x_seq.reshape(T * N, D), kernel).reshape(T, N, 4 * H)
+        z_seq += bias
+        gates_seq = xp.empty((T, N, 4 * H), dtype=x_seq.dtype)
         for t in range(T):
-            # 1: ... plus the recurrent part, which needs h_{t-1}
-            Zs[t] += self.gemm(Hs[t], recurrent_kernel)
+            # 1: ... plus the recurrent part, which needs h_{t-1} (h_seq[t]).
+            z_seq[t] += self.gemm(h_seq[t], recurrent_kernel)
             # 2-4: gates, c_t, h_t
-            Hs[t + 1], Cs[t + 1], Gs[t] = self.lstm_gates_forward(Zs[t], Cs[t])
-        return Hs, Cs, Gs
+            h_seq[t + 1], c_seq[t + 1], gates_seq[t] = self.lstm_gates_forward(z_seq[t], c_seq[t])
+        return h_seq, c_seq, gates_seq
 
-    def lstm_backward(self, dYs, dh, dc, X, kernel, recurrent_kernel, Hs, Cs, Gs):
-        """Backward of :meth:`lstm_forward`, step T-1 down to step 0.
-
-        Parameters
-        ----------
-        dYs : array of shape (T, N, H), or None
-            Gradient of every step's output ``h_t`` (time-major); ``None`` when
-            only the final state is used.
-        dh, dc : arrays of shape (N, H)
-            Gradients of the final state ``h_{T-1}``, ``c_{T-1}``.
-        X, kernel, recurrent_kernel
-            As for :meth:`lstm_forward`.
-        Hs, Cs, Gs
-            What :meth:`lstm_forward` returned.
-
-        Returns
-        -------
-        dX : array of shape (T, N, D)
-        dkernel : array of shape (D, 4H)
-        drecurrent_kernel : array of shape (H, 4H)
-        dbias : array of shape (4H,)
-        dh0, dc0 : arrays of shape (N, H)
-        """
+    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq):
+        """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0, then 1b's weight sums as three GEMMs."""
         xp = self.xp
-        T, N, D = X.shape
+        T, N, D = x_seq.shape
         H = recurrent_kernel.shape[0]
-        dZs = xp.empty((T, N, 4 * H), dtype=X.dtype)
-        dH, dC = dh, dc
+        dz_seq = xp.empty((T, N, 4 * H), dtype=x_seq.dtype)
+        # dh, dc: the gradients of h_t and c_t; at t = T-1, those of the final state.
         for t in range(T - 1, -1, -1):
-            # 4b: h_t feeds the output ys[:, t] and step t+1 (dH holds the latter).
-            if dYs is not None:
-                dH = dH + dYs[t]
-            # 2b-4b: back through the gates and the cell update.
-            dZs[t], dC = self.lstm_gates_backward(dH, dC, Cs[t], Cs[t + 1], Gs[t])
-            # 1b: Z_t = ... + h_{t-1} @ recurrent_kernel, so h_{t-1} gets dZ_t @ recurrent_kernel.T
-            dH = self.gemm(dZs[t], recurrent_kernel, trans_b=True)
-        # 1b, for the weights: each sums over every step, so one GEMM over (T*N) rows each.
-        dZ = dZs.reshape(T * N, 4 * H)
-        dkernel = self.gemm(X.reshape(T * N, D), dZ, trans_a=True)
-        drecurrent_kernel = self.gemm(Hs[:T].reshape(T * N, H), dZ, trans_a=True)
-        dbias = dZ.sum(axis=0)
-        dX = self.gemm(dZ, kernel, trans_b=True).reshape(T, N, D)
-        # After step 0, dH and dC are the gradients of the initial state.
-        return dX, dkernel, drecurrent_kernel, dbias, dH, dC
+            # 4b: h_t feeds the output y_t and step t+1 (dh holds the latter).
+            if dy_seq is not None:
+                dh = dh + dy_seq[t]
+            # 4b, 3b, 2b: back through the gates and the cell update.
+            dz_seq[t], dc = self.lstm_gates_backward(dh, dc, c_seq[t], c_seq[t + 1], gates_seq[t])
+            # 1b: z_t = ... + h_{t-1} @ recurrent_kernel, so h_{t-1} gets dz_t @ recurrent_kernel.T
+            dh = self.gemm(dz_seq[t], recurrent_kernel, trans_b=True)
+        # 1b, for the weights and the inputs: each sums over every step, so one GEMM over (T*N) rows each.
+        dz = dz_seq.reshape(T * N, 4 * H)
+        dkernel = self.gemm(x_seq.reshape(T * N, D), dz, trans_a=True)
+        drecurrent_kernel = self.gemm(h_seq[:T].reshape(T * N, H), dz, trans_a=True)
+        dbias = dz.sum(axis=0)
+        dx_seq = self.gemm(dz, kernel, trans_b=True).reshape(T, N, D)
+        # After step 0, dh and dc are the gradients of the initial state.
+        return dx_seq, dkernel, drecurrent_kernel, dbias, dh, dc
 
 
 def _check_inputs(x, kernel, recurrent_kernel, bias, h0, c0):
@@ -188,7 +163,10 @@ def _check_inputs(x, kernel, recurrent_kernel, bias, h0, c0):
             f"(x: {tuple(x.shape)}, kernel: {tuple(kernel.shape)}, recurrent_kernel: {tuple(recurrent_kernel.shape)})"
         )
     if tuple(bias.shape) != (4 * H,):
-        raise ValueError(f"lstm: bias must have shape ({4 * H},) to match recurrent_kernel {tuple(recurrent_kernel.shape)}, got {tuple(bias.shape)}")
+        raise ValueError(
+            f"lstm: bias must have shape ({4 * H},) to match recurrent_kernel {tuple(recurrent_kernel.shape)}, "
+            f"got {tuple(bias.shape)}"
+        )
     if T < 1:
         raise ValueError(f"lstm: x must have at least one time step, got shape {tuple(x.shape)}")
     for name, s in (("h0", h0), ("c0", c0)):
@@ -216,7 +194,8 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
     backprop : callable
         ``backprop(dys, dh=None, dc=None) -> (dx, dkernel, drecurrent_kernel, dbias, dh0, dc0)``.
         ``dys`` (N, T, H) may be ``None`` when only the final state is used;
-        ``dh``, ``dc`` (N, H) are gradients of the final state.
+        ``dh``, ``dc`` (N, H) are gradients of the final state. The module
+        docstring derives every step.
     """
     be = get_backend()
     xp = be.xp
@@ -228,26 +207,24 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
     H = recurrent_kernel.shape[0]
     dtype = x.dtype
 
-    # The kernels work time-major: one contiguous (N, .) block per step.
-    X = xp.ascontiguousarray(x.transpose(1, 0, 2))
+    def time_major(a):  # (N, T, .) <-> (T, N, .): the kernels read one contiguous (N, .) block per step
+        return xp.ascontiguousarray(a.transpose(1, 0, 2))
+
     zeros = lambda: xp.zeros((N, H), dtype=dtype)  # noqa: E731
-    Hs, Cs, Gs = be.lstm_forward(
-        X, kernel, recurrent_kernel, bias, zeros() if h0 is None else h0, zeros() if c0 is None else c0
+    x_seq = time_major(x)
+    h_seq, c_seq, gates_seq = be.lstm_forward(
+        x_seq, kernel, recurrent_kernel, bias, zeros() if h0 is None else h0, zeros() if c0 is None else c0
     )
-    ys = xp.ascontiguousarray(Hs[1:].transpose(1, 0, 2))
-    h, c = Hs[T].copy(), Cs[T].copy()
+    ys = time_major(h_seq[1:])
+    h, c = h_seq[T].copy(), c_seq[T].copy()
 
     def backprop(dys, dh=None, dc=None):
-        dH = zeros() if dh is None else check_grad("lstm", dh, h, be, name="dh")
-        dC = zeros() if dc is None else check_grad("lstm", dc, c, be, name="dc")
-        dYs = None
-        if dys is not None:
-            dys = check_grad("lstm", dys, ys, be, name="dys")
-            dYs = xp.ascontiguousarray(dys.transpose(1, 0, 2))
-        dX, dkernel, drecurrent_kernel, dbias, dh0, dc0 = be.lstm_backward(
-            dYs, dH, dC, X, kernel, recurrent_kernel, Hs, Cs, Gs
+        dh = zeros() if dh is None else check_grad("lstm", dh, h, be, name="dh")
+        dc = zeros() if dc is None else check_grad("lstm", dc, c, be, name="dc")
+        dy_seq = None if dys is None else time_major(check_grad("lstm", dys, ys, be, name="dys"))
+        dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0 = be.lstm_backward(
+            dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq
         )
-        dx = xp.ascontiguousarray(dX.transpose(1, 0, 2))
-        return dx, dkernel, drecurrent_kernel, dbias, dh0, dc0
+        return time_major(dx_seq), dkernel, drecurrent_kernel, dbias, dh0, dc0
 
     return (ys, h, c), backprop

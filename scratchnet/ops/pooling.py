@@ -1,87 +1,80 @@
 """2-D max pooling (NHWC), with TensorFlow's padding and tie rules.
 
-The forward pass records, for every output, where its maximum came from
-(``argmax``), and the backward pass sends each output's gradient to that one
-input position. Ties are common (after a ReLU, a whole window is often zero),
-so which maximum wins is part of the contract: the FIRST one in row-major
-window order, as TensorFlow does. Overlapping windows that share a winner add
-their gradients there.
+Notation::
+
+    N, H, W, C    batch, input height, width, channels
+    kh, kw        window height, width;  sh, sw: strides
+    pads          (top, bottom, left, right): window positions outside the input, which never win
+    OH, OW        output height, width (``scratchnet/ops/shapes.py``)
+    n, oh, ow, c  an output position;  i, j: an offset in the window
+    ih, iw        an input position: ih = oh*sh + i - top, iw = ow*sw + j - left
+
+Forward: every output is the largest input of its window, and the forward
+records where it came from::
+
+    y[n, oh, ow, c] = x[n, ih*, iw*, c],   (ih*, iw*) = argmax over the window of x[n, ., ., c]
+
+Backward. Away from ties, ``y[n, oh, ow, c]`` is ``x`` at its argmax and does
+not move when any other input moves a little, so ``∂y[n, oh, ow, c] /
+∂x[n, ih, iw, c]`` is 1 at the argmax and 0 elsewhere. The chain rule then
+routes each output's gradient to that one input, and an input that wins
+several (overlapping) windows adds their gradients::
+
+    dx[n, ih, iw, c] = sum_{oh, ow : argmax(n, oh, ow, c) = (ih, iw)} dy[n, oh, ow, c]
+
+At a tie the max has no derivative, only a choice of one. Ties are common
+(after a ReLU a whole window is often zero), so the choice is part of the
+contract: the gradient goes, whole, to the FIRST maximum in row-major window
+order (smallest i, then smallest j), as TensorFlow does. It is never split
+between the tied inputs.
 """
 from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad, check_padding, check_rank, pair
 from ..backend import get_backend
-from .conv import conv_output_size, tf_padding_2d
+from .shapes import conv_output_size, tf_padding_2d
 
 
-class PoolKernels:
+class PoolingReference:
     """Reference kernels for max pooling."""
 
-    def maxpool_forward(self, X, kh, kw, sh, sw, pads):
-        """Max over (kh, kw) windows, and where each maximum is.
-
-        Parameters
-        ----------
-        X : array of shape (N, H, W, C)
-        kh, kw, sh, sw : int
-            Window size and strides.
-        pads : tuple (top, bottom, left, right)
-            Padding positions belong to the windows but never win.
-
-        Returns
-        -------
-        Y : array of shape (N, OH, OW, C)
-        argmax : int64 array of shape (N, OH, OW, C)
-            Flat index ``h*W + w`` in the unpadded input of the first maximum
-            of each window, in row-major window order.
-        """
+    def maxpool_forward(self, x, kh, kw, sh, sw, pads):
+        """One strided slice per window offset (i, j); a later offset wins only when strictly greater."""
         xp = self.xp
         top, bottom, left, right = pads
-        N, H, W, C = X.shape
-        OH, OW = conv_output_size(X.shape, kh, kw, sh, sw, pads)
-        # The padded values are never read as candidates (``valid`` masks
+        N, H, W, C = x.shape
+        OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
+        # The padded values are never read as candidates (``inside`` masks
         # them), so zero padding is as good as -inf and keeps -inf inputs exact.
-        Xp = xp.pad(X, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        Y = xp.zeros((N, OH, OW, C), dtype=X.dtype)
+        xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        y = xp.zeros((N, OH, OW, C), dtype=x.dtype)
         argmax = xp.full((N, OH, OW, C), -1, dtype=xp.int64)
-        h0 = xp.arange(OH) * sh - top  # input row of each window's top edge
-        w0 = xp.arange(OW) * sw - left
+        ih0 = xp.arange(OH) * sh - top  # input row of each window's top edge
+        iw0 = xp.arange(OW) * sw - left  # input column of each window's left edge
         # Visit the window offsets in row-major order; a later offset wins
         # only when strictly greater, so the first maximum is kept.
         for i in range(kh):
-            h = h0 + i
+            ih = ih0 + i
             for j in range(kw):
-                w = w0 + j
-                valid = ((h >= 0) & (h < H))[:, None] & ((w >= 0) & (w < W))[None, :]  # (OH, OW)
-                V = Xp[:, i : i + sh * OH : sh, j : j + sw * OW : sw, :]
-                take = valid[None, :, :, None] & ((V > Y) | (argmax < 0))
-                Y = xp.where(take, V, Y)
-                argmax = xp.where(take, (h[:, None] * W + w[None, :])[None, :, :, None], argmax)
-        return Y, argmax
+                iw = iw0 + j
+                inside = ((ih >= 0) & (ih < H))[:, None] & ((iw >= 0) & (iw < W))[None, :]  # (OH, OW)
+                v = xpad[:, i : i + sh * OH : sh, j : j + sw * OW : sw, :]
+                take = inside[None, :, :, None] & ((v > y) | (argmax < 0))
+                y = xp.where(take, v, y)
+                argmax = xp.where(take, (ih[:, None] * W + iw[None, :])[None, :, :, None], argmax)
+        return y, argmax
 
-    def maxpool_backward(self, dY, argmax, x_shape):
-        """Scatter-add each output's gradient to its window's maximum.
-
-        Parameters
-        ----------
-        dY : array of shape (N, OH, OW, C)
-        argmax : int64 array of shape (N, OH, OW, C)
-            From :meth:`maxpool_forward`.
-        x_shape : tuple (N, H, W, C)
-
-        Returns
-        -------
-        dX : array of shape (N, H, W, C)
-        """
+    def maxpool_backward(self, dy, argmax, x_shape):
+        """``dx[n, argmax[n, oh, ow, c], c] += dy[n, oh, ow, c]``, on the (N, H*W, C) view of ``dx``."""
         xp = self.xp
         N, H, W, C = x_shape
-        dX = xp.zeros((N, H * W, C), dtype=dY.dtype)
+        dx = xp.zeros((N, H * W, C), dtype=dy.dtype)
         n = xp.arange(N)[:, None, None, None]
         c = xp.arange(C)[None, None, None, :]
-        # add.at, not ``dX[idx] += dY``: overlapping windows may share a
+        # add.at, not ``dx[idx] += dy``: overlapping windows may share a
         # winner, and each of them must add its gradient.
-        xp.add.at(dX, (n, argmax, c), dY)
-        return dX.reshape(x_shape)
+        xp.add.at(dx, (n, argmax, c), dy)
+        return dx.reshape(x_shape)
 
 
 def max_pool2d(x, ksize, strides, padding="VALID"):
@@ -93,7 +86,7 @@ def max_pool2d(x, ksize, strides, padding="VALID"):
     ksize : int or (kh, kw)
     strides : int or (sh, sw)
     padding : {"VALID", "SAME"}
-        TensorFlow's rule (see :func:`scratchnet.ops.conv.tf_padding`);
+        TensorFlow's rule (see :func:`scratchnet.ops.shapes.tf_padding`);
         padded positions never win.
 
     Returns
@@ -103,22 +96,23 @@ def max_pool2d(x, ksize, strides, padding="VALID"):
         over the positions inside the input.
     backprop : callable
         ``backprop(dy) -> dx``: each ``dy`` entry goes to the first maximum of
-        its window (row-major order); overlapping windows add up.
+        its window (row-major order); overlapping windows add up (derived in
+        the module docstring).
     """
     op = "max_pool2d"
     be = get_backend()
-    (X,) = as_float_arrays(op, be, x=x)
-    check_rank(op, "x", X, 4, "[N, H, W, C]")
+    (x,) = as_float_arrays(op, be, x=x)
+    check_rank(op, "x", x, 4, "[N, H, W, C]")
     kh, kw = pair(op, "ksize", ksize)
     sh, sw = pair(op, "strides", strides)
     padding = check_padding(op, padding)
-    shapes = f"x: {tuple(X.shape)}, ksize: {(kh, kw)}"
-    _, _, pads = tf_padding_2d(op, X.shape, (kh, kw), (sh, sw), padding, shapes)
+    shapes = f"x: {tuple(x.shape)}, ksize: {(kh, kw)}"
+    _, _, pads = tf_padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
 
-    Y, argmax = be.maxpool_forward(X, kh, kw, sh, sw, pads)
+    y, argmax = be.maxpool_forward(x, kh, kw, sh, sw, pads)
 
-    def backprop(dY):
-        dY = check_grad(op, dY, Y, be)
-        return be.maxpool_backward(dY, argmax, X.shape)
+    def backprop(dy):
+        dy = check_grad(op, dy, y, be)
+        return be.maxpool_backward(dy, argmax, x.shape)
 
-    return Y, backprop
+    return y, backprop

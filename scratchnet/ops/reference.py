@@ -1,35 +1,38 @@
-"""The reference backend: every kernel in plain, readable NumPy-style code.
+"""The reference backend: every kernel of the contract in plain, readable NumPy-style code.
 
-``ReferenceOps`` is assembled from one kernel mixin per op family; each mixin
-lives next to the op it serves (``conv.py`` holds ``ConvKernels``, and so on).
-The kernels are written against ``self.xp``, so the CuPy backend inherits any
-kernel it does not override. The Numba and CuPy backends subclass this and
-override only hot kernels, with identical signatures
-(``tests/test_backend.py`` checks that).
+``ReferenceOps`` implements :class:`scratchnet.ops.contract.Ops` (the kernels
+and their shapes, in one class). Its code is assembled from one class per op
+family, each beside the op it serves: ``conv.py`` holds ``ConvReference``,
+``pooling.py`` holds ``PoolingReference``, and so on. The kernels are
+written against ``self.xp``, so the CuPy backend inherits any kernel it does
+not override. The Numba and CuPy backends subclass this and override only hot
+kernels, with the contract's signatures (``tests/test_backend.py`` checks it).
 """
 from __future__ import annotations
 
 import numpy
 
-from .activations import ActivationKernels
-from .conv import ConvKernels
-from .dense import DenseKernels
-from .dropout import DropoutKernels
-from .embedding import EmbeddingKernels
-from .losses import LossKernels
-from .lstm import LSTMKernels
-from .pooling import PoolKernels
+from .activations import ActivationReference
+from .contract import Ops
+from .conv import ConvReference
+from .dense import DenseReference
+from .dropout import DropoutReference
+from .embedding import EmbeddingReference
+from .losses import LossReference
+from .lstm import LSTMReference
+from .pooling import PoolingReference
 
 
 class ReferenceOps(
-    DenseKernels,
-    ActivationKernels,
-    ConvKernels,
-    PoolKernels,
-    LSTMKernels,
-    EmbeddingKernels,
-    DropoutKernels,
-    LossKernels,
+    DenseReference,
+    ActivationReference,
+    ConvReference,
+    PoolingReference,
+    LSTMReference,
+    EmbeddingReference,
+    DropoutReference,
+    LossReference,
+    Ops,
 ):
     """Plain NumPy: the readable version of every kernel, and the test oracle."""
 
@@ -37,11 +40,7 @@ class ReferenceOps(
     xp = numpy
 
     def native(self, op, name, a):
-        """``a`` as this backend's array type.
-
-        Another backend's array is an error, never a silent copy
-        (:meth:`_refuse_foreign`). Lists and Python scalars are converted.
-        """
+        """``a`` as an array of ``self.xp``; another backend's array is an error (:meth:`_refuse_foreign`)."""
         if isinstance(a, self.xp.ndarray):
             return a
         self._refuse_foreign(op, name, a)

@@ -1,0 +1,36 @@
+"""Argument checks and activation lookup shared by the layers."""
+from __future__ import annotations
+
+import numbers
+
+from .. import ops
+
+# Activations by Keras name; None and "linear" are the identity.
+_ACTIVATIONS = {"relu": ops.relu, "sigmoid": ops.sigmoid, "tanh": ops.tanh, "softmax": ops.softmax}
+
+
+def activation_name(layer, name):
+    if name is None or name == "linear":
+        return None
+    if not isinstance(name, str) or name not in _ACTIVATIONS:
+        raise ValueError(f"{layer}: unknown activation {name!r}; choose one of None, 'linear', {', '.join(map(repr, _ACTIVATIONS))}")
+    return name
+
+
+def activate(name, Y):
+    """``(Y, backprop)`` of the activation ``name`` (the identity for ``None``)."""
+    if name is None:
+        return Y, lambda dY: dY
+    return _ACTIVATIONS[name](Y)
+
+
+def padding_name(layer, padding):
+    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+        raise ValueError(f"{layer}: padding must be 'valid' or 'same', got {padding!r}")
+    return padding.lower()
+
+
+def positive_int(layer, name, v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        raise ValueError(f"{layer}: {name} must be a positive int, got {v!r}")
+    return int(v)

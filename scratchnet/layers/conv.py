@@ -1,0 +1,96 @@
+"""Conv2D and MaxPool2D over NHWC images, as ``tf.nn.conv2d`` and ``tf.nn.max_pool2d``."""
+from __future__ import annotations
+
+from .. import initializers, ops, regularizers
+from .._checks import pair
+from ..serialization import initializer_config, register
+from ._args import activate, activation_name, padding_name, positive_int
+from .base import Layer
+
+
+@register
+class Conv2D(Layer):
+    """2-D convolution over NHWC inputs with an HWIO kernel (``tf.nn.conv2d``).
+
+    Parameters
+    ----------
+    filters : int
+        O, the number of output channels.
+    kernel_size : int or (kh, kw)
+    strides : int or (sh, sw)
+    padding : {"valid", "same"}
+    activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer : as :class:`Dense`
+
+    Input ``(N, H, W, C)``, output ``(N, OH, OW, O)``.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
+                 bias_regularizer=None, name=None, dtype=None):
+        super().__init__(name, dtype)
+        self.filters = positive_int("Conv2D", "filters", filters)
+        self.kernel_size = pair("Conv2D", "kernel_size", kernel_size)
+        self.strides = pair("Conv2D", "strides", strides)
+        self.padding = padding_name("Conv2D", padding)
+        self.activation = activation_name("Conv2D", activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"Conv2D {self.name!r}: input must have rank 4 [N, H, W, C], got shape {input_shape}")
+        kh, kw = self.kernel_size
+        self.kernel = self.add_weight(
+            "kernel", (kh, kw, input_shape[-1], self.filters), self.kernel_initializer, regularizer=self.kernel_regularizer
+        )
+        self.bias = (
+            self.add_weight("bias", (self.filters,), self.bias_initializer, regularizer=self.bias_regularizer)
+            if self.use_bias
+            else None
+        )
+
+    def call(self, x, training=False):
+        Z, conv_backprop = ops.conv2d(
+            x, self.kernel.value, None if self.bias is None else self.bias.value, self.strides, self.padding.upper()
+        )
+        Y, act_backprop = activate(self.activation, Z)
+
+        def backprop(dY):
+            dX, dW, db = conv_backprop(act_backprop(dY))
+            self.kernel.accumulate(dW)
+            if self.bias is not None:
+                self.bias.accumulate(db)
+            return dX
+
+        return Y, backprop
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding, "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": initializer_config(self.kernel_initializer),
+                "bias_initializer": initializer_config(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+
+
+@register
+class MaxPool2D(Layer):
+    """Max pooling over NHWC inputs (``tf.nn.max_pool2d``); ``strides`` defaults to ``pool_size``."""
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None, dtype=None):
+        super().__init__(name, dtype)
+        self.pool_size = pair("MaxPool2D", "pool_size", pool_size)
+        self.strides = self.pool_size if strides is None else pair("MaxPool2D", "strides", strides)
+        self.padding = padding_name("MaxPool2D", padding)
+
+    def call(self, x, training=False):
+        return ops.max_pool2d(x, self.pool_size, self.strides, self.padding.upper())
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}
+
+
+MaxPooling2D = MaxPool2D

@@ -1,0 +1,149 @@
+"""Dense, Activation, Dropout, Flatten and Reshape: Keras's core layers."""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from .. import initializers, ops, regularizers
+from .._checks import check_fraction
+from ..serialization import initializer_config, register
+from ._args import activate, activation_name, positive_int
+from .base import Layer
+
+
+@register
+class Dense(Layer):
+    """``y = activation(x @ kernel + bias)`` on the last axis of ``x``.
+
+    Parameters
+    ----------
+    units : int
+        K, the output size.
+    activation : {None, "linear", "relu", "sigmoid", "tanh", "softmax"}
+    use_bias : bool
+    kernel_initializer, bias_initializer : name or callable
+    kernel_regularizer, bias_regularizer : Regularizer, optional
+
+    Input ``(N, ..., C)``, output ``(N, ..., K)``: leading axes are flattened
+    for the GEMM, as Keras does for a sequence fed to a Dense.
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, name=None, dtype=None):
+        super().__init__(name, dtype)
+        self.units = positive_int("Dense", "units", units)
+        self.activation = activation_name("Dense", activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def build(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(f"Dense {self.name!r}: input must have rank >= 2 [N, ..., C], got shape {input_shape}")
+        C = input_shape[-1]
+        self.kernel = self.add_weight("kernel", (C, self.units), self.kernel_initializer, regularizer=self.kernel_regularizer)
+        self.bias = (
+            self.add_weight("bias", (self.units,), self.bias_initializer, regularizer=self.bias_regularizer)
+            if self.use_bias
+            else None
+        )
+
+    def call(self, x, training=False):
+        lead = tuple(x.shape[:-1])
+        X = x.reshape(-1, x.shape[-1])
+        Z, dense_backprop = ops.dense(X, self.kernel.value, None if self.bias is None else self.bias.value)
+        Y, act_backprop = activate(self.activation, Z)
+
+        def backprop(dY):
+            dZ = act_backprop(dY.reshape(Y.shape))
+            dX, dW, db = dense_backprop(dZ)
+            self.kernel.accumulate(dW)
+            if self.bias is not None:
+                self.bias.accumulate(db)
+            return dX.reshape(x.shape)
+
+        return Y.reshape(lead + (self.units,)), backprop
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": initializer_config(self.kernel_initializer),
+                "bias_initializer": initializer_config(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+
+
+@register
+class Activation(Layer):
+    """An activation as a layer: ``Activation("relu")``."""
+
+    def __init__(self, activation, name=None, dtype=None):
+        super().__init__(name, dtype)
+        self.activation = activation_name("Activation", activation)
+
+    def call(self, x, training=False):
+        return activate(self.activation, x)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+@register
+class Dropout(Layer):
+    """Inverted dropout in training mode; the identity in inference mode.
+
+    ``seed`` seeds a layer-private generator (each call draws a new mask from
+    it); without one, masks come from ``scratchnet.random``.
+    """
+
+    def __init__(self, rate, seed=None, name=None, dtype=None):
+        super().__init__(name, dtype)
+        check_fraction("Dropout", "rate", rate)
+        self.rate = float(rate)
+        self.seed = seed
+        self._rng = None if seed is None else numpy.random.default_rng(seed)
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0:
+            return x, lambda dY: dY
+        seed = None if self._rng is None else int(self._rng.integers(2**31))
+        return ops.dropout(x, self.rate, seed)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@register
+class Flatten(Layer):
+    """``(N, ...)`` -> ``(N, prod(...))`` in row-major (NHWC) order, as Keras."""
+
+    def call(self, x, training=False):
+        shape = x.shape
+        return x.reshape(shape[0], -1), lambda dY: dY.reshape(shape)
+
+
+@register
+class Reshape(Layer):
+    """``(N, ...)`` -> ``(N,) + target_shape``; one entry of ``target_shape`` may be -1."""
+
+    def __init__(self, target_shape, name=None, dtype=None):
+        super().__init__(name, dtype)
+        self.target_shape = tuple(int(s) for s in target_shape)
+        if sum(s == -1 for s in self.target_shape) > 1 or any(s < -1 or s == 0 for s in self.target_shape):
+            raise ValueError(f"Reshape: target_shape must hold positive sizes and at most one -1, got {target_shape!r}")
+
+    def call(self, x, training=False):
+        shape = x.shape
+        size = math.prod(shape[1:])
+        known = math.prod(s for s in self.target_shape if s != -1)
+        if (-1 in self.target_shape and size % known) or (-1 not in self.target_shape and known != size):
+            raise ValueError(
+                f"Reshape {self.name!r}: cannot reshape input {tuple(shape)} ({size} values per example) "
+                f"to {self.target_shape}"
+            )
+        return x.reshape((shape[0],) + self.target_shape), lambda dY: dY.reshape(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": self.target_shape}

@@ -1,0 +1,49 @@
+"""Embedding: integer ids to rows of a table."""
+from __future__ import annotations
+
+import numpy
+
+from .. import initializers, ops, regularizers
+from ..serialization import initializer_config, register
+from ._args import positive_int
+from .base import Layer
+
+
+@register
+class Embedding(Layer):
+    """Row lookup: integer ids of any shape ``S`` -> ``S + (output_dim,)``.
+
+    Keras's default initializer is ``uniform`` (U(-0.05, 0.05)). ``backprop``
+    adds the (scatter-summed) table gradient and returns ``None``.
+    """
+
+    takes_ids = True
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
+                 name=None, dtype=None):
+        super().__init__(name, dtype)
+        self.input_dim = positive_int("Embedding", "input_dim", input_dim)
+        self.output_dim = positive_int("Embedding", "output_dim", output_dim)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer,
+                                          regularizer=self.embeddings_regularizer)
+
+    def call(self, x, training=False):
+        if x.dtype.kind == "f":
+            # Keras accepts float ids (a float dataset) and casts them.
+            x = x.astype(numpy.int64)
+        Y, embedding_backprop = ops.embedding(x, self.embeddings.value)
+
+        def backprop(dY):
+            self.embeddings.accumulate(embedding_backprop(dY))
+            return None
+
+        return Y, backprop
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
+                "embeddings_initializer": initializer_config(self.embeddings_initializer),
+                "embeddings_regularizer": regularizers.serialize(self.embeddings_regularizer)}

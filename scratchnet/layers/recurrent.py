@@ -1,0 +1,119 @@
+"""LSTM over ``(N, T, D)`` sequences, Keras's ``LSTM``."""
+from __future__ import annotations
+
+import numpy
+
+from .. import initializers, ops, regularizers
+from ..serialization import initializer_config, register
+from ._args import positive_int
+from .base import Layer, as_backend_array
+
+
+@register
+class LSTM(Layer):
+    """Long short-term memory over ``(N, T, D)`` sequences, Keras's ``LSTM`` (tanh, sigmoid gates).
+
+    Parameters
+    ----------
+    units : int
+        H, the state size.
+    return_sequences : bool
+        Output every step ``(N, T, H)`` instead of the last ``(N, H)``.
+    return_state : bool
+        Output ``[output, h, c]``; ``backprop`` then takes ``[doutput, dh, dc]``
+        (``None`` entries are zeros).
+    stateful : bool
+        Start each batch from the final state of the previous one (batches
+        must keep their size); :meth:`reset_states` starts again from zeros.
+        Gradients stop at the batch boundary (truncated BPTT).
+    unit_forget_bias : bool
+        Initialise the forget gate's bias to 1 (Keras's default).
+
+    ``forward(x, training, initial_state=[h0, c0])`` starts from a given state;
+    ``backprop`` then returns ``[dx, dh0, dc0]``.
+    """
+
+    def __init__(self, units, return_sequences=False, return_state=False, stateful=False,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+                 name=None, dtype=None):
+        super().__init__(name, dtype)
+        self.units = positive_int("LSTM", "units", units)
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.stateful = bool(stateful)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.unit_forget_bias = bool(unit_forget_bias)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.states = None
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"LSTM {self.name!r}: input must have rank 3 [N, T, D], got shape {input_shape}")
+        H = self.units
+        self.kernel = self.add_weight("kernel", (input_shape[-1], 4 * H), self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer)
+        self.recurrent_kernel = self.add_weight("recurrent_kernel", (H, 4 * H), self.recurrent_initializer,
+                                                regularizer=self.recurrent_regularizer)
+        self.bias = self.add_weight("bias", (4 * H,), self._bias_init, regularizer=self.bias_regularizer)
+
+    def _bias_init(self, shape, dtype):
+        b = numpy.asarray(self.bias_initializer(shape, dtype))
+        if self.unit_forget_bias:
+            b = b.copy()
+            b[self.units : 2 * self.units] = 1  # gates are i, f, c, o
+        return b
+
+    def reset_states(self):
+        self.states = None
+
+    def call(self, x, training=False, initial_state=None):
+        N = x.shape[0]
+        h0 = c0 = None
+        if initial_state is not None:
+            h0, c0 = (as_backend_array(s, self.dtype) for s in initial_state)
+        elif self.stateful and self.states is not None:
+            h0, c0 = self.states
+            if h0.shape[0] != N:
+                raise ValueError(
+                    f"LSTM {self.name!r}: a stateful layer needs a fixed batch size; the state has {h0.shape[0]} "
+                    f"rows but x has {N} (x: {tuple(x.shape)}); call reset_states() to start over"
+                )
+        (ys, h, c), lstm_backprop = ops.lstm(x, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0, c0)
+        if self.stateful:
+            self.states = (h, c)
+        out = ys if self.return_sequences else h
+
+        def backprop(dY):
+            if self.return_state:
+                dout, dh, dc = dY
+            else:
+                dout, dh, dc = dY, None, None
+            if self.return_sequences:
+                dys = dout
+            else:
+                # The last output is h itself: its gradient joins dh.
+                dys = None
+                if dout is not None:
+                    dh = dout if dh is None else dh + dout
+            dX, dK, dR, db, dh0, dc0 = lstm_backprop(dys, dh, dc)
+            self.kernel.accumulate(dK)
+            self.recurrent_kernel.accumulate(dR)
+            self.bias.accumulate(db)
+            return [dX, dh0, dc0] if initial_state is not None else dX
+
+        return ([out, h, c] if self.return_state else out), backprop
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "return_sequences": self.return_sequences,
+                "return_state": self.return_state, "stateful": self.stateful,
+                "kernel_initializer": initializer_config(self.kernel_initializer),
+                "recurrent_initializer": initializer_config(self.recurrent_initializer),
+                "bias_initializer": initializer_config(self.bias_initializer), "unit_forget_bias": self.unit_forget_bias,
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}

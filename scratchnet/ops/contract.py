@@ -1,0 +1,231 @@
+"""The backend contract: every kernel a backend provides, with its shapes, in one class.
+
+The ops (``scratchnet/ops/<family>.py``) check their inputs and hold the math
+of forward and backward; whatever is worth making fast they hand to the
+current backend through the methods listed here. Three backends implement
+:class:`Ops`:
+
+- ``ReferenceOps`` (``scratchnet/ops/reference.py``): every kernel in plain
+  NumPy, written to be read; the oracle of the tests. Its code sits beside
+  each op, one class per family (``ConvReference`` in ``conv.py``, ...).
+- ``NumbaOps`` (``kernels/numba_ops.py``): the reference, with the hot kernels
+  compiled by Numba.
+- ``CupyOps`` (``kernels/cupy_ops.py``): the reference on CuPy arrays, with
+  the hot kernels in CUDA C.
+
+A backend overrides a kernel with exactly the signature given here, and
+adds no public method that is not listed here (``tests/test_backend.py``
+checks both). Kernels take and return arrays of the backend's own type
+(``xp.ndarray``), already checked by the op: they do not validate.
+
+Notation::
+
+    N          batch size (of a dense, conv or LSTM input)
+    M          rows of logits (all leading positions of the op, N or N*T)
+    H, W, C    input height, width, channels (NHWC images)
+    kh, kw     window height and width;  sh, sw: strides
+    OH, OW     output height and width;  O: output channels
+    pads       (top, bottom, left, right) zero padding around the input
+    T, D       time steps and input features of a sequence;  H: LSTM units
+    V, D       embedding rows (vocabulary size) and width
+    K          classes of the logits
+
+In the LSTM kernels ``H`` is the number of units (it is the image height only
+in the conv and pooling kernels), and ``*_seq`` names a time-major stack:
+``x_seq[t]`` is the input of step ``t``.
+"""
+from __future__ import annotations
+
+
+class Ops:
+    """What every backend provides. Read top to bottom: arrays, then one block per op family.
+
+    Every method here raises ``NotImplementedError``; ``ReferenceOps``
+    implements them all.
+    """
+
+    name: str  # "numpy", "numba" or "cupy"
+    xp = None  # the array module: numpy or cupy
+
+    # --- arrays ----------------------------------------------------------------
+
+    def native(self, op, name, a):
+        """``a`` as this backend's array type, for argument ``name`` of op ``op``.
+
+        Lists and Python scalars are converted (to float32 for Python floats,
+        as in TensorFlow). An array of another backend is an error, never a
+        silent copy (:meth:`_refuse_foreign`).
+        """
+        raise NotImplementedError
+
+    def _refuse_foreign(self, op, name, a):
+        """Raise ``ValueError`` when ``a`` is an array of another backend; the hook of :meth:`native`."""
+        raise NotImplementedError
+
+    # --- dense -----------------------------------------------------------------
+
+    def gemm(self, A, B, trans_a=False, trans_b=False):
+        """Matrix product ``op(A) @ op(B)``, where ``op`` transposes when asked.
+
+        A : (P, Q), or (Q, P) when ``trans_a``
+        B : (Q, R), or (R, Q) when ``trans_b``
+        returns : (P, R), ``out[p, r] = sum_q op(A)[p, q] * op(B)[q, r]``
+        """
+        raise NotImplementedError
+
+    # --- activations -----------------------------------------------------------
+
+    def sigmoid(self, x):
+        """Elementwise ``1 / (1 + exp(-x))``, without overflow for large ``|x|``.
+
+        x : any shape;  returns : x's shape
+        """
+        raise NotImplementedError
+
+    # --- conv2d ----------------------------------------------------------------
+
+    def im2col(self, x, kh, kw, sh, sw, pads):
+        """Unroll every (kh, kw) window of the padded ``x`` into one row.
+
+        x : (N, H, W, C)
+        returns cols : (N*OH*OW, kh*kw*C),
+            ``cols[(n, oh, ow), (i, j, c)] = xpad[n, oh*sh + i, ow*sw + j, c]``,
+            so ``cols @ w.reshape(kh*kw*C, O)`` is the convolution with an HWIO ``w``.
+        """
+        raise NotImplementedError
+
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, pads):
+        """The adjoint (transpose) of :meth:`im2col`: add every row back onto its window.
+
+        cols : (N*OH*OW, kh*kw*C);  x_shape : (N, H, W, C), the unpadded input's
+        returns dx : (N, H, W, C),
+            ``dx[n, ih, iw, c] = sum of cols[(n, oh, ow), (i, j, c)] over oh*sh + i - top = ih,
+            ow*sw + j - left = iw``; what falls on the padding is dropped.
+        Adjoint: ``sum(im2col(x) * d) == sum(x * col2im(d))`` for every ``x``, ``d``.
+        """
+        raise NotImplementedError
+
+    def conv2d_forward(self, x, w, b, sh, sw, pads):
+        """2-D cross-correlation plus bias, as ``tf.nn.conv2d``.
+
+        x : (N, H, W, C);  w : (kh, kw, C, O), HWIO;  b : (O,) or None
+        returns y : (N, OH, OW, O),
+            ``y[n, oh, ow, o] = sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, o] + b[o]``
+        """
+        raise NotImplementedError
+
+    def conv2d_backward(self, dy, x, w, sh, sw, pads):
+        """Gradients of :meth:`conv2d_forward` with respect to ``x`` and ``w``.
+
+        dy : (N, OH, OW, O);  x, w, sh, sw, pads : as for the forward
+        returns (dx, dw) : (N, H, W, C), (kh, kw, C, O)
+        (the bias gradient, a sum of ``dy``, is the op's.)
+        """
+        raise NotImplementedError
+
+    # --- max pooling -----------------------------------------------------------
+
+    def maxpool_forward(self, x, kh, kw, sh, sw, pads):
+        """Max over each (kh, kw) window, and where it was.
+
+        x : (N, H, W, C); padded positions belong to the windows but never win.
+        returns (y, argmax) : (N, OH, OW, C) each; ``argmax`` is int64, the flat
+            index ``ih*W + iw`` in the unpadded input of the FIRST maximum in
+            row-major window order (TensorFlow's tie rule).
+        """
+        raise NotImplementedError
+
+    def maxpool_backward(self, dy, argmax, x_shape):
+        """Send each output's gradient to its window's maximum.
+
+        dy, argmax : (N, OH, OW, C);  x_shape : (N, H, W, C)
+        returns dx : (N, H, W, C), ``dx[n, ih, iw, c] = sum of dy[n, oh, ow, c]
+            over the windows whose argmax is ih*W + iw``
+        """
+        raise NotImplementedError
+
+    # --- LSTM ------------------------------------------------------------------
+
+    def lstm_gates_forward(self, z, c_prev):
+        """Steps 2-4 of one LSTM step (``scratchnet/ops/lstm.py``): gates, cell, output.
+
+        z : (N, 4H), pre-activations in Keras gate order i, f, c (candidate g), o
+        c_prev : (N, H)
+        returns (h, c, gates) : (N, H), (N, H), (N, 4H) with
+            ``gates = [sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)]``,
+            ``c = f*c_prev + i*g`` and ``h = o*tanh(c)``.
+        """
+        raise NotImplementedError
+
+    def lstm_gates_backward(self, dh, dc, c_prev, c, gates):
+        """Steps 4b, 3b, 2b: the backward of :meth:`lstm_gates_forward`.
+
+        dh : (N, H), the total gradient of h_t;  dc : (N, H), the gradient of c_t from step t+1
+        c_prev, c : (N, H);  gates : (N, 4H), from the forward
+        returns (dz, dc_prev) : (N, 4H), (N, H)
+        """
+        raise NotImplementedError
+
+    def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0):
+        """Steps 1-4 over a whole time-major sequence.
+
+        x_seq : (T, N, D);  kernel : (D, 4H);  recurrent_kernel : (H, 4H);  bias : (4H,)
+        h0, c0 : (N, H)
+        returns (h_seq, c_seq, gates_seq) : (T+1, N, H), (T+1, N, H), (T, N, 4H);
+            ``h_seq[0] = h0`` and ``h_seq[t + 1] = h_t`` (likewise ``c_seq``);
+            ``gates_seq[t]`` is step t's ``gates``, kept for the backward.
+        """
+        raise NotImplementedError
+
+    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq):
+        """Backpropagation through time: the backward of :meth:`lstm_forward`, step T-1 down to 0.
+
+        dy_seq : (T, N, H), the gradient of every output h_t, or None when only the final state is used
+        dh, dc : (N, H), the gradients of the final h_{T-1}, c_{T-1}
+        x_seq, kernel, recurrent_kernel : as for the forward;  h_seq, c_seq, gates_seq : what it returned
+        returns (dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0) :
+            (T, N, D), (D, 4H), (H, 4H), (4H,), (N, H), (N, H)
+        """
+        raise NotImplementedError
+
+    # --- embedding -------------------------------------------------------------
+
+    def embedding_backward(self, ids, dy, vocab_size):
+        """Scatter-add: the gradient of the table of ``y = table[ids]``.
+
+        ids : integers of any shape;  dy : ids.shape + (D,);  vocab_size : V
+        returns dtable : (V, D), ``dtable[v] = sum of dy[p] over positions p with ids[p] == v``
+            (repeated ids add up; rows never picked are zero).
+        """
+        raise NotImplementedError
+
+    # --- dropout ---------------------------------------------------------------
+
+    def dropout_mask(self, shape, rate, seed, dtype):
+        """A random mask: 0 with probability ``rate``, ``1 / (1 - rate)`` otherwise.
+
+        shape : tuple of int;  rate : float in [0, 1);  dtype : float32 or float64
+        seed : int, the same mask each time, or None to draw from ``scratchnet.random``
+        returns mask : ``shape`` and ``dtype``
+        """
+        raise NotImplementedError
+
+    # --- softmax cross-entropy -------------------------------------------------
+
+    def softmax_xent_forward(self, logits, labels):
+        """Per-row cross-entropy of ``softmax(logits)`` against the labels, and the probabilities.
+
+        logits : (M, K);  labels : int (M,) class ids, or float (M, K) distributions
+        returns (losses, probs) : (M,), (M, K),
+            ``losses[m] = -sum_k t[m, k] * log softmax(logits[m])_k`` with ``t`` the
+            one-hot labels or the distribution; ``probs = softmax(logits)``.
+        """
+        raise NotImplementedError
+
+    def softmax_xent_backward(self, probs, labels, scale):
+        """Gradient of ``scale * sum_m losses[m]`` with respect to the logits.
+
+        probs : (M, K), from the forward;  labels : as for the forward;  scale : float
+        returns dlogits : (M, K), ``scale * (probs - t)``
+        """
+        raise NotImplementedError

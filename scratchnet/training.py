@@ -1,0 +1,223 @@
+"""The training loop: one step-based loop behind ``fit``, ``scratchnet train``, the demo and ``bench/train.py``.
+
+:func:`train` runs ``steps`` optimizer steps of ``model.train_on_batch`` over
+an iterator of ``(epoch, x, y)`` batches, and drives Keras's callback
+protocol around them::
+
+    set_params(params); set_model(model)
+    on_train_begin(logs)
+      on_epoch_begin(epoch, logs)          # when the batches' epoch changes
+        on_train_batch_begin(batch, logs); on_train_batch_end(batch, logs)
+        on_test_begin(logs); on_test_end(logs)            # every validate_every steps
+      on_epoch_end(epoch, logs)            # the epoch's means, plus val_<name>
+    on_train_end(logs)
+
+Where the batches come from is the caller's: :func:`array_batches` shuffles
+arrays epoch by epoch for ``fit``; a zoo recipe draws its own
+(:meth:`scratchnet.zoo.Recipe.batches`). :func:`evaluate` is the one weighted
+mean of ``test_on_batch`` over batches.
+"""
+from __future__ import annotations
+
+import numpy
+
+from . import random as _random
+from .backend import get_backend
+
+
+class History:
+    """What :func:`train` returns: ``history[key]`` is a list with one entry per epoch."""
+
+    def __init__(self, params=None):
+        self.history = {}
+        self.epoch = []
+        self.params = dict(params or {})
+
+    def append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def last(self):
+        """The last entry of every key."""
+        return {k: v[-1] for k, v in self.history.items()}
+
+    def __repr__(self):
+        return f"<History {sorted(self.history)} over {len(self.epoch)} epochs>"
+
+
+class CallbackList:
+    """Callbacks called as one: ``callbacks.on_epoch_end(epoch, logs)`` calls each that has the hook."""
+
+    def __init__(self, callbacks, model, params):
+        self.callbacks = list(callbacks)
+        for c in self.callbacks:
+            if hasattr(c, "set_params"):
+                c.set_params(dict(params))
+            if hasattr(c, "set_model"):
+                c.set_model(model)
+
+    def call(self, hook, *args):
+        for c in self.callbacks:
+            method = getattr(c, hook, None)
+            if method is not None:
+                method(*args)
+
+    def __getattr__(self, hook):
+        if not hook.startswith("on_"):
+            raise AttributeError(hook)
+        return lambda *args: self.call(hook, *args)
+
+
+class _Means:
+    """Means of logs over batches, each weighted by its number of examples."""
+
+    def __init__(self):
+        self.totals, self.count = {}, 0
+
+    def add(self, logs, n):
+        self.count += n
+        for k, v in logs.items():
+            self.totals[k] = self.totals.get(k, 0.0) + v * n
+
+    def result(self):
+        return {k: v / self.count for k, v in self.totals.items()} if self.count else {}
+
+
+def train(model, batches, steps, callbacks=(), params=None, validate=None, validate_every=None, batch_logs="mean"):
+    """Run ``steps`` training steps of ``model`` over ``batches``: the one training loop.
+
+    Parameters
+    ----------
+    model : scratchnet.Model
+        Compiled; ``model.step`` (the global step) counts every step taken.
+    batches : iterator of (epoch, x, y)
+        At least ``steps`` batches. A change of ``epoch`` ends one epoch and
+        begins the next.
+    steps : int
+        Steps to run in this call (a callback may stop earlier by setting
+        ``model.stop_training``).
+    callbacks : list of Callback
+    params : dict, optional
+        Given to each callback's ``set_params``; ``initial_step`` and
+        ``total_steps`` are added.
+    validate : callable, optional
+        ``validate() -> logs``: an evaluation. Without ``validate_every`` it
+        runs at the end of each epoch and its logs join the epoch's as
+        ``val_<name>`` (Keras's ``validation_data``); with it, every
+        ``validate_every`` global steps, except after the last step.
+    validate_every : int, optional
+    batch_logs : {"mean", "last"}
+        What ``on_train_batch_end`` receives: the running means of the epoch
+        so far (Keras 3's ``fit``), or this batch's own logs.
+
+    Returns
+    -------
+    History
+        One entry per epoch (its means, plus the validation's ``val_`` logs).
+    """
+    if batch_logs not in ("mean", "last"):
+        raise ValueError(f"train: batch_logs must be 'mean' or 'last', got {batch_logs!r}")
+    steps = int(steps)
+    params = {**(params or {}), "initial_step": model.step, "total_steps": model.step + steps}
+    history = History(params)
+    cbs = CallbackList(callbacks, model, params)
+    model.history = history
+    model.stop_training = False
+    last_step = model.step + steps
+    epoch = means = None
+    batch = 0
+
+    def end_epoch():
+        logs = means.result()
+        if validate is not None and validate_every is None:
+            logs.update({f"val_{k}": v for k, v in validate().items()})
+        cbs.on_epoch_end(epoch, logs)
+        history.append(epoch, logs)
+
+    cbs.on_train_begin({})
+    batches = iter(batches)
+    for _ in range(steps):
+        next_epoch, x, y = next(batches)
+        if next_epoch != epoch:
+            if epoch is not None:
+                end_epoch()
+                if model.stop_training:
+                    epoch = None
+                    break
+            epoch, means, batch = next_epoch, _Means(), 0
+            cbs.on_epoch_begin(epoch, {})
+        cbs.on_train_batch_begin(batch, {})
+        logs = model.train_on_batch(x, y)
+        means.add(logs, len(x))
+        cbs.on_train_batch_end(batch, means.result() if batch_logs == "mean" else logs)
+        batch += 1
+        if validate is not None and validate_every and model.step % validate_every == 0 and model.step != last_step:
+            validate()
+        if model.stop_training:
+            break
+    if epoch is not None:
+        end_epoch()
+    cbs.on_train_end(history.last())
+    return history
+
+
+def evaluate(model, batches, callbacks=()):
+    """Mean of ``model.test_on_batch`` over ``(x, y)`` batches, weighted by each batch's size.
+
+    Calls ``on_test_begin``, ``on_test_batch_begin``/``on_test_batch_end`` and
+    ``on_test_end`` on the callbacks (each already attached to a model).
+    """
+    cbs = list(callbacks or [])
+    _call(cbs, "on_test_begin", {})
+    means = _Means()
+    for i, (x, y) in enumerate(batches):
+        _call(cbs, "on_test_batch_begin", i, {})
+        logs = model.test_on_batch(x, y)
+        means.add(logs, len(x))
+        _call(cbs, "on_test_batch_end", i, logs)
+    if means.count == 0:
+        raise ValueError(f"{model.name}: evaluate needs at least one example")
+    result = means.result()
+    _call(cbs, "on_test_end", dict(result))
+    return result
+
+
+def _call(callbacks, hook, *args):
+    for c in callbacks:
+        method = getattr(c, hook, None)
+        if method is not None:
+            method(*args)
+
+
+def array_batches(x, y, batch_size, shuffle=True, epochs=None):
+    """``(epoch, x_batch, y_batch)`` over arrays, epoch after epoch (forever when ``epochs`` is None).
+
+    Each epoch's order is drawn from :func:`scratchnet.random.generator` when
+    ``shuffle``; the last batch of an epoch may be short.
+    """
+    n = num_examples(x, y)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, numpy.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        order = _random.generator().permutation(n) if shuffle else numpy.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield epoch, take(x, idx), take(y, idx)
+        epoch += 1
+
+
+def num_examples(x, y=None):
+    """``len(x)``, checked against ``len(y)``."""
+    n = len(x)
+    if y is not None and len(y) != n:
+        raise ValueError(f"x and y must have the same number of examples, got {n} and {len(y)}")
+    return n
+
+
+def take(a, idx):
+    """``a[idx]``: host data indexed on the host, a device array with a device index."""
+    if isinstance(a, numpy.ndarray):
+        return a[idx]
+    return a[get_backend().xp.asarray(idx)]

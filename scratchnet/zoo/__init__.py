@@ -1,0 +1,74 @@
+"""The model zoo: the four models of the seed tutorials, ready to train.
+
+Each model is a :class:`~scratchnet.zoo.recipe.Recipe` (its model, loss,
+optimizer and schedule, moving average, data and evaluation). ``scratchnet
+train``, the demo and ``bench/train.py`` all train through a recipe and the
+one loop of :mod:`scratchnet.training`, so there is one definition of each
+model.
+
+==============  =====================  =========================================================  ====================
+name            class (file)           model                                                      seed tutorial
+==============  =====================  =========================================================  ====================
+``mlp``         ``MLP`` (mnist.py)     784-500-10 ReLU, SGD + exponential decay, L2, EMA          002 (TF book ch. 5)
+``lenet``       ``LeNet`` (mnist.py)   conv 5x5x32, pool, conv 5x5x64, pool, FC 512, dropout, FC  003 (TF book ch. 6.4)
+``lstm``        ``LSTMClassifier``     28 rows as 28 steps, 3 x LSTM 256 + dropout, FC 10, Adam   001, 000
+                (mnist.py)
+the char LM     ``CharLM``             embedding, LSTM 128, dense to the vocabulary, Adam + clip  004 (TF cookbook 9.3)
+                (language_model.py)
+==============  =====================  =========================================================  ====================
+
+Usage::
+
+    import scratchnet as sn
+    data = sn.zoo.load_data("mlp")
+    recipe = sn.zoo.build("mlp", data=data)
+    sn.training.train(recipe.model, recipe.batches(), 1000, recipe.callbacks())
+    print(recipe.evaluate(data.test.images, data.test.labels))   # on the EMA weights
+"""
+from __future__ import annotations
+
+from .language_model import CharLM, sample, sampling_model
+from .mnist import MLP, LeNet, LSTMClassifier
+from .recipe import Recipe
+
+#: The recipes by zoo name, in the order the CLI lists them.
+RECIPES = {cls.name: cls for cls in (MLP, LeNet, LSTMClassifier, CharLM)}
+NAMES = tuple(RECIPES)
+#: The seeds' hyperparameters by zoo name.
+HPARAMS = {name: dict(cls.hparams) for name, cls in RECIPES.items()}
+
+
+def recipe_class(name):
+    """The :class:`Recipe` subclass of zoo model ``name``."""
+    if name not in RECIPES:
+        raise ValueError(f"zoo: unknown model {name!r}; choose one of {', '.join(NAMES)}")
+    return RECIPES[name]
+
+
+def load_data(name, **kwargs):
+    """The data zoo model ``name`` trains on (see each recipe's ``load_data``)."""
+    return recipe_class(name).load_data(**kwargs)
+
+
+def build(name, data=None, batch_size=None, seed=0, dtype=None, **overrides):
+    """The recipe of zoo model ``name``, built and compiled.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`NAMES`.
+    data : optional
+        What :func:`load_data` returned.
+    batch_size : int, optional
+        Default: the seed's (100).
+    seed : int
+        Seeds the order of the batches.
+    dtype : {"float32", "float64"}, optional
+    **overrides
+        Hyperparameters replacing the seed's.
+    """
+    return recipe_class(name)(data=data, batch_size=batch_size, seed=seed, dtype=dtype, **overrides)
+
+
+__all__ = ["HPARAMS", "NAMES", "RECIPES", "CharLM", "LSTMClassifier", "LeNet", "MLP", "Recipe", "build", "load_data",
+           "recipe_class", "sample", "sampling_model"]

@@ -1,0 +1,264 @@
+"""Seed 004's character language model, ``charlm``: its data, its carried state and its sampling.
+
+Everything that is special about a language model lives here: the text corpus
+split into ordered batches (:class:`TextData`), the LSTM state carried from
+one batch to the next (:class:`CarryState`), and generation
+(:func:`sampling_model`, :func:`sample`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy
+
+from .. import data as sn_data
+from .. import layers, optimizers
+from .. import random as sn_random
+from ..backend import to_numpy
+from ..callbacks import Callback
+from ..model import Sequential
+from ..parameters import ParameterStore
+from .recipe import Recipe
+
+#: The parameter-store scope of the model's weights (``charlm/lstm/kernel``).
+SCOPE = "charlm"
+
+
+@dataclass
+class Split:
+    """Examples and labels of one split, named as :class:`scratchnet.data.DataSet` names them."""
+
+    images: numpy.ndarray
+    labels: numpy.ndarray
+
+    @property
+    def num_examples(self):
+        return len(self.images)
+
+    def __len__(self):
+        return len(self.images)
+
+
+class TextData:
+    """A text corpus split for ``charlm``: ordered training batches and held-out test rows.
+
+    The last ``test_fraction`` of the token stream is held out. Training
+    batches (:class:`scratchnet.data.TextBatches`, not shuffled) are
+    ``[batch_size, seq_len]`` and row ``i`` of batch ``k + 1`` continues row
+    ``i`` of batch ``k``; the test split is the held-out stream cut into
+    ``(M, seq_len)`` rows with targets shifted by one.
+    """
+
+    def __init__(self, corpus, batch_size, seq_len, test_fraction=0.1):
+        cut = int(len(corpus.ids) * (1 - test_fraction))
+        self.corpus = corpus
+        self.train = sn_data.TextBatches(corpus.ids[:cut], batch_size, seq_len, shuffle=False)
+        held = corpus.ids[cut:]
+        m = (len(held) - 1) // seq_len
+        if m < 1:
+            raise ValueError(f"charlm data: the held-out {len(held)} tokens are fewer than one row of seq_len={seq_len} "
+                             f"({corpus.source}); use a longer text or a shorter seq_len")
+        self.test = Split(held[:m * seq_len].reshape(m, seq_len), held[1:m * seq_len + 1].reshape(m, seq_len))
+        self.source = (f"{corpus.source}; train {cut:,} tokens in {self.train.num_batches} batches of "
+                       f"[{batch_size}, {seq_len}], test {m * seq_len:,} held-out tokens")
+
+    @property
+    def vocab_size(self):
+        return self.corpus.vocab_size
+
+    @property
+    def num_batches(self):
+        return self.train.num_batches
+
+
+class CarryState(Callback):
+    """The LSTM state carried across batches: reset at each epoch, set aside during evaluation.
+
+    Training batches continue each other's text within an epoch, so the
+    state carries over; each epoch starts from zeros. Evaluation starts each
+    test batch from zeros and puts the training state back afterwards.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self._saved = None
+
+    def _stateful(self):
+        return [layer for layer in self.model.walk() if getattr(layer, "stateful", False)]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.reset_states()
+
+    def on_test_begin(self, logs=None):
+        self._saved = [layer.states for layer in self._stateful()]
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.model.reset_states()
+
+    def on_test_end(self, logs=None):
+        for layer, states in zip(self._stateful(), self._saved or ()):
+            layer.states = states
+        self._saved = None
+
+
+def _network(hp, vocab_size, dtype=None):
+    return Sequential([
+        layers.Embedding(vocab_size, hp["embedding_size"], name="embedding"),
+        layers.LSTM(hp["units"], return_sequences=True, stateful=True, name="lstm"),
+        layers.Dense(vocab_size, name="softmax"),
+    ], name="charlm", dtype=dtype)
+
+
+class CharLM(Recipe):
+    """Seed 004's language model: embedding 100, LSTM 128, dense to the vocabulary.
+
+    Sequence loss (mean cross-entropy over every position), Adam 1e-3 with
+    global-norm clipping 4.5, batches of 100 x 50 tokens, 10 epochs. The LSTM
+    state carries from one batch to the next within an epoch and is reset each
+    epoch. One fix from the seed: batches are not shuffled, since a carried
+    state is only meaningful when batch ``i + 1`` continues the text of batch
+    ``i`` (the seed shuffles them and carries the state anyway). Weights use
+    Keras's initializers rather than the seed's ``random_normal`` (stddev 1),
+    which starts the softmax saturated. Sample with :func:`sample`.
+
+    Without data, pass ``vocab_size=``.
+    """
+
+    name = "charlm"
+    hparams = dict(
+        embedding_size=100, units=128, seq_len=50,
+        optimizer="adam", learning_rate=1e-3, clipnorm=4.5,
+        batch_size=100, epochs=10, steps=None, vocab_size=None,
+    )
+
+    @classmethod
+    def load_data(cls, data=None, test_data=None, fashion=False, validation_size=None, download=True,
+                  batch_size=None, progress=True):
+        """The text corpus (``data`` names a text file; default: Python's own documentation text)."""
+        corpus = sn_data.load_text(data, level="char")
+        return TextData(corpus, batch_size or cls.hparams["batch_size"], cls.hparams["seq_len"])
+
+    def make_model(self, hp, dtype):
+        if self.data is not None:
+            hp["vocab_size"] = self.data.vocab_size
+        if hp["vocab_size"] is None:
+            raise ValueError("zoo.charlm: pass data= or vocab_size= to size the vocabulary")
+        hp["vocab_size"] = int(hp["vocab_size"])
+        # The weights live in a store of their own, so that the sampling model
+        # (batch 1, one step) can be built later with the same weights.
+        store = ParameterStore()
+        with store.scope(SCOPE):
+            model = _network(hp, hp["vocab_size"], dtype)
+        model.build((None, 1))
+        model.parameter_store = store
+        self._callbacks = [CarryState(model)]
+        return model
+
+    def make_optimizer(self, hp):
+        return optimizers.Adam(hp["learning_rate"], global_clipnorm=hp["clipnorm"])
+
+    def count_steps_per_epoch(self):
+        return self.data.num_batches if self.data is not None else 1
+
+    def batches(self, start_step=0):
+        """Training batches forever, from global step ``start_step``, in text order: ``(epoch, x, y)``."""
+        if self.data is None:
+            raise ValueError(f"{self.name}: this recipe was built without data; pass data= to build()")
+        xs, ys = self.data.train.x, self.data.train.y
+        step = start_step
+        while True:
+            epoch, i = divmod(step, self.steps_per_epoch)
+            yield epoch, xs[i], ys[i]
+            step += 1
+
+    def callbacks(self):
+        return list(self._callbacks)
+
+    def run_info(self):
+        corpus = self.data.corpus
+        return {"vocab": corpus.vocab, "level": corpus.level}
+
+    @classmethod
+    def from_run(cls, run, dtype=None):
+        hp = {k: v for k, v in run["hparams"].items() if k in ("embedding_size", "units")}
+        return cls(batch_size=run.get("batch_size"), vocab_size=len(run["vocab"]), dtype=dtype, **hp)
+
+    def corpus_of_run(self, run):
+        """The vocabulary a training folder recorded, to encode a prime and decode samples."""
+        return sn_data.TextCorpus.from_vocab(run["vocab"], run["level"])
+
+    def generate(self, corpus, prime, length, temperature=None, seed=None):
+        return sample(self.model, corpus, prime, length, temperature=temperature, seed=seed)
+
+    def count_test(self, y):
+        return f"{y.size:,} test tokens"
+
+
+def sampling_model(model):
+    """A batch-1, one-step ``charlm`` that shares ``model``'s weights (seed 004's ``infer_sample``).
+
+    It is built in ``model``'s parameter store with ``reuse=True``, as the seed
+    builds its test model under ``variable_scope(..., reuse=True)``: the same
+    :class:`~scratchnet.Parameter` objects, so training moves both, but a
+    state of its own, so sampling never disturbs the training state.
+    """
+    store = getattr(model, "parameter_store", None)
+    if store is None:
+        raise ValueError("sampling_model: expects a charlm model from sn.zoo.build('charlm', ...)")
+    emb, lstm_layer, _ = model.layers
+    hp = {"embedding_size": emb.output_dim, "units": lstm_layer.units}
+    with store.scope(SCOPE, reuse=True):
+        sampler = _network(hp, emb.input_dim, model.dtype)
+    sampler.build((1, 1))
+    return sampler
+
+
+def sample(model, corpus, prime, length, temperature=None, seed=None):
+    """Generate ``length`` tokens after ``prime`` with a trained ``charlm``.
+
+    The prime text is fed one token at a time to build up the state; then each
+    step feeds the last token and picks the next: the most likely one
+    (``temperature=None``, deterministic), or a draw from
+    ``softmax(logits / temperature)``.
+
+    Parameters
+    ----------
+    model : the ``charlm`` model (``recipe.model``)
+    corpus : scratchnet.data.TextCorpus
+        Encodes the prime and decodes the output
+        (``TextCorpus.from_vocab`` rebuilds one from a saved vocabulary).
+    prime : str
+        At least one token.
+    length : int
+    temperature : float, optional
+        Above 1 flattens the distribution, below 1 sharpens it.
+    seed : int, optional
+        Seeds the draws (``None``: ``scratchnet.random.generator()``).
+
+    Returns
+    -------
+    str
+        ``prime`` followed by the generated text.
+    """
+    if temperature is not None and not temperature > 0:
+        raise ValueError(f"sample: temperature must be positive, got {temperature!r}")
+    ids = [int(i) for i in corpus.encode(prime)]
+    if not ids:
+        raise ValueError(f"sample: the prime {prime!r} has no tokens")
+    rng = numpy.random.default_rng(seed) if seed is not None else sn_random.generator()
+    sampler = sampling_model(model)
+    for i in ids[:-1]:
+        sampler(numpy.array([[i]]))
+    token, out = ids[-1], []
+    for _ in range(length):
+        logits = to_numpy(sampler(numpy.array([[token]])))[0, -1].astype(numpy.float64)
+        if temperature is None:
+            token = int(numpy.argmax(logits))
+        else:
+            z = logits / temperature
+            p = numpy.exp(z - z.max())
+            token = int(rng.choice(len(p), p=p / p.sum()))
+        out.append(token)
+    sep = "" if getattr(corpus, "level", "char") == "char" else " "
+    return prime + (sep if out else "") + corpus.decode(out)
