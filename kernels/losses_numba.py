@@ -20,20 +20,20 @@ def _xent_forward_ids(logits, labels, losses, probs):
     """``probs = softmax(logits)`` and ``losses[m] = lse(logits[m]) - logits[m, labels[m]]``, row by row."""
     M, K = logits.shape
     for m in range(M):
-        top = logits[m, 0]
+        row_max = logits[m, 0]
         for k in range(1, K):
-            if logits[m, k] > top:
-                top = logits[m, k]
+            if logits[m, k] > row_max:
+                row_max = logits[m, k]
         # log-sum-exp around the row max: no exp overflows.
         total = 0.0
         for k in range(K):
-            e = math.exp(logits[m, k] - top)
+            e = math.exp(logits[m, k] - row_max)
             probs[m, k] = e
             total += e
         inv = 1.0 / total
         for k in range(K):
             probs[m, k] *= inv
-        losses[m] = math.log(total) - (logits[m, labels[m]] - top)
+        losses[m] = math.log(total) - (logits[m, labels[m]] - row_max)
 
 
 @njit(cache=True)

@@ -5,8 +5,8 @@
     scratchnet train lenet --steps 2000 --logdir runs/lenet       # progress bar, checkpoints, TensorBoard
     scratchnet train lenet --steps 4000 --logdir runs/lenet --resume
     scratchnet eval lenet --logdir runs/lenet --watch 10           # seed 002's mnist_eval.py
-    scratchnet train charlm --epochs 1 --logdir runs/charlm
-    scratchnet sample --logdir runs/charlm --prime "def " --length 200 --temperature 0.8
+    scratchnet train NAME --epochs 1 --logdir runs/lm               # any zoo name (scratchnet train --help)
+    scratchnet sample --logdir runs/lm --prime "def " --length 200 --temperature 0.8   # a language model
     scratchnet plot --logdir runs/lenet                            # runs/lenet/curves.png
     scratchnet demo                                                # what `make demo` runs
 

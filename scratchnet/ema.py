@@ -132,6 +132,11 @@ class ExponentialMovingAverage:
         xp = get_backend().xp
         self._shadows = {name: xp.array(a) for name, a in state.items()}
 
+    def astype(self, dtype):
+        """Convert every shadow to ``dtype`` in place (``Model.astype`` calls it); returns the average."""
+        self._shadows = {name: s.astype(dtype) for name, s in self._shadows.items()}
+        return self
+
     def __repr__(self):
         return f"ExponentialMovingAverage(decay={self.decay!r}, num_updates={self.num_updates!r})"
 

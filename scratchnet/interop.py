@@ -16,12 +16,17 @@ in one dtype per model, float32 or float64, with the weights in that dtype, so
 represent (mixed precision such as ``"mixed_float16"``, float16, bfloat16,
 quantized). The Keras ``Sequential``'s own policy is not read: it computes
 nothing itself, and a model built with ``dtype="float64"`` on every layer keeps
-the float32 default there.
+the float32 default there. Give the ``keras.Input`` the layers' dtype too:
+Keras rounds the data to the Input's dtype before the first layer casts it
+back up, while scratchnet casts it to the model's dtype once.
 
 L1 / L2 / L1L2 weight regularizers are carried over (Keras's ``l2(s)`` is
-``s * sum(w**2)``, the same as ``sn.regularizers.l2(s)``); activity
-regularizers, weight constraints and other regularizers are refused, since the
-trained weights would differ.
+``s * sum(w**2)``, the same as ``sn.regularizers.l2(s)``), with the factors
+as the Keras config holds them (Keras's TensorFlow backend casts an L2 factor
+to the weights' dtype through float32, so a float64 Keras model penalises with
+``float32(s)``: 2.5e-8 relative off for ``5e-5``); activity regularizers,
+weight constraints and other regularizers are refused, since the trained
+weights would differ.
 """
 from __future__ import annotations
 

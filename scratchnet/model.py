@@ -25,7 +25,6 @@ from . import metrics as _metrics
 from . import optimizers as _optimizers
 from . import training
 from .backend import get_backend, to_numpy
-from .dtypes import float_dtype
 from .layers.base import Layer, as_backend_array, shape_of
 from .serialization import deserialize, register, serialize
 
@@ -141,16 +140,10 @@ class Model(Layer):
         The counterpart of PyTorch's ``model.to(torch.float64)``; accumulated
         gradients are dropped. Returns the model.
         """
-        dtype = float_dtype(f"{self.name}.astype", dtype)
-        for p in self.parameters():
-            p.value = p.value.astype(dtype)
-            p.grad = None
-        for layer in [self, *self.walk()]:
-            layer.dtype = dtype
-            layer._dtype_explicit = layer._dtype_explicit or layer is self
+        super().astype(dtype)
         for holder in (self.optimizer, self.ema):
             if holder is not None:
-                holder.astype(dtype)
+                holder.astype(self.dtype)
         return self
 
     # -- the forward pass --------------------------------------------------------------

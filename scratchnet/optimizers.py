@@ -144,6 +144,11 @@ class Optimizer(Configurable):
         self._slots = {pname: {s: xp.array(a) for s, a in d.items()} for pname, d in slots.items()}
         self.iterations = int(state["iterations"])
 
+    def astype(self, dtype):
+        """Convert every slot to ``dtype`` in place (``Model.astype`` calls it); returns the optimizer."""
+        self._slots = {pname: {s: a.astype(dtype) for s, a in slots.items()} for pname, slots in self._slots.items()}
+        return self
+
     def get_config(self):
         """The constructor arguments (a schedule appears as its repr)."""
         lr = self.learning_rate

@@ -334,3 +334,21 @@ def test_a_prefix_that_is_not_a_plain_file_name_is_refused(tmp_path):
     for prefix in ("", "sub/model", ".hidden", "checkpoint", ".."):
         with pytest.raises(ValueError, match="prefix must be a plain file name"):
             ckpt.save(str(tmp_path), 1, prefix=prefix)
+
+
+def test_a_checkpoint_written_before_the_training_layer_moved_still_restores():
+    """``tests/data/checkpoint-v1-mlp`` was written at commit ee463dc, before parameters, layers and the zoo moved."""
+    from pathlib import Path
+
+    from scratchnet.checkpoint import load_variables
+
+    folder = Path(__file__).parent / "data" / "checkpoint-v1-mlp"
+    with sn.use_backend("numpy"):
+        recipe = sn.zoo.build("mlp", hidden=8)
+        path = sn.latest_checkpoint(str(folder))
+        assert recipe.checkpoint().restore(path) == 3 and recipe.step == 3
+        stored = load_variables(path)
+        for p in recipe.model.parameters():
+            np.testing.assert_array_equal(sn.to_numpy(p.value), stored[p.name])
+            np.testing.assert_array_equal(sn.to_numpy(recipe.ema.average(p)), stored[f"{p.name}/ExponentialMovingAverage"])
+        assert recipe.optimizer.iterations == 3

@@ -142,8 +142,8 @@ def test_to_keras_round_trip_keeps_architecture_and_weights(name, rng):
 
 def test_native_model_converts_to_keras_and_back():
     keras = _keras()
-    model = sn.Sequential([sn.layers.Reshape((4, 2)), sn.layers.LSTM(3, return_sequences=True),
-                           sn.layers.Flatten(), sn.layers.Activation("sigmoid"), sn.layers.Dense(2, activation="softmax")])
+    model = sn.Sequential([sn.layers.Reshape((4, 2)), sn.layers.LSTM(3, return_sequences=True), sn.layers.Flatten(),
+                           sn.layers.Activation("sigmoid"), sn.layers.Dense(2, activation="softmax")])
     model.build((None, 8))
     x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)
     keras_model = sn.interop.to_keras(model)
@@ -164,3 +164,49 @@ def test_interop_refuses_what_it_cannot_express():
     shared.build((None, 2))
     with pytest.raises(ValueError, match="a layer used twice"):
         sn.interop.to_keras(shared)
+
+
+def test_from_keras_carries_l1_l2_regularizers_over_and_to_keras_back(rng):
+    keras = _keras()
+    reg = keras.regularizers
+    keras_model = keras.Sequential([
+        keras.Input((5,), dtype="int32"),
+        keras.layers.Embedding(9, 4, embeddings_regularizer=reg.L2(1e-3), name="emb"),
+        keras.layers.LSTM(3, return_sequences=True, recurrent_regularizer=reg.L1(2.0**-9), name="lstm"),
+        keras.layers.Reshape((5, 3, 1)),
+        keras.layers.Conv2D(2, 2, kernel_regularizer=reg.L1L2(l1=1e-3, l2=3e-3), bias_regularizer=reg.L2(1e-2),
+                            name="conv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(3, kernel_regularizer=reg.l2(5e-5), name="dense"),
+    ])
+    model = sn.interop.from_keras(keras_model)
+    configs = {layer.name: layer.get_config() for layer in model.layers}
+
+    def l1l2(l1=0.0, l2=0.0):
+        return {"class_name": "L1L2", "config": {"l1": l1, "l2": l2}}
+
+    assert configs["emb"]["embeddings_regularizer"] == l1l2(l2=1e-3)
+    assert configs["lstm"]["recurrent_regularizer"] == l1l2(l1=2.0**-9)  # (Keras keeps L1 in float32)
+    assert configs["lstm"]["kernel_regularizer"] is None
+    assert configs["conv"]["kernel_regularizer"] == l1l2(1e-3, 3e-3)
+    assert configs["conv"]["bias_regularizer"] == l1l2(l2=1e-2)
+    assert configs["dense"]["kernel_regularizer"] == l1l2(l2=5e-5)
+    # Keras's penalties are scratchnet's.
+    assert model.regularization_loss() == pytest.approx(float(sum(keras_model.losses)), rel=1e-5)
+    back = sn.interop.to_keras(model)
+    assert float(sum(back.losses)) == pytest.approx(float(sum(keras_model.losses)), rel=1e-6)
+    assert back.get_layer("conv").kernel_regularizer.get_config() == {"l1": 1e-3, "l2": 3e-3}
+
+
+def test_from_keras_refuses_what_would_train_differently():
+    keras = _keras()
+
+    def model(**kwargs):
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d", **kwargs)])
+
+    with pytest.raises(ValueError, match="layer 'd' has kernel_regularizer=OrthogonalRegularizer"):
+        sn.interop.from_keras(model(kernel_regularizer=keras.regularizers.OrthogonalRegularizer()))
+    with pytest.raises(ValueError, match="layer 'd' has an activity_regularizer"):
+        sn.interop.from_keras(model(activity_regularizer=keras.regularizers.L2(1e-3)))
+    with pytest.raises(ValueError, match="layer 'd' has a kernel_constraint"):
+        sn.interop.from_keras(model(kernel_constraint=keras.constraints.NonNeg()))

@@ -230,6 +230,26 @@ class Layer:
             if p.regularizer is not None:
                 p.accumulate(p.regularizer.gradient(p.value))
 
+    def astype(self, dtype):
+        """Convert every parameter of this layer (and its sublayers) to ``dtype``, in place; returns the layer.
+
+        The counterpart of PyTorch's ``layer.to(torch.float64)``: float inputs
+        are cast to the new dtype from then on. Accumulated gradients are dropped.
+        """
+        dtype = float_dtype(f"{self.name}.astype", dtype)
+        for p in self.parameters():
+            p.value = p.value.astype(dtype)
+            p.grad = None
+        for layer in self._tree():
+            layer.dtype = dtype
+        self._dtype_explicit = True
+        return self
+
+    def _tree(self):
+        yield self
+        for layer in self._sublayers():
+            yield from layer._tree()
+
     def _inherit_dtype(self, dtype):
         """Take the dtype of the model this layer was put in (the layer was created without ``dtype=``)."""
         if self.built and any(p.dtype != dtype for p in self._weights):

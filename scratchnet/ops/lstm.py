@@ -8,8 +8,9 @@ Notation::
                  i, f, c, o (input, forget, candidate, output); the candidate
                  is called g below, to keep it apart from the cell state c
     kernel       (D, 4H), recurrent_kernel (H, 4H), bias (4H,): the Keras weights
+                 (in this file "kernel" is only ever that weight)
     x_t, h_t     step t's input (N, D) and output (N, H); h_{-1} = h0, c_{-1} = c0
-    *_seq        a time-major stack the kernels work on: x_seq (T, N, D),
+    *_seq        a time-major stack the backend methods work on: x_seq (T, N, D),
                  h_seq and c_seq (T+1, N, H) with h_seq[t + 1] = h_t and h_seq[0] = h0
 
 Gate order is Keras's, so weights load straight from
@@ -51,11 +52,11 @@ back its share of them (its 1b and 3b)::
 
 After step 0, the dh_{-1} and dc_{-1} sent back are the gradients of h0 and c0.
 
-Steps 2-4 are one backend kernel (``lstm_gates_forward``, and 4b-2b
+Steps 2-4 are one backend method (``lstm_gates_forward``, and 4b-2b
 ``lstm_gates_backward``), the elementwise hot loop the Numba and CuPy
-backends fuse; step 1 is GEMMs, left to BLAS. The loop over time is a kernel
-too (``lstm_forward`` / ``lstm_backward``), so that the Numba backend can run
-it on preallocated buffers.
+backends fuse; step 1 is GEMMs, left to BLAS. The loop over time is a backend
+method too (``lstm_forward`` / ``lstm_backward``), so that the Numba backend
+can run it on preallocated buffers.
 """
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ from ..backend import get_backend
 
 
 class LSTMReference:
-    """Reference kernels: the whole sequence forward and backward, and the
-    elementwise part of one time step they are built on."""
+    """The reference backend's LSTM methods: the whole sequence forward and backward,
+    and the elementwise part of one time step they are built on."""
 
     def lstm_gates_forward(self, z, c_prev):
         """Steps 2-4 as array expressions."""
@@ -207,7 +208,7 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
     H = recurrent_kernel.shape[0]
     dtype = x.dtype
 
-    def time_major(a):  # (N, T, .) <-> (T, N, .): the kernels read one contiguous (N, .) block per step
+    def time_major(a):  # (N, T, .) <-> (T, N, .): the backend reads one contiguous (N, .) block per step
         return xp.ascontiguousarray(a.transpose(1, 0, 2))
 
     zeros = lambda: xp.zeros((N, H), dtype=dtype)  # noqa: E731
