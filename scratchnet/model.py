@@ -23,7 +23,7 @@ import numpy
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
-from . import training
+from . import recording, training
 from .backend import get_backend, to_numpy
 from .layers.base import Layer, as_backend_array, shape_of
 from .serialization import deserialize, register, serialize
@@ -151,7 +151,8 @@ class Model(Layer):
         """``(y, backprop)``: :meth:`call`; the layers build themselves on their first call."""
         if not self.built:
             self.input_shape = (None,) + tuple(numpy.shape(x)[1:])
-        y, backprop = self.call(x, training, **kwargs)
+        with recording.scope(self.name, self):
+            y, backprop = self.call(x, training, **kwargs)
         self.built = True
         if self.output_shape is None:
             self.output_shape = shape_of(y)
@@ -214,12 +215,15 @@ class Model(Layer):
         y_pred, backprop = self.forward(as_backend_array(x, self.dtype), training=True)
         value, loss_backprop = self.loss(y, y_pred)
         backprop(loss_backprop(1.0))
-        penalty = self.regularization_loss()
-        self.regularization_backward()
+        with recording.region("regularizer"):
+            penalty = self.regularization_loss()
+            self.regularization_backward()
         params = self.trainable_parameters
-        self.optimizer.step(params)
+        with recording.region("optimizer"):
+            self.optimizer.step(params)
         if self.ema is not None:
-            self.ema.apply(params)
+            with recording.region("moving_average"):
+                self.ema.apply(params)
         self.step += 1
         return self._compute_logs(y, y_pred, float(value) + penalty)
 

@@ -32,7 +32,7 @@ import re
 
 import numpy
 
-from .. import initializers, regularizers
+from .. import initializers, recording, regularizers
 from ..backend import get_backend, to_numpy
 from ..dtypes import float_dtype, floatx
 from ..parameters import NAME, ParameterStore, current_scope
@@ -156,7 +156,8 @@ class Layer:
             self.input_shape = (None,) + tuple(x.shape[1:])
             self.build(tuple(x.shape))
             self.built = True
-        y, backprop = self.call(x, training, **kwargs)
+        with recording.scope(self.name, self):
+            y, backprop = self.call(x, training, **kwargs)
         if self.output_shape is None:
             self.output_shape = shape_of(y)
         return y, backprop

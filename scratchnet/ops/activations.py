@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad
 from ..backend import get_backend
+from ..recording import Cost, nbytes
+from ..recording import op as recorded_op
 
 
 class ActivationReference:
@@ -35,12 +37,27 @@ class ActivationReference:
         return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def _elementwise_cost(flops_per_element, backward_flops_per_element):
+    def cost(x, axis=-1):
+        return Cost(flops=float(flops_per_element * x.size), bytes=2 * nbytes(x),
+                    backward_flops=float(backward_flops_per_element * x.size), backward_bytes=3 * nbytes(x))
+
+    cost.__doc__ = (f"FLOPs and bytes of an elementwise activation: {flops_per_element} FLOPs per element "
+                    f"forward, {backward_flops_per_element} backward.")
+    return cost
+
+
+relu_cost, sigmoid_cost, tanh_cost, softmax_cost = (_elementwise_cost(1, 1), _elementwise_cost(4, 2),
+                                                    _elementwise_cost(4, 2), _elementwise_cost(5, 4))
+
+
 def _unary(op, x):
     be = get_backend()
     (x,) = as_float_arrays(op, be, x=x)
     return be, x
 
 
+@recorded_op("relu", cost=relu_cost)
 def relu(x):
     """``y = max(x, 0)``, any shape.
 
@@ -56,6 +73,7 @@ def relu(x):
     return y, backprop
 
 
+@recorded_op("sigmoid", cost=sigmoid_cost)
 def sigmoid(x):
     """``y = 1 / (1 + exp(-x))``, any shape.
 
@@ -71,6 +89,7 @@ def sigmoid(x):
     return y, backprop
 
 
+@recorded_op("tanh", cost=tanh_cost)
 def tanh(x):
     """``y = tanh(x)``, any shape.
 
@@ -86,6 +105,7 @@ def tanh(x):
     return y, backprop
 
 
+@recorded_op("softmax", cost=softmax_cost)
 def softmax(x, axis=-1):
     """``y = exp(x - max x) / sum exp(x - max x)`` along ``axis``, any shape.
 

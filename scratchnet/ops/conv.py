@@ -48,6 +48,8 @@ from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad, check_padding, check_rank, pair
 from ..backend import get_backend
+from ..recording import Cost, nbytes
+from ..recording import op as recorded_op
 from .shapes import conv_output_size, tf_padding_2d
 
 
@@ -111,6 +113,19 @@ class ConvReference:
         return dxpad[:, top : top + H, left : left + W, :]
 
 
+def conv2d_cost(x, w, b=None, strides=1, padding="VALID"):
+    """FLOPs and bytes of :func:`conv2d`: ``2 N OH OW kh kw C O`` forward, twice that backward (dx and dw)."""
+    kh, kw, C, O = w.shape
+    OH, OW, _ = tf_padding_2d("conv2d", x.shape, (kh, kw), pair("conv2d", "strides", strides), padding.upper())
+    N = x.shape[0]
+    macs = N * OH * OW * kh * kw * C * O
+    y_bytes = N * OH * OW * O * x.dtype.itemsize
+    return Cost(flops=2.0 * macs, bytes=nbytes(x, w, b) + y_bytes,
+                backward_flops=4.0 * macs + (N * OH * OW * O if b is not None else 0),
+                backward_bytes=2 * nbytes(x, w, b) + 2 * y_bytes)
+
+
+@recorded_op("conv2d", cost=conv2d_cost)
 def conv2d(x, w, b=None, strides=1, padding="VALID"):
     """2-D cross-correlation, as ``tf.nn.conv2d`` computes it.
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad, check_rank
 from ..backend import get_backend
+from ..recording import Cost, nbytes
+from ..recording import op as recorded_op
 
 
 class DenseReference:
@@ -36,6 +38,18 @@ class DenseReference:
         return A @ B
 
 
+def dense_cost(x, w, b=None):
+    """FLOPs and bytes of :func:`dense`: a multiply-add is 2 FLOPs; forward one GEMM, backward two."""
+    N, C = x.shape
+    K = w.shape[1]
+    y_bytes = N * K * x.dtype.itemsize
+    return Cost(flops=2.0 * N * C * K + (N * K if b is not None else 0),
+                bytes=nbytes(x, w, b) + y_bytes,
+                backward_flops=4.0 * N * C * K + (N * K if b is not None else 0),
+                backward_bytes=2 * nbytes(x, w, b) + 2 * y_bytes)
+
+
+@recorded_op("dense", cost=dense_cost)
 def dense(x, w, b=None):
     """Fully connected layer.
 

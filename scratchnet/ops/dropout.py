@@ -23,6 +23,8 @@ import numpy
 from .. import random as _random
 from .._checks import as_float_arrays, check_fraction, check_grad
 from ..backend import get_backend
+from ..recording import Cost, nbytes
+from ..recording import op as recorded_op
 
 
 class DropoutReference:
@@ -37,6 +39,12 @@ class DropoutReference:
         return self.xp.asarray(mask)
 
 
+def dropout_cost(x, rate, seed=None):
+    """FLOPs and bytes of :func:`dropout`: draw, compare and scale each element."""
+    return Cost(flops=3.0 * x.size, bytes=3 * nbytes(x), backward_flops=float(x.size), backward_bytes=3 * nbytes(x))
+
+
+@recorded_op("dropout", cost=dropout_cost)
 def dropout(x, rate, seed=None):
     """Inverted dropout (training mode).
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad, check_ids, check_rank
 from ..backend import get_backend
+from ..recording import Cost, nbytes
+from ..recording import op as recorded_op
 
 
 class EmbeddingReference:
@@ -38,6 +40,14 @@ class EmbeddingReference:
         return dtable
 
 
+def embedding_cost(ids, table):
+    """Bytes of :func:`embedding`: a gather of one row per id forward, a scatter-add backward."""
+    rows = ids.size * table.shape[1] * table.dtype.itemsize
+    return Cost(flops=0.0, bytes=2.0 * rows, backward_flops=float(ids.size * table.shape[1]),
+                backward_bytes=2.0 * rows + nbytes(table))
+
+
+@recorded_op("embedding", cost=embedding_cost)
 def embedding(ids, table):
     """Look up one row of ``table`` per id.
 

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from .._checks import as_float_arrays, check_ids, scalar_grad
 from ..backend import get_backend
+from ..recording import Cost, nbytes
+from ..recording import op as recorded_op
 
 
 class LossReference:
@@ -64,6 +66,13 @@ class LossReference:
         return scale * (probs - labels)
 
 
+def softmax_cross_entropy_cost(logits, labels):
+    """FLOPs and bytes of :func:`softmax_cross_entropy`: max, exp, sum, log per row; ``probs - onehot`` backward."""
+    return Cost(flops=5.0 * logits.size, bytes=2 * nbytes(logits) + nbytes(labels),
+                backward_flops=2.0 * logits.size, backward_bytes=2 * nbytes(logits) + nbytes(labels))
+
+
+@recorded_op("softmax_cross_entropy", cost=softmax_cross_entropy_cost)
 def softmax_cross_entropy(logits, labels):
     """Mean cross-entropy between ``softmax(logits)`` and the labels.
 

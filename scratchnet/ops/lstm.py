@@ -62,6 +62,8 @@ from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad, check_rank
 from ..backend import get_backend
+from ..recording import Cost, nbytes
+from ..recording import op as recorded_op
 
 
 class LSTMReference:
@@ -175,6 +177,20 @@ def _check_inputs(x, kernel, recurrent_kernel, bias, h0, c0):
             raise ValueError(f"lstm: {name} must have shape (N, H) = ({N}, {H}), got {tuple(s.shape)}")
 
 
+def lstm_cost(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
+    """FLOPs and bytes of :func:`lstm`: per step the gate GEMM ``2 N (D + H) 4H`` plus ~10 N H elementwise;
+    backward twice the GEMMs (the inputs' and the weights' gradients)."""
+    N, T, D = x.shape
+    H = recurrent_kernel.shape[0]
+    gemm = 2.0 * T * N * (D + H) * 4 * H
+    pointwise = 10.0 * T * N * H
+    states = T * N * 6 * H * x.dtype.itemsize  # h, c and the four gates of every step
+    return Cost(flops=gemm + pointwise, bytes=nbytes(x, kernel, recurrent_kernel, bias) + states,
+                backward_flops=2 * gemm + 2 * pointwise,
+                backward_bytes=2 * nbytes(x, kernel, recurrent_kernel, bias) + 2 * states)
+
+
+@recorded_op("lstm", cost=lstm_cost)
 def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
     """Run an LSTM over a batch of sequences.
 

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad, check_padding, check_rank, pair
 from ..backend import get_backend
+from ..recording import Cost, nbytes
+from ..recording import op as recorded_op
 from .shapes import conv_output_size, tf_padding_2d
 
 
@@ -77,6 +79,18 @@ class PoolingReference:
         return dx.reshape(x_shape)
 
 
+def max_pool2d_cost(x, ksize, strides, padding="VALID"):
+    """Comparisons and bytes of :func:`max_pool2d`: one comparison per window element; memory-bound."""
+    kh, kw = pair("max_pool2d", "ksize", ksize)
+    OH, OW, _ = tf_padding_2d("max_pool2d", x.shape, (kh, kw), pair("max_pool2d", "strides", strides),
+                              padding.upper())
+    N, _, _, C = x.shape
+    y_bytes = N * OH * OW * C * x.dtype.itemsize
+    return Cost(flops=float(N * OH * OW * C * kh * kw), bytes=nbytes(x) + y_bytes,
+                backward_flops=float(N * OH * OW * C), backward_bytes=nbytes(x) + y_bytes)
+
+
+@recorded_op("max_pool2d", cost=max_pool2d_cost)
 def max_pool2d(x, ksize, strides, padding="VALID"):
     """Max pooling, as ``tf.nn.max_pool2d`` computes it.
 
