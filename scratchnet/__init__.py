@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _LAZY_MODULES = {
     "ops", "layers", "losses", "metrics", "optimizers", "schedules", "regularizers", "initializers",
     "checkpoint", "callbacks", "interop", "data", "zoo", "random", "export", "training", "gradcheck",
-    "serialization", "parameters", "dtypes", "archive", "summary", "model",
+    "serialization", "parameters", "dtypes", "archive", "summary", "model", "exercises",
 }
 _LAZY_NAMES = {
     "Layer": "scratchnet.layers",

@@ -39,6 +39,8 @@ from .archive import CheckpointError, atomic_write, read_archive, write_archive
 from .backend import get_backend, to_numpy
 
 INDEX_NAME = "checkpoint"
+#: The checkpoint format this code writes and reads.
+FORMAT_VERSION = 1
 
 __all__ = ["Checkpoint", "CheckpointError", "latest_checkpoint", "list_variables", "load_variables",
            "read_archive", "write_archive"]
@@ -110,6 +112,68 @@ def load_variables(path):
 
 def _variable_names(meta):
     return list(meta["weights"]) + list(meta["ema"]["shadows"].values() if meta.get("ema") else [])
+
+
+def parse_header(path, meta, arrays):
+    """Validate a checkpoint's header against its arrays, field by field, changing nothing.
+
+    Returns ``{"step", "weights", "optimizer", "ema", "rng"}`` with the
+    optimizer's and the moving averages' states as ``{key: array}``.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and the first malformed field: a hand-edited or
+        crafted file has a valid checksum, so every field is checked here.
+    """
+    def bad(field, problem):
+        return CheckpointError(f"{path!r}: header field {field!r} {problem}; nothing was restored")
+
+    def array_named(field, name):
+        if not isinstance(name, str) or name not in arrays:
+            raise bad(field, f"names {name!r}, which is not an array of the file")
+        return arrays[name]
+
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path!r}: the header's meta is a {type(meta).__name__}, not an object")
+    if meta.get("format") != "scratchnet.checkpoint":
+        raise CheckpointError(f"{path!r} is a {meta.get('format')!r} file, not a checkpoint")
+    if meta.get("version") != FORMAT_VERSION:
+        raise bad("version", f"is {meta.get('version')!r}; this scratchnet reads checkpoint format version "
+                             f"{FORMAT_VERSION} (a newer scratchnet wrote this file?)")
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise bad("step", f"must be a non-negative integer, got {step!r}")
+    weights = meta.get("weights")
+    if not isinstance(weights, list):
+        raise bad("weights", f"must be a list of names, got {type(weights).__name__}")
+    for name in weights:
+        array_named("weights", name)
+    optimizer = meta.get("optimizer")
+    if optimizer is not None:
+        if not isinstance(optimizer, dict) or not isinstance(optimizer.get("class"), str) \
+                or not isinstance(optimizer.get("state"), dict):
+            raise bad("optimizer", "must be {'class': name, 'state': {key: array name}}")
+        optimizer = {"class": optimizer["class"],
+                     "state": {k: array_named(f"optimizer.state.{k}", a) for k, a in optimizer["state"].items()}}
+    ema = meta.get("ema")
+    if ema is not None:
+        if not isinstance(ema, dict) or not isinstance(ema.get("shadows"), dict) or not isinstance(ema.get("name"), str):
+            raise bad("ema", "must be {'name': str, 'decay': float, 'shadows': {parameter: array name}}")
+        shadows = {}
+        for pname, a in ema["shadows"].items():
+            shadow = array_named(f"ema.shadows.{pname}", a)
+            if shadow.dtype.kind != "f":
+                raise bad(f"ema.shadows.{pname}", f"names an array of {shadow.dtype}, not floats")
+            shadows[pname] = shadow
+        ema = {"name": ema["name"], "shadows": shadows}
+    rng = meta.get("rng")
+    if rng is not None:
+        try:
+            _random.check_state(rng)
+        except ValueError as e:
+            raise bad("rng", f"is not a generator state ({e})") from None
+    return {"step": step, "weights": weights, "optimizer": optimizer, "ema": ema, "rng": rng}
 
 
 # ---------------------------------------------------------------------------
@@ -195,7 +259,7 @@ class Checkpoint:
         for p in self.model.parameters():
             arrays[p.name] = to_numpy(p.value)
             weights.append(p.name)
-        meta = {"format": "scratchnet.checkpoint", "version": 1, "step": step, "weights": weights,
+        meta = {"format": "scratchnet.checkpoint", "version": FORMAT_VERSION, "step": step, "weights": weights,
                 "optimizer": None, "ema": None, "rng": _random.get_state()}
         if self.ema is not None:
             shadows = {}
@@ -249,11 +313,10 @@ class Checkpoint:
             every missing, unexpected or mis-shaped variable. The model is
             unchanged.
         """
-        meta, arrays = read_archive(path)
-        if meta.get("format") != "scratchnet.checkpoint":
-            raise CheckpointError(f"{path!r} is a {meta.get('format')!r} file, not a checkpoint")
         if sum(x is not None and x is not False for x in (include, mapping, ema_into_weights)) > 1:
             raise ValueError("Checkpoint.restore: pass at most one of include, mapping and ema_into_weights")
+        meta, arrays = read_archive(path)
+        header = parse_header(path, meta, arrays)
         full = include is None and mapping is None and not ema_into_weights
         params = list(self.model.parameters())
         by_name = {p.name: p for p in params}
@@ -269,47 +332,51 @@ class Checkpoint:
                  for src, p in plan.items() if tuple(arrays[src].shape) != tuple(p.shape)]
         if wrong:
             problems.append(f"shape differs (checkpoint -> model): {'; '.join(wrong)}")
+        kinds = [f"{src} ({arrays[src].dtype})" for src, p in plan.items() if arrays[src].dtype.kind != "f"]
+        if kinds:
+            problems.append(f"not float data: {', '.join(kinds)}")
         if full and strict:
-            unexpected = [n for n in meta["weights"] if n not in by_name]
+            unexpected = [n for n in header["weights"] if n not in by_name]
             if unexpected:
                 problems.append(f"in the checkpoint but not in the model: {', '.join(unexpected)}")
 
         optimizer_state = ema_state = None
         if full:
-            if self.optimizer is not None and meta.get("optimizer"):
-                saved_class = meta["optimizer"]["class"]
+            if self.optimizer is not None and header["optimizer"] is not None:
+                saved_class = header["optimizer"]["class"]
                 if saved_class != type(self.optimizer).__name__:
                     problems.append(f"optimizer: the checkpoint holds {saved_class} state, "
                                     f"the optimizer is {type(self.optimizer).__name__}")
-                optimizer_state = {k: arrays[a] for k, a in meta["optimizer"]["state"].items()}
+                optimizer_state = header["optimizer"]["state"]
+                try:
+                    self.optimizer.check_state_dict(optimizer_state)
+                except ValueError as e:
+                    problems.append(f"optimizer: {e}")
                 problems += _check_state_shapes("optimizer slot", optimizer_state, by_name,
                                                 lambda k: k.rpartition(":")[0] if ":" in k else None)
-            if self.ema is not None and meta.get("ema"):
-                ema_state = {pname: arrays[a] for pname, a in meta["ema"]["shadows"].items()}
+            if self.ema is not None and header["ema"] is not None:
+                ema_state = header["ema"]["shadows"]
                 problems += _check_state_shapes("moving average", ema_state, by_name, lambda k: k)
         if problems:
-            raise CheckpointError(f"cannot restore {path!r} into the model:\n  " + "\n  ".join(problems))
+            raise CheckpointError(f"cannot restore {path!r} into the model (nothing was changed):\n  "
+                                  + "\n  ".join(problems))
 
         # Everything checked: now change the model, optimizer, averages and RNG.
+        # None of these steps can fail on what was checked above.
         xp = get_backend().xp
         values = [(p, xp.asarray(arrays[src]).astype(p.dtype, copy=False)) for src, p in plan.items()]
         if optimizer_state is not None:
-            saved = self.optimizer.state_dict()
-            try:
-                self.optimizer.load_state_dict(optimizer_state)
-            except ValueError as e:
-                self.optimizer.load_state_dict(saved)
-                raise CheckpointError(f"cannot restore {path!r}: {e}") from None
+            self.optimizer.load_state_dict(optimizer_state)
         if ema_state is not None:
             self.ema.load_state_dict(ema_state)
         for p, v in values:
             p.value = v
         if full:
             if hasattr(self.model, "step"):
-                self.model.step = int(meta["step"])
-            if meta.get("rng") is not None:
-                _random.set_state(meta["rng"])
-        return meta["step"]
+                self.model.step = header["step"]
+            if header["rng"] is not None:
+                _random.set_state(header["rng"])
+        return header["step"]
 
     def _plan(self, meta, params, by_name, include, mapping, ema_into_weights):
         """``{checkpoint variable name: parameter}`` for the restore asked for."""

@@ -120,11 +120,19 @@ class Optimizer(Configurable):
                 state[f"{pname}:{s}"] = to_numpy(a)
         return state
 
-    def load_state_dict(self, state):
-        """Restore a :meth:`state_dict`; all keys are checked before anything changes."""
+    def check_state_dict(self, state):
+        """Validate a :meth:`state_dict` without changing anything: ``(iterations, {parameter: {slot: array}})``.
+
+        Raises ValueError naming the first malformed entry.
+        """
         op = f"{type(self).__name__}.load_state_dict"
-        if "iterations" not in state:
-            raise ValueError(f"{op}: the state has no 'iterations' entry (keys: {sorted(state)})")
+        if not isinstance(state, dict) or "iterations" not in state:
+            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{op}: the state has no 'iterations' entry (keys: {keys})")
+        iterations = numpy.asarray(state["iterations"])
+        if iterations.shape != () or iterations.dtype.kind not in "iu" or int(iterations) < 0:
+            raise ValueError(f"{op}: 'iterations' must be a non-negative integer scalar, "
+                             f"got {iterations.dtype} of shape {iterations.shape}")
         slots = {}
         for key, a in state.items():
             if key == "iterations":
@@ -134,15 +142,22 @@ class Optimizer(Configurable):
                 raise ValueError(
                     f"{op}: unexpected entry {key!r}; {type(self).__name__} has slots {list(self.slot_names)}"
                 )
+            if getattr(a, "dtype", None) is None or a.dtype.kind != "f":
+                raise ValueError(f"{op}: slot {key!r} must be a float array, got {getattr(a, 'dtype', type(a).__name__)}")
             slots.setdefault(pname, {})[s] = a
         for pname, d in slots.items():
             if set(d) != set(self.slot_names):
                 raise ValueError(
                     f"{op}: parameter {pname!r} has slots {sorted(d)} but {type(self).__name__} needs {list(self.slot_names)}"
                 )
+        return int(iterations), slots
+
+    def load_state_dict(self, state):
+        """Restore a :meth:`state_dict`; all keys are checked before anything changes."""
+        iterations, slots = self.check_state_dict(state)
         xp = get_backend().xp
         self._slots = {pname: {s: xp.array(a) for s, a in d.items()} for pname, d in slots.items()}
-        self.iterations = int(state["iterations"])
+        self.iterations = iterations
 
     def astype(self, dtype):
         """Convert every slot to ``dtype`` in place (``Model.astype`` calls it); returns the optimizer."""

@@ -49,15 +49,26 @@ def get_state():
     return _plain(_generator.bit_generator.state)
 
 
-def set_state(d):
-    """Restore a state returned by :func:`get_state`; the next draws repeat those after it was taken."""
-    global _generator
-    if not isinstance(d, dict) or "bit_generator" not in d:
+def check_state(d):
+    """A new bit generator holding state ``d`` (from :func:`get_state`); the global one is untouched.
+
+    Raises ValueError when ``d`` is not such a state.
+    """
+    if not isinstance(d, dict) or not isinstance(d.get("bit_generator"), str):
         raise ValueError(f"random.set_state: expected a dict from random.get_state(), got {type(d).__name__}")
     name = d["bit_generator"]
     bit_generator_cls = getattr(numpy.random, name, None)
     if not isinstance(bit_generator_cls, type) or not issubclass(bit_generator_cls, numpy.random.BitGenerator):
         raise ValueError(f"random.set_state: unknown bit generator {name!r}")
     bit_generator = bit_generator_cls()
-    bit_generator.state = d
-    _generator = numpy.random.Generator(bit_generator)
+    try:
+        bit_generator.state = d
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise ValueError(f"random.set_state: not a {name} state ({type(e).__name__}: {e})") from None
+    return bit_generator
+
+
+def set_state(d):
+    """Restore a state returned by :func:`get_state`; the next draws repeat those after it was taken."""
+    global _generator
+    _generator = numpy.random.Generator(check_state(d))

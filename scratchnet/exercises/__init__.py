@@ -1,0 +1,1 @@
+"""Graded exercises: write a backward pass, and have it checked (in progress)."""
