@@ -5,8 +5,11 @@ layers, their max-pools, and the two LSTMs (MNIST rows, PTB words). Every
 framework runs in this process, on the same inputs, with the same thread
 count; each cell is the median of ``--repeats`` calls after a warm-up.
 The last columns compare the primary scratchnet backend (numba on the CPU,
-cupy with ``--backend cupy``) with the faster peer, and its achieved GFLOP/s
-with a float32 GEMM measured in the same run.
+cupy with ``--backend cupy``) with the faster peer, and its achieved rate with
+this machine's roofs measured in the same run: a compute-bound op's GFLOP/s
+against a float32 GEMM, a memory-bound one's GB/s against an array copy. The
+FLOPs and bytes are the ops' own cost formulas and the roofs are measured as
+``sn.profile()`` measures them, so the two always agree.
 
     python bench/ops.py                      # every available backend, TF and torch
     python bench/ops.py --backend numba --repeats 20
@@ -22,29 +25,35 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_count, fmt_ms, import_or_reason, markdown_table, median_ms, sgemm_gflops  # noqa: E402
+from common import cpu_count, fmt_ms, import_or_reason, markdown_table, median_ms  # noqa: E402
 
 import scratchnet as sn  # noqa: E402
+from scratchnet.profiler import calibration, report  # noqa: E402
+
+
+def shaped(*shape):
+    """A float32 array of ``shape`` holding no memory: all a cost formula reads (shape, dtype, size)."""
+    return np.broadcast_to(np.float32(0), shape)
 
 
 def cases(batch, large):
-    """``(op, shape label, spec, forward+backward FLOPs or None)`` at the seed shapes."""
-    N = batch
+    """``(op, shape label, spec, cost)`` at the seed shapes; ``cost`` is the op's own formula (``sn.ops.<op>.cost``)."""
+    N, f = batch, shaped
     hidden = (1024, 1024) if large else (128, 256)
     out = [
-        ("dense", f"{N}x784 -> 500", dict(N=N, C=784, K=500), 3 * 2 * N * 784 * 500),
-        ("dense", f"{N}x3136 -> 512", dict(N=N, C=3136, K=512), 3 * 2 * N * 3136 * 512),
+        ("dense", f"{N}x{C} -> {K}", dict(N=N, C=C, K=K), sn.ops.dense.cost(x=f(N, C), w=f(C, K), b=f(K)))
+        for C, K in ((784, 500), (3136, 512))
     ]
     for H, C, O in ((28, 1, 32), (14, 32, 64)):
         out.append(("conv2d 5x5 SAME", f"{N}x{H}x{H}x{C} -> {O}", dict(N=N, H=H, C=C, O=O, k=5),
-                    3 * 2 * N * H * H * 25 * C * O))
+                    sn.ops.conv2d.cost(x=f(N, H, H, C), w=f(5, 5, C, O), b=f(O), strides=1, padding="SAME")))
     for H, C in ((28, 32), (14, 64)):
-        # Comparisons, not FLOPs: pooling is bound by memory, so no rate is given.
-        out.append(("max_pool2d 2x2", f"{N}x{H}x{H}x{C}", dict(N=N, H=H, C=C), None))
+        out.append(("max_pool2d 2x2", f"{N}x{H}x{H}x{C}", dict(N=N, H=H, C=C),
+                    sn.ops.max_pool2d.cost(x=f(N, H, H, C), ksize=2, strides=2, padding="SAME")))
     for D, Hd in ((28, hidden[0]), (256, hidden[1])):
         T = 28
         out.append(("lstm", f"{N}x{T}x{D}, hidden {Hd}", dict(N=N, T=T, D=D, H=Hd),
-                    3 * T * 2 * N * (D + Hd) * 4 * Hd))
+                    sn.ops.lstm.cost(x=f(N, T, D), kernel=f(D, 4 * Hd), recurrent_kernel=f(Hd, 4 * Hd), bias=f(4 * Hd))))
     return out
 
 
@@ -201,12 +210,12 @@ def main(argv=None):
                 peers["torch"][1].cuda.synchronize()
 
     with sn.use_backend(primary) as be:
-        peak = sgemm_gflops(be.xp, sync=sync)
+        peaks = calibration.measure(be)  # the roofs, measured as sn.profile() measures them
 
     batch = 1024 if args.large else 100
     rng = np.random.default_rng(0)
     rows = []
-    for op, label, spec, flops in cases(batch, args.large):
+    for op, label, spec, cost in cases(batch, args.large):
         if args.only and args.only not in op:
             continue
         a = make_inputs(op, spec, rng)
@@ -226,16 +235,22 @@ def main(argv=None):
         mine = times.get(primary)
         peer_times = [times[label_] for label_, _ in peers.values() if isinstance(times[label_], float)]
         ratio = f"{mine / min(peer_times):.2f}" if isinstance(mine, float) and peer_times else "n/a"
-        rate = (f"{flops / (mine * 1e-3) / 1e9:.1f} ({100 * flops / (mine * 1e-3) / 1e9 / peak:.0f}%)"
-                if isinstance(mine, float) and flops else "n/a")
+        rate = "n/a"
+        if isinstance(mine, float):
+            gflops, gbs, bound, pct = report.roofline(cost.flops + cost.backward_flops,
+                                                      cost.bytes + cost.backward_bytes, mine * 1e-3, peaks)
+            if bound == "compute":
+                rate = f"{gflops:.1f} GFLOP/s ({pct:.0f}% of sgemm)"
+            elif bound == "memory":
+                rate = f"{gbs:.1f} GB/s ({pct:.0f}% of copy)"
         rows.append([op, label, *(fmt_ms(times[c]) for c in [*backends, *(l for l, _ in peers.values())]), ratio, rate])
         print(f"  {op} {label}: done", file=sys.stderr, flush=True)
 
     columns = [*(f"{b} ms" for b in backends), *(f"{l} ms" for l, _ in peers.values())]
-    headers = ["op", "shape", *columns, f"{primary} / best peer", f"{primary} GFLOP/s (% of sgemm)"]
+    headers = ["op", "shape", *columns, f"{primary} / best peer", f"{primary} rate (% of its roof)"]
     where = "GPU" if gpu else f"CPU, {threads} threads"
     print(f"Forward + backward, median of {args.repeats} after {args.warmup} warm-up calls; batch {batch}; {where}.")
-    print(f"float32 sgemm on {primary}: {peak:.1f} GFLOP/s.\n")
+    print(f"Roofs on {primary}: float32 sgemm {peaks['sgemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbs']:.1f} GB/s.\n")
     print(markdown_table(headers, rows))
     for note in notes:
         print(f"\n{note}")

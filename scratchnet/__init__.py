@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _LAZY_MODULES = {
     "ops", "layers", "losses", "metrics", "optimizers", "schedules", "regularizers", "initializers",
     "checkpoint", "callbacks", "interop", "data", "zoo", "random", "export", "training", "gradcheck",
-    "serialization", "parameters", "dtypes", "archive", "summary", "model", "exercises",
+    "serialization", "parameters", "dtypes", "archive", "summary", "model", "exercises", "profiler",
 }
 _LAZY_NAMES = {
     "Layer": "scratchnet.layers",
@@ -31,6 +31,7 @@ _LAZY_NAMES = {
     "ExponentialMovingAverage": "scratchnet.ema",
     "Checkpoint": "scratchnet.checkpoint",
     "latest_checkpoint": "scratchnet.checkpoint",
+    "profile": "scratchnet.profiler",
 }
 
 __all__ = ["available_backends", "get_backend", "to_numpy", "use_backend", *sorted(_LAZY_MODULES), *_LAZY_NAMES]

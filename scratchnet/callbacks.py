@@ -17,12 +17,14 @@ against the global step ``model.step``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import sys
 
+from .archive import atomic_write
 from .checkpoint import Checkpoint
 
 
@@ -179,16 +181,39 @@ class TensorBoard(Callback):
         With an int ``update_freq``, also write each epoch's means at its end
         (Keras's ``fit`` does). ``scratchnet train`` turns it off, so each
         step has one point.
+    write_graph : bool
+        GRAPHS: trace the first training step of each ``fit`` (forward pass
+        and loss) and write its graph to ``train`` (:mod:`scratchnet.graph`).
+    histogram_freq : int
+        HISTOGRAMS, into ``train``: the weights, their gradients and each
+        layer's activations (:func:`scratchnet.summary.histograms`), every
+        ``histogram_freq`` steps when ``update_freq`` is an int, or every
+        ``histogram_freq`` epochs (at the epoch's end, from its last batch)
+        with ``"epoch"``, as Keras counts. 0 (the default): none.
+    write_images : (x, y), optional
+        IMAGES, into ``test``: at each evaluation, the predictions on these
+        labelled images (e.g. 500 test digits): a grid of the first 32
+        captioned predicted/true, and the most confident mistakes.
     """
 
-    def __init__(self, logdir, update_freq="epoch", epoch_logs=True):
+    def __init__(self, logdir, update_freq="epoch", epoch_logs=True, write_graph=True, histogram_freq=0,
+                 write_images=None):
+        from .summary import check_images
+
         super().__init__()
         _check_update_freq("TensorBoard", update_freq)
+        if histogram_freq != 0:
+            _check_update_freq("TensorBoard: histogram_freq", histogram_freq)
         self.logdir = logdir
         self.update_freq = update_freq
         self.epoch_logs = bool(epoch_logs)
+        self.write_graph = bool(write_graph)
+        self.histogram_freq = histogram_freq
+        self.images = None if write_images is None else check_images(write_images)
         self._files = {}
         self._last = None
+        self._graph_due, self._histograms_now, self._epoch = False, False, 0
+        self._tracer = self._trace = None
 
     def event_file(self, run):
         """The :class:`scratchnet.summary.EventFile` of ``run`` (``"train"`` or ``"test"``), opened on first use."""
@@ -202,7 +227,39 @@ class TensorBoard(Callback):
         """Write ``{tag: value}`` to ``run`` at ``step``."""
         self.event_file(run).add_scalars(scalars, step)
 
+    def on_train_begin(self, logs=None):
+        self._graph_due = self.write_graph
+        self._stop_trace()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _stop_trace(self):
+        # A step that raised left its trace open; the next run of the loop closes it.
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        count = self._step() + 1 if self.update_freq != "epoch" else self._epoch + 1
+        self._histograms_now = bool(self.histogram_freq) and count % self.histogram_freq == 0
+        # A traced step gives the graph (the first step) and the activations (a histogram step).
+        if self._graph_due or self._histograms_now:
+            from .graph import GraphTracer
+
+            self._tracer, self._trace = GraphTracer(), contextlib.ExitStack()
+            self._trace.enter_context(self._tracer.trace("", [self.model]))
+
     def on_train_batch_end(self, batch, logs=None):
+        if self._trace is not None:
+            self._stop_trace()
+            if self._graph_due:
+                self.event_file("train").add_graph(self._tracer.graph_def(), self._step())
+                self._graph_due = False
+            if self._histograms_now and self.update_freq != "epoch":
+                self.write_histograms()
+            elif not self._histograms_now:
+                self._tracer = None
         if self.update_freq == "epoch":
             return
         self._last = (self._step(), self._scalars(logs))
@@ -211,14 +268,28 @@ class TensorBoard(Callback):
             self._last = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._histograms_now and self.update_freq == "epoch":
+            self.write_histograms()
         if self.update_freq != "epoch" and not self.epoch_logs:
             return
         train = {k: v for k, v in self._scalars(logs).items() if not k.startswith("val_")}
         self.write_scalars("train", train, self._step())
         self._last = None
 
+    def write_histograms(self):
+        """Write the weights, their gradients and the last traced step's activations to ``train``."""
+        from .summary import histograms
+
+        activations = self._tracer.activations if self._tracer is not None else None
+        self.event_file("train").add_histograms(histograms(self.model, activations), self._step())
+        self._tracer = None  # let the traced step's arrays go
+
     def on_test_end(self, logs=None):
         self.write_scalars("test", {k: float(v) for k, v in (logs or {}).items()}, self._step())
+        if self.images is not None:
+            from .summary import prediction_images
+
+            self.event_file("test").add_images(prediction_images(self.model, self.images), self._step())
 
     def on_train_end(self, logs=None):
         # The last step, when it fell between two update_freq steps.
@@ -294,14 +365,12 @@ class _EpochLogger(Callback):
         self._record({"run": run, "step": int(step), **{k: float(v) for k, v in (scalars or {}).items()}})
 
     def discard_after(self, step):
-        """Drop the records of steps after ``step``: a run resumed from the
-        checkpoint of ``step`` will write them again."""
+        """Drop the records of steps after ``step`` (a run resumed from the checkpoint of ``step`` will
+        write them again) and a torn last line (a run killed mid-write); the file is replaced atomically."""
         if not os.path.exists(self.path):
             return
-        kept = [r for r in self._read() if int(r["step"]) <= step]
-        os.remove(self.path)
-        for record in kept:
-            self._record(record)
+        kept = "".join(self._keep(_complete_lines(self.path), step)).encode("utf-8")
+        atomic_write(self.path, lambda f: f.write(kept))
 
     def _record(self, record):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -335,8 +404,13 @@ class CSVLogger(_EpochLogger):
         return [*first, *rest] + (["learning_rate"] if rate else [])
 
     def _read(self):
-        with open(self.path, newline="", encoding="utf-8") as f:
-            return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(_complete_lines(self.path))]
+
+    def _keep(self, lines, step):
+        if not lines:
+            return []
+        column = next(csv.reader(lines[:1])).index("step")
+        return lines[:1] + [line for line in lines[1:] if int(next(csv.reader([line]))[column]) <= step]
 
 
 class JSONLLogger(_EpochLogger):
@@ -348,8 +422,23 @@ class JSONLLogger(_EpochLogger):
         f.write(json.dumps(clean) + "\n")
 
     def _read(self):
-        with open(self.path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in _complete_lines(self.path) if line.strip()]
+
+    def _keep(self, lines, step):
+        return [line for line in lines if line.strip() and int(json.loads(line)["step"]) <= step]
+
+
+def _complete_lines(path):
+    """The file's lines, each ending in a newline; a torn last line (a write cut short) is not data."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    return lines
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, I/O error); the previous one and its index are intact."""
 
 
 class ModelCheckpoint(Callback):
@@ -359,6 +448,12 @@ class ModelCheckpoint(Callback):
     ``model.ema``) are saved with it; resume with
     ``sn.Checkpoint(model).restore(sn.latest_checkpoint(directory))``.
 
+    While training, the callback owns ``directory`` (:class:`scratchnet.folder.TrainingFolder`):
+    a second process training into it is refused, naming this one. A failed
+    save (``ENOSPC``, ``EIO``) leaves the previous checkpoint and the index
+    that names it intact, removes the temporary file, and stops training with
+    a :class:`CheckpointWriteError` naming the folder and its free space.
+
     Parameters
     ----------
     directory : str
@@ -367,7 +462,7 @@ class ModelCheckpoint(Callback):
     prefix : str
         File names are ``<prefix>-<step>``.
     save_at_end : bool
-        Also save when training ends on a step that was not saved.
+        Also save when training ends (or is stopped) on a step that was not saved.
     """
 
     def __init__(self, directory, every_n_steps=1000, max_to_keep=5, prefix="model", save_at_end=True):
@@ -380,15 +475,88 @@ class ModelCheckpoint(Callback):
         self.prefix = prefix
         self.save_at_end = bool(save_at_end)
         self.last_saved = None
+        self._folder = None
+
+    def on_train_begin(self, logs=None):
+        from .folder import TrainingFolder
+
+        os.makedirs(self.directory, exist_ok=True)
+        self._folder = TrainingFolder(self.directory)
+        self._folder.lock()
 
     def on_train_batch_end(self, batch, logs=None):
         if self._step() % self.every_n_steps == 0:
             self._save()
 
     def on_train_end(self, logs=None):
-        if self.save_at_end and self.last_saved != self._step():
-            self._save()
+        try:
+            if self.save_at_end and self.last_saved != self._step():
+                self._save()
+        finally:
+            if self._folder is not None:
+                self._folder.unlock()
+                self._folder = None
 
     def _save(self):
-        Checkpoint(self.model).save(self.directory, self._step(), prefix=self.prefix, max_to_keep=self.max_to_keep)
+        from .folder import free_space
+
+        try:
+            Checkpoint(self.model).save(self.directory, self._step(), prefix=self.prefix, max_to_keep=self.max_to_keep)
+        except OSError as e:
+            if self._folder is not None:  # training stops here: give the folder up
+                self._folder.unlock()
+                self._folder = None
+            raise CheckpointWriteError(
+                e.errno, f"cannot save the checkpoint of step {self._step()} in {self.directory}: "
+                         f"{e.strerror or e} ({free_space(self.directory)} free); the previous checkpoint is intact"
+            ) from e
         self.last_saved = self._step()
+
+
+class StopOnSignal(Callback):
+    """Stop training cleanly on SIGINT (Ctrl-C) or SIGTERM (what schedulers send before a kill).
+
+    The current step finishes; the loop then ends as if its steps were done,
+    so :class:`ModelCheckpoint` saves that step and the loggers flush. After
+    training, :attr:`signal` holds the signal's number (None when none came)
+    and :attr:`exit_code` is ``128 + signal`` (130, 143). A second signal
+    stops at once (``os._exit``): still safe, as after ``kill -9``, since
+    every file is replaced atomically.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.signal = None
+        self._previous = {}
+
+    @property
+    def exit_code(self):
+        return None if self.signal is None else 128 + self.signal
+
+    def on_train_begin(self, logs=None):
+        import signal
+        import threading
+
+        self.signal = None
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            os._exit(128 + signum)
+        self.signal = signum
+        if self.model is not None:
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.signal is not None:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

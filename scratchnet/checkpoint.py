@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy
 
@@ -39,6 +40,7 @@ from .archive import CheckpointError, atomic_write, read_archive, write_archive
 from .backend import get_backend, to_numpy
 
 INDEX_NAME = "checkpoint"
+_CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]*-[0-9]+")
 #: The checkpoint format this code writes and reads.
 FORMAT_VERSION = 1
 
@@ -96,6 +98,23 @@ def latest_checkpoint(directory):
         return None
     path = os.path.join(directory, index["latest"])
     return path if os.path.exists(path) else None
+
+
+def list_checkpoints(directory):
+    """Paths of the checkpoints in ``directory``, oldest first: those the index names, then any other
+    ``<prefix>-<step>`` file (an index lost or damaged), by step."""
+    try:
+        index = _read_index(directory) or {"all": []}
+    except CheckpointError:
+        index = {"all": []}
+    named = [n for n in index["all"] if os.path.isfile(os.path.join(directory, n))]
+    try:
+        files = os.listdir(directory)
+    except OSError:
+        files = []
+    others = sorted((n for n in files if _CHECKPOINT_NAME.fullmatch(n) and n not in named),
+                    key=lambda n: int(n.rpartition("-")[2]))
+    return [os.path.join(directory, n) for n in named + others]
 
 
 def list_variables(path):

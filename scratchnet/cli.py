@@ -28,7 +28,9 @@ import sys
 import time
 
 from . import callbacks, training, zoo
-from .archive import CheckpointError, atomic_write
+from .image_grid import as_images
+from .archive import CheckpointError
+from .folder import FolderError, TrainingFolder, free_space
 from .backend import BackendUnavailable
 from .data.errors import DataNotFound, MnistUnavailable
 
@@ -38,6 +40,14 @@ DEMO_STEPS = 500
 
 class UsageError(Exception):
     """A bad command line: printed as one line, exit code 2."""
+
+    code = 2
+
+
+class RunError(UsageError):
+    """Training stopped on a failure it cannot recover from (a full disk): one line, exit code 1."""
+
+    code = 1
 
 
 # ----------------------------------------------------------------------------
@@ -129,6 +139,16 @@ def _load(args, recipe_class, batch_size=None):
     return data
 
 
+def _newest_intact(folder):
+    """The newest checkpoint to resume from; a corrupt newest one stops the command, naming what is left."""
+    newest, problem, intact = folder.newest_intact_checkpoint()
+    if problem is not None:
+        left = (f"the newest intact one is {intact}: continue from it with --resume-from {intact}"
+                if intact else "no intact checkpoint is left; start again with --overwrite")
+        raise UsageError(f"argument --resume: {problem}; {left}")
+    return newest
+
+
 def _restore(checkpoint, path, **kwargs):
     try:
         return checkpoint.restore(path, **kwargs)
@@ -146,8 +166,29 @@ def train(args):
     recipe_class = zoo.recipe_class(args.model)
     logdir = args.logdir
     _check_logdir(logdir)
-    previous = _read_run(logdir, required=False)
-    _check_same_model(previous, args.model, logdir)
+    folder = TrainingFolder(logdir)
+    try:
+        if folder.exists:
+            folder.lock()  # held until training ends; a second train into the folder is refused
+        return _train(sn, args, recipe_class, folder)
+    except FolderError as e:
+        raise UsageError(f"argument --logdir: {e}") from None
+    finally:
+        folder.release()
+
+
+def _train(sn, args, recipe_class, folder):
+    logdir = folder.path
+    if args.resume and args.overwrite:
+        raise UsageError("argument --overwrite: not allowed with --resume (continue the run, or move it aside)")
+    previous = folder.read_run()
+    if not args.overwrite:
+        _check_same_model(previous, args.model, logdir)
+    if folder.has_checkpoints() and not (args.resume or args.resume_from or args.overwrite):
+        raise UsageError(f"argument --logdir: {logdir} already holds a {(previous or {}).get('model', 'trained')!r} "
+                         f"run with checkpoints; continue it with --resume, or pass --overwrite to move it aside "
+                         f"to {logdir.rstrip(os.sep)}.old-<time>/")
+    args.resume = bool(args.resume or args.resume_from)
     dtype = args.dtype or (previous or {}).get("dtype") if args.resume else args.dtype
     if args.resume and previous is not None and args.dtype and args.dtype != previous.get("dtype", args.dtype):
         raise UsageError(f"argument --dtype: {logdir} holds a {previous['dtype']} run; resume it without --dtype "
@@ -163,7 +204,7 @@ def train(args):
 
     restored = False
     if args.resume:
-        path = sn.latest_checkpoint(logdir)
+        path = args.resume_from or _newest_intact(folder)
         if path is None:
             print(f"resume: no checkpoint in {logdir}; starting from step 0", flush=True)
         else:
@@ -171,18 +212,32 @@ def train(args):
             restored = True
             print(f"resume: restored {path}; continuing from step {step}", flush=True)
 
+    # Everything is checked: from here on, the folder is written.
+    if args.overwrite and folder.exists and os.listdir(logdir):
+        folder.unlock()
+        if (previous or {}).get("command") == "demo" and args.command == "demo":
+            folder.remove()  # the demo's own earlier output, made to be replaced
+        else:
+            print(f"overwrite: moved the old run aside to {folder.move_aside()}", flush=True)
     os.makedirs(logdir, exist_ok=True)
-    run = {"model": args.model, "hparams": recipe.hparams, "dtype": recipe.model.dtype.name, "data": data.source,
-           "batch_size": recipe.batch_size, "seed": args.seed, **recipe.run_info()}
-    atomic_write(os.path.join(logdir, RUN_FILE), lambda f: f.write(json.dumps(run, indent=1, default=list).encode()))
+    if not folder.held:
+        folder.lock()
+    folder.claim()
+    folder.write_run({"model": args.model, "command": args.command, "hparams": recipe.hparams,
+                      "dtype": recipe.model.dtype.name, "data": data.source, "batch_size": recipe.batch_size,
+                      "seed": args.seed, **recipe.run_info()})
 
     every = args.checkpoint_every or max(1, min(1000, total // 5))
+    stop = callbacks.StopOnSignal()
     test_x, test_y = data.test.images, data.test.labels
     n_eval = min(len(test_x), args.eval_examples)
-    # TensorBoard: train scalars every log_every steps; test scalars at each evaluation;
-    # the same as CSV and JSON Lines.
+    # TensorBoard: train scalars every log_every steps, the graph of the first step, histograms every
+    # --histograms steps; test scalars and, for images, 500 labelled test digits at each evaluation;
+    # the same scalars as CSV and JSON Lines.
+    shown = (test_x[:500], test_y[:500]) if as_images(test_x[:1]) is not None else None
     loggers = [
-        callbacks.TensorBoard(logdir, update_freq=args.log_every, epoch_logs=False),
+        callbacks.TensorBoard(logdir, update_freq=args.log_every, epoch_logs=False,
+                              histogram_freq=args.histograms or 0, write_images=shown),
         callbacks.CSVLogger(os.path.join(logdir, "metrics.csv"), append=restored, update_freq=args.log_every),
         callbacks.JSONLLogger(os.path.join(logdir, "metrics.jsonl"), append=restored, update_freq=args.log_every),
     ]
@@ -191,16 +246,30 @@ def train(args):
         *loggers,
         callbacks.ModelCheckpoint(logdir, every_n_steps=every, max_to_keep=args.max_to_keep),
         *recipe.callbacks(),
+        stop,
     ]
+    if getattr(args, "profile", None):
+        from .profiler import ProfileSteps
+
+        # First in the list, so that a profiled step ends before the other callbacks log or save.
+        cbs.insert(0, ProfileSteps(args.profile, logdir=logdir, print_fn=lambda text: print(text, flush=True)))
     weights = "moving-average weights" if recipe.ema is not None else "weights"
     print(f"train {args.model}: steps {recipe.step} -> {total}, batch {recipe.batch_size}, "
           f"backend {sn.get_backend().name}, {recipe.model.dtype.name}, logdir {logdir}", flush=True)
 
-    training.train(
-        recipe.model, recipe.batches(recipe.step), max(0, total - recipe.step), cbs,
-        validate=lambda: recipe.evaluate(test_x[:n_eval], test_y[:n_eval], callbacks=loggers),
-        validate_every=args.eval_every or every, batch_logs="last",
-    )
+    try:
+        training.train(
+            recipe.model, recipe.batches(recipe.step), max(0, total - recipe.step), cbs,
+            validate=lambda: recipe.evaluate(test_x[:n_eval], test_y[:n_eval], callbacks=loggers),
+            validate_every=args.eval_every or every, batch_logs="last",
+        )
+    except OSError as e:  # a full disk or an I/O error; what was saved before is intact
+        raise RunError(f"{e.strerror if isinstance(e, callbacks.CheckpointWriteError) else e} "
+                       f"(in {logdir}, {free_space(logdir)} free)") from None
+    if stop.signal is not None:
+        loggers[0].close()
+        print(f"stopped at step {recipe.step}; continue with --resume", flush=True)
+        return stop.exit_code
     final = recipe.evaluate(test_x, test_y, callbacks=loggers)
     loggers[0].close()
     print(f"test accuracy after {recipe.step} steps ({weights}, {recipe.count_test(test_y)}): "
@@ -232,7 +301,16 @@ def evaluate(args):
             return 1
         if path is not None and path != seen:
             # As mnist_eval.py: load the moving averages straight into the weights.
-            step = _restore(ckpt, path, ema_into_weights=recipe.ema is not None)
+            try:
+                step = _restore(ckpt, path, ema_into_weights=recipe.ema is not None)
+            except UsageError as e:
+                if not args.watch:
+                    raise
+                print(f"eval: warning: skipped {path}: {e}; watching for the next checkpoint", file=sys.stderr,
+                      flush=True)
+                seen = path
+                time.sleep(args.watch)
+                continue
             metrics = recipe.evaluate(split.images, split.labels, averaged=False)
             print(f"After {step} training step(s), {name} accuracy = {metrics['accuracy']:.4f} "
                   f"(loss {metrics['loss']:.4f})", flush=True)
@@ -284,10 +362,13 @@ def plot(args):
 
 def demo(args):
     """Train LeNet on real digits for a few minutes, then leave checkpoints, logs and a plot."""
-    args.model, args.epochs, args.resume = "lenet", None, False
+    args.model, args.epochs, args.resume, args.resume_from = "lenet", None, False, None
+    args.overwrite = True  # the demo starts afresh each time; an earlier demo run is moved aside
     print(f"demo: training LeNet (seed 003) for {args.steps} steps into {os.path.abspath(args.logdir)}", flush=True)
     started = time.monotonic()
     final = train(args)
+    if isinstance(final, int):  # stopped by a signal
+        return final
     args.out = None
     plot(args)
     print(f"demo: done in {time.monotonic() - started:.0f} s; test accuracy {final['accuracy']:.4f}. "
@@ -329,6 +410,8 @@ def _train_options(p):
     p.add_argument("--eval-examples", type=positive_int, default=2000,
                    help="test examples in each periodic evaluation (default 2,000)")
     p.add_argument("--log-every", type=positive_int, default=10, help="log training metrics every N steps (default 10)")
+    p.add_argument("--histograms", type=positive_int, metavar="N",
+                   help="TensorBoard histograms of weights, gradients and activations every N steps (default: none)")
     p.add_argument("--max-to-keep", type=positive_int, default=5, help="checkpoints kept (default 5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -342,9 +425,15 @@ def build_parser():
     p.add_argument("model", choices=zoo.NAMES)
     p.add_argument("--logdir", help="folder for checkpoints and TensorBoard runs (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --logdir")
+    p.add_argument("--resume-from", metavar="PATH", help="continue from this checkpoint (e.g. an older intact one)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train afresh into a --logdir that holds a run: the old run is moved aside to LOGDIR.old-TIME/")
     p.add_argument("--fashion", action="store_true", help="Fashion-MNIST instead of MNIST")
     _common(p)
     _train_options(p)
+    p.add_argument("--profile", type=positive_int, metavar="N",
+                   help="profile N steps after 2 warm-up steps: print where the time goes, op by op, "
+                        "and write LOGDIR/trace.json (a Chrome trace)")
     p.set_defaults(func=train)
 
     p = sub.add_parser("eval", help="evaluate the newest checkpoint (on the moving averages where kept)")
@@ -400,5 +489,5 @@ def main(argv=None):
         result = args.func(args)
     except UsageError as e:
         print(f"scratchnet {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.code
     return result if isinstance(result, int) else 0

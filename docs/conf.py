@@ -1,0 +1,132 @@
+"""Sphinx configuration of the scratchnet documentation (``make docs`` builds it into docs/_build/html).
+
+Pages are MyST Markdown (``*.md``); pages with code cells are MyST-NB text
+notebooks, executed at every build. The tutorials are jupytext percent-format
+scripts (``tutorials/*.py``), executed too, and offered as ``.ipynb``
+downloads generated from them (:func:`write_notebooks`). The math renders
+offline: MathJax is copied from the ``sphinx-mathjax-offline`` wheel into
+``_static/mathjax`` (:func:`copy_mathjax`), never loaded from a CDN.
+
+Environment:
+
+- ``SCRATCHNET_DOCS_EXECUTE``: ``force`` (default: every build runs every
+  page), ``cache`` (reuse outputs of unchanged pages; faster rebuilds while
+  writing) or ``off``.
+- ``MNIST_TEST``: the real MNIST test set (two IDX files) the tutorials test
+  on; default ``../shared/datasets/mnist-test`` beside the checkout, when it
+  is there.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import jupytext
+
+import scratchnet
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+
+# -- what the executed pages see (the kernels inherit this environment) ------------------------------
+_mnist_test = ROOT.parent / "shared" / "datasets" / "mnist-test"
+if "MNIST_TEST" not in os.environ and _mnist_test.is_dir():
+    os.environ["MNIST_TEST"] = str(_mnist_test)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up lines are not part of any page
+os.environ["SCRATCHNET_DOCS_ROOT"] = str(ROOT)
+
+# -- project ----------------------------------------------------------------------------------------
+project = "scratchnet"
+author = "the scratchnet authors"
+copyright = "the scratchnet authors"
+release = version = scratchnet.__version__
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+# The tutorials are .py files: every .py under docs/ is a page, except these.
+exclude_patterns = ["_build", "conf.py", "_ext", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+source_suffix = {".md": "myst-nb", ".rst": "restructuredtext"}
+
+# -- MyST and MyST-NB -------------------------------------------------------------------------------
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist", "attrs_inline"]
+myst_heading_anchors = 3
+nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
+nb_execution_mode = os.environ.get("SCRATCHNET_DOCS_EXECUTE", "force")
+nb_execution_timeout = 600
+nb_execution_raise_on_error = True  # a failing cell fails the build
+nb_execution_show_tb = True
+nb_merge_streams = True
+nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+
+# -- autodoc ----------------------------------------------------------------------------------------
+autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": False}
+autodoc_member_order = "bysource"
+autodoc_typehints = "none"  # the numpydoc sections say the types; signatures stay as written
+autosummary_generate = False
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_rtype = False
+napoleon_use_ivar = True
+nitpicky = False
+
+# -- HTML -------------------------------------------------------------------------------------------
+html_theme = "furo"
+html_title = f"scratchnet {release}"
+html_static_path = ["_static"]
+html_css_files = ["scratchnet.css"]
+html_theme_options = {"navigation_with_keys": True}
+pygments_style = "sphinx"
+pygments_dark_style = "monokai"
+
+# MathJax 3 from the sphinx-mathjax-offline wheel, copied into _static/mathjax by copy_mathjax().
+mathjax_path = "mathjax/tex-chtml.js"
+
+
+def _mathjax_source():
+    spec = importlib.util.find_spec("sphinx-mathjax-offline")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("docs: the math needs the sphinx-mathjax-offline package (pip install -e '.[docs]')")
+    return Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax"
+
+
+def copy_mathjax(app, exc):
+    """The MathJax component the pages load (tex-chtml.js) and its fonts, into the site's _static."""
+    if exc is not None or app.builder.format != "html":
+        return
+    src, dst = _mathjax_source(), Path(app.outdir) / "_static" / "mathjax"
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "tex-chtml.js", dst / "tex-chtml.js")
+    fonts = src / "output" / "chtml" / "fonts" / "woff-v2"
+    shutil.copytree(fonts, dst / "output" / "chtml" / "fonts" / "woff-v2", dirs_exist_ok=True)
+
+
+NOTEBOOKS = DOCS / "_build" / "notebooks"
+
+
+def write_notebooks(app):
+    """Each tutorial as an .ipynb (no outputs: run it yourself), for the pages' download links.
+
+    Written before the pages are read, so that the ``{download}`` role in each
+    tutorial finds its file (``/_build/notebooks/NAME.ipynb``).
+    """
+    NOTEBOOKS.mkdir(parents=True, exist_ok=True)
+    for py in sorted((DOCS / "tutorials").glob("*.py")):
+        notebook = jupytext.read(py, fmt="py:percent")
+        notebook.metadata.pop("jupytext", None)
+        jupytext.write(notebook, NOTEBOOKS / f"{py.stem}.ipynb", fmt="ipynb")
+
+
+def setup(app):
+    _mathjax_source()  # fail at once, not after the pages have run
+    app.connect("builder-inited", write_notebooks)
+    app.connect("build-finished", copy_mathjax)
+    return {"parallel_read_safe": True}

@@ -1,0 +1,173 @@
+"""The forward passes the exercises give you, cs231n style: ``out, cache = <op>_forward(...)``.
+
+Each exercise asks for the matching ``<op>_backward(dout, cache)``: the
+gradients of the forward's inputs, given the gradient ``dout`` of its output
+and the ``cache`` the forward kept. The forwards compute exactly what
+``sn.ops`` computes (the grader compares your backward with the op's), in
+plain NumPy, float64 throughout.
+
+Also here, for the convolution: :func:`im2col` and its adjoint :func:`col2im`
+(the reference kernels of ``scratchnet/ops/conv.py``), which your
+``conv2d_backward`` may use, or not.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import pair
+from ..ops.reference import ReferenceOps
+from ..ops.shapes import tf_padding_2d
+
+_REFERENCE = ReferenceOps()
+
+
+def dense_forward(x, w, b):
+    """``y = x @ w + b``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C)
+    w : ndarray of shape (C, K)
+    b : ndarray of shape (K,)
+
+    Returns
+    -------
+    y : ndarray of shape (N, K)
+    cache : tuple
+        ``(x, w, b)``
+    """
+    return x @ w + b, (x, w, b)
+
+
+def window_geometry(op, x_shape, ksize, strides, padding):
+    """``(kh, kw), (sh, sw), pads``: a window's size, its strides and TensorFlow's padding ``(top, bottom, left, right)``."""
+    kh, kw = pair(op, "ksize", ksize)
+    sh, sw = pair(op, "strides", strides)
+    _, _, pads = tf_padding_2d(op, x_shape, (kh, kw), (sh, sw), padding.upper())
+    return (kh, kw), (sh, sw), pads
+
+
+def im2col(x, kh, kw, sh, sw, pads):
+    """``cols[(n, oh, ow), (i, j, c)] = xpad[n, oh*sh + i, ow*sw + j, c]``: one row per output position.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, H, W, C)
+    kh, kw : int
+        The window.
+    sh, sw : int
+        The strides.
+    pads : tuple of int
+        ``(top, bottom, left, right)``
+
+    Returns
+    -------
+    ndarray of shape (N*OH*OW, kh*kw*C)
+    """
+    return _REFERENCE.im2col(x, kh, kw, sh, sw, pads)
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, pads):
+    """The adjoint of :func:`im2col`: every row added back onto the pixels it was copied from (overlaps sum).
+
+    Parameters
+    ----------
+    cols : ndarray of shape (N*OH*OW, kh*kw*C)
+    x_shape : tuple of int
+        ``(N, H, W, C)``, the shape of the image :func:`im2col` read.
+    kh, kw, sh, sw, pads
+        As for :func:`im2col`.
+
+    Returns
+    -------
+    ndarray of shape x_shape
+    """
+    return _REFERENCE.col2im(cols, x_shape, kh, kw, sh, sw, pads)
+
+
+def conv2d_forward(x, w, b, strides=1, padding="VALID"):
+    """``y[n, oh, ow, o] = sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, o] + b[o]``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, H, W, C)
+    w : ndarray of shape (kh, kw, C, O)
+    b : ndarray of shape (O,)
+    strides : int or (sh, sw)
+    padding : {"VALID", "SAME"}
+        TensorFlow's rule; SAME puts the odd padded row (column) at the bottom (right).
+
+    Returns
+    -------
+    y : ndarray of shape (N, OH, OW, O)
+    cache : tuple
+        ``(x, w, b, (sh, sw), pads)`` with ``pads = (top, bottom, left, right)``.
+    """
+    kh, kw, C, O = w.shape
+    _, (sh, sw), pads = window_geometry("conv2d", x.shape, (kh, kw), strides, padding)
+    cols = im2col(x, kh, kw, sh, sw, pads)
+    top, bottom, left, right = pads
+    OH = (x.shape[1] + top + bottom - kh) // sh + 1
+    OW = (x.shape[2] + left + right - kw) // sw + 1
+    y = (cols @ w.reshape(kh * kw * C, O) + b).reshape(x.shape[0], OH, OW, O)
+    return y, (x, w, b, (sh, sw), pads)
+
+
+def max_pool_forward(x, ksize, strides, padding="VALID"):
+    """``y[n, oh, ow, c] = max_{i, j} x[n, oh*sh + i - top, ow*sw + j - left, c]`` over the window's positions inside x.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, H, W, C)
+    ksize : int or (kh, kw)
+    strides : int or (sh, sw)
+    padding : {"VALID", "SAME"}
+        Padded positions are never candidates.
+
+    Returns
+    -------
+    y : ndarray of shape (N, OH, OW, C)
+    cache : tuple
+        ``(x, (kh, kw), (sh, sw), pads, y)``: not where each maximum was; finding it is part of the exercise.
+    """
+    (kh, kw), (sh, sw), pads = window_geometry("max_pool2d", x.shape, ksize, strides, padding)
+    y, _ = _REFERENCE.maxpool_forward(x, kh, kw, sh, sw, pads)
+    return y, (x, (kh, kw), (sh, sw), pads, y)
+
+
+def sigmoid(z):
+    """``1 / (1 + exp(-z))`` without overflow."""
+    return _REFERENCE.sigmoid(z)
+
+
+def lstm_step_forward(x, h_prev, c_prev, kernel, recurrent_kernel, bias):
+    """One LSTM time step, numbered as in ``scratchnet/ops/lstm.py``.
+
+    ::
+
+        1: z = x @ kernel + h_prev @ recurrent_kernel + bias          (N, 4H), blocks i, f, g, o
+        2: i = sigmoid(z_i), f = sigmoid(z_f), g = tanh(z_g), o = sigmoid(z_o)
+        3: c = f * c_prev + i * g
+        4: h = o * tanh(c)
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+    h_prev, c_prev : ndarray of shape (N, H)
+    kernel : ndarray of shape (D, 4H)
+    recurrent_kernel : ndarray of shape (H, 4H)
+    bias : ndarray of shape (4H,)
+
+    Returns
+    -------
+    (h, c) : ndarrays of shape (N, H)
+    cache : tuple
+        ``(x, h_prev, c_prev, kernel, recurrent_kernel, i, f, g, o, c)``
+    """
+    H = h_prev.shape[1]
+    z = x @ kernel + h_prev @ recurrent_kernel + bias  # 1
+    i, f, o = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H]), sigmoid(z[:, 3 * H:])  # 2
+    g = np.tanh(z[:, 2 * H:3 * H])
+    c = f * c_prev + i * g  # 3
+    h = o * np.tanh(c)  # 4
+    return (h, c), (x, h_prev, c_prev, kernel, recurrent_kernel, i, f, g, o, c)

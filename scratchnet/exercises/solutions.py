@@ -1,0 +1,76 @@
+"""Solutions to the exercises of :mod:`scratchnet.exercises.stubs` (CI grades each one).
+
+Try the exercise before reading these. Each solution is written for reading:
+index form first, then the array expression that computes it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .forward import col2im, im2col
+
+
+def dense_backward(dy, cache):
+    """``dx = dy @ w.T``, ``dw = x.T @ dy``, ``db = sum_n dy[n]``."""
+    x, w, b = cache
+    dx = dy @ w.T  # dx[n, c] = sum_k dy[n, k] w[c, k]
+    dw = x.T @ dy  # dw[c, k] = sum_n x[n, c] dy[n, k]
+    db = dy.sum(axis=0)  # db[k] = sum_n dy[n, k]
+    return dx, dw, db
+
+
+def conv2d_backward(dy, cache):
+    """``dw = im2col(x).T @ dy2``, ``dx = col2im(dy2 @ w2.T)`` (a transposed convolution), ``db = sum dy``."""
+    x, w, b, (sh, sw), pads = cache
+    kh, kw, C, O = w.shape
+    dy2 = dy.reshape(-1, O)  # (N*OH*OW, O)
+    cols = im2col(x, kh, kw, sh, sw, pads)  # (N*OH*OW, kh*kw*C)
+    # dw[i, j, c, o] = sum_{n, oh, ow} xpad[n, oh*sh + i, ow*sw + j, c] dy[n, oh, ow, o]
+    dw = (cols.T @ dy2).reshape(w.shape)
+    # dcols[(n, oh, ow), (i, j, c)] = sum_o dy[n, oh, ow, o] w[i, j, c, o]; col2im adds each row back onto its pixels.
+    dx = col2im(dy2 @ w.reshape(kh * kw * C, O).T, x.shape, kh, kw, sh, sw, pads)
+    db = dy2.sum(axis=0)  # db[o] = sum_{n, oh, ow} dy[n, oh, ow, o]
+    return dx, dw, db
+
+
+def max_pool_backward(dy, cache):
+    """Each ``dy`` entry to the first maximum of its window (row-major), overlapping windows adding up."""
+    x, (kh, kw), (sh, sw), pads, y = cache
+    top, _, left, _ = pads
+    N, H, W, C = x.shape
+    _, OH, OW, _ = dy.shape
+    dx = np.zeros_like(x)
+    for oh in range(OH):
+        for ow in range(OW):
+            # The window's rows and columns inside x (padded positions never win).
+            r0, c0 = oh * sh - top, ow * sw - left
+            r1, c1 = max(r0, 0), max(c0, 0)
+            window = x[:, r1:r0 + kh, c1:c0 + kw, :]  # (N, h, w, C)
+            h, w = window.shape[1:3]
+            # argmax over the flattened window returns the FIRST maximum in row-major order.
+            first = window.reshape(N, h * w, C).argmax(axis=1)  # (N, C)
+            i, j = np.divmod(first, w)
+            n, c = np.meshgrid(np.arange(N), np.arange(C), indexing="ij")
+            # One winner per (n, c) in this window, so += on distinct indices is safe here.
+            dx[n, r1 + i, c1 + j, c] += dy[:, oh, ow, :]
+    return dx
+
+
+def lstm_step_backward(dh, dc, cache):
+    """Steps 4b, 3b, 2b, 1b of ``scratchnet/ops/lstm.py`` for one time step."""
+    x, h_prev, c_prev, kernel, recurrent_kernel, i, f, g, o, c = cache
+    tanh_c = np.tanh(c)
+    # 4b: h = o * tanh(c). c also receives, on top of the dc sent back to it, dh through tanh.
+    do = dh * tanh_c
+    dc = dc + dh * o * (1 - tanh_c ** 2)
+    # 3b: c = f * c_prev + i * g
+    di, df, dg, dc_prev = dc * g, dc * c_prev, dc * i, dc * f
+    # 2b: sigmoid' = s (1 - s), tanh' = 1 - g^2; blocks in the order i, f, g, o.
+    dz = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g ** 2), do * o * (1 - o)], axis=1)
+    # 1b: z = x @ kernel + h_prev @ recurrent_kernel + bias
+    dx = dz @ kernel.T
+    dh_prev = dz @ recurrent_kernel.T
+    dkernel = x.T @ dz
+    drecurrent_kernel = h_prev.T @ dz
+    dbias = dz.sum(axis=0)
+    return dx, dh_prev, dc_prev, dkernel, drecurrent_kernel, dbias

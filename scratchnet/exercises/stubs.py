@@ -1,0 +1,130 @@
+"""The exercises: four backward passes to write.
+
+Copy a stub into your notebook, fill in its body, and grade it::
+
+    import scratchnet as sn
+
+    def dense_backward(dy, cache):
+        x, w, b = cache
+        dx = ...
+        dw = ...
+        db = ...
+        return dx, dw, db
+
+    print(sn.exercises.grade("dense", dense_backward))
+
+Each stub receives the ``cache`` its forward in :mod:`scratchnet.exercises.forward`
+kept. The derivation pages of the documentation derive every formula; try
+first without them. Every array is float64 NumPy.
+"""
+from __future__ import annotations
+
+
+def dense_backward(dy, cache):
+    """Gradients of ``y = x @ w + b``.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, K)
+        The gradient of the loss with respect to ``y``.
+    cache : tuple
+        ``(x, w, b)`` from :func:`~scratchnet.exercises.forward.dense_forward`.
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C)
+    dw : ndarray of shape (C, K)
+    db : ndarray of shape (K,)
+    """
+    x, w, b = cache
+    # TODO: y[n, k] = sum_c x[n, c] w[c, k] + b[k]. Which outputs does x[n, c] reach, and with which slope?
+    raise NotImplementedError("dense_backward: compute dx, dw and db")
+
+
+def conv2d_backward(dy, cache):
+    """Gradients of the convolution ``y[n, oh, ow, o] = sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] w[i, j, c, o] + b[o]``.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, OH, OW, O)
+    cache : tuple
+        ``(x, w, b, (sh, sw), pads)`` from :func:`~scratchnet.exercises.forward.conv2d_forward`;
+        ``pads = (top, bottom, left, right)``.
+
+    Returns
+    -------
+    dx : ndarray of shape (N, H, W, C)
+    dw : ndarray of shape (kh, kw, C, O)
+    db : ndarray of shape (O,)
+
+    Notes
+    -----
+    :func:`~scratchnet.exercises.forward.im2col` and
+    :func:`~scratchnet.exercises.forward.col2im` may help: the forward is
+    ``y = im2col(x) @ w.reshape(kh*kw*C, O) + b``. Plain loops over the
+    window offsets (i, j) work too.
+    """
+    x, w, b, (sh, sw), pads = cache
+    # TODO: db sums dy over every position; dw pairs each input window with dy;
+    # dx sends dy back through every window that covered a pixel (overlaps add up).
+    raise NotImplementedError("conv2d_backward: compute dx, dw and db")
+
+
+def max_pool_backward(dy, cache):
+    """Gradient of max pooling.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, OH, OW, C)
+    cache : tuple
+        ``(x, (kh, kw), (sh, sw), pads, y)`` from :func:`~scratchnet.exercises.forward.max_pool_forward`.
+        Window ``(oh, ow)`` covers the input rows ``oh*sh - top + i`` and columns
+        ``ow*sw - left + j`` that lie inside ``x``.
+
+    Returns
+    -------
+    dx : ndarray of shape (N, H, W, C)
+
+    Notes
+    -----
+    Each ``dy`` entry goes, whole, to the input that won its window. At a tie
+    (equal values; common after a ReLU) it goes to the FIRST maximum in
+    row-major window order (smallest i, then smallest j), as TensorFlow does.
+    An input that wins several overlapping windows receives their sum.
+    """
+    x, (kh, kw), (sh, sw), pads, y = cache
+    # TODO: for each window, find the first position holding its maximum, and add dy there.
+    raise NotImplementedError("max_pool_backward: compute dx")
+
+
+def lstm_step_backward(dh, dc, cache):
+    """Gradients of one LSTM step, given the gradients of its outputs ``h`` and ``c``.
+
+    Parameters
+    ----------
+    dh : ndarray of shape (N, H)
+        The gradient of ``h`` (in a sequence: ``dy_t`` plus what step t+1 sent back).
+    dc : ndarray of shape (N, H)
+        The gradient of ``c`` that step t+1 sent back.
+    cache : tuple
+        ``(x, h_prev, c_prev, kernel, recurrent_kernel, i, f, g, o, c)`` from
+        :func:`~scratchnet.exercises.forward.lstm_step_forward`.
+
+    Returns
+    -------
+    dx : ndarray of shape (N, D)
+    dh_prev, dc_prev : ndarray of shape (N, H)
+    dkernel : ndarray of shape (D, 4H)
+    drecurrent_kernel : ndarray of shape (H, 4H)
+    dbias : ndarray of shape (4H,)
+
+    Notes
+    -----
+    Undo the forward steps in reverse order: 4b (``h = o * tanh(c)``), 3b
+    (``c = f * c_prev + i * g``), 2b (the nonlinearities), 1b (``z = x @ kernel
+    + h_prev @ recurrent_kernel + bias``). The gate blocks of ``z`` are
+    ordered i, f, g, o.
+    """
+    x, h_prev, c_prev, kernel, recurrent_kernel, i, f, g, o, c = cache
+    # TODO: 4b, 3b, 2b, 1b.
+    raise NotImplementedError("lstm_step_backward: compute dx, dh_prev, dc_prev, dkernel, drecurrent_kernel, dbias")
