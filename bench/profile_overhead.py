@@ -87,24 +87,28 @@ def main(argv=None):
         off += step_times(recipe, x, y, args.steps)
         on += step_times(recipe, x, y, args.steps, prof)
     off_ms, on_ms = 1e3 * statistics.median(off), 1e3 * statistics.median(on)
-    ops_per_step = sum(r["calls"] for r in prof.rows if r["kind"] in ("forward", "backward")) / len(on)
+    calls = sum(r["calls"] for r in prof.rows if r["kind"] == "forward") / len(on)  # op calls per step
 
+    # One op call, forward and backward, on a small array: the per-call price, out of the noise of a step.
     small = np.ones((16, 16), dtype=np.float32)
     relu, bare = sn.ops.relu, sn.ops.relu.__wrapped__
-    relu(small)
-    bare_ns, off_ns = ns_per_call(bare, small), ns_per_call(relu, small)
+    bare_ns = ns_per_call(lambda a: bare(a)[1](a), small)
+    off_ns = ns_per_call(lambda a: relu(a)[1](a), small)
+    with sn.profile(peaks=peaks):
+        on_ns = ns_per_call(lambda a: relu(a)[1](a), small, calls=5000)
 
     print(f"CPU: {calibration.cpu_model()}, {cpu_count()} threads; {blas_line()}")
     print(f"backend {args.backend}; roofs: sgemm {peaks['sgemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbs']:.1f} GB/s")
-    print(f"LeNet step, batch {args.batch_size}, median of {len(off)} steps each ({args.blocks} alternating blocks "
-          f"of {args.steps}):")
+    print(f"LeNet step, batch {args.batch_size}, {calls:.0f} op calls: median of {len(off)} steps each "
+          f"({args.blocks} alternating blocks of {args.steps})")
     print(f"  profiling off: {off_ms:.2f} ms")
-    print(f"  profiling on:  {on_ms:.2f} ms  ({100 * (on_ms - off_ms) / off_ms:+.1f}%; {ops_per_step:.0f} op calls "
-          f"per step, {1e3 * (on_ms - off_ms) / ops_per_step:.1f} us each)")
-    print(f"sn.ops.relu on a 16x16 array, no profile active: {off_ns:.0f} ns per call; undecorated {bare_ns:.0f} ns "
-          f"({off_ns - bare_ns:+.0f} ns, {100 * (off_ns - bare_ns) * ops_per_step / (off_ms * 1e6):+.4f}% of a step "
-          f"at {ops_per_step:.0f} op calls)")
-
+    print(f"  profiling on:  {on_ms:.2f} ms  ({100 * (on_ms - off_ms) / off_ms:+.1f}%)")
+    print("sn.ops.relu forward + backward on a 16x16 array, per call:")
+    print(f"  undecorated function: {bare_ns:.0f} ns")
+    print(f"  profiling off:        {off_ns:.0f} ns ({off_ns - bare_ns:+.0f} ns; x {calls:.0f} calls = "
+          f"{100 * (off_ns - bare_ns) * calls / (off_ms * 1e6):+.4f}% of a step)")
+    print(f"  profiling on:         {on_ns:.0f} ns ({on_ns - off_ns:+.0f} ns; x {calls:.0f} calls = "
+          f"{100 * (on_ns - off_ns) * calls / (off_ms * 1e6):+.2f}% of a step)")
 
 if __name__ == "__main__":
     main()

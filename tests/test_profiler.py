@@ -272,7 +272,7 @@ def test_on_cupy_the_times_come_from_cuda_events(tmp_path):
     from scratchnet.profiler import CudaClock
 
     with sn.use_backend("cupy") as be:
-        x, w = be.xp.asarray(normal(0, 256, 512)), be.xp.asarray(normal(1, 512, 256))
+        x, w = be.xp.asarray(normal(0, 1024, 1024)), be.xp.asarray(normal(1, 1024, 1024))
         with sn.profile() as prof:
             for _ in range(3):
                 y, backprop = sn.ops.dense(x, w)

@@ -25,7 +25,7 @@ class _Span:
 class _OpInfo:
     """What a profile keeps of one op call: names, shapes and cost; never the arrays themselves."""
 
-    __slots__ = ("name", "backend", "dtype", "shapes", "params", "cost", "layer", "scope", "open")
+    __slots__ = ("name", "backend", "_dtype", "shapes", "params", "cost", "layer", "scope", "open")
 
     def __init__(self, call, backend, scopes):
         """``scopes``: the open layer-scope spans, outermost first."""
@@ -33,17 +33,21 @@ class _OpInfo:
         shapes, params, dtype = [], [], None
         for key, value in call.inputs.items():
             if hasattr(value, "shape") and hasattr(value, "dtype"):
-                shapes.append((key, tuple(int(n) for n in value.shape)))
+                shapes.append((key, tuple(value.shape)))
                 if dtype is None or (value.dtype.kind == "f" and dtype.kind != "f"):
                     dtype = value.dtype
             elif value is not None:
                 params.append((key, value if isinstance(value, (int, float, str, bool, tuple)) else repr(value)))
         self.shapes, self.params = tuple(shapes), tuple(params)
-        self.dtype = None if dtype is None else dtype.name
+        self._dtype = dtype  # its name is looked up when read: numpy's dtype.name is slow Python
         self.cost = call.cost()
         self.layer = scopes[-1].info if scopes else None
         self.scope = "/".join(span.info for span in scopes) if scopes else None
         self.open = None  # the backward span being timed
+
+    @property
+    def dtype(self):
+        return None if self._dtype is None else self._dtype.name
 
 
 class profile:

@@ -114,7 +114,8 @@ def table(rows_, wall_s, peaks, title):
 
     rule = "-" * len(line(headers))
     roofs = (f"roofs: sgemm {peaks['sgemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbs']:.1f} GB/s "
-             f"(balance {peaks['sgemm_gflops'] / peaks['copy_gbs']:.1f} FLOP/byte); {peaks.get('key', '')}")
+             f"(balance {peaks['sgemm_gflops'] / peaks['copy_gbs']:.1f} FLOP/byte)"
+             + (f"; {peaks['key']}" if peaks.get("key") else ""))
     return "\n".join([title, roofs, rule, line(headers), rule, *(line(c) for c in cells), rule, line(total)])
 
 
