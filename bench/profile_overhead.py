@@ -8,7 +8,7 @@ profile active an op pays one check in ``scratchnet.recording.op``: the
 second figure times ``sn.ops.relu`` on a small array against the same
 function undecorated.
 
-    python bench/profile_overhead.py                     # numba, 5 x 2 blocks of 10 steps
+    python bench/profile_overhead.py                     # numba, 15 x 2 alternating blocks of 2 steps
     python bench/profile_overhead.py --backend numpy --blocks 3
 """
 from __future__ import annotations
@@ -68,8 +68,8 @@ def ns_per_call(fn, x, calls=20000, repeats=7):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="numba")
-    p.add_argument("--steps", type=int, default=10, help="steps per block (default 10)")
-    p.add_argument("--blocks", type=int, default=5, help="blocks of each kind, alternating (default 5)")
+    p.add_argument("--steps", type=int, default=2, help="steps per block (default 2: short blocks, so that a drift in the machine's load hits both kinds alike)")
+    p.add_argument("--blocks", type=int, default=15, help="blocks of each kind, alternating (default 15)")
     p.add_argument("--batch-size", type=int, default=100)
     args = p.parse_args(argv)
 
@@ -101,8 +101,9 @@ def main(argv=None):
     print(f"backend {args.backend}; roofs: sgemm {peaks['sgemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbs']:.1f} GB/s")
     print(f"LeNet step, batch {args.batch_size}, {calls:.0f} op calls: median of {len(off)} steps each "
           f"({args.blocks} alternating blocks of {args.steps})")
-    print(f"  profiling off: {off_ms:.2f} ms")
-    print(f"  profiling on:  {on_ms:.2f} ms  ({100 * (on_ms - off_ms) / off_ms:+.1f}%)")
+    print(f"  profiling off: {off_ms:.2f} ms (fastest {1e3 * min(off):.2f})")
+    print(f"  profiling on:  {on_ms:.2f} ms (fastest {1e3 * min(on):.2f}): {100 * (on_ms - off_ms) / off_ms:+.1f}% "
+          f"(fastest {100 * (min(on) - min(off)) / min(off):+.1f}%)")
     print("sn.ops.relu forward + backward on a 16x16 array, per call:")
     print(f"  undecorated function: {bare_ns:.0f} ns")
     print(f"  profiling off:        {off_ns:.0f} ns ({off_ns - bare_ns:+.0f} ns; x {calls:.0f} calls = "

@@ -1,14 +1,35 @@
-"""Numba kernels for conv2d: a fused, padded im2col and its adjoint col2im.
+"""Numba kernels for conv2d: im2col + GEMM a chunk of images at a time, on every core, with fused epilogues.
 
-The reference ``im2col`` pads a copy of the input and then copies kh*kw
-strided slices; here each window row is written once, straight from the
-unpadded input, with zeros where the window hangs over the edge.
+The math is the reference's (``scratchnet/ops/conv.py``): ``y = im2col(x) @ w2``,
+``dw2 = im2col(x).T @ dy2``, ``dx = col2im(dy2 @ w2.T)``. What is different
+here is where the bytes go:
 
-The kernels run on one thread, on purpose: they sit between BLAS GEMMs, and
-the OpenMP workers of a ``parallel=True`` kernel keep spinning for a while
-after it returns, taking a core from the GEMM that follows. On the 2-core
-target a parallel version made conv2d's forward+backward no faster, although
-each copy alone ran faster.
+- **Chunks.** The batch runs a few images at a time, so that the chunk's
+  im2col matrix (``chunk_bytes``, about 1 MiB) stays in the core's L2 cache
+  between the im2col that writes it and the GEMMs that read it, and one
+  buffer serves every chunk, instead of a fresh matrix kh*kw times the
+  input (62 MB for LeNet's second convolution at batch 100).
+- **Cores.** The images are split between the cores (``kernels/threads.py``):
+  each core runs im2col, its single-threaded GEMMs and col2im on its own
+  images. The copies run on both cores, not one, and each GEMM is a whole
+  core's, not half of a small one shared with the other core.
+- **Epilogues.** The bias and the ReLU are applied to each chunk of ``y``
+  right after its GEMM, while it is in cache (``_bias_relu``, shared with
+  ``dense_numba.py``); in the backward pass the ReLU's mask and the bias
+  gradient are one pass over each chunk of ``dy`` (``_mask_and_sum``), before its GEMMs. A ReLU layer after
+  the convolution would read and write the whole output twice more.
+- **No dx when nobody wants it.** The first layer's input is data;
+  ``need_dx=False`` skips the ``dy2 @ w2.T`` GEMM and col2im.
+
+In NHWC, the kw pixels of one window row are kw*C consecutive numbers of x,
+and they land in kw*C consecutive entries of a cols row. So im2col and
+col2im copy (add) whole window rows as flat runs, clipped where the window
+hangs over the left or right edge; rows above or below the input are zeros
+in cols (skipped by col2im). The runs are indexed with unsigned integers:
+Numba then drops its negative-index wraparound test and the loops
+vectorise, which makes them several times faster when C is small.
+
+Every kernel is ``nogil``, so the parts on different cores run at once.
 """
 from __future__ import annotations
 
@@ -17,17 +38,11 @@ from numba import njit, uint64
 
 from scratchnet.ops.shapes import conv_output_size
 
-
-# In NHWC, the kw pixels of one window row are kw*C consecutive numbers of
-# x, and they land in kw*C consecutive entries of a cols row. So both kernels
-# copy (add) whole window rows as flat runs, clipped where the window hangs
-# over the left or right edge; rows above or below the input are zeros in
-# cols (skipped by col2im). The runs are indexed with unsigned integers:
-# Numba then drops its negative-index wraparound test and the loops
-# vectorise, which makes them several times faster when C is small.
+from . import threads
+from .dense_numba import _bias_relu, _mask_and_sum
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col(x, kh, kw, sh, sw, top, left, OH, OW, cols):
     """``cols[(n, oh, ow), (i, j, c)] = x[n, oh*sh + i - top, ow*sw + j - left, c]``, 0 outside ``x``."""
     N, H, W, C = x.shape
@@ -57,7 +72,7 @@ def _im2col(x, kh, kw, sh, sw, top, left, OH, OW, cols):
                         cols[row, base + k] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im(cols, kh, kw, sh, sw, top, left, OH, OW, dx):
     """The adjoint of :func:`_im2col`: ``dx[n, ih, iw, c] += cols[(n, oh, ow), (i, j, c)]``
     over the same index map (``dx`` zeroed by the caller)."""
@@ -81,68 +96,89 @@ def _col2im(cols, kh, kw, sh, sw, top, left, OH, OW, dx):
 
 
 class ConvNumba:
-    """Overrides ``ConvReference``: compiled im2col / col2im, and a conv2d that
-    runs the batch in cache-sized chunks (the math is derived in ``scratchnet/ops/conv.py``)."""
+    """Overrides ``ConvReference``: conv2d in cache-sized chunks on every core, with fused
+    bias/ReLU epilogues; compiled im2col / col2im (the math is derived in ``scratchnet/ops/conv.py``)."""
 
-    # Bytes of im2col matrix per chunk: a few MiB stays in the shared L3
-    # cache between the im2col that writes it and the GEMMs that read it, and
-    # is reused chunk after chunk, instead of a fresh matrix as large as
-    # kh*kw times the input (62 MB for LeNet's second conv at batch 100).
-    chunk_bytes = 2 << 20
+    # Bytes of im2col matrix per chunk and core: with the chunk of y (or dy)
+    # and w2 beside it, the working set of a chunk fits a 2 MiB L2.
+    chunk_bytes = 1 << 20
 
     def _chunk(self, x, kh, kw, OH, OW):
         """Images per chunk: as many as fit ``chunk_bytes`` of im2col matrix, at least one."""
         per_image = OH * OW * kh * kw * x.shape[3] * x.itemsize
         return max(1, min(x.shape[0], self.chunk_bytes // max(per_image, 1)))
 
-    def conv2d_forward(self, x, w, b, sh, sw, pads):
+    def conv2d_forward(self, x, w, b, sh, sw, pads, relu=False):
         kh, kw, C, O = w.shape
         N = x.shape[0]
         OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
         top, _, left, _ = pads
         x = np.ascontiguousarray(x)
         w2 = np.ascontiguousarray(w).reshape(kh * kw * C, O)
+        bias = np.zeros(O, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
+        epilogue = relu or b is not None
         P = OH * OW  # output pixels (im2col rows) per image
         y = np.empty((N * P, O), dtype=x.dtype)
         nb = self._chunk(x, kh, kw, OH, OW)
-        cols = np.empty((nb * P, kh * kw * C), dtype=x.dtype)
-        for n0 in range(0, N, nb):
-            n1 = min(n0 + nb, N)
-            chunk_cols = cols[: (n1 - n0) * P]
-            _im2col(x[n0:n1], kh, kw, sh, sw, top, left, OH, OW, chunk_cols)
-            chunk_y = y[n0 * P : n1 * P]
-            np.matmul(chunk_cols, w2, out=chunk_y)
-            if b is not None:
-                chunk_y += b  # while the chunk of y is still in cache
+
+        def part(lo, hi):
+            cols = np.empty((min(nb, hi - lo) * P, kh * kw * C), dtype=x.dtype)
+            for n0 in range(lo, hi, nb):
+                n1 = min(n0 + nb, hi)
+                chunk_cols, chunk_y = cols[: (n1 - n0) * P], y[n0 * P : n1 * P]
+                _im2col(x[n0:n1], kh, kw, sh, sw, top, left, OH, OW, chunk_cols)
+                np.matmul(chunk_cols, w2, out=chunk_y)
+                if epilogue:
+                    _bias_relu(chunk_y, bias, relu)  # while the chunk of y is still in cache
+
+        threads.split(part, N, threads.rows_for(P * kh * kw * C * O))
         return y.reshape(N, OH, OW, O)
 
-    def conv2d_backward(self, dy, x, w, sh, sw, pads):
+    def conv2d_backward(self, dy, x, w, y, sh, sw, pads, relu=False, need_dx=True):
         kh, kw, C, O = w.shape
         N = x.shape[0]
         OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
         top, _, left, _ = pads
+        K = kh * kw * C
         x = np.ascontiguousarray(x)
-        w2 = np.ascontiguousarray(w).reshape(kh * kw * C, O)
+        w2 = np.ascontiguousarray(w).reshape(K, O)
         P = OH * OW
         dy2 = np.ascontiguousarray(dy).reshape(N * P, O)
+        y2 = np.ascontiguousarray(y).reshape(N * P, O) if relu else dy2
+        dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
         nb = self._chunk(x, kh, kw, OH, OW)
-        cols = np.empty((nb * P, kh * kw * C), dtype=x.dtype)
-        dcols = np.empty_like(cols)
-        dw2 = np.zeros((kh * kw * C, O), dtype=x.dtype)
-        chunk_dw2 = np.empty_like(dw2)
-        dx = np.zeros(x.shape, dtype=x.dtype)
-        for n0 in range(0, N, nb):
-            n1 = min(n0 + nb, N)
-            rows = (n1 - n0) * P
-            chunk_cols, chunk_dcols, chunk_dy = cols[:rows], dcols[:rows], dy2[n0 * P : n1 * P]
-            _im2col(x[n0:n1], kh, kw, sh, sw, top, left, OH, OW, chunk_cols)
-            # dw2 = cols.T @ dy2 sums over every image: one GEMM per chunk, accumulated.
-            np.matmul(chunk_cols.T, chunk_dy, out=chunk_dw2)
-            dw2 += chunk_dw2
-            # dx = col2im(dy2 @ w2.T), a chunk of images at a time.
-            np.matmul(chunk_dy, w2.T, out=chunk_dcols)
-            _col2im(chunk_dcols, kh, kw, sh, sw, top, left, OH, OW, dx[n0:n1])
-        return dx, dw2.reshape(w.shape)
+
+        def part(lo, hi):
+            rows = min(nb, hi - lo) * P
+            cols = np.empty((rows, K), dtype=x.dtype)
+            dcols = np.empty((rows, K), dtype=x.dtype) if need_dx else None
+            g = np.empty((rows, O), dtype=x.dtype) if relu else dy2
+            dw2, chunk_dw2 = np.zeros((K, O), dtype=x.dtype), np.empty((K, O), dtype=x.dtype)
+            db = np.zeros(O)
+            for n0 in range(lo, hi, nb):
+                n1 = min(n0 + nb, hi)
+                r = (n1 - n0) * P
+                chunk_dy = dy2[n0 * P : n1 * P]
+                # The ReLU's mask and db = sum of the masked dy, in one pass.
+                chunk_g = g[:r] if relu else chunk_dy
+                _mask_and_sum(chunk_dy, y2[n0 * P : n1 * P], relu, chunk_g, db)
+                _im2col(x[n0:n1], kh, kw, sh, sw, top, left, OH, OW, cols[:r])
+                # dw2 = cols.T @ dy2 sums over every image: one GEMM per chunk, accumulated.
+                np.matmul(cols[:r].T, chunk_g, out=chunk_dw2)
+                dw2 += chunk_dw2
+                if need_dx:
+                    # dx = col2im(dy2 @ w2.T), a chunk of images at a time.
+                    np.matmul(chunk_g, w2.T, out=dcols[:r])
+                    dx[n0:n1] = 0
+                    _col2im(dcols[:r], kh, kw, sh, sw, top, left, OH, OW, dx[n0:n1])
+            return dw2, db
+
+        results = threads.split(part, N, threads.rows_for(P * K * O * (2 if need_dx else 1)))
+        dw2, db = results[0]
+        for part_dw2, part_db in results[1:]:
+            dw2 += part_dw2
+            db += part_db
+        return dx, dw2.reshape(w.shape), db.astype(x.dtype)
 
     def im2col(self, x, kh, kw, sh, sw, pads):
         top, bottom, left, right = pads

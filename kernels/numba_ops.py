@@ -9,13 +9,16 @@ from __future__ import annotations
 from scratchnet.ops.reference import ReferenceOps
 
 from .conv_numba import ConvNumba
+from .dense_numba import DenseNumba
 from .embedding_numba import EmbeddingNumba
 from .losses_numba import LossNumba
 from .lstm_numba import LSTMNumba
 from .pooling_numba import PoolingNumba
+from .updates_numba import UpdateNumba
 
 
-class NumbaOps(ConvNumba, PoolingNumba, LSTMNumba, EmbeddingNumba, LossNumba, ReferenceOps):
+class NumbaOps(DenseNumba, ConvNumba, PoolingNumba, LSTMNumba, EmbeddingNumba, LossNumba, UpdateNumba,
+               ReferenceOps):
     """CPU backend: the reference kernels, with the hot ones compiled by Numba."""
 
     name = "numba"

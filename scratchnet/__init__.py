@@ -1,8 +1,12 @@
 """scratchnet: a from-scratch deep learning engine on NumPy, Numba and CuPy.
 
 Every layer's forward and backward pass is written by hand and checked
-against TensorFlow. ``import scratchnet`` imports neither TensorFlow nor CuPy
-and compiles nothing; submodules load on first use.
+against TensorFlow. ``import scratchnet`` loads the ops (NumPy only) and
+registers the backends; it imports neither Numba, CuPy, TensorFlow nor mpi4py
+and compiles nothing. The other submodules load on first use.
+
+Where things are: ``README.md``'s Layout table names the one file to open for
+each change.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ __version__ = "0.1.0"
 _LAZY_MODULES = {
     "ops", "layers", "losses", "metrics", "optimizers", "schedules", "regularizers", "initializers",
     "checkpoint", "callbacks", "interop", "data", "zoo", "random", "export", "training", "gradcheck",
-    "serialization", "parameters", "dtypes", "archive", "summary", "model", "exercises", "profiler",
+    "serialization", "parameters", "dtypes", "archive", "summary", "graph", "image_grid", "model", "exercises", "profiler",
+    "distributed",
 }
 _LAZY_NAMES = {
     "Layer": "scratchnet.layers",

@@ -66,7 +66,8 @@ class ExponentialMovingAverage:
         ``num_updates`` overrides the constructor's for this call.
         """
         decay = self.decay_at(num_updates)
-        xp = get_backend().xp
+        be = get_backend()
+        xp = be.xp
         for p in params:
             shadow = self._shadows.get(p.name)
             if shadow is None:
@@ -77,7 +78,7 @@ class ExponentialMovingAverage:
                     f"ExponentialMovingAverage.apply: {p.name!r} has shape {tuple(p.value.shape)} "
                     f"but its shadow has {tuple(shadow.shape)}"
                 )
-            shadow -= (1 - decay) * (shadow - p.value)
+            be.moving_average_update(shadow, p.value, decay)  # shadow -= (1 - decay) * (shadow - value)
 
     def average(self, param):
         """The shadow of ``param`` (a backend array; not a copy)."""

@@ -27,10 +27,14 @@ built-in one, because its ops report themselves. The rules:
   TensorFlow draws a shared ``get_variable``; one read by a single run lives
   inside that run (``Test/model/lstm/kernel``), so two models that do not
   share show two sets.
-- **Inputs.** An array that no traced op wrote and no parameter holds is a
-  ``Placeholder``: the first one of a run is ``input`` (the model's input),
-  the others are named by the argument that reads them, in that op's scope
-  (an LSTM's carried state ``lstm/h0``; the loss's ``labels``).
+- **Arrays no op wrote.** A layer that finishes its output with plain array
+  arithmetic (``x * g``) hands the next layer an array no op wrote: when the
+  next layer's first op reads such an array and it has the shape and dtype of
+  the previous layer's last op output, the edge runs from that op. Any other
+  array that no traced op wrote and no parameter holds is a ``Placeholder``:
+  the first one of a run is ``input`` (the model's input), the others are
+  named by the argument that reads them, in that op's scope (an LSTM's
+  carried state ``lstm/h0``; the loss's ``labels``).
 
 Ops inside a :func:`scratchnet.recording.region` (the optimizer, the moving
 average) are not part of the model and are left out; backward calls too.
@@ -82,9 +86,9 @@ class GraphTracer:
     Usage::
 
         tracer = GraphTracer()
-        with tracer.trace("Train", train_model, inputs={"input": x}):
+        with tracer.trace("Train", [train_model], inputs={"input": x}):
             train_model.forward(x, training=True)
-        with tracer.trace("Test", test_model):
+        with tracer.trace("Test", [test_model], inputs={"input": x_test}):
             test_model.forward(x_test)
         graph_def = tracer.graph_def()      # a tensorboardX GraphDef proto
     """
@@ -102,6 +106,8 @@ class GraphTracer:
         self._by_id, self._by_owner = {}, {}
         self._params, self._param_owners = {}, {}
         self._scopes, self._regions, self._inputs = [], 0, 0
+        self._last = {}           # scope path -> (source, array) of the last op output inside it
+        self._ended = None        # (parent path, (source, array)) of the scope that ended last
         self._scan_parameters()
 
     def _scan_parameters(self):
@@ -144,7 +150,11 @@ class GraphTracer:
         self._scopes.append(path)
 
     def scope_end(self, name, obj=None):
-        self._scopes.pop()
+        if not self._scopes:  # the trace began inside this scope
+            return
+        path = self._scopes.pop()
+        if path in self._last:  # a layer without ops (Dropout at inference) leaves the last one in place
+            self._ended = (self._scopes[-1] if self._scopes else None, self._last[path])
 
     def region_begin(self, name):
         self._regions += 1
@@ -175,28 +185,38 @@ class GraphTracer:
         node = self._add(_Node(self._unique(self._join(scope, call.name)), call.name, inputs, attrs, arrays))
         for port, a in enumerate(arrays):
             self._produced(a, (node.name, port))
+        for path in self._scopes if arrays else ():
+            self._last[path] = ((node.name, 0), arrays[0])
         if depth > 1 and arrays and arrays[0].dtype.kind == "f":
             self.activations[scope[len(self.run) + 1:] if self.run else scope] = arrays[0]
 
     # -- sources of the inputs ---------------------------------------------------------
     def _source(self, a, arg, scope):
         """``(node name, port)``, or the Parameter, that holds array ``a``."""
-        for found in self._find(a):
+        found = self._find(a)
+        if found is None:
+            self._scan_parameters()  # a layer may have built its weights during the trace
+            found = self._find(a)
+        if found is not None:
             return found
-        self._scan_parameters()  # a layer may have built its weights during the trace
-        for found in self._find(a):
-            return found
+        # A layer's input that no op wrote, read by its first op, of the shape and dtype of what the
+        # layer before it ended with: that layer finished its output without an op (``x * g``).
+        parent, last = self._ended or (None, None)
+        if (last is not None and scope not in self._last and self._scopes and len(self._scopes) > 1
+                and parent == self._scopes[-2] and tuple(last[1].shape) == tuple(a.shape) and last[1].dtype == a.dtype):
+            return last[0]
         self._inputs += 1
         name = self._join(self.run, "input") if self._inputs == 1 else self._join(scope, arg)
         return self._placeholder(self._unique(name), a)
 
     def _find(self, a):
+        """The source of ``a`` itself, else of the memory it views; None when no op or parameter holds it."""
         owner = id(_owner(a))
         for table, key in ((self._by_id, id(a)), (self._params, id(a)), (self._by_owner, owner),
                            (self._param_owners, owner)):
             if key in table:
-                yield table[key]
-                return
+                return table[key]
+        return None
 
     def _placeholder(self, name, a):
         attrs = {"dtype": a.dtype, "shape": tuple(a.shape)}
@@ -233,11 +253,16 @@ class GraphTracer:
 
     def parameter_names(self):
         """``{id(parameter): node name}``: the store name, inside its run when only one run reads it."""
-        names = {}
+        names, taken = {}, set(self._taken)
         for key, (p, runs) in self._runs_of.items():
             run = next(iter(runs)) if len(runs) == 1 else ""
-            names[key] = self._unique(self._join(run, p.name))
-            self._taken.add(names[key])
+            base = self._join(run, p.name)
+            name, i = base, 0
+            while name in taken:
+                i += 1
+                name = f"{base}_{i}"
+            names[key] = name
+            taken.add(name)
         return names
 
     # -- the GraphDef ------------------------------------------------------------------
@@ -252,11 +277,18 @@ class GraphTracer:
             attrs = {"dtype": p.dtype, "shape": p.shape, "trainable": bool(p.trainable)}
             nodes.append(node_def_pb2.NodeDef(name=name, op="VariableV2", attr=_attrs(attrs, [(p.shape, p.dtype.name)])))
         for node in self._nodes.values():
-            inputs = [names[id(s)] if not isinstance(s, tuple) else s[0] if s[1] == 0 else f"{s[0]}:{s[1]}"
-                      for s in node.inputs]
+            inputs = [_input_name(source, names) for source in node.inputs]
             nodes.append(node_def_pb2.NodeDef(name=node.name, op=node.op, input=inputs,
                                               attr=_attrs(node.attrs, node.outputs)))
         return graph_pb2.GraphDef(node=nodes, versions=versions_pb2.VersionDef(producer=22))
+
+
+def _input_name(source, parameter_names):
+    """A NodeDef input: ``name`` for output 0, ``name:port`` for another output, a parameter's node name."""
+    if not isinstance(source, tuple):
+        return parameter_names[id(source)]
+    name, port = source
+    return name if port == 0 else f"{name}:{port}"
 
 
 def _shape_proto(shape):

@@ -27,7 +27,7 @@ FONT = {ch: numpy.array([[c == "#" for c in row] for row in rows]) for ch, rows 
 
 GREEN, RED, WHITE = (80, 220, 80), (255, 70, 70), (255, 255, 255)
 SCALE = 2          # each image pixel and each font pixel is drawn SCALE x SCALE
-PAD = 2
+PAD = 4           # pixels around each cell's image and caption
 
 
 def as_images(x):
@@ -83,7 +83,7 @@ def grid(images, captions, colors, columns=8):
 def prediction_grids(images, labels, logits, count=32, mistakes=16, columns=8):
     """``{"predictions": picture, "confident_mistakes": picture}`` of one evaluation.
 
-    ``predictions``: the first ``count`` images captioned ``predicted/true``,
+    ``predictions``: ``count`` images spread evenly over the examples, captioned ``predicted/true``,
     green when right and red when wrong. ``confident_mistakes``: the wrong
     predictions the model was surest of, captioned ``predicted/true
     probability%`` (left out when there are none).
@@ -99,7 +99,8 @@ def prediction_grids(images, labels, logits, count=32, mistakes=16, columns=8):
     z = numpy.exp(logits - logits.max(axis=1, keepdims=True))
     probs = z / z.sum(axis=1, keepdims=True)
     predicted = probs.argmax(axis=1)
-    first = numpy.arange(min(count, len(images)))
+    # Evenly spread over the examples: a test set sorted by class still shows every class.
+    first = numpy.unique(numpy.linspace(0, len(images) - 1, min(count, len(images))).astype(numpy.int64))
     out = {"predictions": grid(images[first], [f"{predicted[i]}/{labels[i]}" for i in first],
                                [GREEN if predicted[i] == labels[i] else RED for i in first], columns)}
     wrong = numpy.flatnonzero(predicted != labels)

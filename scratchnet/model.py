@@ -48,6 +48,9 @@ class Model(Layer):
         When set, ``ema.apply(parameters)`` runs after each optimizer step.
     step : int
         The global step: optimizer steps taken by :meth:`train_on_batch`.
+    data_parallel : :class:`scratchnet.distributed.DataParallel` or None
+        Set by ``DataParallel(model)``: the model then trains on its rank's
+        rows of each batch and averages its gradients with the other ranks.
     """
 
     _names_weights = False
@@ -61,6 +64,7 @@ class Model(Layer):
         self.ema = None
         self.step = 0
         self.stop_training = False
+        self.data_parallel = None
 
     def __setattr__(self, key, value):
         if isinstance(value, Layer) and not key.startswith("_"):
@@ -147,10 +151,15 @@ class Model(Layer):
         return self
 
     # -- the forward pass --------------------------------------------------------------
-    def forward(self, x, training=False, **kwargs):
-        """``(y, backprop)``: :meth:`call`; the layers build themselves on their first call."""
+    def forward(self, x, training=False, need_dx=True, **kwargs):
+        """``(y, backprop)``: :meth:`call`; the layers build themselves on their first call.
+
+        ``need_dx=False`` (:attr:`~scratchnet.Layer.takes_need_dx`): nobody wants the input's gradient.
+        """
         if not self.built:
             self.input_shape = (None,) + tuple(numpy.shape(x)[1:])
+        if self.takes_need_dx:
+            kwargs["need_dx"] = need_dx
         with recording.scope(self.name, self):
             y, backprop = self.call(x, training, **kwargs)
         self.built = True
@@ -205,20 +214,34 @@ class Model(Layer):
 
         Returns ``{"loss": ..., <metric>: ...}`` for this batch, measured
         before the update; the loss includes the regularization penalty, as
-        Keras reports it.
+        Keras reports it. Under :class:`scratchnet.distributed.DataParallel`
+        (``self.data_parallel``) ``(x, y)`` is the global batch: this rank
+        steps on its rows and the logs are the global batch's.
         """
+        if self.data_parallel is not None:
+            return self.data_parallel.train_on_batch(x, y)
+        return self.train_on_shard(x, y)
+
+    def train_on_shard(self, x, y):
+        """:meth:`train_on_batch` on this process's rows; the gradients are averaged over the ranks before the optimizer."""
         self._require_compiled("train_on_batch")
         if self.optimizer is None:
             raise ValueError(f"{self.name}: compile with an optimizer before train_on_batch")
         y = as_backend_array(y, self.dtype)
         self.zero_grad()
-        y_pred, backprop = self.forward(as_backend_array(x, self.dtype), training=True)
+        # The input is data: no layer computes its gradient (the first layer skips its dx).
+        y_pred, backprop = self.forward(as_backend_array(x, self.dtype), training=True, need_dx=False)
         value, loss_backprop = self.loss(y, y_pred)
         backprop(loss_backprop(1.0))
         with recording.region("regularizer"):
             penalty = self.regularization_loss()
             self.regularization_backward()
         params = self.trainable_parameters
+        if self.data_parallel is not None:
+            # After the regularizer: each rank's gradient is weighted by its share of the batch, so
+            # the L2 term every rank added comes out once, and clipping sees the global gradient.
+            with recording.region("allreduce"):
+                self.data_parallel.allreduce_gradients()
         with recording.region("optimizer"):
             self.optimizer.step(params)
         if self.ema is not None:
@@ -256,8 +279,12 @@ class Model(Layer):
         Batch logs hold the running mean of the epoch so far (as Keras 3);
         epoch logs hold the epoch's means, plus ``val_<name>`` for
         ``validation_data=(x_val, y_val)``. When ``verbose`` and no
-        :class:`scratchnet.callbacks.ProgressBar` is given, one is added.
-        A callback can set ``model.stop_training = True``.
+        :class:`scratchnet.callbacks.ProgressBar` is given, one is added
+        (on rank 0 only, under data parallelism). A callback can set
+        ``model.stop_training = True``. After
+        ``sn.distributed.DataParallel(model)``, run the same ``fit`` on every
+        rank (``mpiexec -n R python script.py``): ``batch_size`` is the global
+        batch, and each rank trains on its share of it.
 
         Returns
         -------
@@ -271,7 +298,8 @@ class Model(Layer):
         if n == 0:
             raise ValueError(f"{self.name}: fit needs at least one example")
         callbacks = list(callbacks or [])
-        if verbose and not any(isinstance(c, _callbacks.ProgressBar) for c in callbacks):
+        root = self.data_parallel is None or self.data_parallel.is_root  # one progress bar for all the ranks
+        if verbose and root and not any(isinstance(c, _callbacks.ProgressBar) for c in callbacks):
             callbacks.append(_callbacks.ProgressBar())
         steps_per_epoch = math.ceil(n / batch_size)
         validate = None
@@ -345,17 +373,29 @@ class Sequential(Model):
     def layers(self):
         return list(self._stack)
 
-    def call(self, x, training=False):
-        """Run the stack; ``backprop(dy)`` runs the layers' backprops in reverse and returns ``dx``."""
+    takes_need_dx = True
+
+    def call(self, x, training=False, need_dx=True):
+        """Run the stack; ``backprop(dy)`` runs the layers' backprops in reverse and returns ``dx``.
+
+        With ``need_dx=False`` a layer is told to skip its ``dx`` as long as no
+        layer before it has trainable weights (their gradients need it), and
+        the layers before the first trainable one are not backpropagated at
+        all; ``backprop`` then returns ``None``.
+        """
         if not self._stack:
             raise ValueError(f"{self.name}: the model has no layers")
-        backprops = []
+        backprops = []  # (backprop, whether the layer's input needs its gradient, whether the layer trains)
         for layer in self._stack:
-            x, backprop = layer.forward(x, training)
-            backprops.append(backprop)
+            x, backprop = layer.forward(x, training, need_dx=need_dx)
+            trains = any(p.trainable for p in layer.parameters())
+            backprops.append((backprop, need_dx, trains))
+            need_dx = need_dx or trains
 
         def backprop(dy):
-            for bp in reversed(backprops):
+            for bp, wants_dx, trains in reversed(backprops):
+                if not (wants_dx or trains):
+                    return None  # this layer and all before it: no weights to train, no dx wanted
                 dy = bp(dy)
             return dy
 

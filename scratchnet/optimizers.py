@@ -190,7 +190,7 @@ class SGD(Optimizer):
 
     def update(self, p, g, lr, slots):
         if not self.momentum:
-            p.value -= lr * g
+            get_backend().scaled_add(p.value, g, -lr)  # w -= lr * g, in one pass
             return
         m = slots["momentum"]
         m *= self.momentum
@@ -265,13 +265,10 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
     def update(self, p, g, lr, slots):
-        xp = get_backend().xp
         t = self.iterations + 1
         alpha = lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
-        m, v = slots["m"], slots["v"]
-        m += (1 - self.beta_1) * (g - m)
-        v += (1 - self.beta_2) * (g * g - v)
-        p.value -= alpha * m / (xp.sqrt(v) + self.epsilon)
+        # The three lines of the class docstring, in one pass over w, g, m and v.
+        get_backend().adam_update(p.value, g, slots["m"], slots["v"], alpha, self.beta_1, self.beta_2, self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

@@ -10,16 +10,25 @@ from __future__ import annotations
 import numbers
 
 from ._config import Configurable
+from .backend import get_backend
 
 
 class Regularizer(Configurable):
-    """``penalty = reg(w)`` (a float) and ``reg.gradient(w)`` (an array of w's shape)."""
+    """``penalty = reg(w)`` (a float) and ``reg.gradient(w)`` (an array of w's shape).
+
+    ``reg.add_gradient(w, grad)`` adds the gradient into an existing ``grad``
+    in place; a subclass may do that without the temporary ``gradient(w)``.
+    """
 
     def __call__(self, w):
         raise NotImplementedError
 
     def gradient(self, w):
         raise NotImplementedError
+
+    def add_gradient(self, w, grad):
+        """``grad += gradient(w)``, in place."""
+        grad += self.gradient(w)
 
 
 class L1L2(Regularizer):
@@ -51,6 +60,12 @@ class L1L2(Regularizer):
         if self.l1:
             g = g + self.l1 * (w > 0) - self.l1 * (w < 0)
         return g.astype(w.dtype, copy=False)
+
+    def add_gradient(self, w, grad):
+        if self.l1:
+            return super().add_gradient(w, grad)
+        if self.l2:
+            get_backend().scaled_add(grad, w, 2 * self.l2)  # grad += 2 l2 w, in one pass
 
     def get_config(self):
         return {"l1": self.l1, "l2": self.l2}

@@ -23,6 +23,7 @@ The :class:`scratchnet.callbacks.TensorBoard` callback writes all four during
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 
@@ -36,6 +37,7 @@ from .layers.base import as_backend_array
 
 #: Buckets per histogram (TensorBoard's own default is 30).
 HISTOGRAM_BINS = 30
+_opened = itertools.count()
 
 
 class EventFile:
@@ -52,7 +54,9 @@ class EventFile:
 
         os.makedirs(logdir, exist_ok=True)
         self.logdir = logdir
-        self._writer = EventsWriter(os.path.join(logdir, "events"))
+        # tensorboardX names a file by the second and the host; two files opened in one
+        # second (a graph written beside a training run) would overwrite each other.
+        self._writer = EventsWriter(os.path.join(logdir, "events"), filename_suffix=f".{os.getpid()}.{next(_opened)}")
 
     def _write(self, step, **fields):
         from tensorboardX.proto import event_pb2
@@ -75,14 +79,16 @@ class EventFile:
 
     def add_histograms(self, arrays, step):
         """Write a histogram of each ``{tag: array}`` at ``step`` (non-finite values left out)."""
-        from tensorboardX.summary import histogram
+        from tensorboardX.proto import summary_pb2
+        from tensorboardX.summary import make_histogram
 
         values = []
         for tag, a in arrays.items():
             a = numpy.asarray(to_numpy(a), dtype=numpy.float64).ravel()
-            a = a[numpy.isfinite(a)]
+            finite = numpy.isfinite(a)
+            a = a if finite.all() else a[finite]
             if a.size:
-                values += histogram(tag, a, bins=HISTOGRAM_BINS).value
+                values.append(summary_pb2.Summary.Value(tag=tag, histo=make_histogram(a, bins=HISTOGRAM_BINS)))
         self._add_values(values, step)
 
     def add_images(self, pictures, step):
@@ -97,6 +103,14 @@ class EventFile:
     def add_graph(self, graph_def, step=0):
         """Write a ``GraphDef`` (:meth:`scratchnet.graph.GraphTracer.graph_def`): the GRAPHS tab of this run."""
         self._write(step, graph_def=graph_def.SerializeToString())
+
+    def add_session_start(self, step):
+        """Mark a restart at ``step`` (a resumed run): TensorBoard's reader then drops the points after
+        ``step`` that the interrupted run wrote, so each step is shown once."""
+        from tensorboardX.proto import event_pb2
+
+        # The reader keeps the points before a START event's step: mark step + 1 to keep ``step``.
+        self._write(step + 1, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
 
     def close(self):
         self._writer.close()

@@ -142,7 +142,7 @@ def train(model, batches, steps, callbacks=(), params=None, validate=None, valid
         if next_epoch != epoch:
             if epoch is not None:
                 end_epoch()
-                if model.stop_training:
+                if _should_stop(model):
                     epoch = None
                     break
             epoch, means, batch = next_epoch, _Means(), 0
@@ -154,12 +154,24 @@ def train(model, batches, steps, callbacks=(), params=None, validate=None, valid
         batch += 1
         if validate is not None and validate_every and model.step % validate_every == 0 and model.step != last_step:
             validate()
-        if model.stop_training:
+        if _should_stop(model):
             break
     if epoch is not None:
         end_epoch()
     cbs.on_train_end(history.last())
     return history
+
+
+def _should_stop(model):
+    """``model.stop_training``; under data parallelism every rank stops when any rank asks (a signal reaches one)."""
+    data_parallel = getattr(model, "data_parallel", None)
+    if data_parallel is None:
+        return model.stop_training
+    # The agreed answer, not model.stop_training read again: a signal may set that in between.
+    stop = data_parallel.agree_to_stop(model.stop_training)
+    if stop:
+        model.stop_training = True
+    return stop
 
 
 def evaluate(model, batches, callbacks=()):

@@ -204,9 +204,9 @@ def test_numba_conv2d_run_in_several_chunks_matches_the_reference(numba_ops, mon
     Y = numba_ops.conv2d_forward(X, W, b, 2, 2, pads)
     assert_close(Y, ref.conv2d_forward(X, W, b, 2, 2, pads), dtype, "y")
     dY = rng.standard_normal(Y.shape).astype(dtype)
-    got = numba_ops.conv2d_backward(dY, X, W, 2, 2, pads)
-    want = ref.conv2d_backward(dY, X, W, 2, 2, pads)
-    for g, w, name in zip(got, want, ("dx", "dw")):
+    got = numba_ops.conv2d_backward(dY, X, W, Y, 2, 2, pads)
+    want = ref.conv2d_backward(dY, X, W, Y, 2, 2, pads)
+    for g, w, name in zip(got, want, ("dx", "dw", "db")):
         assert_close(g, w, dtype, name)
 
 

@@ -236,6 +236,11 @@ def test_killed_again_and_again_a_run_resumes_to_the_uninterrupted_weights(tiny_
     steps = _train_steps(logdir)
     assert steps == sorted(set(steps)) == list(range(1, 201))  # each step once, in order
     assert not (logdir / "train.pid").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(logdir / "train"))
+    board.Reload()
+    assert [e.step for e in board.Scalars("loss")] == list(range(1, 201))  # as TensorBoard reads it
 
 
 def test_a_torn_last_metrics_line_is_not_read_as_data(tiny_mnist, tmp_path):

@@ -17,6 +17,12 @@ def activation_name(layer, name):
     return name
 
 
+def split_activation(name):
+    """``(fused, separate)``: the activation the producing op applies in its kernel (``"relu"``), and the
+    one left to :func:`activate` (any other); one of them is ``None``."""
+    return (name, None) if name == "relu" else (None, name)
+
+
 def activate(name, Y):
     """``(Y, backprop)`` of the activation ``name`` (the identity for ``None``)."""
     if name is None:

@@ -63,9 +63,15 @@ class Layer:
     takes_ids : bool
         The layer's input is integer ids (an Embedding), not floats: a model
         starting with it is built from an int32 batch.
+    takes_need_dx : bool
+        ``call`` takes ``need_dx``: told ``need_dx=False`` (nobody wants the
+        gradient of its input, as for the first layer of a model trained on
+        data), it skips computing ``dx`` and its ``backprop`` returns ``None``.
+        A layer without it computes ``dx`` anyway, which is never wrong.
     """
 
     takes_ids = False
+    takes_need_dx = False
     #: A container's own name is not part of its weights' names when it is
     #: outermost (as in TF 1's ``get_variable``); a lone layer's is.
     _names_weights = True
@@ -149,13 +155,16 @@ class Layer:
         """``(y, backprop)`` for the input ``x``; every layer and model implements it."""
         raise NotImplementedError(f"{type(self).__name__} must implement call(x, training) -> (y, backprop)")
 
-    def forward(self, x, training=False, **kwargs):
-        """``(y, backprop)``; builds the layer on first use. ``backprop(dy)`` accumulates into ``p.grad`` and returns ``dx``."""
+    def forward(self, x, training=False, need_dx=True, **kwargs):
+        """``(y, backprop)``; builds the layer on first use. ``backprop(dy)`` accumulates into ``p.grad`` and returns ``dx``
+        (or ``None`` with ``need_dx=False``, when the layer :attr:`takes_need_dx`)."""
         x = self._as_input(x)
         if not self.built:
             self.input_shape = (None,) + tuple(x.shape[1:])
             self.build(tuple(x.shape))
             self.built = True
+        if self.takes_need_dx:
+            kwargs["need_dx"] = need_dx
         with recording.scope(self.name, self):
             y, backprop = self.call(x, training, **kwargs)
         if self.output_shape is None:
@@ -228,7 +237,12 @@ class Layer:
     def regularization_backward(self):
         """Add each penalty's gradient to its parameter's ``.grad``."""
         for p in self.parameters():
-            if p.regularizer is not None:
+            if p.regularizer is None:
+                continue
+            add_gradient = getattr(p.regularizer, "add_gradient", None)
+            if p.grad is not None and add_gradient is not None:
+                add_gradient(p.value, p.grad)  # in place, without a temporary (Regularizer.add_gradient)
+            else:
                 p.accumulate(p.regularizer.gradient(p.value))
 
     def astype(self, dtype):

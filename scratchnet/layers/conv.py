@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import initializers, ops, regularizers
 from .._checks import pair
 from ..serialization import initializer_config, register
-from ._args import activate, activation_name, padding_name, positive_int
+from ._args import activate, activation_name, padding_name, positive_int, split_activation
 from .base import Layer
 
 
@@ -52,11 +52,15 @@ class Conv2D(Layer):
             else None
         )
 
-    def call(self, x, training=False):
+    takes_need_dx = True
+
+    def call(self, x, training=False, need_dx=True):
+        fused, separate = split_activation(self.activation)  # a ReLU runs inside the conv kernel
         Z, conv_backprop = ops.conv2d(
-            x, self.kernel.value, None if self.bias is None else self.bias.value, self.strides, self.padding.upper()
+            x, self.kernel.value, None if self.bias is None else self.bias.value, self.strides, self.padding.upper(),
+            activation=fused, need_dx=need_dx,
         )
-        Y, act_backprop = activate(self.activation, Z)
+        Y, act_backprop = activate(separate, Z)
 
         def backprop(dY):
             dX, dW, db = conv_backprop(act_backprop(dY))

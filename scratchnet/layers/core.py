@@ -7,8 +7,10 @@ import numpy
 
 from .. import initializers, ops, regularizers
 from .._checks import check_fraction
+from ..backend import get_backend
+from ..distributed.shard import current_shard
 from ..serialization import initializer_config, register
-from ._args import activate, activation_name, positive_int
+from ._args import activate, activation_name, positive_int, split_activation
 from .base import Layer
 
 
@@ -51,11 +53,15 @@ class Dense(Layer):
             else None
         )
 
-    def call(self, x, training=False):
+    takes_need_dx = True
+
+    def call(self, x, training=False, need_dx=True):
         lead = tuple(x.shape[:-1])
         X = x.reshape(-1, x.shape[-1])
-        Z, dense_backprop = ops.dense(X, self.kernel.value, None if self.bias is None else self.bias.value)
-        Y, act_backprop = activate(self.activation, Z)
+        fused, separate = split_activation(self.activation)  # a ReLU runs inside the dense kernel
+        Z, dense_backprop = ops.dense(X, self.kernel.value, None if self.bias is None else self.bias.value,
+                                      activation=fused, need_dx=need_dx)
+        Y, act_backprop = activate(separate, Z)
 
         def backprop(dY):
             dZ = act_backprop(dY.reshape(Y.shape))
@@ -63,7 +69,7 @@ class Dense(Layer):
             self.kernel.accumulate(dW)
             if self.bias is not None:
                 self.bias.accumulate(db)
-            return dX.reshape(x.shape)
+            return None if dX is None else dX.reshape(x.shape)
 
         return Y.reshape(lead + (self.units,)), backprop
 
@@ -95,7 +101,10 @@ class Dropout(Layer):
     """Inverted dropout in training mode; the identity in inference mode.
 
     ``seed`` seeds a layer-private generator (each call draws a new mask from
-    it); without one, masks come from ``scratchnet.random``.
+    it); without one, masks come from ``scratchnet.random``. Under data
+    parallelism (a :func:`scratchnet.distributed.current_shard`) the mask is
+    drawn for the whole global batch, as one process would draw it, and this
+    rank keeps its rows of it: the masks do not depend on the number of ranks.
     """
 
     def __init__(self, rate, seed=None, name=None, dtype=None):
@@ -109,7 +118,11 @@ class Dropout(Layer):
         if not training or self.rate == 0:
             return x, lambda dY: dY
         seed = None if self._rng is None else int(self._rng.integers(2**31))
-        return ops.dropout(x, self.rate, seed)
+        shard = current_shard()
+        if shard is None:
+            return ops.dropout(x, self.rate, seed)
+        mask = shard.take(get_backend().dropout_mask(shard.global_shape(x), self.rate, seed, x.dtype))
+        return x * mask, lambda dY: dY * mask
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}

@@ -71,7 +71,9 @@ class LSTM(Layer):
     def reset_states(self):
         self.states = None
 
-    def call(self, x, training=False, initial_state=None):
+    takes_need_dx = True
+
+    def call(self, x, training=False, initial_state=None, need_dx=True):
         N = x.shape[0]
         h0 = c0 = None
         if initial_state is not None:
@@ -83,7 +85,8 @@ class LSTM(Layer):
                     f"LSTM {self.name!r}: a stateful layer needs a fixed batch size; the state has {h0.shape[0]} "
                     f"rows but x has {N} (x: {tuple(x.shape)}); call reset_states() to start over"
                 )
-        (ys, h, c), lstm_backprop = ops.lstm(x, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0, c0)
+        (ys, h, c), lstm_backprop = ops.lstm(x, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0, c0,
+                                             need_dx=need_dx)
         if self.stateful:
             self.states = (h, c)
         out = ys if self.return_sequences else h

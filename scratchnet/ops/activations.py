@@ -37,6 +37,17 @@ class ActivationReference:
         return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+#: The activations a producing kernel (``dense``, ``conv2d``) applies in its epilogue.
+FUSED_ACTIVATIONS = (None, "relu")
+
+
+def check_fused_activation(op, activation):
+    """``activation`` of an op that fuses it: True for ``"relu"``, False for ``None``; anything else is an error."""
+    if activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be None or 'relu' (the one fused into the kernel), got {activation!r}")
+    return activation == "relu"
+
+
 def _elementwise_cost(flops_per_element, backward_flops_per_element):
     def cost(x, axis=-1):
         return Cost(flops=float(flops_per_element * x.size), bytes=2 * nbytes(x),

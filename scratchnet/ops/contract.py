@@ -73,6 +73,25 @@ class Ops:
         """
         raise NotImplementedError
 
+    def dense_forward(self, x, w, b, relu=False):
+        """``y = x @ w + b``, then ``max(y, 0)`` when ``relu`` (the fused epilogue).
+
+        x : (N, C);  w : (C, K);  b : (K,) or None
+        returns y : (N, K)
+        """
+        raise NotImplementedError
+
+    def dense_backward(self, dy, x, w, y, relu=False, need_dx=True):
+        """Gradients of :meth:`dense_forward`.
+
+        dy : (N, K);  x, w : as for the forward;  y : (N, K), the forward's output
+            (read only when ``relu``: ``g = dy * (y > 0)``, else ``g = dy``)
+        need_dx : False when nobody wants ``dx`` (the model's input): it is not computed
+        returns (dx, dw, db) : (N, C) or None, (C, K), (K,) with
+            ``dx = g @ w.T``, ``dw = x.T @ g``, ``db = sum_n g[n]``
+        """
+        raise NotImplementedError
+
     # --- activations -----------------------------------------------------------
 
     def sigmoid(self, x):
@@ -105,8 +124,8 @@ class Ops:
         """
         raise NotImplementedError
 
-    def conv2d_forward(self, x, w, b, sh, sw, pads):
-        """2-D cross-correlation plus bias, as ``tf.nn.conv2d``.
+    def conv2d_forward(self, x, w, b, sh, sw, pads, relu=False):
+        """2-D cross-correlation plus bias, as ``tf.nn.conv2d``; then ``max(y, 0)`` when ``relu``.
 
         x : (N, H, W, C);  w : (kh, kw, C, O), HWIO;  b : (O,) or None
         returns y : (N, OH, OW, O),
@@ -114,12 +133,15 @@ class Ops:
         """
         raise NotImplementedError
 
-    def conv2d_backward(self, dy, x, w, sh, sw, pads):
-        """Gradients of :meth:`conv2d_forward` with respect to ``x`` and ``w``.
+    def conv2d_backward(self, dy, x, w, y, sh, sw, pads, relu=False, need_dx=True):
+        """Gradients of :meth:`conv2d_forward` with respect to ``x``, ``w`` and the bias.
 
-        dy : (N, OH, OW, O);  x, w, sh, sw, pads : as for the forward
-        returns (dx, dw) : (N, H, W, C), (kh, kw, C, O)
-        (the bias gradient, a sum of ``dy``, is the op's.)
+        dy : (N, OH, OW, O);  x, w, sh, sw, pads, relu : as for the forward
+        y : (N, OH, OW, O), the forward's output (read only when ``relu``:
+            ``g = dy * (y > 0)``, else ``g = dy``)
+        need_dx : False when nobody wants ``dx`` (the model's input): it is not computed
+        returns (dx, dw, db) : (N, H, W, C) or None, (kh, kw, C, O), (O,);
+            ``db[o] = sum_{n, oh, ow} g[n, oh, ow, o]``
         """
         raise NotImplementedError
 
@@ -177,14 +199,16 @@ class Ops:
         """
         raise NotImplementedError
 
-    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq):
+    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
+                      need_dx=True):
         """Backpropagation through time: the backward of :meth:`lstm_forward`, step T-1 down to 0.
 
         dy_seq : (T, N, H), the gradient of every output h_t, or None when only the final state is used
         dh, dc : (N, H), the gradients of the final h_{T-1}, c_{T-1}
         x_seq, kernel, recurrent_kernel : as for the forward;  h_seq, c_seq, gates_seq : what it returned
+        need_dx : False when nobody wants ``dx_seq`` (the model's input): it is not computed
         returns (dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0) :
-            (T, N, D), (D, 4H), (H, 4H), (4H,), (N, H), (N, H)
+            (T, N, D) or None, (D, 4H), (H, 4H), (4H,), (N, H), (N, H)
         """
         raise NotImplementedError
 
@@ -227,5 +251,30 @@ class Ops:
 
         probs : (M, K), from the forward;  labels : as for the forward;  scale : float
         returns dlogits : (M, K), ``scale * (probs - t)``
+        """
+        raise NotImplementedError
+
+    # --- parameter updates (``scratchnet/ops/updates.py``) ----------------------
+    # In place, on arrays of one shape and dtype; each returns None.
+
+    def scaled_add(self, y, x, alpha):
+        """``y += alpha * x``: plain SGD's step (``alpha = -lr``), an L2 penalty's gradient.
+
+        y, x : the same shape;  alpha : float
+        """
+        raise NotImplementedError
+
+    def moving_average_update(self, shadow, value, decay):
+        """``shadow -= (1 - decay) * (shadow - value)``: one step of an exponential moving average.
+
+        shadow, value : the same shape;  decay : float in [0, 1]
+        """
+        raise NotImplementedError
+
+    def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
+        """One Adam step: ``m += (1 - beta_1) (g - m)``, ``v += (1 - beta_2) (g^2 - v)``,
+        ``w -= alpha m / (sqrt(v) + epsilon)`` (``alpha`` holds the bias correction).
+
+        w, g, m, v : the same shape;  alpha, beta_1, beta_2, epsilon : float
         """
         raise NotImplementedError

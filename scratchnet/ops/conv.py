@@ -43,6 +43,13 @@ without the zeros.
 The whole forward and backward are backend kernels (``conv2d_forward``,
 ``conv2d_backward``), so a CPU backend can run them a few images at a time,
 with an im2col matrix that stays in cache (``kernels/conv_numba.py``).
+
+Two options let a kernel skip memory passes. ``activation="relu"`` fuses
+``y = max(conv + b, 0)`` into the forward (the backward then masks ``dy`` by
+``y > 0`` first, ReLU's derivative, see ``activations.py``), so no separate
+ReLU reads and writes the whole output. ``need_dx=False`` says that nobody
+wants ``dx`` (the input is data, as for a model's first layer): the
+``dcols`` GEMM and col2im are skipped, and ``backprop`` returns ``None`` for it.
 """
 from __future__ import annotations
 
@@ -50,6 +57,7 @@ from .._checks import as_float_arrays, check_grad, check_padding, check_rank, pa
 from ..backend import get_backend
 from ..recording import Cost, nbytes
 from ..recording import op as recorded_op
+from .activations import check_fused_activation
 from .shapes import conv_output_size, tf_padding_2d
 
 
@@ -57,18 +65,22 @@ class ConvReference:
     """Reference kernels for conv2d: the whole forward and backward, and the
     ``im2col`` / ``col2im`` pair they are built on."""
 
-    def conv2d_forward(self, x, w, b, sh, sw, pads):
-        """``y = im2col(x) @ w2 + b``, one GEMM."""
+    def conv2d_forward(self, x, w, b, sh, sw, pads, relu=False):
+        """``y = im2col(x) @ w2 + b``, one GEMM; then ``max(y, 0)`` when ``relu``."""
+        xp = self.xp
         kh, kw, C, O = w.shape
         OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
         cols = self.im2col(x, kh, kw, sh, sw, pads)  # (N*OH*OW, kh*kw*C)
         y = self.gemm(cols, w.reshape(kh * kw * C, O))
         if b is not None:
             y += b
+        if relu:
+            y = xp.maximum(y, 0)
         return y.reshape(x.shape[0], OH, OW, O)
 
-    def conv2d_backward(self, dy, x, w, sh, sw, pads):
-        """``dw = cols.T @ dy2`` and ``dx = col2im(dy2 @ w2.T)`` (derived in the module docstring).
+    def conv2d_backward(self, dy, x, w, y, sh, sw, pads, relu=False, need_dx=True):
+        """``dw = cols.T @ g2``, ``db = sum g2`` and ``dx = col2im(g2 @ w2.T)`` (derived in the module
+        docstring), with ``g = dy * (y > 0)`` after a fused ReLU, else ``g = dy``.
 
         The im2col matrix is built again rather than kept from the forward
         pass: it is a copy, cheap next to the GEMMs, and keeping it would hold
@@ -76,13 +88,16 @@ class ConvReference:
         """
         kh, kw, C, O = w.shape
         cols = self.im2col(x, kh, kw, sh, sw, pads)
-        dy2 = dy.reshape(-1, O)
-        # dw[i, j, c, o] = sum_{n, oh, ow} cols[(n, oh, ow), (i, j, c)] * dy[n, oh, ow, o]
-        dw = self.gemm(cols, dy2, trans_a=True).reshape(w.shape)
-        # dcols[(n, oh, ow), (i, j, c)] = sum_o dy[n, oh, ow, o] * w[i, j, c, o]; col2im sums it onto the pixels.
-        dcols = self.gemm(dy2, w.reshape(kh * kw * C, O), trans_b=True)
+        g2 = (dy * (y > 0) if relu else dy).reshape(-1, O)
+        # dw[i, j, c, o] = sum_{n, oh, ow} cols[(n, oh, ow), (i, j, c)] * g[n, oh, ow, o]
+        dw = self.gemm(cols, g2, trans_a=True).reshape(w.shape)
+        db = g2.sum(axis=0)  # db[o] = sum_{n, oh, ow} g[n, oh, ow, o]
+        if not need_dx:
+            return None, dw, db
+        # dcols[(n, oh, ow), (i, j, c)] = sum_o g[n, oh, ow, o] * w[i, j, c, o]; col2im sums it onto the pixels.
+        dcols = self.gemm(g2, w.reshape(kh * kw * C, O), trans_b=True)
         dx = self.col2im(dcols, x.shape, kh, kw, sh, sw, pads)
-        return dx, dw
+        return dx, dw, db
 
     def im2col(self, x, kh, kw, sh, sw, pads):
         """One strided slice per window offset (i, j): a loop over kh*kw, not over pixels."""
@@ -113,20 +128,21 @@ class ConvReference:
         return dxpad[:, top : top + H, left : left + W, :]
 
 
-def conv2d_cost(x, w, b=None, strides=1, padding="VALID"):
-    """FLOPs and bytes of :func:`conv2d`: ``2 N OH OW kh kw C O`` forward, twice that backward (dx and dw)."""
+def conv2d_cost(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=True):
+    """FLOPs and bytes of :func:`conv2d`: ``2 N OH OW kh kw C O`` forward, twice that backward
+    (dx and dw; once without dx)."""
     kh, kw, C, O = w.shape
     OH, OW, _ = tf_padding_2d("conv2d", x.shape, (kh, kw), pair("conv2d", "strides", strides), padding.upper())
     N = x.shape[0]
     macs = N * OH * OW * kh * kw * C * O
     y_bytes = N * OH * OW * O * x.dtype.itemsize
     return Cost(flops=2.0 * macs, bytes=nbytes(x, w, b) + y_bytes,
-                backward_flops=4.0 * macs + (N * OH * OW * O if b is not None else 0),
-                backward_bytes=2 * nbytes(x, w, b) + 2 * y_bytes)
+                backward_flops=(4.0 if need_dx else 2.0) * macs + (N * OH * OW * O if b is not None else 0),
+                backward_bytes=(2 if need_dx else 1) * nbytes(x) + 2 * nbytes(w, b) + 2 * y_bytes)
 
 
 @recorded_op("conv2d", cost=conv2d_cost)
-def conv2d(x, w, b=None, strides=1, padding="VALID"):
+def conv2d(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=True):
     """2-D cross-correlation, as ``tf.nn.conv2d`` computes it.
 
     Parameters
@@ -139,14 +155,21 @@ def conv2d(x, w, b=None, strides=1, padding="VALID"):
     padding : {"VALID", "SAME"}
         TensorFlow's rule: SAME gives ``OH = ceil(H / sh)`` with the odd padded
         row (column) at the bottom (right).
+    activation : {None, "relu"}
+        ``"relu"`` returns ``max(y, 0)``, fused into the kernel.
+    need_dx : bool
+        False when nobody wants the input's gradient (``backprop`` then returns
+        ``None`` for ``dx`` and skips its work).
 
     Returns
     -------
     y : array of shape (N, OH, OW, O)
         ``y[n, oh, ow, o] = sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, o] + b[o]``
+        (then ``max(y, 0)`` for ``activation="relu"``)
     backprop : callable
         ``backprop(dy) -> (dx, dw, db)``, ``db[o] = sum_{n, oh, ow} dy[n, oh, ow, o]``
         (``None`` without a bias); ``dx`` and ``dw`` are derived in the module docstring.
+        After a ReLU, ``dy`` is first multiplied by ``y > 0``.
     """
     op = "conv2d"
     be = get_backend()
@@ -164,15 +187,15 @@ def conv2d(x, w, b=None, strides=1, padding="VALID"):
         raise ValueError(f"{op}: b must have shape ({O},) to match w {tuple(w.shape)}, got {tuple(b.shape)}")
     sh, sw = pair(op, "strides", strides)
     padding = check_padding(op, padding)
+    relu = check_fused_activation(op, activation)
     shapes = f"x: {tuple(x.shape)}, w: {tuple(w.shape)}"
     _, _, pads = tf_padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
 
-    y = be.conv2d_forward(x, w, b, sh, sw, pads)
+    y = be.conv2d_forward(x, w, b, sh, sw, pads, relu)
 
     def backprop(dy):
         dy = check_grad(op, dy, y, be)
-        dx, dw = be.conv2d_backward(dy, x, w, sh, sw, pads)
-        db = dy.reshape(-1, O).sum(axis=0) if b is not None else None
-        return dx, dw, db
+        dx, dw, db = be.conv2d_backward(dy, x, w, y, sh, sw, pads, relu, bool(need_dx))
+        return dx, dw, (db if b is not None else None)
 
     return y, backprop

@@ -124,7 +124,8 @@ class LSTMReference:
             h_seq[t + 1], c_seq[t + 1], gates_seq[t] = self.lstm_gates_forward(z_seq[t], c_seq[t])
         return h_seq, c_seq, gates_seq
 
-    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq):
+    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
+                      need_dx=True):
         """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0, then 1b's weight sums as three GEMMs."""
         xp = self.xp
         T, N, D = x_seq.shape
@@ -144,7 +145,7 @@ class LSTMReference:
         dkernel = self.gemm(x_seq.reshape(T * N, D), dz, trans_a=True)
         drecurrent_kernel = self.gemm(h_seq[:T].reshape(T * N, H), dz, trans_a=True)
         dbias = dz.sum(axis=0)
-        dx_seq = self.gemm(dz, kernel, trans_b=True).reshape(T, N, D)
+        dx_seq = self.gemm(dz, kernel, trans_b=True).reshape(T, N, D) if need_dx else None
         # After step 0, dh and dc are the gradients of the initial state.
         return dx_seq, dkernel, drecurrent_kernel, dbias, dh, dc
 
@@ -177,21 +178,22 @@ def _check_inputs(x, kernel, recurrent_kernel, bias, h0, c0):
             raise ValueError(f"lstm: {name} must have shape (N, H) = ({N}, {H}), got {tuple(s.shape)}")
 
 
-def lstm_cost(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
+def lstm_cost(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True):
     """FLOPs and bytes of :func:`lstm`: per step the gate GEMM ``2 N (D + H) 4H`` plus ~10 N H elementwise;
-    backward twice the GEMMs (the inputs' and the weights' gradients)."""
+    backward twice the GEMMs (the inputs' and the weights' gradients; the inputs' only with ``need_dx``)."""
     N, T, D = x.shape
     H = recurrent_kernel.shape[0]
     gemm = 2.0 * T * N * (D + H) * 4 * H
+    dx_gemm = 0.0 if need_dx else 2.0 * T * N * D * 4 * H
     pointwise = 10.0 * T * N * H
     states = T * N * 6 * H * x.dtype.itemsize  # h, c and the four gates of every step
     return Cost(flops=gemm + pointwise, bytes=nbytes(x, kernel, recurrent_kernel, bias) + states,
-                backward_flops=2 * gemm + 2 * pointwise,
+                backward_flops=2 * gemm - dx_gemm + 2 * pointwise,
                 backward_bytes=2 * nbytes(x, kernel, recurrent_kernel, bias) + 2 * states)
 
 
 @recorded_op("lstm", cost=lstm_cost)
-def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
+def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True):
     """Run an LSTM over a batch of sequences.
 
     Parameters
@@ -203,6 +205,9 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
         Gate blocks in Keras order ``i, f, c, o``.
     h0, c0 : arrays of shape (N, H), optional
         Initial state; zeros when absent.
+    need_dx : bool
+        False when nobody wants the input's gradient: ``backprop`` then
+        returns ``None`` for ``dx`` and skips its GEMM.
 
     Returns
     -------
@@ -240,8 +245,9 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
         dc = zeros() if dc is None else check_grad("lstm", dc, c, be, name="dc")
         dy_seq = None if dys is None else time_major(check_grad("lstm", dys, ys, be, name="dys"))
         dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0 = be.lstm_backward(
-            dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq
+            dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq, bool(need_dx)
         )
-        return time_major(dx_seq), dkernel, drecurrent_kernel, dbias, dh0, dc0
+        dx = time_major(dx_seq) if dx_seq is not None else None
+        return dx, dkernel, drecurrent_kernel, dbias, dh0, dc0
 
     return (ys, h, c), backprop

@@ -21,6 +21,7 @@ from .embedding import EmbeddingReference
 from .losses import LossReference
 from .lstm import LSTMReference
 from .pooling import PoolingReference
+from .updates import UpdateReference
 
 
 class ReferenceOps(
@@ -32,6 +33,7 @@ class ReferenceOps(
     EmbeddingReference,
     DropoutReference,
     LossReference,
+    UpdateReference,
     Ops,
 ):
     """Plain NumPy: the readable version of every kernel, and the test oracle."""

@@ -61,7 +61,8 @@ class profile:
 
     A profile may also be started and stopped by hand, several times
     (:class:`ProfileSteps` records one segment per training step); its wall
-    time is the sum of the segments.
+    time is the sum of the segments. It records the thread that starts it
+    (recorders are per thread).
 
     Attributes
     ----------
@@ -182,8 +183,10 @@ class profile:
             self._open("region", name)
 
     def region_end(self, name):
-        if self.running and self._stack and self._stack[-1].kind == "region":
-            self._close(self._stack[-1])
+        if self.running:
+            region = next((s for s in reversed(self._stack) if s.kind == "region"), None)
+            if region is not None:
+                self._close(region)
 
     # -- results -----------------------------------------------------------------------------
     def _peaks(self):

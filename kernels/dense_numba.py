@@ -1,0 +1,89 @@
+"""Numba kernels for the dense op: the GEMMs stay in BLAS; the bias, the ReLU and their backward are fused passes.
+
+Forward: ``y = x @ w`` in BLAS, then one pass over ``y`` adds the bias and
+applies the ReLU (``_bias_relu``) while ``y`` is still in cache, where the
+reference makes a pass for ``y += b`` and two more for ``maximum(y, 0)`` (a
+new array). Backward: one pass over ``dy`` applies ReLU's mask (``y > 0``) and
+sums the bias gradient (``_mask_and_sum``); then ``dx = g @ w.T`` (skipped
+with ``need_dx=False``) and ``dw = x.T @ g`` in BLAS.
+
+The two epilogue kernels serve ``conv_numba.py`` too, on each chunk of a
+convolution's output (a (rows, O) block is a (rows, K) block here).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import threads
+
+# A float32 zero keeps float32 arithmetic in float32; with float64 arrays it promotes exactly.
+_ZERO = np.float32(0)
+
+@njit(cache=True, nogil=True)
+def _bias_relu(y, b, relu):
+    """The forward epilogue, in place on a (rows, O) block: ``y += b``, then ``y = max(y, 0)`` when ``relu``."""
+    rows, O = y.shape
+    for r in range(rows):
+        for o in range(O):
+            v = y[r, o] + b[o]
+            # ``v < 0``, not ``v > 0``: a NaN stays NaN, as numpy.maximum keeps it.
+            y[r, o] = _ZERO if relu and v < _ZERO else v
+
+
+@njit(cache=True, nogil=True)
+def _mask_and_sum(dy, y, relu, g, db):
+    """The backward epilogue of :func:`_bias_relu` on a (rows, O) block:
+    ``g = dy * (y > 0)`` (``dy`` itself without ``relu``), and ``db += sum_rows g`` (float64)."""
+    rows, O = dy.shape
+    for r in range(rows):
+        for o in range(O):
+            v = dy[r, o]
+            if relu:
+                v = v if y[r, o] > _ZERO else _ZERO
+                g[r, o] = v
+            db[o] += v
+
+
+class DenseNumba:
+    """Overrides ``DenseReference.dense_forward`` / ``dense_backward`` with fused epilogues, the GEMMs
+    split between the cores (the math is derived in ``scratchnet/ops/dense.py``).
+
+    Each core takes a block of the weight matrix's columns (forward: ``y[:, k0:k1] = x @ w[:, k0:k1]``)
+    or rows (backward: ``dx[:, c0:c1] = g @ w[c0:c1].T`` and ``dw[c0:c1] = x[:, c0:c1].T @ g``), with
+    single-threaded BLAS (``kernels/threads.py``): the parts share nothing they write, and each reads
+    only its own part of ``w``, the largest operand.
+    """
+
+    def dense_forward(self, x, w, b, relu=False):
+        N, C = x.shape
+        K = w.shape[1]
+        y = np.empty((N, K), dtype=x.dtype)
+        epilogue = relu or b is not None
+        bias = np.zeros(K, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
+
+        def part(k0, k1):
+            chunk_y = y[:, k0:k1]
+            np.matmul(x, w[:, k0:k1], out=chunk_y)
+            if epilogue:
+                _bias_relu(chunk_y, bias[k0:k1], relu)  # while the block of y is still in cache
+
+        threads.split(part, K, threads.rows_for(N * C))
+        return y
+
+    def dense_backward(self, dy, x, w, y, relu=False, need_dx=True):
+        N, C = x.shape
+        dy = np.ascontiguousarray(dy)
+        g = np.empty_like(dy) if relu else dy
+        db = np.zeros(dy.shape[1])
+        _mask_and_sum(dy, np.ascontiguousarray(y) if relu else dy, relu, g, db)
+        dx = np.empty((N, C), dtype=x.dtype) if need_dx else None
+        dw = np.empty(w.shape, dtype=x.dtype)
+
+        def part(c0, c1):
+            if need_dx:
+                np.matmul(g, w[c0:c1].T, out=dx[:, c0:c1])  # dx[n, c] = sum_k g[n, k] w[c, k]
+            np.matmul(x[:, c0:c1].T, g, out=dw[c0:c1])  # dw[c, k] = sum_n x[n, c] g[n, k]
+
+        threads.split(part, C, threads.rows_for(N * w.shape[1] * (2 if need_dx else 1)))
+        return dx, dw, db.astype(dy.dtype)

@@ -1,0 +1,168 @@
+"""Both cores on one op: the batch split into one part per core, each part on its own thread.
+
+Why not ``parallel=True`` or OpenBLAS's threads alone. A Numba thread pool
+woken between BLAS calls fights OpenBLAS's threads for the same cores (on the
+2-core target that made a LeNet step 30% slower), and a 2-thread OpenBLAS
+call on the thin GEMMs of a batch of 100 (a (2548, 800) x (800, 64) chunk of
+LeNet's second convolution) keeps both cores waiting on each other, while
+the copies around it (im2col, col2im, the epilogues) run on one core only.
+
+So an op whose batch rows are independent (the images of a convolution, the
+sequences of an LSTM) runs :func:`split` instead: the rows are cut into one
+contiguous part per core, and each part runs the whole op, its copies and its
+GEMMs, on a thread of its own, with OpenBLAS told to use one thread per call
+for the duration (:func:`single_threaded_blas`). Nothing is shared between
+the parts but the read-only inputs; a part writes only its own rows of the
+outputs, and sums over the batch (a weight gradient) are returned per part
+and added by the caller. The kernels the parts call are ``nogil`` Numba
+functions and NumPy calls, which release the GIL, so the parts do run at the
+same time; the Python between them is a few calls per chunk or per time step.
+
+OpenBLAS is found among the loaded libraries (``/proc/self/maps``; importing
+NumPy has loaded it) and its
+thread count set through ``ctypes``. Where it is not found (another BLAS,
+another OS) :func:`split` runs the parts one after the other, which computes
+the same thing.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numpy
+
+
+def cores():
+    """CPUs this process may run on (its affinity mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class _OpenBLAS:
+    """``get_num_threads`` / ``set_num_threads`` of the OpenBLAS that NumPy loaded, or None each."""
+
+    # Plain OpenBLAS, and the builds NumPy's wheels bundle (``scipy_`` prefix, ``64_`` suffix for ILP64).
+    NAMES = [(f"{prefix}openblas_get_num_threads{suffix}", f"{prefix}openblas_set_num_threads{suffix}")
+             for prefix in ("scipy_", "") for suffix in ("64_", "")]
+
+    def __init__(self):
+        self.get = self.set = None
+        try:
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+                paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
+        except OSError:
+            return
+        for path in sorted(paths):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for get, set_ in self.NAMES:
+                if hasattr(lib, get) and hasattr(lib, set_):
+                    self.get, self.set = getattr(lib, get), getattr(lib, set_)
+                    self.get.restype = ctypes.c_int
+                    self.set.argtypes = [ctypes.c_int]
+                    return
+
+
+_blas = None
+_pool = None
+_lock = threading.Lock()  # one split at a time: the BLAS thread count is global
+
+
+def _openblas():
+    global _blas
+    if _blas is None:
+        _blas = _OpenBLAS()
+    return _blas
+
+
+def available():
+    """Whether :func:`split` runs its parts in parallel here (more than one core, and OpenBLAS found)."""
+    return cores() > 1 and _openblas().set is not None
+
+
+class single_threaded_blas:
+    """``with single_threaded_blas():`` every BLAS call inside uses one thread; the count is restored after."""
+
+    def __enter__(self):
+        blas = _openblas()
+        self.before = blas.get() if blas.get is not None else None
+        if self.before is not None and self.before != 1:
+            blas.set(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.before is not None and self.before != 1:
+            _openblas().set(self.before)
+        return False
+
+
+#: Multiply-adds a part should hold at least: below this, handing it to another thread
+#: (tens of microseconds) costs more than it saves.
+MIN_PART_MACS = 1 << 22
+
+
+def rows_for(macs_per_row, min_macs=MIN_PART_MACS):
+    """The ``min_rows`` of :func:`split` for rows that each cost ``macs_per_row`` multiply-adds."""
+    return max(1, -(-min_macs // max(1, macs_per_row)))
+
+
+def parts(n, min_rows=1):
+    """``[(lo, hi), ...]``: ``range(n)`` cut into at most one contiguous part per core, each of at least ``min_rows``."""
+    k = max(1, min(cores(), n // max(min_rows, 1)))
+    return [(n * i // k, n * (i + 1) // k) for i in range(k)]
+
+
+def split(fn, n, min_rows=1):
+    """``[fn(lo, hi) for (lo, hi) in parts(n, min_rows)]``, the parts on their own threads, BLAS single-threaded.
+
+    ``fn(lo, hi)`` handles rows ``lo:hi`` of the batch; it must write nothing
+    outside them. With one part, or when the split cannot run in parallel
+    (:func:`available`), or when another split is running (a nested call),
+    the parts run here, one after the other, with BLAS as it is.
+    """
+    global _pool
+    ranges = parts(n, min_rows)
+    if len(ranges) == 1 or not available() or not _lock.acquire(blocking=False):
+        return [fn(lo, hi) for lo, hi in ranges]
+    try:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=cores() - 1, thread_name_prefix="scratchnet")
+        with single_threaded_blas():
+            futures = [_pool.submit(fn, lo, hi) for lo, hi in ranges[1:]]
+            try:
+                first = fn(*ranges[0])  # the calling thread takes the first part
+            finally:
+                wait(futures)  # even when the first part raised: BLAS is restored only once all are done
+            return [first, *(f.result() for f in futures)]
+    finally:
+        _lock.release()
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N), the output cut into one block per core.
+
+    The blocks are rows of the output (each part reads all of ``b``) when
+    ``M >= N``, else columns (each part reads all of ``a``): the operand that
+    every part reads whole is the smaller one.
+    """
+    M, K = a.shape
+    N = b.shape[1]
+    if out is None:
+        out = numpy.empty((M, N), dtype=numpy.result_type(a, b))
+    if M >= N:
+        def part(lo, hi):
+            numpy.matmul(a[lo:hi], b, out=out[lo:hi])
+
+        split(part, M, rows_for(K * N))
+    else:
+        def part(lo, hi):
+            numpy.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+        split(part, N, rows_for(M * K))
+    return out

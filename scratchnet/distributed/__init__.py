@@ -1,0 +1,48 @@
+"""Data-parallel training over MPI: the same model, the same result, on one machine or many.
+
+::
+
+    mpiexec -n 4 scratchnet train lenet                   # the CLI needs nothing more
+    mpiexec -n 4 -f hosts python train.py                 # your own script, on the machines in `hosts`
+
+Every rank holds the whole model and draws the same global batch; it steps on
+its rows (:class:`Shard`), the gradients are averaged in one ``Allreduce``
+(:func:`allreduce_gradients`), and every rank applies the same update. The
+result does not depend on the number of ranks: dropout masks are drawn for the
+global batch and sliced, the L2 gradient is counted once, and a short batch is
+weighted by its size. See :mod:`.data_parallel` for the step, :mod:`.world`
+for how a process finds its world (and why ``import scratchnet`` never
+imports mpi4py), :mod:`.ring` for the ring allreduce written out, with its
+cost model, and :mod:`.device` for GPUs (NCCL, or staging through the host).
+
+With ``fit`` or :func:`scratchnet.training.train`::
+
+    sn.random.seed(0)                         # optional: rank 0's generator is broadcast anyway
+    model.compile(...)
+    sn.distributed.DataParallel(model)        # broadcast rank 0's state; train_on_batch shards from now on
+    model.fit(x, y, batch_size=100)           # batch_size is the global batch; only rank 0 shows progress
+
+In a loop of your own::
+
+    shard = sn.distributed.Shard.of(len(x), sn.distributed.rank(), sn.distributed.world_size())
+    with shard:                               # dropout masks for the global batch, these rows of them
+        logits, backprop = model.forward(shard.take(x), training=True)
+        loss, dloss = loss_fn(shard.take(y), logits)
+        backprop(dloss())
+        model.regularization_backward()
+        sn.distributed.allreduce_gradients(model)   # weighted by the shard's share of the batch
+    opt.step(model.trainable_parameters)
+
+Outside ``mpiexec`` (or without mpi4py) the world has one rank and all of
+this costs nothing.
+"""
+from __future__ import annotations
+
+from .data_parallel import DataParallel, GradientBuffer, allreduce_gradients, broadcast_state
+from .ring import ring_allreduce, ring_cost
+from .shard import Shard, current_shard
+from .world import DistributedError, MPIWorld, World, current_world, rank, world, world_size
+
+__all__ = ["DataParallel", "DistributedError", "GradientBuffer", "MPIWorld", "Shard", "World", "allreduce_gradients",
+           "broadcast_state", "current_shard", "current_world", "rank", "ring_allreduce", "ring_cost", "world",
+           "world_size"]

@@ -1,0 +1,181 @@
+"""Data parallelism: every rank holds the whole model and steps on its rows of each global batch.
+
+One step of ``model.train_on_batch(x, y)`` under :class:`DataParallel`, on
+rank ``r`` of ``R``, with ``x`` the global batch of ``N`` rows (the same on
+every rank)::
+
+    shard = Shard.of(N, r, R)                     # rows r*N//R .. (r+1)*N//R
+    with shard:                                   # Dropout draws the global mask and keeps these rows
+        forward, loss, backprop on shard.take(x)  # p.grad: the mean over this rank's n_r rows
+        regularization_backward()                 # + the L2 gradient, on every rank
+        allreduce_gradients(model)                # p.grad = sum_r (n_r / N) p.grad_r: the global mean
+        optimizer.step; ema.apply                 # identical on every rank, so the weights stay equal
+    logs = sum_r (n_r / N) logs_r                 # the global batch's loss and accuracy
+
+The weights ``n_r / N`` sum to 1, so a term every rank adds (the L2
+gradient) comes out of the sum once, and clipping (inside the optimizer)
+sees the averaged gradient, as in one process; a short final batch is
+weighted by its true size. The gradients travel as one flat buffer per
+dtype, in one ``Allreduce``, not one call per parameter.
+
+:func:`broadcast_state` makes every rank start from rank 0's state: the
+weights, the optimizer's slots and iteration count, the moving averages, the
+global step and the global random generator (so shuffling and dropout draw
+the same numbers on every rank).
+"""
+from __future__ import annotations
+
+import numpy
+
+from .. import random as _random
+from ..backend import get_backend, to_numpy
+from .shard import Shard, current_shard
+from .world import world as _world
+
+
+class GradientBuffer:
+    """One flat buffer per dtype for the gradients of a list of parameters, kept from step to step."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def allreduce(self, params, weight, world):
+        """``p.grad = sum over ranks of weight_r * p.grad`` for every parameter with a gradient, in place."""
+        groups = {}
+        for p in params:
+            if p.grad is not None:
+                groups.setdefault(numpy.dtype(p.grad.dtype), []).append(p)
+        for dtype, group in groups.items():
+            n = sum(p.grad.size for p in group)
+            xp = get_backend().xp
+            buf = self._buffers.get(dtype)
+            if buf is None or buf.size != n or not isinstance(buf, xp.ndarray):
+                buf = self._buffers[dtype] = xp.empty(n, dtype=dtype)
+            offset = 0
+            for p in group:
+                xp.multiply(p.grad.reshape(-1), weight, out=buf[offset:offset + p.grad.size])
+                offset += p.grad.size
+            world.allreduce(buf)
+            offset = 0
+            for p in group:
+                p.grad[...] = buf[offset:offset + p.grad.size].reshape(p.grad.shape)
+                offset += p.grad.size
+
+
+def allreduce_gradients(model, weight=None, world=None, buffer=None):
+    """Average the gradients over the ranks: ``p.grad = sum_r weight_r * p.grad_r``, one Allreduce per dtype.
+
+    Call it after the backward pass (and the regularizer's gradient), before
+    ``optimizer.step``.
+
+    Parameters
+    ----------
+    model : scratchnet.Model or iterable of Parameter
+        Its trainable parameters with a gradient take part (the same on every rank).
+    weight : float, optional
+        This rank's share of the global batch, ``n_r / N``. Default: the
+        current :class:`Shard`'s weight, else ``1 / world_size`` (equal shards).
+    world : World, optional
+        Default :func:`scratchnet.distributed.world`.
+    buffer : GradientBuffer, optional
+        Reuse its flat buffers from step to step (a new one otherwise).
+    """
+    world = _world() if world is None else world
+    if world.size == 1:
+        return
+    if weight is None:
+        shard = current_shard()
+        weight = shard.weight if shard is not None else 1.0 / world.size
+    params = model.trainable_parameters if hasattr(model, "trainable_parameters") else [p for p in model if p.trainable]
+    (buffer or GradientBuffer()).allreduce(params, weight, world)
+
+
+def broadcast_state(model, world=None):
+    """Give every rank rank 0's weights, optimizer state, moving averages, global step and random generator."""
+    world = _world() if world is None else world
+    if world.size == 1:
+        return
+    state = world.bcast(_state_of(model) if world.is_root else None)
+    if world.is_root:
+        return
+    xp = get_backend().xp
+    by_name = {p.name: p for p in model.parameters()}
+    for name, value in state["weights"].items():
+        by_name[name].value[...] = xp.asarray(value)
+    if getattr(model, "optimizer", None) is not None and state["optimizer"] is not None:
+        model.optimizer.load_state_dict(state["optimizer"])
+    if getattr(model, "ema", None) is not None and state["ema"] is not None:
+        model.ema.load_state_dict(state["ema"])
+    model.step = state["step"]
+    _random.set_state(state["rng"])
+
+
+def _state_of(model):
+    optimizer, ema = getattr(model, "optimizer", None), getattr(model, "ema", None)
+    return {
+        "weights": {p.name: to_numpy(p.value) for p in model.parameters()},
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "ema": None if ema is None else ema.state_dict(),
+        "step": model.step,
+        "rng": _random.get_state(),
+    }
+
+
+class DataParallel:
+    """Make ``model.train_on_batch`` (and so ``fit`` and :func:`scratchnet.training.train`) data-parallel.
+
+    ``DataParallel(model)`` broadcasts rank 0's state (:func:`broadcast_state`)
+    and attaches itself as ``model.data_parallel``. From then on each
+    ``train_on_batch(x, y)``, given the same global batch on every rank,
+    steps on this rank's rows and averages the gradients (see the module's
+    docstring), and the training loop stops every rank at the same step when
+    any rank asks to stop. Call it again after restoring a checkpoint.
+
+    In a world of one it changes nothing (and costs a slice per step).
+
+    Parameters
+    ----------
+    model : scratchnet.Model
+        Compiled; its ``optimizer`` and ``ema`` are broadcast with it.
+    world : World, optional
+        Default :func:`scratchnet.distributed.world`.
+    """
+
+    def __init__(self, model, world=None):
+        self.model = model
+        self.world = _world() if world is None else world
+        self.buffer = GradientBuffer()
+        broadcast_state(model, self.world)
+        model.data_parallel = self
+
+    @property
+    def is_root(self):
+        return self.world.is_root
+
+    def train_on_batch(self, x, y):
+        """One step on this rank's rows of the global batch ``(x, y)``; returns the global batch's logs."""
+        if len(x) != len(y):
+            raise ValueError(f"x and y must have the same number of examples, got {len(x)} and {len(y)}")
+        with Shard.of(len(x), self.world.rank, self.world.size) as shard:
+            logs = self.model.train_on_shard(shard.take(x), shard.take(y))
+        return self.average_logs(logs, shard.weight)
+
+    def allreduce_gradients(self):
+        """Average the gradients of the model over the ranks (``Model.train_on_shard`` calls it before the optimizer)."""
+        allreduce_gradients(self.model, world=self.world, buffer=self.buffer)
+
+    def average_logs(self, logs, weight):
+        """``{name: sum_r weight_r * value_r}``: the global batch's loss and metrics from each rank's."""
+        if self.world.size == 1:
+            return logs
+        names = list(logs)  # the same names, in the same order, on every rank
+        total = self.world.allreduce_sum([weight * float(logs[k]) for k in names])
+        return {k: float(v) for k, v in zip(names, total)}
+
+    def agree_to_stop(self, stop):
+        """True on every rank when any rank's ``stop`` is true (the training loop asks after each step)."""
+        return self.world.any(stop)
+
+    def detach(self):
+        """Make the model train on its own again."""
+        self.model.data_parallel = None

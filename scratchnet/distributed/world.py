@@ -1,0 +1,269 @@
+"""The world: this process's rank among the processes ``mpiexec`` started, and how they talk.
+
+:func:`world` returns it, connecting on first use:
+
+- launched by ``mpiexec -n R`` (R > 1), it is an :class:`MPIWorld` over
+  mpi4py's ``COMM_WORLD``;
+- otherwise it is a :class:`World` of size 1, whose collectives return their
+  input: no MPI, no mpi4py, no cost.
+
+Whether a launcher started this process is read from the environment
+variables launchers set (``PMI_SIZE`` for MPICH's Hydra and Intel MPI,
+``OMPI_COMM_WORLD_SIZE`` for Open MPI, ...), *before* anything imports
+mpi4py, so that a plain ``python train.py`` never loads MPI.
+``SCRATCHNET_MPI=0`` ignores a launcher, ``SCRATCHNET_MPI=1`` connects
+without one.
+
+Joining an MPI world also does two things a data-parallel run needs:
+
+- each rank takes its share of its machine's cores: it pins itself to them
+  (unless the launcher bound it already) and limits its BLAS (threadpoolctl)
+  and Numba threads to their number (or to ``SCRATCHNET_THREADS``, else
+  ``OMP_NUM_THREADS``), so 2 ranks on 2 cores run one thread each, each on
+  its own core, instead of fighting over both;
+- a rank that dies of an uncaught exception aborts the whole job
+  (``MPI_Abort``) instead of leaving the others waiting in a collective.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy
+
+from .device import choose_gpu, device_allreduce
+from .ring import ring_allreduce
+
+#: Variables by which launchers tell a process the size of its world.
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
+#: Variables only a launched process has (``SLURM_NTASKS`` is set in a whole batch job, not only under srun).
+LAUNCHED_VARIABLES = ("PMI_RANK", "PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+_world = None
+
+
+class DistributedError(RuntimeError):
+    """The process was launched for MPI but cannot join the world (mpi4py is missing)."""
+
+
+class World:
+    """A world of one process: rank 0 of 1, every collective the identity.
+
+    Attributes
+    ----------
+    rank, size : int
+        This process's rank and the number of ranks.
+    local_rank, local_size : int
+        The same among the ranks on this machine.
+    threads : int or None
+        The threads each rank was limited to (None: not limited).
+    """
+
+    rank, size, local_rank, local_size, threads = 0, 1, 0, 1, None
+    library = "no MPI"
+
+    @property
+    def is_root(self):
+        """True on rank 0, the rank that writes files and prints."""
+        return self.rank == 0
+
+    def allreduce(self, buf):
+        """Sum ``buf`` (a NumPy or CuPy array) over the ranks, in place; returns it."""
+        return buf
+
+    def allreduce_sum(self, values):
+        """The sum over the ranks of a small float64 vector (a new NumPy array)."""
+        return numpy.array(values, dtype=numpy.float64)
+
+    def any(self, flag):
+        """True on every rank when ``flag`` is true on any."""
+        return bool(flag)
+
+    def bcast(self, obj):
+        """Rank 0's ``obj`` (any picklable object), on every rank."""
+        return obj
+
+    def gather(self, obj):
+        """``[obj of rank 0, obj of rank 1, ...]`` on rank 0; None on the others."""
+        return [obj]
+
+    def barrier(self):
+        """Wait until every rank has come here."""
+
+    def abort(self, code):
+        """End every rank of the job with exit status ``code`` (a world of one: nothing to end)."""
+
+    def describe(self, batch_size):
+        """The line a run prints: ranks, the per-rank batch and threads."""
+        per_rank = ", ".join(str(n) for n in sorted({(r + 1) * batch_size // self.size - r * batch_size // self.size
+                                                      for r in range(self.size)}, reverse=True))
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''} per rank" if self.threads else "threads not limited"
+        return (f"distributed: {self.size} rank{'s' if self.size != 1 else ''} ({self.library}), "
+                f"global batch {batch_size} = {per_rank} per rank, {threads}")
+
+    def __repr__(self):
+        return f"<{type(self).__name__} rank {self.rank} of {self.size}>"
+
+
+class MPIWorld(World):
+    """The ranks of an MPI communicator (``COMM_WORLD`` by default), through mpi4py."""
+
+    def __init__(self, comm=None, limit_threads=True):
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
+        vendor, version = MPI.get_vendor()
+        self.library = f"{vendor} {'.'.join(map(str, version))} through mpi4py {_mpi4py_version()}"
+        self.threads = _limit_threads(local) if limit_threads else None
+        local.Free()
+        choose_gpu(self.local_rank)
+        self._ring = os.environ.get("SCRATCHNET_ALLREDUCE", "mpi") == "ring"
+        self._device = None
+        _abort_on_uncaught_exceptions(self)
+
+    def allreduce(self, buf):
+        if not isinstance(buf, numpy.ndarray):
+            if self._device is None:
+                self._device = device_allreduce(self)
+            return self._device(buf)
+        if self._ring:
+            buf[...] = ring_allreduce(self.comm, buf)
+        else:
+            self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return buf
+
+    def allreduce_sum(self, values):
+        buf = numpy.array(values, dtype=numpy.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return buf
+
+    def any(self, flag):
+        return bool(self.comm.allreduce(bool(flag), op=self.MPI.LOR))
+
+    def bcast(self, obj):
+        return self.comm.bcast(obj, root=0)
+
+    def gather(self, obj):
+        return self.comm.gather(obj, root=0)
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def abort(self, code):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(int(code))
+
+
+def world():
+    """This process's :class:`World`: an :class:`MPIWorld` under ``mpiexec -n R`` (R > 1), else a world of one."""
+    global _world
+    if _world is None:
+        _world = _connect()
+    return _world
+
+
+def rank():
+    """This process's rank (0 outside ``mpiexec``)."""
+    return world().rank
+
+
+def world_size():
+    """The number of ranks (1 outside ``mpiexec``)."""
+    return world().size
+
+
+def current_world():
+    """The world if :func:`world` has connected already, else None (never connects)."""
+    return _world
+
+
+def launched_size():
+    """The world size the launcher announced: an int, None when launched without saying, 1 when not launched."""
+    forced = os.environ.get("SCRATCHNET_MPI", "").strip().lower()
+    if forced in ("0", "no", "off", "false"):
+        return 1
+    launched = forced in ("1", "yes", "on", "true") or any(v in os.environ for v in LAUNCHED_VARIABLES)
+    if not launched:
+        return 1
+    for variable in SIZE_VARIABLES:
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return None
+
+
+def _connect():
+    size = launched_size()
+    if size == 1:
+        return World()
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        raise DistributedError(
+            f"this process was launched by an MPI launcher ({size or 'several'} ranks) but mpi4py is not installed; "
+            "pip install 'scratchnet[mpi]', or set SCRATCHNET_MPI=0 to run each process on its own"
+        ) from None
+    return MPIWorld()
+
+
+def _mpi4py_version():
+    import mpi4py
+
+    return mpi4py.__version__
+
+
+def _share_cores(local):
+    """Pin this rank to its share of the cores its machine's ranks may use; returns how many it has.
+
+    When every rank on the machine may run on the same cores (``mpiexec``
+    without binding), rank ``i`` of ``L`` takes the ``i``-th of ``L`` equal
+    parts of them, so that nothing of it (BLAS, Numba, threads of its own)
+    runs on another rank's cores. A launcher that bound the ranks already
+    (``-bind-to core``) is left as it is, and so is a machine with fewer cores
+    than ranks. ``SCRATCHNET_BIND=0`` never pins.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return max(1, (os.cpu_count() or 1) // local.Get_size())
+    usable = sorted(os.sched_getaffinity(0))
+    same = all(cores == usable for cores in local.allgather(usable))
+    i, L = local.Get_rank(), local.Get_size()
+    if not same or len(usable) < L:
+        return max(1, len(usable) // L) if same else len(usable)
+    mine = usable[i * len(usable) // L:(i + 1) * len(usable) // L]
+    if os.environ.get("SCRATCHNET_BIND", "1") != "0":
+        os.sched_setaffinity(0, mine)
+    return len(mine)
+
+
+def _limit_threads(local):
+    """Limit BLAS and Numba to this rank's share of the cores; returns the number of threads."""
+    share = _share_cores(local)
+    threads = os.environ.get("SCRATCHNET_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    n = int(threads) if threads and threads.isdigit() and int(threads) > 0 else share
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    else:
+        os.environ["NUMBA_NUM_THREADS"] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # the BLAS keeps its threads; the mpi extra installs threadpoolctl
+        return n
+    threadpool_limits(limits=n)
+    return n
+
+
+def _abort_on_uncaught_exceptions(w):
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)
+        print(f"rank {w.rank} of {w.size} failed; aborting the job", file=sys.stderr)
+        w.abort(1)
+
+    sys.excepthook = hook

@@ -1,0 +1,34 @@
+"""In-place parameter updates: the arithmetic of the optimizers, the L2 penalty and the moving averages.
+
+These are not ops (nothing is differentiated through them); they are the
+kernels that :mod:`scratchnet.optimizers`, :mod:`scratchnet.regularizers`
+and :mod:`scratchnet.ema` run once per parameter per step. Each updates its
+first argument in place. Written as NumPy expressions, every term of an update
+is a temporary array the size of the parameter, and each temporary is one
+more pass over memory; the Numba backend (``kernels/updates_numba.py``) runs
+each update as a single pass instead. The rules themselves are derived where
+they are used (``scratchnet/optimizers.py``, ``scratchnet/ema.py``).
+
+Notation: ``w`` a parameter's value, ``g`` its gradient, ``m``, ``v`` Adam's
+slots, ``shadow`` its moving average; all of one shape and dtype.
+"""
+from __future__ import annotations
+
+
+class UpdateReference:
+    """Reference kernels for the in-place updates, one NumPy expression each."""
+
+    def scaled_add(self, y, x, alpha):
+        """``y += alpha * x``: plain SGD's step (``alpha = -lr``), an L2 penalty's gradient (``alpha = 2 l2``)."""
+        y += alpha * x
+
+    def moving_average_update(self, shadow, value, decay):
+        """``shadow -= (1 - decay) * (shadow - value)``."""
+        shadow -= (1 - decay) * (shadow - value)
+
+    def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
+        """``m += (1 - beta_1) (g - m)``; ``v += (1 - beta_2) (g^2 - v)``; ``w -= alpha m / (sqrt(v) + epsilon)``."""
+        xp = self.xp
+        m += (1 - beta_1) * (g - m)
+        v += (1 - beta_2) * (g * g - v)
+        w -= alpha * m / (xp.sqrt(v) + epsilon)
