@@ -53,6 +53,42 @@ def sgemm_gflops(xp=np, n=2048, repeats=5, sync=None):
     return 2 * n**3 / (ms * 1e-3) / 1e9
 
 
+def cpu_model():
+    """The CPU's name, from /proc/cpuinfo (else what ``platform`` knows)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def blas_line():
+    """The BLAS NumPy calls, as threadpoolctl sees it: library, version, kernel (architecture), threads."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return "BLAS: unknown (pip install threadpoolctl)"
+    libs = [lib for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"]
+    if not libs:
+        return "BLAS: none found by threadpoolctl"
+    lib = libs[0]
+    return (f"BLAS: {lib.get('internal_api')} {lib.get('version')}, kernel {lib.get('architecture', '?')}, "
+            f"{lib.get('threading_layer', '?')} threads, {lib.get('num_threads')} threads")
+
+
+def machine_line():
+    """One line saying where a benchmark ran: CPU model and cores, the BLAS, and the library versions."""
+    import numba
+
+    return (f"CPU: {cpu_model()}, {cpu_count()} cores; {blas_line()}; "
+            f"numpy {np.__version__}, numba {numba.__version__}")
+
+
 def import_or_reason(name):
     """``(module, None)``, or ``(None, why)`` when ``name`` does not import."""
     try:

@@ -167,16 +167,22 @@ def main(argv=None):
             sys.exit("bench/distributed.py: no mpiexec; pip install 'scratchnet[mpi]'")
         from mpi4py import MPI
 
-        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; BLAS: {blas()}; MPI: {MPI.Get_library_version().splitlines()[0].strip()}")
+        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; BLAS: {blas()}; MPI: {' '.join(MPI.Get_library_version().split()[:3])}")
         # One thread per rank; then, for comparison, one process on as many cores as the ranks had.
         configs = [(int(r), 1) for r in args.ranks.split(",")]
         configs.append((1, max(r for r, _ in configs)))
         rows, data_line = [], None
         for model in models:
+            # Rounds of every configuration in turn, so that a burst of other load on the machine
+            # slows one run of each configuration rather than all the runs of one.
+            runs = {config: [] for config in configs}
+            for _ in range(args.repeats):
+                for ranks, threads in configs:
+                    runs[ranks, threads].append(run_ranks(mpiexec, model, ranks, threads, args.steps, args.backend,
+                                                          args.data))
             base = None
             for ranks, threads in configs:
-                best = min((run_ranks(mpiexec, model, ranks, threads, args.steps, args.backend, args.data)
-                            for _ in range(args.repeats)), key=lambda r: r["step_ms"])
+                best = min(runs[ranks, threads], key=lambda r: r["step_ms"])
                 data_line = best["data"]
                 if (ranks, threads) == (1, 1):
                     base = best["step_ms"]

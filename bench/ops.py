@@ -3,29 +3,34 @@
 At the shapes of the seed tutorials (batch 100): the MNIST MLP and CNN
 layers, their max-pools, and the two LSTMs (MNIST rows, PTB words). Every
 framework runs in this process, on the same inputs, with the same thread
-count; each cell is the median of ``--repeats`` calls after a warm-up.
-The last columns compare the primary scratchnet backend (numba on the CPU,
-cupy with ``--backend cupy``) with the faster peer, and its achieved rate with
-this machine's roofs measured in the same run: a compute-bound op's GFLOP/s
-against a float32 GEMM, a memory-bound one's GB/s against an array copy. The
-FLOPs and bytes are the ops' own cost formulas and the roofs are measured as
-``sn.profile()`` measures them, so the two always agree.
+count. Frameworks that each own a thread pool disturb each other when
+interleaved call by call, so they are timed in alternating blocks
+(``--block`` calls of one, then of the next, ``--rounds`` times); each cell is
+the median of all its calls after a warm-up. The last columns compare the
+primary scratchnet backend (numba on the CPU, cupy with ``--backend cupy``)
+with the faster peer, and its achieved rate with this machine's limits,
+measured in the same run: a compute-bound op's GFLOP/s as a percent of the
+float32 FMA peak (``bench/peak.py``) and of the sgemm rate, a memory-bound
+one's GB/s against an array copy. The FLOPs and bytes are the ops' own cost
+formulas and the roofs are measured as ``sn.profile()`` measures them.
 
     python bench/ops.py                      # every available backend, TF and torch
-    python bench/ops.py --backend numba --repeats 20
+    python bench/ops.py --backend numba --rounds 10
     python bench/ops.py --backend cupy --large   # on a GPU: torch on CUDA as the peer
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_count, fmt_ms, import_or_reason, markdown_table, median_ms  # noqa: E402
+from common import cpu_count, fmt_ms, import_or_reason, machine_line, markdown_table  # noqa: E402
 
 import scratchnet as sn  # noqa: E402
 from scratchnet.profiler import calibration, report  # noqa: E402
@@ -163,10 +168,29 @@ def torch_step(op, a, torch, device):
     return step
 
 
+def alternating_medians(steps, rounds, block, warmup, sync=None):
+    """``{name: median ms}`` of ``steps`` (name -> callable) timed in alternating blocks of ``block`` calls."""
+    sync = sync or (lambda: None)
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+            sync()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                sync()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="all", help="scratchnet backends, comma-separated (default: all available)")
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
+    p.add_argument("--block", type=int, default=4, help="calls of one framework per round (default 4)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--large", action="store_true", help="batch 1024 and LSTM hidden 1024 (the GPU case)")
     p.add_argument("--peers", default="tf,torch", help="peer frameworks, comma-separated: tf, torch, or none")
@@ -211,6 +235,11 @@ def main(argv=None):
 
     with sn.use_backend(primary) as be:
         peaks = calibration.measure(be)  # the roofs, measured as sn.profile() measures them
+    fma = None
+    if not gpu:
+        import peak
+
+        fma = peak.fma_peak_gflops(threads)
 
     batch = 1024 if args.large else 100
     rng = np.random.default_rng(0)
@@ -219,19 +248,27 @@ def main(argv=None):
         if args.only and args.only not in op:
             continue
         a = make_inputs(op, spec, rng)
-        times = {}
+        steps, times = {}, {}
         for name in backends:
             try:
                 with sn.use_backend(name) as be:
-                    times[name] = median_ms(scratchnet_step(op, a, be), args.repeats, args.warmup, sync)
+                    step = scratchnet_step(op, a, be)
+                    step()
             except NotImplementedError:
                 times[name] = "not implemented"
+                continue
+
+            def in_backend(step=step, name=name):
+                with sn.use_backend(name):
+                    return step()
+
+            steps[name] = in_backend
         for key, (label_, mod) in peers.items():
             if key == "tf":
-                times[label_] = median_ms(tf_step(op, a, mod), args.repeats, args.warmup)
+                steps[label_] = tf_step(op, a, mod)
             else:
-                device = "cuda" if gpu else "cpu"
-                times[label_] = median_ms(torch_step(op, a, mod, device), args.repeats, args.warmup, sync)
+                steps[label_] = torch_step(op, a, mod, "cuda" if gpu else "cpu")
+        times.update(alternating_medians(steps, args.rounds, args.block, args.warmup, sync))
         mine = times.get(primary)
         peer_times = [times[label_] for label_, _ in peers.values() if isinstance(times[label_], float)]
         ratio = f"{mine / min(peer_times):.2f}" if isinstance(mine, float) and peer_times else "n/a"
@@ -240,7 +277,8 @@ def main(argv=None):
             gflops, gbs, bound, pct = report.roofline(cost.flops + cost.backward_flops,
                                                       cost.bytes + cost.backward_bytes, mine * 1e-3, peaks)
             if bound == "compute":
-                rate = f"{gflops:.1f} GFLOP/s ({pct:.0f}% of sgemm)"
+                of_fma = f"{100 * gflops / fma:.0f}% of FMA peak, " if fma else ""
+                rate = f"{gflops:.1f} GFLOP/s ({of_fma}{pct:.0f}% of sgemm)"
             elif bound == "memory":
                 rate = f"{gbs:.1f} GB/s ({pct:.0f}% of copy)"
         rows.append([op, label, *(fmt_ms(times[c]) for c in [*backends, *(l for l, _ in peers.values())]), ratio, rate])
@@ -249,8 +287,12 @@ def main(argv=None):
     columns = [*(f"{b} ms" for b in backends), *(f"{l} ms" for l, _ in peers.values())]
     headers = ["op", "shape", *columns, f"{primary} / best peer", f"{primary} rate (% of its roof)"]
     where = "GPU" if gpu else f"CPU, {threads} threads"
-    print(f"Forward + backward, median of {args.repeats} after {args.warmup} warm-up calls; batch {batch}; {where}.")
-    print(f"Roofs on {primary}: float32 sgemm {peaks['sgemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbs']:.1f} GB/s.\n")
+    print(machine_line())
+    print(f"Forward + backward, median of {args.rounds} alternating rounds of {args.block} calls per framework "
+          f"after {args.warmup} warm-up calls; batch {batch}; {where}.")
+    fma_text = f"float32 FMA peak {fma:.1f} GFLOP/s, " if fma else ""
+    print(f"Roofs on {primary}: {fma_text}float32 sgemm {peaks['sgemm_gflops']:.1f} GFLOP/s, "
+          f"copy {peaks['copy_gbs']:.1f} GB/s.\n")
     print(markdown_table(headers, rows))
     for note in notes:
         print(f"\n{note}")

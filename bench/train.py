@@ -3,10 +3,12 @@
 For every model named in ``--models``, the three frameworks train the same
 architecture with the same hyperparameters (the zoo's, taken from the seed
 tutorials), on the same batches of the same data split, in this one process
-on this one machine. The report is a Markdown table: median milliseconds per
-training step (the first steps, which compile or trace, are left out), its
-ratio to the faster peer (the faster of Keras and PyTorch), and each
-framework's final test accuracy
+on this one machine. The frameworks each own a thread pool, so they train in
+alternating blocks of ``--block`` steps (scratchnet's, then Keras's, then
+PyTorch's, and again), never interleaved call by call. The report is a
+Markdown table: median milliseconds per training step (the first steps,
+which compile or trace, are left out), its ratio to the faster peer (the
+faster of Keras and PyTorch), and each framework's final test accuracy
 (on the moving-average weights where the zoo model keeps them; next-token
 accuracy on held-out text for ``charlm``).
 
@@ -24,9 +26,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import numpy as np
-from common import cpu_count, markdown_table, median_ms
+from common import cpu_count, machine_line, markdown_table
 
 FRAMEWORKS = ("scratchnet", "keras", "torch")
 WARMUP_STEPS = 3  # compile (Numba), trace (tf.function) and allocate: not timed
@@ -56,12 +59,15 @@ def ema_decay_now(decay, n):
 # ------------------------------------------------------------------ scratchnet
 
 
-def run_scratchnet(recipe, batches, test):
+def run_scratchnet(recipe, batches, test, between_blocks=None, block=None):
     """``(times, evaluate)``: train on every batch through scratchnet's training loop, timing each step.
 
     The loop is the one ``fit`` and ``scratchnet train`` run, with the
     recipe's own callbacks (``charlm`` resets its carried state each epoch);
-    a callback reads the clock around each ``train_on_batch``.
+    a callback reads the clock around each ``train_on_batch``. When
+    ``between_blocks`` is given, it is called after every ``block`` steps,
+    outside the timed steps, from the batch stream the loop draws from: that
+    is where the peers run their own blocks of steps.
     """
     import time
 
@@ -80,9 +86,14 @@ def run_scratchnet(recipe, batches, test):
             recipe.synchronize()
             self.times.append(time.perf_counter() - self._t)
 
+    def stream():
+        for i, (epoch, (_, x, y)) in enumerate(zip(epochs_of(batches), batches)):
+            if between_blocks is not None and i and i % block == 0:
+                between_blocks()
+            yield epoch, x, y
+
     timer = StepTimer()
-    stream = ((i, x, y) for i, (_, x, y) in zip(epochs_of(batches), batches))
-    training.train(recipe.model, stream, len(batches), [*recipe.callbacks(), timer], batch_logs="last")
+    training.train(recipe.model, stream(), len(batches), [*recipe.callbacks(), timer], batch_logs="last")
     return timer.times, lambda: recipe.evaluate(*test)["accuracy"]
 
 
@@ -355,6 +366,7 @@ def parse_args(argv=None):
     p.add_argument("--models", default="mlp,lenet,lstm,charlm", help="comma-separated zoo models (default: all)")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of scratchnet,keras,torch")
     p.add_argument("--steps", type=int, default=100, help="training steps per model and framework (default 100)")
+    p.add_argument("--block", type=int, default=10, help="steps of one framework before the next takes its turn (default 10)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--backend", default="auto", help="scratchnet backend: auto, numpy, numba, cupy")
     p.add_argument("--train-data", help="folder with MNIST IDX files (default: the data package's search path)")
@@ -379,6 +391,7 @@ def main(argv=None):
 
     sn.use_backend(args.backend)
     steps = max(args.steps, WARMUP_STEPS + 1)
+    print(machine_line())
     print(f"scratchnet backend {sn.get_backend().name}; {cpu_count()} CPUs; {steps} steps of batch {args.batch_size} "
           f"per model and framework, the first {WARMUP_STEPS} untimed", flush=True)
     # On the GPU backend the PyTorch peer runs on CUDA too, when its build has
@@ -401,17 +414,32 @@ def main(argv=None):
         hp = dict(recipe.hparams, seed=args.seed)
         batches = fixed_batches(recipe, steps)
         test = (data.test.images, data.test.labels)
-        results = {}
+        # Each peer steps through the same batches on its own; all of them alternate in blocks.
+        peer_steps, peer_evals, peer_times = {}, {}, {}
         for fw in args.frameworks:
-            print(f"  {name} / {fw} ...", flush=True)
-            if fw == "scratchnet":
-                times, evaluate = run_scratchnet(recipe, batches, test)
-                ms = 1e3 * statistics.median(times[WARMUP_STEPS:])
-            else:
-                step, evaluate = runners[fw](name, hp, batches, test, recipe.steps_per_epoch,
-                                             getattr(data, "vocab_size", None))
-                ms = median_ms(step, repeats=steps - WARMUP_STEPS, warmup=WARMUP_STEPS)
-            results[fw] = (ms, evaluate())
+            if fw != "scratchnet":
+                print(f"  {name} / {fw}: building", flush=True)
+                peer_steps[fw], peer_evals[fw] = runners[fw](name, hp, batches, test, recipe.steps_per_epoch,
+                                                             getattr(data, "vocab_size", None))
+                peer_times[fw] = []
+
+        def peers_block(count=args.block):
+            for fw, step in peer_steps.items():
+                for _ in range(count):
+                    if len(peer_times[fw]) < len(batches):
+                        start = time.perf_counter()
+                        step()
+                        peer_times[fw].append(time.perf_counter() - start)
+
+        print(f"  {name}: {', '.join(args.frameworks)} in alternating blocks of {args.block} steps", flush=True)
+        results = {}
+        if "scratchnet" in args.frameworks:
+            times, evaluate = run_scratchnet(recipe, batches, test, peers_block, args.block)
+            results["scratchnet"] = (1e3 * statistics.median(times[WARMUP_STEPS:]), evaluate())
+        while any(len(t) < len(batches) for t in peer_times.values()):
+            peers_block()
+        for fw in peer_steps:
+            results[fw] = (1e3 * statistics.median(peer_times[fw][WARMUP_STEPS:]), peer_evals[fw]())
         peers = [ms for fw, (ms, _) in results.items() if fw != "scratchnet"] or [results["scratchnet"][0]]
         for fw, (ms, acc) in results.items():
             rows.append([name, fw, f"{ms:.1f}", f"{ms / min(peers):.2f}x", f"{acc:.4f}"])

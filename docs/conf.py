@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -74,9 +75,17 @@ autodoc_typehints = "none"  # the numpydoc sections say the types; signatures st
 autosummary_generate = False
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
+# Parameters and return values as prose, not as :type: fields: the docstrings' types read like
+# "array of shape (N, C)" or "int or (sh, sw)", and Sphinx would cross-reference every word of a
+# :type: field as a Python name ("shape" matching Parameter.shape and GradientCheck.shape).
+napoleon_use_param = False
+napoleon_use_keyword = False
 napoleon_use_rtype = False
 napoleon_use_ivar = True
-nitpicky = False
+nitpicky = False  # unresolved references in docstrings (numpy, TensorFlow names) stay plain text
+# "more than one target found for cross-reference": an attribute type such as ``name : str`` is
+# still resolved as a Python name, and many classes have a ``name``; the first target is taken.
+suppress_warnings = ["ref.python"]
 
 # -- HTML -------------------------------------------------------------------------------------------
 html_theme = "furo"
@@ -84,8 +93,6 @@ html_title = f"scratchnet {release}"
 html_static_path = ["_static"]
 html_css_files = ["scratchnet.css"]
 html_theme_options = {"navigation_with_keys": True}
-pygments_style = "sphinx"
-pygments_dark_style = "monokai"
 
 # MathJax 3 from the sphinx-mathjax-offline wheel, copied into _static/mathjax by copy_mathjax().
 mathjax_path = "mathjax/tex-chtml.js"
@@ -125,8 +132,40 @@ def write_notebooks(app):
         jupytext.write(notebook, NOTEBOOKS / f"{py.stem}.ipynb", fmt="ipynb")
 
 
+SHAPE_LINE = re.compile(r"^(returns\b|[A-Za-z_]\w*(, ?[A-Za-z_]\w*)* : )")
+
+
+def shape_notes_as_literal(app, what, name, obj, options, lines):
+    """Show the backend contract's shape notes (``x : (N, C);  w : (C, K)`` lines) as written.
+
+    The kernels of :class:`scratchnet.ops.contract.Ops` document their shapes
+    in compact plain-text lines with hanging indents, not numpydoc sections;
+    as reStructuredText those indents are errors. Each such run of lines is
+    turned into a literal block, so it renders exactly as it reads in the
+    source (and the docstrings stay as they are).
+    """
+    if not name.startswith("scratchnet.ops.contract.Ops."):
+        return
+    out, i = [], 0
+    while i < len(lines):
+        if i > 0 and SHAPE_LINE.match(lines[i]) and not (out and out[-1].startswith("    ")):
+            out += ["::", ""] if not out or out[-1] == "" else ["", "::", ""]
+            while i < len(lines) and (lines[i].strip() == "" or SHAPE_LINE.match(lines[i]) or lines[i].startswith(" ")):
+                if lines[i].strip() == "" and (i + 1 >= len(lines) or not (SHAPE_LINE.match(lines[i + 1])
+                                                                          or lines[i + 1].startswith(" "))):
+                    break
+                out.append("    " + lines[i] if lines[i].strip() else "")
+                i += 1
+            out.append("")
+            continue
+        out.append(lines[i])
+        i += 1
+    lines[:] = out
+
+
 def setup(app):
     _mathjax_source()  # fail at once, not after the pages have run
+    app.connect("autodoc-process-docstring", shape_notes_as_literal)
     app.connect("builder-inited", write_notebooks)
     app.connect("build-finished", copy_mathjax)
     return {"parallel_read_safe": True}

@@ -1,11 +1,14 @@
 """Numba kernels for softmax cross-entropy with integer labels.
 
-One pass per row computes the max, the exponentials and their sum, and
-the loss, instead of NumPy's five full-size temporaries; for a language
-model's (N*T, V) logits that is most of the loss's time. Float (distribution)
-labels are rare and go to the reference kernels. Serial, like every kernel
-here that runs between BLAS calls (see ``pooling_numba.py``): a Numba thread
-pool made an MLP training step four times slower.
+Three passes per block of rows instead of NumPy's five full-size temporaries;
+for a language model's (N*T, V) logits that is most of the loss's time.
+The exponentials are NumPy's: a scalar ``exp`` in a Numba loop is a libm
+call that LLVM does not vectorise (this Numba has no SVML), while
+``numpy.exp`` over a whole block is SIMD code, so the Numba loops do only
+the max, the sums and the logs around it. Float (distribution) labels are
+rare and go to the reference kernels. Serial, like every kernel here that
+runs between BLAS calls (see ``pooling_numba.py``): a Numba thread pool made
+an MLP training step four times slower.
 """
 from __future__ import annotations
 
@@ -15,28 +18,36 @@ import numpy
 from numba import njit
 
 
-@njit(cache=True)
-def _xent_forward_ids(logits, labels, losses, probs):
-    """``probs = softmax(logits)`` and ``losses[m] = lse(logits[m]) - logits[m, labels[m]]``, row by row."""
+@njit(cache=True, nogil=True)
+def _shift_rows(logits, labels, losses, shifted):
+    """``shifted[m] = logits[m] - max_k logits[m, k]``, and ``losses[m] = -shifted[m, labels[m]]`` (the start
+    of ``lse(logits[m]) - logits[m, labels[m]]``): subtracting the row max keeps every exp at most 1."""
     M, K = logits.shape
     for m in range(M):
         row_max = logits[m, 0]
         for k in range(1, K):
             if logits[m, k] > row_max:
                 row_max = logits[m, k]
-        # log-sum-exp around the row max: no exp overflows.
-        total = 0.0
         for k in range(K):
-            e = math.exp(logits[m, k] - row_max)
-            probs[m, k] = e
-            total += e
+            shifted[m, k] = logits[m, k] - row_max
+        losses[m] = -shifted[m, labels[m]]
+
+
+@njit(cache=True, nogil=True)
+def _normalize_rows(probs, losses):
+    """``probs`` holds ``exp(shifted)``: divide each row by its sum, and add ``log(sum)`` to the loss."""
+    M, K = probs.shape
+    for m in range(M):
+        total = 0.0  # float64: a sum of many terms
+        for k in range(K):
+            total += probs[m, k]
         inv = 1.0 / total
         for k in range(K):
             probs[m, k] *= inv
-        losses[m] = math.log(total) - (logits[m, labels[m]] - row_max)
+        losses[m] += math.log(total)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _xent_backward_ids(probs, labels, scale, dlogits):
     """``dlogits = scale * (probs - onehot(labels))`` (derived in ``scratchnet/ops/losses.py``)."""
     M, K = probs.shape
@@ -55,7 +66,9 @@ class LossNumba:
         M, K = logits.shape
         losses = numpy.empty(M, dtype=logits.dtype)
         probs = numpy.empty((M, K), dtype=logits.dtype)
-        _xent_forward_ids(numpy.ascontiguousarray(logits), labels, losses, probs)
+        _shift_rows(numpy.ascontiguousarray(logits), labels, losses, probs)
+        numpy.exp(probs, out=probs)
+        _normalize_rows(probs, losses)
         return losses, probs
 
     def softmax_xent_backward(self, probs, labels, scale):

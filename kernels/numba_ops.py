@@ -10,6 +10,7 @@ from scratchnet.ops.reference import ReferenceOps
 
 from .conv_numba import ConvNumba
 from .dense_numba import DenseNumba
+from .dropout_numba import DropoutNumba
 from .embedding_numba import EmbeddingNumba
 from .losses_numba import LossNumba
 from .lstm_numba import LSTMNumba
@@ -17,7 +18,7 @@ from .pooling_numba import PoolingNumba
 from .updates_numba import UpdateNumba
 
 
-class NumbaOps(DenseNumba, ConvNumba, PoolingNumba, LSTMNumba, EmbeddingNumba, LossNumba, UpdateNumba,
+class NumbaOps(DenseNumba, ConvNumba, PoolingNumba, LSTMNumba, EmbeddingNumba, DropoutNumba, LossNumba, UpdateNumba,
                ReferenceOps):
     """CPU backend: the reference kernels, with the hot ones compiled by Numba."""
 

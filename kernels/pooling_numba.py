@@ -3,10 +3,13 @@
 Channels are the innermost loop (NHWC), so each window offset compares a
 contiguous run of C values.
 
-The kernels are serial on purpose. In a training step they run between BLAS
-GEMMs, and on a 2-core machine a Numba thread pool woken there fights BLAS's
-own threads for the cores: with ``parallel=True`` these kernels were faster
-alone but made a whole LeNet step about 30% slower.
+The kernels are not ``parallel=True``. In a training step they run between
+BLAS GEMMs, and on a 2-core machine a Numba thread pool woken there fights
+BLAS's own threads for the cores: with ``parallel=True`` these kernels were
+faster alone but made a whole LeNet step about 30% slower. Instead the
+images are split between the cores as the convolutions split theirs
+(``kernels/threads.py``): each part runs the serial, ``nogil`` kernel on its
+own images.
 """
 from __future__ import annotations
 
@@ -15,8 +18,13 @@ from numba import njit
 
 from scratchnet.ops.shapes import conv_output_size
 
+from . import threads
 
-@njit(cache=True)
+# Elements of input a part should hold at least (a memory-bound pass: about 50 microseconds).
+MIN_PART_ELEMENTS = 1 << 18
+
+
+@njit(cache=True, nogil=True)
 def _maxpool_forward(x, kh, kw, sh, sw, top, left, y, argmax):
     """``y`` = the max of each window, ``argmax`` = ``ih*W + iw`` of its FIRST maximum (row-major)."""
     N, H, W, C = x.shape
@@ -53,7 +61,7 @@ def _maxpool_forward(x, kh, kw, sh, sw, top, left, y, argmax):
                                 argmax[n, oh, ow, c] = flat if v > best else at
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _maxpool_backward(dy, argmax, dx):
     """``dx[n, argmax[n, oh, ow, c], c] += dy[n, oh, ow, c]``: each gradient to its window's winner."""
     N, OH, OW, C = dy.shape
@@ -79,10 +87,19 @@ class PoolingNumba:
         x = np.ascontiguousarray(x)
         y = np.empty((N, OH, OW, C), dtype=x.dtype)
         argmax = np.empty((N, OH, OW, C), dtype=np.int64)
-        _maxpool_forward(x, kh, kw, sh, sw, top, left, y, argmax)
+
+        def part(lo, hi):
+            _maxpool_forward(x[lo:hi], kh, kw, sh, sw, top, left, y[lo:hi], argmax[lo:hi])
+
+        threads.split(part, N, threads.rows_for(x[0].size, MIN_PART_ELEMENTS))
         return y, argmax
 
     def maxpool_backward(self, dy, argmax, x_shape):
         dx = np.empty(x_shape, dtype=dy.dtype)
-        _maxpool_backward(np.ascontiguousarray(dy), np.ascontiguousarray(argmax), dx)
+        dy, argmax = np.ascontiguousarray(dy), np.ascontiguousarray(argmax)
+
+        def part(lo, hi):
+            _maxpool_backward(dy[lo:hi], argmax[lo:hi], dx[lo:hi])
+
+        threads.split(part, x_shape[0], threads.rows_for(dx[0].size, MIN_PART_ELEMENTS))
         return dx

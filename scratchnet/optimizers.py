@@ -275,7 +275,9 @@ class Adam(Optimizer):
 
 
 class RMSProp(Optimizer):
-    """RMSProp, as Keras 3 computes it (epsilon inside the square root)::
+    """RMSProp, as Keras 3 computes it (epsilon inside the square root).
+
+    ::
 
         v = rho * v + (1 - rho) * g**2
         step = lr * g / sqrt(v + epsilon)

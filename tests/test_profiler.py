@@ -143,11 +143,13 @@ def test_a_training_step_shows_its_ops_layers_and_regions():
     with sn.profile(peaks=PEAKS) as prof:
         model.train_on_batch(x, y)
     names = {r["name"] for r in prof.rows}
-    assert {"dense forward", "dense backward", "relu forward", "relu backward", "softmax_cross_entropy forward",
-            "softmax_cross_entropy backward", "optimizer", "regularizer", "moving_average", "other"} == names
+    # The ReLU is a row of its own, unless the dense op fuses it.
+    assert names - {"relu forward", "relu backward"} == {
+        "dense forward", "dense backward", "softmax_cross_entropy forward", "softmax_cross_entropy backward",
+        "optimizer", "regularizer", "moving_average", "other"}
     by_layer = {r["name"]: r for r in prof.summary(group_by="layer")}
-    assert by_layer["hidden forward"]["calls"] == 2  # dense and relu
-    assert by_layer["logits backward"]["op"] == "dense"
+    assert "dense" in by_layer["hidden forward"]["op"].split(",")
+    assert by_layer["logits backward"]["op"] == "dense" and by_layer["logits backward"]["calls"] == 1
     assert "softmax_cross_entropy forward" in by_layer  # outside any layer: by its op
     layers = {s.info.scope for s in prof.spans if s.kind == "forward" and s.info.layer}
     assert layers == {"net/hidden", "net/logits"}

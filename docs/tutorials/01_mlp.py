@@ -26,7 +26,7 @@
 #   evaluation uses instead of the weights themselves.
 #
 # scratchnet's zoo model `mlp` is that recipe. This page trains it for a
-# small budget (the seed trains 30,000 steps; here 2,000) and looks at each
+# small budget (the seed trains 30,000 steps; here 1,500) and looks at each
 # refinement.
 
 # %%
@@ -82,12 +82,12 @@ print(recipe.optimizer.learning_rate, "| steps per epoch:", recipe.steps_per_epo
 # `sn.training.train(model, batches, steps, callbacks)` is the one training
 # loop (the one `fit` and `scratchnet train` use). It calls Keras's callback
 # hooks; this one records the loss and the learning rate at every step, and
-# every 200 steps the test accuracy of the raw weights and of their moving
+# every 150 steps the test accuracy of the raw weights and of their moving
 # averages (on 2,000 test digits, to keep the page fast).
 
 # %%
 class Watch(sn.callbacks.Callback):
-    def __init__(self, recipe, x, y, every=200):
+    def __init__(self, recipe, x, y, every=150):
         super().__init__()
         self.recipe, self.x, self.y, self.every = recipe, x, y, every
         self.steps, self.loss, self.lr, self.evals = [], [], [], []
@@ -104,7 +104,7 @@ class Watch(sn.callbacks.Callback):
             print(f"After {step} training steps: accuracy {raw:.4f} (weights), {avg:.4f} (moving average)")
 
 
-STEPS = 2000
+STEPS = 1500
 watch = Watch(recipe, data.test.images[:2000], data.test.labels[:2000])
 history = sn.training.train(recipe.model, recipe.batches(), STEPS, [watch], batch_logs="last")
 
@@ -151,7 +151,7 @@ print("test data:", data.source)
 #
 # The penalty pulls every weight towards zero by $\eta\lambda w$ per step. A
 # second run without it (the same seed, the same batches) shows the effect on
-# the size of the first layer's weights after the same 2,000 steps.
+# the size of the first layer's weights after the same 1,500 steps.
 
 # %%
 sn.random.seed(0)

@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import scratchnet as sn
+from scratchnet.plot import read_scalars
 
 sn.random.seed(0)
 print("backend:", sn.get_backend().name)
@@ -75,6 +76,7 @@ with store.scope("rnn"):
     recipe = sn.zoo.build("lstm", data=data, units=UNITS)
 train_model = recipe.model
 train_model.summary()
+print(f"{train_model.count_params():,} parameters, Adam {recipe.hparams['learning_rate']:g}")
 
 # %% [markdown]
 # ## The testing model: same weights, no dropout
@@ -135,7 +137,7 @@ print(f"test accuracy after {train_model.step} steps (the testing model, {len(y_
 print("test data:", data.source)
 
 # %%
-runs = sn.plot.read_scalars(logdir)
+runs = read_scalars(logdir)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for ax, tag in zip(axes, ("loss", "accuracy")):
     for run, style in (("train", "-"), ("test", "o-")):
@@ -158,3 +160,25 @@ same = recipe.evaluate(x_test[:1000], y_test[:1000])["accuracy"]
 other = evaluate_test_model(callbacks=())["accuracy"]
 print(f"on 1,000 test digits: recipe.evaluate {same:.4f}, the testing model {other:.4f}")
 assert np.isclose(same, other)
+
+# %% [markdown]
+# ## Seed 000's bug: weights that are not shared
+#
+# The seed's author first built his weights with `tf.Variable`, which ignores
+# `reuse`: each model got weights of its own, the training accuracy rose and
+# the testing accuracy stayed where it started, whatever he tuned.
+# TensorBoard's graph showed two sets of variables. The same mistake here is
+# a testing model built in a store of its own: it is never trained.
+# (`sn.zoo.shared_weights.write_lesson(logdir)` writes both graphs, shared and
+# unshared, for TensorBoard's GRAPHS tab.)
+
+# %%
+with sn.ParameterStore().scope("rnn"):
+    lonely = rnn(UNITS, dropout=0.0)
+    lonely.build((None, 784))
+lonely.compile("adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+print("shares the training model's weights:",
+      any(a is b for a, b in zip(train_model.parameters(), lonely.parameters())))
+untrained = sn.training.evaluate(lonely, test_batches(x_test[:1000], y_test[:1000]))
+print(f"on 1,000 test digits: the unshared testing model {untrained['accuracy']:.4f}, "
+      f"the shared one {other:.4f}")

@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import scratchnet as sn
+from scratchnet.plot import read_scalars
 
 sn.random.seed(0)
 work = tempfile.mkdtemp(prefix="lesson5-")
@@ -212,7 +213,7 @@ print(f"averages as weights: {by_mapping:.4f} (mapping), {by_flag:.4f} (ema_into
 run_dir = os.path.join(work, "run")
 common = ["--no-download"] + (["--test-data", os.environ["MNIST_TEST"]] if os.environ.get("MNIST_TEST") else [])
 trainer = subprocess.Popen(
-    [sys.executable, "-m", "scratchnet", "train", "mlp", "--steps", "800", "--checkpoint-every", "200",
+    [sys.executable, "-m", "scratchnet", "train", "mlp", "--steps", "600", "--checkpoint-every", "200",
      "--logdir", run_dir, "--no-progress", *common],
     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -255,7 +256,7 @@ print(result.stdout.strip() or result.stderr.strip())
 
 # %%
 print(sorted(os.listdir(run_dir)))
-runs = sn.plot.read_scalars(run_dir)
+runs = read_scalars(run_dir)
 print({run: sorted(tags) for run, tags in runs.items()})
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
 for ax, tag in zip(axes, ("loss", "accuracy", "learning_rate")):

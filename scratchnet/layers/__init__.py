@@ -11,7 +11,7 @@ layer              file                weights (Keras order and layout)
 ``MaxPool2D``      ``conv.py``         none
 ``LSTM``           ``recurrent.py``    ``kernel`` (D, 4H), ``recurrent_kernel`` (H, 4H), ``bias`` (4H,); gates i, f, c, o
 ``Embedding``      ``embedding.py``    ``embeddings`` (V, D)
-``Dropout``, ``Flatten``, ``Reshape``, ``Activation``: ``core.py``, no weights
+``Dropout``        ``core.py``         none (likewise ``Flatten``, ``Reshape``, ``Activation``)
 =================  ==================  ==============================================================
 
 Every layer's ``forward(x, training) -> (y, backprop)``; ``backprop(dy)``

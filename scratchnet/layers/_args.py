@@ -17,16 +17,22 @@ def activation_name(layer, name):
     return name
 
 
-def split_activation(name):
-    """``(fused, separate)``: the activation the producing op applies in its kernel (``"relu"``), and the
-    one left to :func:`activate` (any other); one of them is ``None``."""
-    return (name, None) if name == "relu" else (None, name)
+def fused_activation(name):
+    """The activation a producing op (``dense``, ``conv2d``) can apply in its kernel: ``"relu"``, else ``None``."""
+    return name if name in ops.activations.FUSED_ACTIVATIONS else None
 
 
-def activate(name, Y):
-    """``(Y, backprop)`` of the activation ``name`` (the identity for ``None``)."""
+def activate(name, Y, fused=False):
+    """``(Y, backprop)`` of the activation ``name`` (the identity for ``None``).
+
+    ``fused``: the op that produced ``Y`` applied it already (``activation=`` of
+    ``ops.dense`` / ``ops.conv2d``); it is then only reported to the recorders
+    (:func:`scratchnet.ops.activations.applied_relu`), at no cost.
+    """
     if name is None:
         return Y, lambda dY: dY
+    if fused:
+        return ops.activations.applied_relu(Y)
     return _ACTIVATIONS[name](Y)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import initializers, ops, regularizers
 from .._checks import pair
 from ..serialization import initializer_config, register
-from ._args import activate, activation_name, padding_name, positive_int, split_activation
+from ._args import activate, activation_name, fused_activation, padding_name, positive_int
 from .base import Layer
 
 
@@ -55,12 +55,12 @@ class Conv2D(Layer):
     takes_need_dx = True
 
     def call(self, x, training=False, need_dx=True):
-        fused, separate = split_activation(self.activation)  # a ReLU runs inside the conv kernel
+        fused = fused_activation(self.activation)  # a ReLU runs inside the conv kernel
         Z, conv_backprop = ops.conv2d(
             x, self.kernel.value, None if self.bias is None else self.bias.value, self.strides, self.padding.upper(),
             activation=fused, need_dx=need_dx,
         )
-        Y, act_backprop = activate(separate, Z)
+        Y, act_backprop = activate(self.activation, Z, fused=fused is not None)
 
         def backprop(dY):
             dX, dW, db = conv_backprop(act_backprop(dY))

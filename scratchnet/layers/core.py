@@ -10,7 +10,7 @@ from .._checks import check_fraction
 from ..backend import get_backend
 from ..distributed.shard import current_shard
 from ..serialization import initializer_config, register
-from ._args import activate, activation_name, positive_int, split_activation
+from ._args import activate, activation_name, fused_activation, positive_int
 from .base import Layer
 
 
@@ -58,10 +58,10 @@ class Dense(Layer):
     def call(self, x, training=False, need_dx=True):
         lead = tuple(x.shape[:-1])
         X = x.reshape(-1, x.shape[-1])
-        fused, separate = split_activation(self.activation)  # a ReLU runs inside the dense kernel
+        fused = fused_activation(self.activation)  # a ReLU runs inside the dense kernel
         Z, dense_backprop = ops.dense(X, self.kernel.value, None if self.bias is None else self.bias.value,
                                       activation=fused, need_dx=need_dx)
-        Y, act_backprop = activate(separate, Z)
+        Y, act_backprop = activate(self.activation, Z, fused=fused is not None)
 
         def backprop(dY):
             dZ = act_backprop(dY.reshape(Y.shape))

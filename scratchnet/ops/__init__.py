@@ -3,18 +3,18 @@
 Every op returns ``(output, backprop)``; ``backprop`` takes the gradient of
 the output and returns the gradients of the inputs, computed by hand.
 
-=================================================  ======================================
-call                                               ``backprop(...)`` returns
-=================================================  ======================================
-``dense(x, w, b=None)``                            ``(dx, dw, db)``
-``conv2d(x, w, b=None, strides=1, padding)``       ``(dx, dw, db)``
-``max_pool2d(x, ksize, strides, padding)``         ``dx``
-``lstm(x, kernel, recurrent_kernel, bias, h0, c0)`` ``(dx, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
-``embedding(ids, table)``                          ``dtable``
-``relu`` / ``sigmoid`` / ``tanh`` / ``softmax``    ``dx``
-``dropout(x, rate, seed=None)``                    ``dx``
-``softmax_cross_entropy(logits, labels)``          ``dlogits``
-=================================================  ======================================
+===================================================  ======================================
+call                                                 ``backprop(...)`` returns
+===================================================  ======================================
+``dense(x, w, b=None)``                              ``(dx, dw, db)``
+``conv2d(x, w, b=None, strides=1, padding)``         ``(dx, dw, db)``
+``max_pool2d(x, ksize, strides, padding)``           ``dx``
+``lstm(x, kernel, recurrent_kernel, bias, h0, c0)``  ``(dx, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
+``embedding(ids, table)``                            ``dtable``
+``relu`` / ``sigmoid`` / ``tanh`` / ``softmax``      ``dx``
+``dropout(x, rate, seed=None)``                      ``dx``
+``softmax_cross_entropy(logits, labels)``            ``dlogits``
+===================================================  ======================================
 
 Each op family has one file (``dense.py``, ``conv.py``, ...) holding the op,
 its derivation and its NumPy reference kernels. The rest of this folder:

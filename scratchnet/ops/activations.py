@@ -84,6 +84,24 @@ def relu(x):
     return y, backprop
 
 
+def _no_cost(y):
+    """An applied ReLU does no work of its own: its FLOPs and bytes are the producing op's."""
+    return Cost()
+
+
+@recorded_op("relu", cost=_no_cost)
+def applied_relu(y):
+    """The ReLU that a producing op (``dense`` or ``conv2d`` with ``activation="relu"``) applied in its kernel.
+
+    Returns ``y`` as it is, and a backprop that is the identity: the producing
+    op's backprop applies ReLU's mask. It does no work; it is an op so that
+    recorders see the ReLU where the model has it: TensorBoard's graph draws a
+    ``relu`` node after the ``dense`` one, and ``sn.profile()`` shows a
+    ``relu`` row whose (nil) time says the fusion left nothing to do.
+    """
+    return y, lambda dy: dy
+
+
 @recorded_op("sigmoid", cost=sigmoid_cost)
 def sigmoid(x):
     """``y = 1 / (1 + exp(-x))``, any shape.

@@ -234,6 +234,14 @@ class Ops:
         """
         raise NotImplementedError
 
+    def dropout_forward(self, x, rate, seed):
+        """``y = x * mask`` with ``mask`` drawn as :meth:`dropout_mask` draws it (the same numbers).
+
+        x : any shape;  rate, seed : as for :meth:`dropout_mask`
+        returns (y, mask) : x's shape and dtype each
+        """
+        raise NotImplementedError
+
     # --- softmax cross-entropy -------------------------------------------------
 
     def softmax_xent_forward(self, logits, labels):

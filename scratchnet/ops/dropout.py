@@ -28,7 +28,7 @@ from ..recording import op as recorded_op
 
 
 class DropoutReference:
-    """Reference kernel for the dropout mask."""
+    """Reference kernels for the dropout mask, and for drawing and applying it."""
 
     def dropout_mask(self, shape, rate, seed, dtype):
         """Drawn on the host with ``numpy.random``, so both CPU backends give the same mask for a seed."""
@@ -37,6 +37,11 @@ class DropoutReference:
         keep = rng.random(shape) >= rate
         mask = numpy.where(keep, 1 / (1 - rate), 0).astype(dtype)
         return self.xp.asarray(mask)
+
+    def dropout_forward(self, x, rate, seed):
+        """The mask of :meth:`dropout_mask`, applied: ``y = x * mask``."""
+        mask = self.dropout_mask(tuple(x.shape), rate, seed, x.dtype)
+        return x * mask, mask
 
 
 def dropout_cost(x, rate, seed=None):
@@ -77,8 +82,7 @@ def dropout(x, rate, seed=None):
 
         return x.copy(), identity
 
-    mask = be.dropout_mask(tuple(x.shape), float(rate), seed, x.dtype)
-    y = x * mask
+    y, mask = be.dropout_forward(x, float(rate), seed)
 
     def backprop(dy):
         dy = check_grad("dropout", dy, y, be)

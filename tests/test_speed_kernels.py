@@ -1,0 +1,395 @@
+"""The speed kernels against the reference: fused epilogues, skipped dx, batch splits, one-pass updates.
+
+Every fast kernel is checked against the NumPy oracle (``ReferenceOps``) in
+float32 and float64, on odd shapes, with the batch split between threads
+forced even where the inputs are small (``threads.MIN_PART_MACS`` patched to
+1) and several chunks per part; ReLU ties (pre-activations exactly 0) must
+pass no gradient, as TensorFlow's ReLU does. Speed itself is measured in
+``bench/``, never here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from conftest import to_backend
+from reference import assert_close
+from scratchnet.ops.reference import ReferenceOps
+
+DTYPES = [np.float32, np.float64]
+REF = ReferenceOps()
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Every op splits its work between threads, however small."""
+    from scratchnet.kernels import threads
+
+    monkeypatch.setattr(threads, "MIN_PART_MACS", 1)
+    monkeypatch.setattr(threads, "rows_for", lambda macs_per_row, min_macs=1: 1)
+    return threads
+
+
+def _relu_ties(y_pre, rng):
+    """Zero out a block of pre-activations exactly, so that the ReLU meets ties at 0."""
+    y_pre = y_pre.copy()
+    y_pre.reshape(-1)[: y_pre.size // 4] = 0
+    return y_pre
+
+
+# --- conv2d: fused bias + ReLU, need_dx, chunks and threads ----------------------------------
+
+CONV_CASES = {
+    # x shape, w shape, strides, pads
+    "odd_same_stride1": ((5, 7, 9, 3), (3, 3, 3, 4), (1, 1), (1, 1, 1, 1)),
+    "odd_stride21_asymmetric": ((3, 8, 7, 2), (4, 2, 2, 5), (2, 1), (1, 2, 0, 1)),
+    "lenet_like_5x5": ((4, 14, 14, 8), (5, 5, 8, 6), (1, 1), (2, 2, 2, 2)),
+    "one_image_valid": ((1, 6, 5, 1), (2, 3, 1, 3), (1, 2), (0, 0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_numba_conv2d_matches_the_reference_with_relu_bias_and_dx_choices(
+        numba_ops, split_everything, monkeypatch, case, relu, dtype):
+    x_shape, w_shape, (sh, sw), pads = CONV_CASES[case]
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal(x_shape).astype(dtype)
+    W = rng.standard_normal(w_shape).astype(dtype)
+    for b in (rng.standard_normal(w_shape[-1]).astype(dtype), None):
+        # One image per chunk: a part of several images runs several chunks.
+        monkeypatch.setattr(numba_ops, "chunk_bytes", 1)
+        Y = numba_ops.conv2d_forward(X, W, b, sh, sw, pads, relu)
+        Y_ref = REF.conv2d_forward(X, W, b, sh, sw, pads, relu)
+        assert Y.dtype == dtype
+        assert_close(Y, Y_ref, dtype, "y")
+        dY = rng.standard_normal(Y.shape).astype(dtype)
+        for need_dx in (True, False):
+            got = numba_ops.conv2d_backward(dY, X, W, Y_ref, sh, sw, pads, relu, need_dx)
+            want = REF.conv2d_backward(dY, X, W, Y_ref, sh, sw, pads, relu, need_dx)
+            if not need_dx:
+                assert got[0] is None and want[0] is None
+            for g, w, name in zip(got, want, ("dx", "dw", "db")):
+                if w is not None:
+                    assert g.dtype == dtype, name
+                    assert_close(g, w, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_fused_conv_relu_passes_no_gradient_at_ties(numba_ops, split_everything, dtype):
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((3, 6, 6, 2)).astype(dtype)
+    X[:2] = 0  # two all-zero images: with no bias every output is exactly 0, a ReLU tie
+    W = rng.standard_normal((3, 3, 2, 4)).astype(dtype)
+    pads = (1, 1, 1, 1)
+    Y = numba_ops.conv2d_forward(X, W, None, 1, 1, pads, True)
+    assert np.all(Y[:2] == 0)
+    dY = np.ones(Y.shape, dtype)
+    dx, dw, db = numba_ops.conv2d_backward(dY, X, W, Y, 1, 1, pads, True, True)
+    want = REF.conv2d_backward(dY, X, W, Y, 1, 1, pads, True, True)
+    assert np.all(dx[:2] == 0), "a ReLU tie at 0 must pass no gradient"
+    for g, w, name in zip((dx, dw, db), want, ("dx", "dw", "db")):
+        assert_close(g, w, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_conv2d_op_with_a_fused_relu_equals_conv_then_relu(backend, dtype):
+    rng = np.random.default_rng(9)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((2, 7, 6, 3), (3, 3, 3, 4), (4,)))
+    dy = rng.standard_normal((2, 7, 6, 4)).astype(dtype)
+    xb, wb, bb, dyb = to_backend(backend, x, w, b, dy)
+    y, bp = sn.ops.conv2d(xb, wb, bb, padding="SAME", activation="relu")
+    z, conv_bp = sn.ops.conv2d(xb, wb, bb, padding="SAME")
+    r, relu_bp = sn.ops.relu(z)
+    assert_close(sn.to_numpy(y), sn.to_numpy(r), dtype, "y")
+    for got, want, name in zip(bp(dyb), conv_bp(relu_bp(dyb)), ("dx", "dw", "db")):
+        assert_close(sn.to_numpy(got), sn.to_numpy(want), dtype, name)
+
+
+def test_conv2d_need_dx_false_returns_no_dx_and_the_same_weight_gradients(backend):
+    rng = np.random.default_rng(10)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 5, 5, 2), (3, 3, 2, 3), (3,)))
+    dy = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
+    args = to_backend(backend, x, w, b)
+    _, with_dx = sn.ops.conv2d(*args, padding="SAME")
+    _, without = sn.ops.conv2d(*args, padding="SAME", need_dx=False)
+    (_, dw, db), (dx, dw2, db2) = with_dx(to_backend(backend, dy)), without(to_backend(backend, dy))
+    assert dx is None
+    assert_close(sn.to_numpy(dw2), sn.to_numpy(dw), np.float32, "dw")
+    assert_close(sn.to_numpy(db2), sn.to_numpy(db), np.float32, "db")
+
+
+@pytest.mark.parametrize("op, args", [
+    ("conv2d", lambda: (np.ones((1, 4, 4, 1), np.float32), np.ones((3, 3, 1, 2), np.float32))),
+    ("dense", lambda: (np.ones((2, 3), np.float32), np.ones((3, 4), np.float32))),
+])
+def test_an_activation_that_cannot_be_fused_is_an_error_naming_the_op(op, args):
+    with pytest.raises(ValueError, match=rf"^{op}: activation must be None or 'relu'.*'tanh'"):
+        getattr(sn.ops, op)(*args(), activation="tanh")
+
+
+# --- dense -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("shape", [(7, 13, 5), (1, 3, 2), (33, 17, 65)], ids=["odd", "tiny", "wide"])
+def test_numba_dense_matches_the_reference(numba_ops, split_everything, shape, relu, dtype):
+    N, C, K = shape
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((N, C)).astype(dtype)
+    w = rng.standard_normal((C, K)).astype(dtype)
+    for b in (rng.standard_normal(K).astype(dtype), None):
+        y = numba_ops.dense_forward(x, w, b, relu)
+        y_ref = REF.dense_forward(x, w, b, relu)
+        assert y.dtype == dtype
+        assert_close(y, y_ref, dtype, "y")
+        dy = rng.standard_normal((N, K)).astype(dtype)
+        for need_dx in (True, False):
+            got = numba_ops.dense_backward(dy, x, w, y_ref, relu, need_dx)
+            want = REF.dense_backward(dy, x, w, y_ref, relu, need_dx)
+            assert (got[0] is None) == (not need_dx)
+            for g, r, name in zip(got, want, ("dx", "dw", "db")):
+                if r is not None:
+                    assert g.dtype == dtype, name
+                    assert_close(g, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_fused_dense_relu_passes_no_gradient_at_ties(numba_ops, split_everything, dtype):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((6, 4)).astype(dtype)
+    x[:3] = 0  # with a zero bias, those rows' outputs are exactly 0
+    w = rng.standard_normal((4, 5)).astype(dtype)
+    b = np.zeros(5, dtype)
+    y = numba_ops.dense_forward(x, w, b, True)
+    dy = np.ones_like(y)
+    dx, dw, db = numba_ops.dense_backward(dy, x, w, y, True, True)
+    assert np.all(dx[:3] == 0)
+    for g, r, name in zip((dx, dw, db), REF.dense_backward(dy, x, w, y, True, True), ("dx", "dw", "db")):
+        assert_close(g, r, dtype, name)
+
+
+def test_dense_op_with_a_fused_relu_equals_dense_then_relu(backend):
+    rng = np.random.default_rng(13)
+    x, w, b, dy = (rng.standard_normal(s).astype(np.float32) for s in ((5, 6), (6, 4), (4,), (5, 4)))
+    xb, wb, bb, dyb = to_backend(backend, x, w, b, dy)
+    y, bp = sn.ops.dense(xb, wb, bb, activation="relu")
+    z, dense_bp = sn.ops.dense(xb, wb, bb)
+    r, relu_bp = sn.ops.relu(z)
+    assert_close(sn.to_numpy(y), sn.to_numpy(r), np.float32, "y")
+    for got, want, name in zip(bp(dyb), dense_bp(relu_bp(dyb)), ("dx", "dw", "db")):
+        assert_close(sn.to_numpy(got), sn.to_numpy(want), np.float32, name)
+
+
+# --- LSTM split between threads ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_numba_lstm_split_between_threads_matches_the_reference(numba_ops, split_everything, monkeypatch, dtype):
+    monkeypatch.setattr(numba_ops, "min_rows", 1)
+    rng = np.random.default_rng(14)
+    T, N, D, H = 5, 7, 3, 6
+    X = rng.standard_normal((T, N, D)).astype(dtype)
+    kernel = rng.standard_normal((D, 4 * H)).astype(dtype)
+    recurrent_kernel = (0.5 * rng.standard_normal((H, 4 * H))).astype(dtype)
+    bias = rng.standard_normal(4 * H).astype(dtype)
+    h0, c0, dh, dc = (rng.standard_normal((N, H)).astype(dtype) for _ in range(4))
+    dys = rng.standard_normal((T, N, H)).astype(dtype)
+    got = numba_ops.lstm_forward(X, kernel, recurrent_kernel, bias, h0, c0)
+    want = REF.lstm_forward(X, kernel, recurrent_kernel, bias, h0, c0)
+    for g, w, name in zip(got, want, ("h_seq", "c_seq", "gates_seq")):
+        assert_close(g, w, dtype, name)
+    for dy in (dys, None):
+        for need_dx in (True, False):
+            got_b = numba_ops.lstm_backward(dy, dh, dc, X, kernel, recurrent_kernel, *want, need_dx)
+            want_b = REF.lstm_backward(dy, dh, dc, X, kernel, recurrent_kernel, *want, need_dx)
+            assert (got_b[0] is None) == (not need_dx)
+            for g, w, name in zip(got_b, want_b, ("dx", "dkernel", "drecurrent_kernel", "dbias", "dh0", "dc0")):
+                if w is not None:
+                    assert g.dtype == dtype, name
+                    assert_close(g, w, dtype, name)
+
+
+# --- the in-place updates -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(7, 5), (1,), (3, 4, 5)], ids=["matrix", "one", "rank3"])
+def test_numba_updates_match_the_reference(numba_ops, monkeypatch, shape, dtype):
+    from scratchnet.kernels import updates_numba
+
+    monkeypatch.setattr(updates_numba, "MIN_PART_ELEMENTS", 1)  # every update split between the threads
+    rng = np.random.default_rng(15)
+
+    def fresh():
+        w, g, m = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+        return w, g, m, np.abs(rng.standard_normal(shape)).astype(dtype)
+
+    w, g, m, v = fresh()
+    for kernel, args in (
+        ("scaled_add", lambda a: (a[0], a[1], -0.3)),
+        ("moving_average_update", lambda a: (a[0], a[1], 0.9)),
+        ("adam_update", lambda a: (*a, 0.01, 0.9, 0.999, 1e-7)),
+    ):
+        mine, ref = [a.copy() for a in (w, g, m, v)], [a.copy() for a in (w, g, m, v)]
+        assert getattr(numba_ops, kernel)(*args(mine)) is None
+        getattr(REF, kernel)(*args(ref))
+        for got, want, name in zip(mine, ref, ("w", "g", "m", "v")):
+            assert got.dtype == dtype
+            assert_close(got, want, dtype, f"{kernel}: {name}")
+
+
+def test_numba_updates_of_non_contiguous_arrays_fall_back_to_the_reference(numba_ops):
+    rng = np.random.default_rng(16)
+    w = rng.standard_normal((6, 8)).astype(np.float32)
+    x = rng.standard_normal((8, 6)).astype(np.float32).T  # a transposed view
+    want = w.copy()
+    REF.scaled_add(want, x, 0.5)
+    numba_ops.scaled_add(w, x, 0.5)
+    assert_close(w, want, np.float32, "scaled_add")
+
+
+# --- the threads ----------------------------------------------------------------------------------
+
+
+def test_parts_cover_the_range_once_in_order():
+    from scratchnet.kernels import threads
+
+    for n in (1, 2, 7, 100):
+        for min_rows in (1, 3, 50, 1000):
+            ranges = threads.parts(n, min_rows)
+            assert ranges[0][0] == 0 and ranges[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+            assert len(ranges) <= threads.cores()
+            assert len(ranges) == 1 or all(hi - lo >= min_rows for lo, hi in ranges)
+
+
+def test_split_returns_each_parts_result_in_order_and_restores_the_blas_threads():
+    from scratchnet.kernels import threads
+
+    blas = threads._openblas()
+    before = blas.get() if blas.get is not None else None
+    assert threads.split(lambda lo, hi: (lo, hi), 10) == threads.parts(10)
+    # A split inside a split runs its parts one after the other, on the calling thread.
+    nested = threads.split(lambda lo, hi: threads.split(lambda a, b: b - a, hi - lo), 10)
+    assert [sum(r) for r in nested] == [hi - lo for lo, hi in threads.parts(10)]
+    assert (blas.get() if blas.get is not None else None) == before
+
+
+def test_an_error_in_a_part_propagates_and_the_blas_threads_come_back():
+    from scratchnet.kernels import threads
+
+    blas = threads._openblas()
+    before = blas.get() if blas.get is not None else None
+
+    def fail(lo, hi):
+        raise RuntimeError(f"part {lo}:{hi}")
+
+    with pytest.raises(RuntimeError, match="part"):
+        threads.split(fail, 10)
+    assert (blas.get() if blas.get is not None else None) == before
+    assert threads.split(lambda lo, hi: hi - lo, 4) == [hi - lo for lo, hi in threads.parts(4)]
+
+
+@pytest.mark.parametrize("shape", [(37, 11, 5), (5, 11, 37)], ids=["split_rows", "split_columns"])
+def test_threaded_matmul_matches_numpy(split_everything, shape):
+    M, K, N = shape
+    rng = np.random.default_rng(17)
+    a, b = rng.standard_normal((M, K)), rng.standard_normal((K, N))
+    np.testing.assert_allclose(split_everything.matmul(a, b), a @ b, rtol=1e-12)
+    np.testing.assert_allclose(split_everything.matmul(b.T, a.T), b.T @ a.T, rtol=1e-12)
+
+
+# --- need_dx through a model ----------------------------------------------------------------------
+
+
+def _lenet_like(dtype="float32"):
+    return sn.Sequential([
+        sn.layers.Reshape((8, 8, 1)),
+        sn.layers.Conv2D(3, 3, padding="same", activation="relu"),
+        sn.layers.MaxPool2D(2),
+        sn.layers.Flatten(),
+        sn.layers.Dense(5, activation="relu"),
+        sn.layers.Dense(2),
+    ], dtype=dtype)
+
+
+def test_a_model_told_need_dx_false_returns_none_and_the_same_weight_gradients(backend):
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    dy = to_backend(backend, rng.standard_normal((4, 2)).astype(np.float32))
+    sn.random.seed(0)
+    model = _lenet_like()
+    grads = []
+    for need_dx in (True, False):
+        model.zero_grad()
+        _, bp = model.forward(to_backend(backend, x), training=True, need_dx=need_dx)
+        dx = bp(dy)
+        assert (dx is None) == (not need_dx)
+        grads.append([sn.to_numpy(p.grad) for p in model.parameters()])
+    for g, h in zip(*grads):
+        assert_close(h, g, np.float32)
+
+
+def test_the_first_trainable_layer_is_told_to_skip_dx_and_the_layers_before_it_are_not_backpropagated():
+    calls = []
+
+    class Spy(sn.Layer):
+        takes_need_dx = True
+
+        def call(self, x, training=False, need_dx=True):
+            calls.append((self.name, need_dx))
+
+            def backprop(dy):
+                calls.append((self.name, "backprop"))
+                return dy
+
+            return x, backprop
+
+    model = sn.Sequential([Spy(name="before"), sn.layers.Dense(3, name="first"), Spy(name="after"), sn.layers.Dense(2)])
+    _, bp = model.forward(np.ones((2, 4), np.float32), need_dx=False)
+    bp(np.ones((2, 2), np.float32))
+    assert calls == [("before", False), ("after", True), ("after", "backprop")]
+
+
+# --- max pooling split between threads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape, k, s, pads", [((5, 7, 9, 3), 2, 2, (0, 1, 0, 1)), ((3, 6, 6, 4), 3, 1, (1, 1, 1, 1))],
+                         ids=["same_odd", "overlapping"])
+def test_numba_maxpool_split_between_threads_matches_the_reference_with_ties(numba_ops, split_everything, shape, k, s,
+                                                                             pads, dtype):
+    rng = np.random.default_rng(19)
+    X = np.maximum(rng.standard_normal(shape), 0).astype(dtype)  # after a ReLU: many tied zeros
+    Y, argmax = numba_ops.maxpool_forward(X, k, k, s, s, pads)
+    Y_ref, argmax_ref = REF.maxpool_forward(X, k, k, s, s, pads)
+    np.testing.assert_array_equal(Y, Y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    dY = rng.standard_normal(Y.shape).astype(dtype)
+    assert_close(numba_ops.maxpool_backward(dY, argmax, shape), REF.maxpool_backward(dY, argmax_ref, shape), dtype,
+                 "dx")
+
+
+# --- dropout: the reference's numbers, drawn and applied in one pass -----------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("seed", [None, 3])
+def test_numba_dropout_draws_the_reference_mask_and_leaves_the_generator_where_the_reference_does(numba_ops, seed,
+                                                                                                   dtype):
+    x = np.random.default_rng(20).standard_normal((4, 7, 5)).astype(dtype)[:, ::2]  # not contiguous
+    results = []
+    for ops in (numba_ops, REF):
+        sn.random.seed(11)
+        y, mask = ops.dropout_forward(x, 0.3, seed)
+        results.append((y, mask, ops.dropout_mask((3, 4), 0.3, seed, dtype), sn.random.generator().random()))
+    (y, mask, mask2, after), (y_ref, mask_ref, mask2_ref, after_ref) = results
+    assert y.dtype == dtype and mask.dtype == dtype and mask2.dtype == dtype
+    np.testing.assert_array_equal(mask, mask_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(mask2, mask2_ref)
+    assert after == after_ref
