@@ -9,9 +9,9 @@ offline: MathJax is copied from the ``sphinx-mathjax-offline`` wheel into
 
 Environment:
 
-- ``SCRATCHNET_DOCS_EXECUTE``: ``force`` (default: every build runs every
-  page), ``cache`` (reuse outputs of unchanged pages; faster rebuilds while
-  writing) or ``off``.
+- ``SCRATCHNET_DOCS_EXECUTE``: ``force`` (default: every page that is read
+  runs; a fresh build reads them all) or ``off`` (nothing runs: to check the
+  layout quickly). Any other myst-nb execution mode is passed through.
 - ``MNIST_TEST``: the real MNIST test set (two IDX files) the tutorials test
   on; default ``../shared/datasets/mnist-test`` beside the checkout, when it
   is there.

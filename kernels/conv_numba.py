@@ -40,6 +40,7 @@ from scratchnet.ops.shapes import conv_output_size
 
 from . import threads
 from .dense_numba import _bias_relu, _mask_and_sum
+from .winograd_numba import Winograd
 
 
 @njit(cache=True, nogil=True)
@@ -108,10 +109,15 @@ class ConvNumba:
         per_image = OH * OW * kh * kw * x.shape[3] * x.itemsize
         return max(1, min(x.shape[0], self.chunk_bytes // max(per_image, 1)))
 
+    #: Stride-1 5x5 convolutions go through Winograd F(2x2, 5x5) (``winograd_numba.py``).
+    winograd = Winograd()
+
     def conv2d_forward(self, x, w, b, sh, sw, pads, relu=False):
         kh, kw, C, O = w.shape
         N = x.shape[0]
         OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
+        if self.winograd.applies(x, w, sh, sw):
+            return self.winograd.forward(x, w, b, pads, OH, OW, relu)
         top, _, left, _ = pads
         x = np.ascontiguousarray(x)
         w2 = np.ascontiguousarray(w).reshape(kh * kw * C, O)
@@ -135,6 +141,8 @@ class ConvNumba:
         return y.reshape(N, OH, OW, O)
 
     def conv2d_backward(self, dy, x, w, y, sh, sw, pads, relu=False, need_dx=True):
+        if self.winograd.applies(x, w, sh, sw):
+            return self.winograd.backward(dy, x, w, y, pads, relu, need_dx)
         kh, kw, C, O = w.shape
         N = x.shape[0]
         OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)

@@ -1,113 +1,159 @@
-"""Numba kernels for the LSTM: the time loop on preallocated buffers.
+"""Numba kernels for the LSTM: the whole time loop in one Numba function per core.
 
 Steps are numbered as in ``scratchnet.ops.lstm``, which derives them:
 forward 1 (z_t), 2 (gates), 3 (c_t), 4 (h_t); backward ``4b, 3b, 2b, 1b``,
 each undoing the forward step of the same number.
 
-The reference ``lstm_gates_forward`` makes a dozen NumPy passes over (N, 4H)
-and (N, H) temporaries per step. Here the sequence kernels (``lstm_forward`` /
-``lstm_backward``) run the loop over time on buffers allocated once, with the
-recurrent GEMMs written straight into them (``numpy.matmul(..., out=)``; the
-GEMMs stay in BLAS), and each step's elementwise work fused into two small
-Numba loops.
+The reference makes a dozen NumPy passes over (N, 4H) and (N, H) temporaries
+per step, and returns to Python between them. Here each core runs the time
+loop of its rows in one Numba call (``_forward_loop``, ``_backward_loop``):
 
-Where the time goes decided the split. A scalar ``exp`` or ``tanh`` in a Numba
-loop is a libm call that LLVM cannot vectorise (this Numba has no SVML), about
-15-20 ns each. So every nonlinearity is one ``tanh`` over a whole block, with
-the sigmoids written as ``sigmoid(z) = (1 + tanh(z / 2)) / 2``, which never
-overflows, and the Numba loops do only the arithmetic around it. That
-``tanh`` is NumPy's, which is SIMD code: about 3 ns an element. The backward
-pass takes ``tanh(c_t)`` for every step from one ``tanh`` over the whole
-sequence instead of recomputing it per element.
+- **The recurrent GEMM** ``h_{t-1} @ recurrent_kernel`` (and ``dz_t @
+  recurrent_kernel.T`` backward) is ``gemm_numba.gemm_packed``, with the kernel
+  packed once per sequence. OpenBLAS would repack it at every step, which for
+  the 50 rows of a core costs as much as the product itself.
+- **The nonlinearities** are a rational approximation of ``tanh`` in float32
+  (``_tanh``: Eigen's, within 4e-7 of the exact value), plain arithmetic that
+  LLVM vectorises; the sigmoids are ``(1 + tanh(z / 2)) / 2``, which never
+  overflows. A scalar libm ``tanh`` would be a call per element that LLVM
+  cannot vectorise (this Numba has no SVML). In float64 ``_tanh`` is libm's,
+  exact and slower: float64 is for checking gradients, not for speed.
+- **One store per loop.** Each elementwise pass writes one array (a gate
+  block, ``c_t``, ``h_t``, a block of ``dz_t``): with six stores in one loop,
+  LLVM's alias checks give up and the loop runs scalar.
+- **Nothing returns to Python** during the loop, so the two cores never wait
+  for each other's GIL, and nothing is allocated per step.
 
 Both cores. The sequences of a batch never meet in the time loop (only the
 weight gradients sum over them, after the loop), so the batch is split into
-one part per core (``kernels/threads.py``) and each part runs the whole time
-loop on its own rows, with single-threaded BLAS for its small per-step GEMMs:
-no synchronisation per step, and no BLAS threads waking and waiting 28 times
-per layer. A Numba thread pool woken inside the loop would instead compete
-with BLAS's own threads for the same cores (on a 2-core machine that made
-the whole LSTM several times slower). The one-off GEMMs over all T*N rows
-(the input projection before the loop, the weight gradients after it) are
-cut into one block of the output per core the same way (``threads.matmul``).
-
-Buffers: everything a step writes is allocated once per call (``h_seq``,
-``c_seq``, ``z_seq``, ``dz_seq`` and one (n, 4H) and (n, H) scratch block per
-part); a step allocates nothing.
+one part per core (``kernels/threads.py``), each running the whole loop on its
+own rows: no synchronisation per step. The one-off GEMMs over all T*N rows
+(the input projection before the loop, the weight gradients after it) are cut
+into one block of the output per core the same way (``threads.matmul``).
 """
 from __future__ import annotations
 
+import math
+
 import numpy
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from . import threads
+from .gemm_numba import gemm_packed, pack, packable
 
 # float32 constants keep float32 arithmetic in float32 (Python's 1.0 would
 # promote it to float64); with float64 inputs they promote exactly.
 _ONE = numpy.float32(1.0)
 _HALF = numpy.float32(0.5)
 
+# Eigen's rational approximation of tanh for float32 (``generic_fast_tanh_float``): an odd polynomial of
+# degree 13 over an even one of degree 6, on [-7.9053, 7.9053], where tanh reaches 1 in float32.
+_CLAMP = numpy.float32(7.90531110763549805)
+_A1, _A3, _A5, _A7, _A9, _A11, _A13 = (numpy.float32(v) for v in (
+    4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+    -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16))
+_B0, _B2, _B4, _B6 = (numpy.float32(v) for v in (
+    4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06))
+
+
+def _tanh(x):
+    """``tanh(x)`` of a float32 or float64 scalar inside a Numba function (see :func:`_tanh_overload`)."""
+    return math.tanh(x)
+
+
+@overload(_tanh)
+def _tanh_overload(x):
+    if x == types.float32:
+        def rational(x):
+            v = min(max(x, -_CLAMP), _CLAMP) if x == x else x  # a NaN passes through
+            v2 = v * v
+            p = ((((((_A13 * v2 + _A11) * v2 + _A9) * v2 + _A7) * v2 + _A5) * v2 + _A3) * v2 + _A1) * v
+            q = ((_B6 * v2 + _B4) * v2 + _B2) * v2 + _B0
+            return p / q
+
+        return rational
+    return lambda x: math.tanh(x)
+
 
 @njit(cache=True, nogil=True)
-def _preactivate(z, r, bias):
-    """Step 1, finished: ``z += r + bias`` (``r`` the recurrent part ``h_{t-1} @ recurrent_kernel``); then
-    the start of step 2: halve the sigmoid gates' inputs (i, f, o), so that one ``tanh`` serves all four."""
-    N, H4 = z.shape
-    H = H4 // 4
-    for n in range(N):
-        for k in range(H4):
-            zk = z[n, k] + r[n, k] + bias[k]
-            z[n, k] = zk if 2 * H <= k < 3 * H else _HALF * zk
+def _sigmoid(z):
+    """``1 / (1 + exp(-z)) = (1 + tanh(z / 2)) / 2``: no exp, no overflow."""
+    return _HALF + _HALF * _tanh(_HALF * z)
 
 
 @njit(cache=True, nogil=True)
-def _cell_forward(gates, c_prev, c):
-    """The end of step 2: finish the sigmoids, ``(1 + tanh(z / 2)) / 2``, in place; step 3:
-    ``c = f * c_prev + i * g``."""
-    N, H = c_prev.shape
-    for n in range(N):
-        for j in range(H):
-            i = _HALF + _HALF * gates[n, j]
-            f = _HALF + _HALF * gates[n, H + j]
-            gates[n, j] = i
-            gates[n, H + j] = f
-            gates[n, 3 * H + j] = _HALF + _HALF * gates[n, 3 * H + j]
-            c[n, j] = f * c_prev[n, j] + i * gates[n, 2 * H + j]
+def _forward_loop(z_seq, packed_rk, bias, h_seq, c_seq, r):
+    """Steps 1-4 for t = 0 .. T-1 on one part's rows; ``z_seq[t]`` holds step 1's input part and becomes the gates.
 
-
-@njit(cache=True, nogil=True)
-def _step_backward(dh, dy, dc, c_prev, tanh_c, gates, dz):
-    """Steps 4b, 3b, 2b of one time step, with ``dh += dy`` first (``dy`` may be None).
-
-    ``dc`` becomes ``dc_prev`` in place (3b: ``dc_prev = dc * f``).
+    z_seq : (T, n, 4H);  packed_rk : ``pack(recurrent_kernel)``;  bias : (4H,)
+    h_seq, c_seq : (T+1, n, H), row 0 the initial state;  r : (n, 4H) scratch
     """
-    N, H = c_prev.shape
-    for n in range(N):
-        for j in range(H):
-            i = gates[n, j]
-            f = gates[n, H + j]
-            g = gates[n, 2 * H + j]
-            o = gates[n, 3 * H + j]
-            tc = tanh_c[n, j]
-            # 4b: h_t feeds the output y_t and step t+1: dh = dy_t + dh from step t+1.
-            dht = dh[n, j]
-            if dy is not None:
-                dht += dy[n, j]
-            # 4b: h = o * tanh(c): do = dh * tanh(c); dc += dh * o * (1 - tanh(c)^2)
-            d_o = dht * tc
-            dct = dc[n, j] + dht * o * (_ONE - tc * tc)
-            # 3b: c = f * c_prev + i * g gives di = dc * g, df = dc * c_prev, dg = dc * i;
-            # 2b: times sigmoid' = s (1 - s) or tanh' = 1 - g^2.
-            dz[n, j] = dct * g * i * (_ONE - i)
-            dz[n, H + j] = dct * c_prev[n, j] * f * (_ONE - f)
-            dz[n, 2 * H + j] = dct * i * (_ONE - g * g)
-            dz[n, 3 * H + j] = d_o * o * (_ONE - o)
-            # 3b: dc_prev = dc * f
-            dc[n, j] = dct * f
+    T, n, H4 = z_seq.shape
+    H = H4 // 4
+    for t in range(T):
+        gemm_packed(h_seq[t], packed_rk, r, False)  # 1: r = h_{t-1} @ recurrent_kernel
+        z, c_prev, c, h = z_seq[t], c_seq[t], c_seq[t + 1], h_seq[t + 1]
+        for m in range(n):
+            # 1, 2: z = x_t @ kernel (already in z) + r + bias; the gates i, f, g, o, a loop per block
+            for j in range(H):
+                z[m, j] = _sigmoid(z[m, j] + r[m, j] + bias[j])
+            for j in range(H, 2 * H):
+                z[m, j] = _sigmoid(z[m, j] + r[m, j] + bias[j])
+            for j in range(2 * H, 3 * H):
+                z[m, j] = _tanh(z[m, j] + r[m, j] + bias[j])
+            for j in range(3 * H, H4):
+                z[m, j] = _sigmoid(z[m, j] + r[m, j] + bias[j])
+            for j in range(H):  # 3: c_t = f * c_{t-1} + i * g
+                c[m, j] = z[m, H + j] * c_prev[m, j] + z[m, j] * z[m, 2 * H + j]
+            for j in range(H):  # 4: h_t = o * tanh(c_t)
+                h[m, j] = z[m, 3 * H + j] * _tanh(c[m, j])
+
+
+@njit(cache=True, nogil=True)
+def _backward_loop(dy_seq, has_dy, dh, dc, c_seq, gates_seq, packed_rk_t, dz_seq, tanh_c, dbias):
+    """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0 on one part's rows (``scratchnet/ops/lstm.py`` derives them).
+
+    dy_seq : (T, n, H), read when ``has_dy``;  dh, dc : (n, H), the final state's gradients, updated in place
+    into those of the initial state;  c_seq, gates_seq : the forward's;  packed_rk_t : ``pack(recurrent_kernel.T)``
+    dz_seq : (T, n, 4H), written;  tanh_c : (n, H) scratch;  dbias : (4H,) float64, ``+= sum_{t, m} dz_t[m]``
+    """
+    T, n, H4 = dz_seq.shape
+    H = H4 // 4
+    for t in range(T - 1, -1, -1):
+        g, c_prev, c, dz = gates_seq[t], c_seq[t], c_seq[t + 1], dz_seq[t]
+        for m in range(n):
+            for j in range(H):
+                tanh_c[m, j] = _tanh(c[m, j])
+            # 4b: h_t feeds y_t and step t+1: dh += dy_t. Then h = o * tanh(c):
+            #     dz_o = dh * tanh(c) * o (1 - o);  dc += dh * o * (1 - tanh(c)^2)
+            if has_dy:
+                for j in range(H):
+                    dh[m, j] += dy_seq[t, m, j]
+            for j in range(H):
+                o = g[m, 3 * H + j]
+                dz[m, 3 * H + j] = dh[m, j] * tanh_c[m, j] * o * (_ONE - o)
+            for j in range(H):
+                dc[m, j] += dh[m, j] * g[m, 3 * H + j] * (_ONE - tanh_c[m, j] * tanh_c[m, j])
+            # 3b, 2b: c = f * c_prev + i * g gives di = dc g, df = dc c_prev, dg = dc i; times s (1 - s) or 1 - g^2
+            for j in range(H):
+                i = g[m, j]
+                dz[m, j] = dc[m, j] * g[m, 2 * H + j] * i * (_ONE - i)
+            for j in range(H):
+                f = g[m, H + j]
+                dz[m, H + j] = dc[m, j] * c_prev[m, j] * f * (_ONE - f)
+            for j in range(H):
+                gg = g[m, 2 * H + j]
+                dz[m, 2 * H + j] = dc[m, j] * g[m, j] * (_ONE - gg * gg)
+            for j in range(H):  # 3b: dc_{t-1} = dc * f
+                dc[m, j] *= g[m, H + j]
+            for k in range(H4):  # 1b: dbias sums dz over every step and row
+                dbias[k] += dz[m, k]
+        gemm_packed(dz, packed_rk_t, dh, False)  # 1b: dh_{t-1} = dz_t @ recurrent_kernel.T
 
 
 class LSTMNumba:
-    """Overrides ``LSTMReference.lstm_forward`` / ``lstm_backward`` with fused loops, one part of the batch per core."""
+    """Overrides ``LSTMReference.lstm_forward`` / ``lstm_backward``: one Numba time loop per core."""
 
     # Rows per part at least: below that a second thread costs more than it saves.
     min_rows = 8
@@ -115,30 +161,20 @@ class LSTMNumba:
     def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0):
         T, N, D = x_seq.shape
         H = recurrent_kernel.shape[0]
+        if not packable(recurrent_kernel):
+            return super().lstm_forward(x_seq, kernel, recurrent_kernel, bias, h0, c0)
         h_seq = numpy.empty((T + 1, N, H), dtype=x_seq.dtype)
         c_seq = numpy.empty((T + 1, N, H), dtype=x_seq.dtype)
         h_seq[0], c_seq[0] = h0, c0
         # 1: the input part of every step in one GEMM; each step then turns
         # its block of z_seq into its gates in place, so z_seq becomes gates_seq.
         z_seq = threads.matmul(x_seq.reshape(T * N, D), kernel).reshape(T, N, 4 * H)
-        recurrent_kernel = numpy.ascontiguousarray(recurrent_kernel)
+        packed_rk = pack(recurrent_kernel)
         bias = numpy.ascontiguousarray(bias)
 
         def part(lo, hi):
             r = numpy.empty((hi - lo, 4 * H), dtype=x_seq.dtype)
-            tanh_c = numpy.empty((hi - lo, H), dtype=x_seq.dtype)
-            for t in range(T):
-                z = z_seq[t, lo:hi]
-                # 1: the recurrent part, h_{t-1} @ recurrent_kernel, and the bias
-                numpy.matmul(h_seq[t, lo:hi], recurrent_kernel, out=r)
-                _preactivate(z, r, bias)
-                # 2: one tanh over all four gate blocks
-                numpy.tanh(z, out=z)
-                # 2, 3: finish the sigmoids; c_t = f * c_{t-1} + i * g
-                _cell_forward(z, c_seq[t, lo:hi], c_seq[t + 1, lo:hi])
-                # 4: h_t = o * tanh(c_t)
-                numpy.tanh(c_seq[t + 1, lo:hi], out=tanh_c)
-                numpy.multiply(z[:, 3 * H :], tanh_c, out=h_seq[t + 1, lo:hi])
+            _forward_loop(z_seq[:, lo:hi], packed_rk, bias, h_seq[:, lo:hi], c_seq[:, lo:hi], r)
 
         threads.split(part, N, self.min_rows)
         return h_seq, c_seq, z_seq
@@ -147,27 +183,27 @@ class LSTMNumba:
                       need_dx=True):
         T, N, D = x_seq.shape
         H = recurrent_kernel.shape[0]
+        if not packable(recurrent_kernel.T):
+            return super().lstm_backward(dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
+                                         need_dx)
         # Copies: the loop updates both in place, and the caller's arrays stay untouched.
-        dh, dc = dh.copy(), dc.copy()
+        dh, dc = numpy.array(dh, order="C"), numpy.array(dc, order="C")
         dz_seq = numpy.empty((T, N, 4 * H), dtype=x_seq.dtype)
+        packed_rk_t = pack(recurrent_kernel.T)
+        has_dy = dy_seq is not None
+        dys = dy_seq if has_dy else numpy.zeros((1, 1, 1), dtype=x_seq.dtype)
 
         def part(lo, hi):
-            # tanh(c_t) of every step of this part's rows, in one SIMD pass.
-            tanh_c_seq = numpy.tanh(c_seq[1:, lo:hi])
-            part_dh, part_dc = dh[lo:hi], dc[lo:hi]
-            for t in range(T - 1, -1, -1):
-                # 4b, 3b, 2b
-                dy = None if dy_seq is None else dy_seq[t, lo:hi]
-                _step_backward(part_dh, dy, part_dc, c_seq[t, lo:hi], tanh_c_seq[t], gates_seq[t, lo:hi],
-                               dz_seq[t, lo:hi])
-                # 1b: h_{t-1} gets dz_t @ recurrent_kernel.T
-                numpy.matmul(dz_seq[t, lo:hi], recurrent_kernel.T, out=part_dh)
+            tanh_c = numpy.empty((hi - lo, H), dtype=x_seq.dtype)
+            dbias = numpy.zeros(4 * H)
+            _backward_loop(dys[:, lo:hi] if has_dy else dys, has_dy, dh[lo:hi], dc[lo:hi], c_seq[:, lo:hi],
+                           gates_seq[:, lo:hi], packed_rk_t, dz_seq[:, lo:hi], tanh_c, dbias)
+            return dbias
 
-        threads.split(part, N, self.min_rows)
+        dbias = sum(threads.split(part, N, self.min_rows)).astype(x_seq.dtype)
         # 1b, for the weights and the inputs: one GEMM over all (T*N) rows each.
         dz = dz_seq.reshape(T * N, 4 * H)
         dkernel = threads.matmul(x_seq.reshape(T * N, D).T, dz)
         drecurrent_kernel = threads.matmul(h_seq[:T].reshape(T * N, H).T, dz)
-        dbias = dz.sum(axis=0)
         dx_seq = threads.matmul(dz, kernel.T).reshape(T, N, D) if need_dx else None
         return dx_seq, dkernel, drecurrent_kernel, dbias, dh, dc

@@ -29,17 +29,22 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
-
 import numpy
 
 
-def cores():
-    """CPUs this process may run on (its affinity mask)."""
+def _affinity():
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+_CORES = _affinity()
+
+
+def cores():
+    """CPUs this process may run on (its affinity mask when this module was imported)."""
+    return _CORES
 
 
 class _OpenBLAS:
@@ -70,8 +75,42 @@ class _OpenBLAS:
 
 
 _blas = None
-_pool = None
+_workers = []
 _lock = threading.Lock()  # one split at a time: the BLAS thread count is global
+
+
+class _Worker:
+    """A thread that runs one part at a time, handed over through two locks (cheaper than a queue and futures)."""
+
+    def __init__(self):
+        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        self._task = self._result = self._error = None
+        threading.Thread(target=self._loop, name="scratchnet-part", daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self._go.acquire()
+            fn, args = self._task
+            try:
+                self._result, self._error = fn(*args), None
+            except BaseException as e:  # handed to the caller by join()
+                self._result, self._error = None, e
+            self._task = None
+            self._done.release()
+
+    def start(self, fn, *args):
+        self._task = (fn, args)
+        self._go.release()
+
+    def join(self):
+        """Wait for the part; its result, or raise its error."""
+        self._done.acquire()
+        result, error, self._result, self._error = self._result, self._error, None, None
+        if error is not None:
+            raise error
+        return result
 
 
 def _openblas():
@@ -124,22 +163,35 @@ def split(fn, n, min_rows=1):
     ``fn(lo, hi)`` handles rows ``lo:hi`` of the batch; it must write nothing
     outside them. With one part, or when the split cannot run in parallel
     (:func:`available`), or when another split is running (a nested call),
-    the parts run here, one after the other, with BLAS as it is.
+    the parts run here, one after the other, still with single-threaded
+    BLAS: a part too small to split is too small for BLAS's threads too, and
+    an OpenBLAS thread woken for it would then spin on the other core while
+    the next split's part wants it.
     """
-    global _pool
     ranges = parts(n, min_rows)
     if len(ranges) == 1 or not available() or not _lock.acquire(blocking=False):
-        return [fn(lo, hi) for lo, hi in ranges]
-    try:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=cores() - 1, thread_name_prefix="scratchnet")
         with single_threaded_blas():
-            futures = [_pool.submit(fn, lo, hi) for lo, hi in ranges[1:]]
+            return [fn(lo, hi) for lo, hi in ranges]
+    try:
+        while len(_workers) < len(ranges) - 1:
+            _workers.append(_Worker())
+        with single_threaded_blas():
+            for worker, (lo, hi) in zip(_workers, ranges[1:]):
+                worker.start(fn, lo, hi)
+            results, error = [None] * len(ranges), None
             try:
-                first = fn(*ranges[0])  # the calling thread takes the first part
-            finally:
-                wait(futures)  # even when the first part raised: BLAS is restored only once all are done
-            return [first, *(f.result() for f in futures)]
+                results[0] = fn(*ranges[0])  # the calling thread takes the first part
+            except BaseException as e:
+                error = e
+            # Every part is joined, even after an error: BLAS is restored only once all are done.
+            for i, worker in enumerate(_workers[: len(ranges) - 1], start=1):
+                try:
+                    results[i] = worker.join()
+                except BaseException as e:
+                    error = error or e
+            if error is not None:
+                raise error
+            return results
     finally:
         _lock.release()
 

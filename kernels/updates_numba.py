@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 
+import numpy
 from numba import njit
 
 from . import threads
 
-# Elements a part should hold at least (a memory-bound pass: about 50 microseconds).
-MIN_PART_ELEMENTS = 1 << 18
+# Elements a part should hold at least: handing a part to another thread costs tens of microseconds,
+# what a one-pass update of about a million elements takes.
+MIN_PART_ELEMENTS = 1 << 20
 
 
 @njit(cache=True, nogil=True)
@@ -51,9 +53,40 @@ def _adam_update(w, g, m, v, alpha, rate_1, rate_2, epsilon):
         w[i] -= alpha * mi / (math.sqrt(vi) + epsilon)
 
 
-def _flat(a):
-    """The flat view of a contiguous array (updates write through it), else None."""
-    return a.reshape(-1) if a.flags.c_contiguous else None
+@njit(cache=True, nogil=True, fastmath=True)
+def _sum_of_squares(x):
+    """``sum(x**2)`` over a flat array, accumulated in float64.
+
+    ``fastmath`` lets LLVM reorder the sum into SIMD partial sums; in float64
+    the reordering changes the result far below float32's resolution.
+    """
+    total = 0.0
+    for i in range(x.size):
+        v = numpy.float64(x[i])
+        total += v * v
+    return total
+
+
+def _flat_views(written, read):
+    """Flat views, element by element in one order, of the arrays an update writes and reads; or None.
+
+    The written arrays must share one memory layout, all C- or all
+    F-contiguous (an orthogonal recurrent kernel is F-ordered, and so are its
+    optimizer slots); a read-only array in the other layout is copied into
+    it, one pass, where the reference would make several.
+    """
+    if all(a.flags.c_contiguous for a in written):
+        order = "C"
+    elif all(a.flags.f_contiguous for a in written):
+        order = "F"
+    else:
+        return None
+    dtype = written[0].dtype
+    if any(a.dtype != dtype for a in (*written, *read)):
+        return None
+    # Memory order: an F-ordered array's transpose is C-ordered, and flattens without a copy.
+    flat = (lambda a: a.reshape(-1)) if order == "C" else (lambda a: a.T.reshape(-1))
+    return [flat(a) for a in written] + [flat(numpy.asarray(a, order=order)) for a in read]
 
 
 def _in_parts(kernel, flat, *scalars):
@@ -68,20 +101,26 @@ class UpdateNumba:
     """Overrides ``UpdateReference``: each update in one pass; non-contiguous arrays go to the reference."""
 
     def scaled_add(self, y, x, alpha):
-        fy, fx = _flat(y), _flat(x)
-        if fy is None or fx is None or x.dtype != y.dtype:
+        flat = _flat_views([y], [x])
+        if flat is None:
             return super().scaled_add(y, x, alpha)
-        _in_parts(_scaled_add, (fy, fx), y.dtype.type(alpha))
+        _in_parts(_scaled_add, flat, y.dtype.type(alpha))
 
     def moving_average_update(self, shadow, value, decay):
-        fs, fv = _flat(shadow), _flat(value)
-        if fs is None or fv is None or value.dtype != shadow.dtype:
+        flat = _flat_views([shadow], [value])
+        if flat is None:
             return super().moving_average_update(shadow, value, decay)
-        _in_parts(_moving_average_update, (fs, fv), shadow.dtype.type(1 - decay))
+        _in_parts(_moving_average_update, flat, shadow.dtype.type(1 - decay))
+
+    def sum_of_squares(self, x):
+        # A sum does not care about the order: any contiguous array is read as it lies in memory.
+        flat = x.reshape(-1) if x.flags.c_contiguous else x.T.reshape(-1) if x.flags.f_contiguous else None
+        return float(_sum_of_squares(flat)) if flat is not None else super().sum_of_squares(x)
 
     def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
-        flat = [_flat(a) for a in (w, g, m, v)]
-        if any(f is None for f in flat) or len({a.dtype for a in (w, g, m, v)}) != 1:
+        flat = _flat_views([w, m, v], [g])
+        if flat is None:
             return super().adam_update(w, g, m, v, alpha, beta_1, beta_2, epsilon)
+        fw, fm, fv, fg = flat
         t = w.dtype.type
-        _in_parts(_adam_update, flat, t(alpha), t(1 - beta_1), t(1 - beta_2), t(epsilon))
+        _in_parts(_adam_update, (fw, fg, fm, fv), t(alpha), t(1 - beta_1), t(1 - beta_2), t(epsilon))

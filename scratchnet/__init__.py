@@ -14,6 +14,10 @@ import importlib
 
 from .backend import available_backends, get_backend, to_numpy, use_backend
 from .ops import backends as _backends  # noqa: F401  (registers the numpy, numba and cupy backends)
+from .distributed.world import take_cores as _take_cores
+
+# Under mpiexec: this rank's share of the machine's cores, before any kernel starts its threads.
+_take_cores()
 
 __version__ = "0.1.0"
 

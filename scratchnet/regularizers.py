@@ -51,7 +51,7 @@ class L1L2(Regularizer):
         if self.l1:
             total += self.l1 * float(abs(w).sum())
         if self.l2:
-            total += self.l2 * float((w * w).sum())
+            total += self.l2 * get_backend().sum_of_squares(w)  # sum(w**2) without the temporary w * w
         return total
 
     def gradient(self, w):

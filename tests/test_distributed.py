@@ -89,6 +89,18 @@ def test_launched_by_mpiexec_without_mpi4py_is_an_error_naming_the_extra():
     assert rc == 0 and "2 ranks" in out and "pip install 'scratchnet[mpi]'" in out, out
 
 
+def test_under_a_launcher_importing_scratchnet_pins_each_rank_to_its_share_of_the_cores():
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to share")
+    code = "import os, sys, scratchnet; print(sorted(os.sched_getaffinity(0)), 'mpi4py' in sys.modules)"
+    for rank in (0, 1):
+        env = _launcher_free_env(PMI_SIZE="2", PMI_RANK=str(rank), MPI_LOCALNRANKS="2", MPI_LOCALRANKID=str(rank))
+        rc, out = _run([sys.executable, "-c", code], env=env)
+        half = cores[rank * len(cores) // 2:(rank + 1) * len(cores) // 2]
+        assert rc == 0 and out.strip() == f"{half} False", out
+
+
 def test_shards_cover_the_global_batch_once_and_their_weights_sum_to_one():
     for n in range(1, 8):
         for ranks in range(1, 5):

@@ -242,6 +242,32 @@ def test_numba_updates_match_the_reference(numba_ops, monkeypatch, shape, dtype)
             assert_close(got, want, dtype, f"{kernel}: {name}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_numba_sum_of_squares_matches_a_float64_sum(numba_ops, dtype):
+    x = np.random.default_rng(21).standard_normal((301, 7)).astype(dtype)
+    want = float((x.astype(np.float64) ** 2).sum())
+    assert numba_ops.sum_of_squares(x) == pytest.approx(want, rel=1e-12)
+    assert REF.sum_of_squares(x) == pytest.approx(want, rel=1e-6 if dtype == np.float32 else 1e-12)
+    assert numba_ops.sum_of_squares(x.T) == pytest.approx(want, rel=1e-6)  # not contiguous: the reference
+
+
+def test_numba_updates_of_fortran_ordered_parameters_match_the_reference(numba_ops):
+    # An orthogonal recurrent kernel is F-ordered, and so are the slots made with zeros_like; its gradient is not.
+    rng = np.random.default_rng(22)
+    w, m = (np.asfortranarray(rng.standard_normal((6, 8)).astype(np.float32)) for _ in range(2))
+    v = np.asfortranarray(np.abs(rng.standard_normal((6, 8))).astype(np.float32))
+    g = rng.standard_normal((6, 8)).astype(np.float32)
+    mine, ref = [a.copy(order="K") for a in (w, g, m, v)], [a.copy(order="K") for a in (w, g, m, v)]
+    numba_ops.adam_update(*mine, 0.01, 0.9, 0.999, 1e-7)
+    REF.adam_update(*ref, 0.01, 0.9, 0.999, 1e-7)
+    for got, want, name in zip(mine, ref, "wgmv"):
+        assert_close(got, want, np.float32, name)
+    numba_ops.scaled_add(mine[0], g, -0.5)
+    REF.scaled_add(ref[0], g, -0.5)
+    assert_close(mine[0], ref[0], np.float32, "scaled_add")
+    assert numba_ops.sum_of_squares(w) == pytest.approx(float((w.astype(np.float64) ** 2).sum()), rel=1e-12)
+
+
 def test_numba_updates_of_non_contiguous_arrays_fall_back_to_the_reference(numba_ops):
     rng = np.random.default_rng(16)
     w = rng.standard_normal((6, 8)).astype(np.float32)
@@ -393,3 +419,66 @@ def test_numba_dropout_draws_the_reference_mask_and_leaves_the_generator_where_t
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(mask2, mask2_ref)
     assert after == after_ref
+
+
+# --- Winograd F(2x2, 5x5) ---------------------------------------------------------------------------------
+
+
+def test_winograd_transforms_written_out_are_the_exact_matrices():
+    from scratchnet.kernels import winograd_numba as wn
+
+    AT, G, BT = wn.transform_matrices(2, 5, (0, 1, -1, 2, -2))
+    rng = np.random.default_rng(23)
+    for _ in range(5):
+        d, m, g = rng.standard_normal(6), rng.standard_normal(6), rng.standard_normal(2)
+        np.testing.assert_allclose(wn._bt.py_func(*d), BT @ d, rtol=1e-14)
+        np.testing.assert_allclose(wn._b.py_func(*d), BT.T @ d, rtol=1e-14)
+        np.testing.assert_allclose(wn._at.py_func(*m), AT @ m, rtol=1e-14)
+        np.testing.assert_allclose(wn._a.py_func(*g), AT.T @ g, rtol=1e-14)
+    # The 1-D algorithm: two outputs of a 5-tap correlation.
+    d, w = rng.standard_normal(6), rng.standard_normal(5)
+    np.testing.assert_allclose(AT @ ((G @ w) * (BT @ d)), [d[0:5] @ w, d[1:6] @ w], rtol=1e-12)
+
+
+WINOGRAD_CASES = {
+    # x shape, w shape, pads (stride 1, 5x5): even and odd outputs (partial tiles), asymmetric padding
+    "lenet_14x14_same": ((4, 14, 14, 16), (5, 5, 16, 12), (2, 2, 2, 2)),
+    "odd_7x9_same": ((3, 7, 9, 8), (5, 5, 8, 10), (2, 2, 2, 2)),
+    "valid_9x8": ((2, 9, 8, 9), (5, 5, 9, 8), (0, 0, 0, 0)),
+    "asymmetric_5x6": ((1, 5, 6, 8), (5, 5, 8, 8), (1, 3, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("case", list(WINOGRAD_CASES))
+def test_numba_conv2d_through_winograd_matches_the_reference(numba_ops, split_everything, monkeypatch, case, relu,
+                                                              dtype):
+    x_shape, w_shape, pads = WINOGRAD_CASES[case]
+    rng = np.random.default_rng(24)
+    X = rng.standard_normal(x_shape).astype(dtype)
+    W = (0.2 * rng.standard_normal(w_shape)).astype(dtype)
+    assert numba_ops.winograd.applies(X, W, 1, 1)
+    monkeypatch.setattr(numba_ops.winograd, "chunk_bytes", 1)  # one image per chunk: several chunks per part
+    for b in (rng.standard_normal(w_shape[-1]).astype(dtype), None):
+        Y = numba_ops.conv2d_forward(X, W, b, 1, 1, pads, relu)
+        Y_ref = REF.conv2d_forward(X, W, b, 1, 1, pads, relu)
+        assert Y.dtype == dtype
+        assert_close(Y, Y_ref, dtype, "y")
+        dY = rng.standard_normal(Y.shape).astype(dtype)
+        for need_dx in (True, False):
+            got = numba_ops.conv2d_backward(dY, X, W, Y_ref, 1, 1, pads, relu, need_dx)
+            want = REF.conv2d_backward(dY, X, W, Y_ref, 1, 1, pads, relu, need_dx)
+            assert (got[0] is None) == (not need_dx)
+            for g, w, name in zip(got, want, ("dx", "dw", "db")):
+                if w is not None:
+                    assert g.dtype == dtype, name
+                    assert_close(g, w, dtype, name)
+
+
+def test_winograd_applies_only_to_stride_1_5x5_with_enough_channels(numba_ops):
+    x = np.zeros((1, 8, 8, 8), np.float32)
+    assert numba_ops.winograd.applies(x, np.zeros((5, 5, 8, 8), np.float32), 1, 1)
+    assert not numba_ops.winograd.applies(x, np.zeros((5, 5, 8, 8), np.float32), 2, 1)
+    assert not numba_ops.winograd.applies(x, np.zeros((3, 3, 8, 8), np.float32), 1, 1)
+    assert not numba_ops.winograd.applies(x[..., :1], np.zeros((5, 5, 1, 32), np.float32), 1, 1)  # LeNet's first layer

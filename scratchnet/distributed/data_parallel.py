@@ -129,7 +129,8 @@ class DataParallel:
     ``train_on_batch(x, y)``, given the same global batch on every rank,
     steps on this rank's rows and averages the gradients (see the module's
     docstring), and the training loop stops every rank at the same step when
-    any rank asks to stop. Call it again after restoring a checkpoint.
+    any rank asks to stop. After restoring a checkpoint on rank 0, call
+    :func:`broadcast_state` (or make a new ``DataParallel``).
 
     In a world of one it changes nothing (and costs a slice per step).
 

@@ -17,10 +17,11 @@ without one.
 Joining an MPI world also does two things a data-parallel run needs:
 
 - each rank takes its share of its machine's cores: it pins itself to them
-  (unless the launcher bound it already) and limits its BLAS (threadpoolctl)
-  and Numba threads to their number (or to ``SCRATCHNET_THREADS``, else
-  ``OMP_NUM_THREADS``), so 2 ranks on 2 cores run one thread each, each on
-  its own core, instead of fighting over both;
+  (:func:`take_cores`, already at ``import scratchnet``, unless the launcher
+  bound it) and limits its BLAS (threadpoolctl) and Numba threads to their
+  number (or to ``SCRATCHNET_THREADS``, else ``OMP_NUM_THREADS``), so 2 ranks
+  on 2 cores run one thread each, each on its own core, instead of fighting
+  over both;
 - a rank that dies of an uncaught exception aborts the whole job
   (``MPI_Abort``) instead of leaving the others waiting in a collective.
 """
@@ -118,8 +119,8 @@ class MPIWorld(World):
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         vendor, version = MPI.get_vendor()
         self.library = f"{vendor} {'.'.join(map(str, version))} through mpi4py {_mpi4py_version()}"
-        self.threads = _limit_threads(local) if limit_threads else None
         local.Free()
+        self.threads = _limit_threads(self.local_rank, self.local_size) if limit_threads else None
         choose_gpu(self.local_rank)
         self._ring = os.environ.get("SCRATCHNET_ALLREDUCE", "mpi") == "ring"
         self._device = None
@@ -216,32 +217,51 @@ def _mpi4py_version():
     return mpi4py.__version__
 
 
-def _share_cores(local):
-    """Pin this rank to its share of the cores its machine's ranks may use; returns how many it has.
+#: ``(local rank, local size)`` variables of launchers: the ranks on this machine.
+LOCAL_VARIABLES = (("MPI_LOCALRANKID", "MPI_LOCALNRANKS"), ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+                   ("MV2_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_SIZE"))
 
-    When every rank on the machine may run on the same cores (``mpiexec``
-    without binding), rank ``i`` of ``L`` takes the ``i``-th of ``L`` equal
-    parts of them, so that nothing of it (BLAS, Numba, threads of its own)
-    runs on another rank's cores. A launcher that bound the ranks already
-    (``-bind-to core``) is left as it is, and so is a machine with fewer cores
-    than ranks. ``SCRATCHNET_BIND=0`` never pins.
+
+def take_cores(local_rank=None, local_size=None):
+    """Pin this rank to its share of its machine's cores; returns how many it has (None: not launched).
+
+    ``import scratchnet`` calls it, so that a rank is pinned before any kernel
+    starts threads; the ranks on this machine come from the launcher's
+    variables (:data:`LOCAL_VARIABLES`) unless given. When the launcher did
+    not bind the ranks (this process may run where its parent, the launcher's
+    proxy, may), rank ``i`` of ``L`` takes the ``i``-th of ``L`` equal parts
+    of those cores, so that nothing of it (BLAS, Numba, threads of its own)
+    runs on another rank's. A launcher that bound the ranks (``-bind-to
+    core``) is left as it is, and so is a machine with fewer cores than
+    ranks. ``SCRATCHNET_BIND=0`` never pins.
     """
+    if local_size is None:
+        if launched_size() == 1:
+            return None
+        found = [(os.environ[r], os.environ[s]) for r, s in LOCAL_VARIABLES if os.environ.get(s, "").isdigit()]
+        if not found or not found[0][0].isdigit():
+            return None
+        local_rank, local_size = int(found[0][0]), int(found[0][1])
     if not hasattr(os, "sched_getaffinity"):
-        return max(1, (os.cpu_count() or 1) // local.Get_size())
+        return max(1, (os.cpu_count() or 1) // local_size)
     usable = sorted(os.sched_getaffinity(0))
-    same = all(cores == usable for cores in local.allgather(usable))
-    i, L = local.Get_rank(), local.Get_size()
-    if not same or len(usable) < L:
-        return max(1, len(usable) // L) if same else len(usable)
-    mine = usable[i * len(usable) // L:(i + 1) * len(usable) // L]
+    try:
+        bound = usable != sorted(os.sched_getaffinity(os.getppid()))
+    except OSError:
+        bound = False
+    if bound:
+        return len(usable)
+    if len(usable) < local_size:
+        return 1
+    mine = usable[local_rank * len(usable) // local_size:(local_rank + 1) * len(usable) // local_size]
     if os.environ.get("SCRATCHNET_BIND", "1") != "0":
         os.sched_setaffinity(0, mine)
     return len(mine)
 
 
-def _limit_threads(local):
+def _limit_threads(local_rank, local_size):
     """Limit BLAS and Numba to this rank's share of the cores; returns the number of threads."""
-    share = _share_cores(local)
+    share = take_cores(local_rank, local_size)
     threads = os.environ.get("SCRATCHNET_THREADS") or os.environ.get("OMP_NUM_THREADS")
     n = int(threads) if threads and threads.isdigit() and int(threads) > 0 else share
     if "numba" in sys.modules:

@@ -263,7 +263,7 @@ class Ops:
         raise NotImplementedError
 
     # --- parameter updates (``scratchnet/ops/updates.py``) ----------------------
-    # In place, on arrays of one shape and dtype; each returns None.
+    # In place, on arrays of one shape and dtype; each returns None (but sum_of_squares).
 
     def scaled_add(self, y, x, alpha):
         """``y += alpha * x``: plain SGD's step (``alpha = -lr``), an L2 penalty's gradient.
@@ -276,6 +276,13 @@ class Ops:
         """``shadow -= (1 - decay) * (shadow - value)``: one step of an exponential moving average.
 
         shadow, value : the same shape;  decay : float in [0, 1]
+        """
+        raise NotImplementedError
+
+    def sum_of_squares(self, x):
+        """``sum(x**2)`` as a Python float: an L2 penalty without its temporary ``x * x``.
+
+        x : any shape;  returns : float
         """
         raise NotImplementedError
 

@@ -2,7 +2,8 @@
 
 These are not ops (nothing is differentiated through them); they are the
 kernels that :mod:`scratchnet.optimizers`, :mod:`scratchnet.regularizers`
-and :mod:`scratchnet.ema` run once per parameter per step. Each updates its
+and :mod:`scratchnet.ema` run once per parameter per step, and the one
+reduction an L2 penalty needs (``sum_of_squares``). Each updates its
 first argument in place. Written as NumPy expressions, every term of an update
 is a temporary array the size of the parameter, and each temporary is one
 more pass over memory; the Numba backend (``kernels/updates_numba.py``) runs
@@ -25,6 +26,10 @@ class UpdateReference:
     def moving_average_update(self, shadow, value, decay):
         """``shadow -= (1 - decay) * (shadow - value)``."""
         shadow -= (1 - decay) * (shadow - value)
+
+    def sum_of_squares(self, x):
+        """``sum(x**2)`` (an L2 penalty's sum), as a Python float."""
+        return float((x * x).sum())
 
     def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
         """``m += (1 - beta_1) (g - m)``; ``v += (1 - beta_2) (g^2 - v)``; ``w -= alpha m / (sqrt(v) + epsilon)``."""
