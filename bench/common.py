@@ -82,11 +82,16 @@ def blas_line():
 
 
 def machine_line():
-    """One line saying where a benchmark ran: CPU model and cores, the BLAS, and the library versions."""
+    """One line saying where a benchmark ran: CPU model and cores, the BLAS, and the library versions
+    (PyTorch and TensorFlow too, when this process has imported them)."""
+    import sys
+
     import numba
 
+    peers = "".join(f", {name} {sys.modules[module].__version__}" for name, module in
+                    (("torch", "torch"), ("tensorflow", "tensorflow")) if module in sys.modules)
     return (f"CPU: {cpu_model()}, {cpu_count()} cores; {blas_line()}; "
-            f"numpy {np.__version__}, numba {numba.__version__}")
+            f"numpy {np.__version__}, numba {numba.__version__}{peers}")
 
 
 def import_or_reason(name):

@@ -5,8 +5,9 @@ layers, their max-pools, and the two LSTMs (MNIST rows, PTB words). Every
 framework runs in this process, on the same inputs, with the same thread
 count. Frameworks that each own a thread pool disturb each other when
 interleaved call by call, so they are timed in alternating blocks
-(``--block`` calls of one, then of the next, ``--rounds`` times); each cell is
-the median of all its calls after a warm-up. The last columns compare the
+(``--block`` calls of one, then of the next, ``--rounds`` times, with
+``--settle`` seconds between blocks for the last one's threads to go to
+sleep); each cell is the median of all its calls after a warm-up. The last columns compare the
 primary scratchnet backend (numba on the CPU, cupy with ``--backend cupy``)
 with the faster peer, and its achieved rate with this machine's limits,
 measured in the same run: a compute-bound op's GFLOP/s as a percent of the
@@ -168,8 +169,14 @@ def torch_step(op, a, torch, device):
     return step
 
 
-def alternating_medians(steps, rounds, block, warmup, sync=None):
-    """``{name: median ms}`` of ``steps`` (name -> callable) timed in alternating blocks of ``block`` calls."""
+def alternating_medians(steps, rounds, block, warmup, sync=None, settle=0.05):
+    """``{name: median ms}`` of ``steps`` (name -> callable) timed in alternating blocks of ``block`` calls.
+
+    ``settle`` seconds pass before each block, untimed: the thread pool of the
+    framework before (OpenMP's spinning workers, PyTorch's, scratchnet's own)
+    goes back to sleep, so that no block starts with another framework's
+    threads still holding a core.
+    """
     sync = sync or (lambda: None)
     for fn in steps.values():
         for _ in range(warmup):
@@ -178,6 +185,7 @@ def alternating_medians(steps, rounds, block, warmup, sync=None):
     times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, fn in steps.items():
+            time.sleep(settle)
             for _ in range(block):
                 start = time.perf_counter()
                 fn()
@@ -192,6 +200,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
     p.add_argument("--block", type=int, default=4, help="calls of one framework per round (default 4)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--settle", type=float, default=0.05, help="seconds between blocks, untimed (default 0.05)")
     p.add_argument("--large", action="store_true", help="batch 1024 and LSTM hidden 1024 (the GPU case)")
     p.add_argument("--peers", default="tf,torch", help="peer frameworks, comma-separated: tf, torch, or none")
     p.add_argument("--only", default="", help="run only ops whose name contains this")
@@ -268,7 +277,7 @@ def main(argv=None):
                 steps[label_] = tf_step(op, a, mod)
             else:
                 steps[label_] = torch_step(op, a, mod, "cuda" if gpu else "cpu")
-        times.update(alternating_medians(steps, args.rounds, args.block, args.warmup, sync))
+        times.update(alternating_medians(steps, args.rounds, args.block, args.warmup, sync, args.settle))
         mine = times.get(primary)
         peer_times = [times[label_] for label_, _ in peers.values() if isinstance(times[label_], float)]
         ratio = f"{mine / min(peer_times):.2f}" if isinstance(mine, float) and peer_times else "n/a"
@@ -289,11 +298,15 @@ def main(argv=None):
     where = "GPU" if gpu else f"CPU, {threads} threads"
     print(machine_line())
     print(f"Forward + backward, median of {args.rounds} alternating rounds of {args.block} calls per framework "
-          f"after {args.warmup} warm-up calls; batch {batch}; {where}.")
+          f"({args.settle} s between blocks) after {args.warmup} warm-up calls; batch {batch}; {where}.")
     fma_text = f"float32 FMA peak {fma:.1f} GFLOP/s, " if fma else ""
     print(f"Roofs on {primary}: {fma_text}float32 sgemm {peaks['sgemm_gflops']:.1f} GFLOP/s, "
           f"copy {peaks['copy_gbs']:.1f} GB/s.\n")
     print(markdown_table(headers, rows))
+    if not gpu:
+        print("\nFLOPs are each op's cost formula: for conv2d those of the direct convolution. The numba backend runs "
+              "stride-1 5x5 convolutions with C, O >= 8 through Winograd F(2x2, 5x5), 2.8x fewer multiplications, so "
+              "its effective rate there can pass the FMA peak.")
     for note in notes:
         print(f"\n{note}")
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -87,16 +86,24 @@ STEPS = {"scratchnet": scratchnet_step, "torch": torch_step}
 def child(framework, model, batch, seq, steps):
     """In a fresh process: build, measure the RSS, take ``steps`` steps; print the RSS figures as JSON."""
     step = STEPS[framework](model, batch, seq)
-    built = _rss_mb()
+    built = _status_mb("VmRSS")
     for _ in range(steps):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"built_mb": built, "peak_mb": peak}))
+    print(json.dumps({"built_mb": built, "peak_mb": _status_mb("VmHWM")}))
 
 
-def _rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mb(field):
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, in MiB, from /proc/self/status.
+
+    Not ``getrusage``'s ``ru_maxrss``: on Linux a child inherits its parent's at
+    fork, and keeps it across exec, so a child of this (large) process would
+    report the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def memory(framework, model, batch, seq, steps):
@@ -105,8 +112,8 @@ def memory(framework, model, batch, seq, steps):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def timing(model, batch, seq, rounds, block, warmup=3):
-    """Median ms per step of each framework, in alternating blocks."""
+def timing(model, batch, seq, rounds, block, warmup=3, settle=0.05):
+    """Median ms per step of each framework, in alternating blocks (``settle`` untimed seconds before each)."""
     steps = {fw: make(model, batch, seq) for fw, make in STEPS.items()}
     for fn in steps.values():
         for _ in range(warmup):
@@ -114,6 +121,7 @@ def timing(model, batch, seq, rounds, block, warmup=3):
     times = {fw: [] for fw in steps}
     for _ in range(rounds):
         for fw, fn in steps.items():
+            time.sleep(settle)
             for _ in range(block):
                 start = time.perf_counter()
                 fn()
@@ -134,7 +142,6 @@ def main(argv=None):
         child(fw, model, int(batch), int(seq) or None, int(steps))
         return
     models = args.models.split(",")
-    print(machine_line())
     print(f"Median ms per training step, {args.rounds} alternating rounds of {args.block} steps after 3 warm-up steps; "
           f"peak RSS of a fresh process after {args.memory_steps} steps (its growth over the built model's RSS).\n")
     rows = []
@@ -155,6 +162,7 @@ def main(argv=None):
             f"{mem['torch']['peak_mb']:.0f} ({growth['torch']:+.0f})",
             f"{mem['scratchnet']['peak_mb'] / mem['torch']['peak_mb']:.2f}x",
         ])
+    print(machine_line())
     print(markdown_table(["model", "batch", "seq", "scratchnet ms", "torch ms", "ratio", "time per example (sn / torch)",
                           "scratchnet peak RSS MB (steps)", "torch peak RSS MB (steps)", "RSS ratio"], rows))
 

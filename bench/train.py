@@ -5,7 +5,8 @@ architecture with the same hyperparameters (the zoo's, taken from the seed
 tutorials), on the same batches of the same data split, in this one process
 on this one machine. The frameworks each own a thread pool, so they train in
 alternating blocks of ``--block`` steps (scratchnet's, then Keras's, then
-PyTorch's, and again), never interleaved call by call. The report is a
+PyTorch's, and again), never interleaved call by call, with ``--settle``
+untimed seconds between blocks for the last framework's threads to go to sleep. The report is a
 Markdown table: median milliseconds per training step (the first steps,
 which compile or trace, are left out), its ratio to the faster peer (the
 faster of Keras and PyTorch), and each framework's final test accuracy
@@ -59,7 +60,7 @@ def ema_decay_now(decay, n):
 # ------------------------------------------------------------------ scratchnet
 
 
-def run_scratchnet(recipe, batches, test, between_blocks=None, block=None):
+def run_scratchnet(recipe, batches, test, between_blocks=None, block=None, settle=0.0):
     """``(times, evaluate)``: train on every batch through scratchnet's training loop, timing each step.
 
     The loop is the one ``fit`` and ``scratchnet train`` run, with the
@@ -67,7 +68,9 @@ def run_scratchnet(recipe, batches, test, between_blocks=None, block=None):
     a callback reads the clock around each ``train_on_batch``. When
     ``between_blocks`` is given, it is called after every ``block`` steps,
     outside the timed steps, from the batch stream the loop draws from: that
-    is where the peers run their own blocks of steps.
+    is where the peers run their own blocks of steps, each block after
+    ``settle`` untimed seconds (for the threads of the framework before to go
+    back to sleep).
     """
     import time
 
@@ -90,6 +93,7 @@ def run_scratchnet(recipe, batches, test, between_blocks=None, block=None):
         for i, (epoch, (_, x, y)) in enumerate(zip(epochs_of(batches), batches)):
             if between_blocks is not None and i and i % block == 0:
                 between_blocks()
+                time.sleep(settle)  # the peers' threads go back to sleep before scratchnet's block
             yield epoch, x, y
 
     timer = StepTimer()
@@ -367,6 +371,7 @@ def parse_args(argv=None):
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of scratchnet,keras,torch")
     p.add_argument("--steps", type=int, default=100, help="training steps per model and framework (default 100)")
     p.add_argument("--block", type=int, default=10, help="steps of one framework before the next takes its turn (default 10)")
+    p.add_argument("--settle", type=float, default=0.05, help="untimed seconds between blocks (default 0.05)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--backend", default="auto", help="scratchnet backend: auto, numpy, numba, cupy")
     p.add_argument("--train-data", help="folder with MNIST IDX files (default: the data package's search path)")
@@ -391,7 +396,6 @@ def main(argv=None):
 
     sn.use_backend(args.backend)
     steps = max(args.steps, WARMUP_STEPS + 1)
-    print(machine_line())
     print(f"scratchnet backend {sn.get_backend().name}; {cpu_count()} CPUs; {steps} steps of batch {args.batch_size} "
           f"per model and framework, the first {WARMUP_STEPS} untimed", flush=True)
     # On the GPU backend the PyTorch peer runs on CUDA too, when its build has
@@ -425,6 +429,7 @@ def main(argv=None):
 
         def peers_block(count=args.block):
             for fw, step in peer_steps.items():
+                time.sleep(args.settle)
                 for _ in range(count):
                     if len(peer_times[fw]) < len(batches):
                         start = time.perf_counter()
@@ -434,7 +439,7 @@ def main(argv=None):
         print(f"  {name}: {', '.join(args.frameworks)} in alternating blocks of {args.block} steps", flush=True)
         results = {}
         if "scratchnet" in args.frameworks:
-            times, evaluate = run_scratchnet(recipe, batches, test, peers_block, args.block)
+            times, evaluate = run_scratchnet(recipe, batches, test, peers_block, args.block, args.settle)
             results["scratchnet"] = (1e3 * statistics.median(times[WARMUP_STEPS:]), evaluate())
         while any(len(t) < len(batches) for t in peer_times.values()):
             peers_block()
@@ -444,6 +449,7 @@ def main(argv=None):
         for fw, (ms, acc) in results.items():
             rows.append([name, fw, f"{ms:.1f}", f"{ms / min(peers):.2f}x", f"{acc:.4f}"])
     print()
+    print(machine_line())
     print(markdown_table(["model", "framework", "ms/step (median)", "vs faster peer", "test accuracy"], rows))
     return 0
 

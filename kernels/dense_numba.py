@@ -49,10 +49,15 @@ class DenseNumba:
     """Overrides ``DenseReference.dense_forward`` / ``dense_backward`` with fused epilogues, the GEMMs
     split between the cores (the math is derived in ``scratchnet/ops/dense.py``).
 
-    Each core takes a block of the weight matrix's columns (forward: ``y[:, k0:k1] = x @ w[:, k0:k1]``)
-    or rows (backward: ``dx[:, c0:c1] = g @ w[c0:c1].T`` and ``dw[c0:c1] = x[:, c0:c1].T @ g``), with
-    single-threaded BLAS (``kernels/threads.py``): the parts share nothing they write, and each reads
-    only its own part of ``w``, the largest operand.
+    The split cuts the larger operand, so that each core reads only its share of it and the whole
+    of the smaller one (single-threaded BLAS per part, ``kernels/threads.py``):
+
+    - weights larger than the batch (LeNet's 3136 x 512 at batch 100): each core takes a block of
+      ``w``'s columns forward, ``y[:, k0:k1] = x @ w[:, k0:k1]``, and of its rows backward,
+      ``dx[:, c0:c1] = g @ w[c0:c1].T`` and ``dw[c0:c1] = x.T[c0:c1] @ g``;
+    - a batch larger than the weights (a language model's 5,000 positions by 128 x 103): each core
+      takes a block of rows, ``y[r0:r1] = x[r0:r1] @ w``, ``dx[r0:r1] = g[r0:r1] @ w.T``, and its own
+      ``x[r0:r1].T @ g[r0:r1]``, the parts' weight gradients added at the end.
     """
 
     def dense_forward(self, x, w, b, relu=False):
@@ -61,29 +66,62 @@ class DenseNumba:
         y = np.empty((N, K), dtype=x.dtype)
         epilogue = relu or b is not None
         bias = np.zeros(K, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
+        if _by_rows(x, w):
+            def part(r0, r1):
+                np.matmul(x[r0:r1], w, out=y[r0:r1])
+                if epilogue:
+                    _bias_relu(y[r0:r1], bias, relu)  # while the block of y is still in cache
+
+            threads.split(part, N, threads.rows_for(C * K))
+            return y
 
         def part(k0, k1):
             chunk_y = y[:, k0:k1]
             np.matmul(x, w[:, k0:k1], out=chunk_y)
             if epilogue:
-                _bias_relu(chunk_y, bias[k0:k1], relu)  # while the block of y is still in cache
+                _bias_relu(chunk_y, bias[k0:k1], relu)
 
         threads.split(part, K, threads.rows_for(N * C))
         return y
 
     def dense_backward(self, dy, x, w, y, relu=False, need_dx=True):
         N, C = x.shape
+        K = w.shape[1]
         dy = np.ascontiguousarray(dy)
-        g = np.empty_like(dy) if relu else dy
-        db = np.zeros(dy.shape[1])
-        _mask_and_sum(dy, np.ascontiguousarray(y) if relu else dy, relu, g, db)
+        y = np.ascontiguousarray(y) if relu else dy
         dx = np.empty((N, C), dtype=x.dtype) if need_dx else None
+        if _by_rows(x, w):
+            def part(r0, r1):
+                g = np.empty((r1 - r0, K), dtype=dy.dtype) if relu else dy[r0:r1]
+                db = np.zeros(K)
+                _mask_and_sum(dy[r0:r1], y[r0:r1], relu, g, db)
+                if need_dx:
+                    np.matmul(g, w.T, out=dx[r0:r1])  # dx[n, c] = sum_k g[n, k] w[c, k]
+                return np.matmul(x[r0:r1].T, g), db  # this part's share of dw[c, k] = sum_n x[n, c] g[n, k]
+
+            results = threads.split(part, N, threads.rows_for(C * K * (2 if need_dx else 1)))
+            dw, db = results[0]
+            for part_dw, part_db in results[1:]:
+                dw += part_dw
+                db += part_db
+            return dx, dw, db.astype(dy.dtype)
+
+        g = np.empty_like(dy) if relu else dy
+        db = np.zeros(K)
+        _mask_and_sum(dy, y, relu, g, db)
         dw = np.empty(w.shape, dtype=x.dtype)
+        # x.T as rows: OpenBLAS runs x[:, c0:c1].T (a transposed slice) at half the speed of a row block.
+        xt = np.ascontiguousarray(x.T)
 
         def part(c0, c1):
             if need_dx:
                 np.matmul(g, w[c0:c1].T, out=dx[:, c0:c1])  # dx[n, c] = sum_k g[n, k] w[c, k]
-            np.matmul(x[:, c0:c1].T, g, out=dw[c0:c1])  # dw[c, k] = sum_n x[n, c] g[n, k]
+            np.matmul(xt[c0:c1], g, out=dw[c0:c1])  # dw[c, k] = sum_n x[n, c] g[n, k]
 
-        threads.split(part, C, threads.rows_for(N * w.shape[1] * (2 if need_dx else 1)))
+        threads.split(part, C, threads.rows_for(N * K * (2 if need_dx else 1)))
         return dx, dw, db.astype(dy.dtype)
+
+
+def _by_rows(x, w):
+    """Split the batch's rows (rather than ``w``'s columns) when the batch is the larger operand."""
+    return x.shape[0] * x.shape[1] > w.shape[0] * w.shape[1]

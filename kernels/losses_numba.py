@@ -6,9 +6,10 @@ The exponentials are NumPy's: a scalar ``exp`` in a Numba loop is a libm
 call that LLVM does not vectorise (this Numba has no SVML), while
 ``numpy.exp`` over a whole block is SIMD code, so the Numba loops do only
 the max, the sums and the logs around it. Float (distribution) labels are
-rare and go to the reference kernels. Serial, like every kernel here that
-runs between BLAS calls (see ``pooling_numba.py``): a Numba thread pool made
-an MLP training step four times slower.
+rare and go to the reference kernels. The rows are split between the cores
+(``kernels/threads.py``) when there are many (a language model's N*T); a
+Numba thread pool would instead fight BLAS's threads (it made an MLP
+training step four times slower).
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ import math
 
 import numpy
 from numba import njit
+
+from . import threads
+
+# Elements of logits a part should hold at least (three memory-bound passes).
+MIN_PART_ELEMENTS = 1 << 17
 
 
 @njit(cache=True, nogil=True)
@@ -64,16 +70,25 @@ class LossNumba:
         if labels.ndim != 1:
             return super().softmax_xent_forward(logits, labels)
         M, K = logits.shape
+        logits = numpy.ascontiguousarray(logits)
         losses = numpy.empty(M, dtype=logits.dtype)
         probs = numpy.empty((M, K), dtype=logits.dtype)
-        _shift_rows(numpy.ascontiguousarray(logits), labels, losses, probs)
-        numpy.exp(probs, out=probs)
-        _normalize_rows(probs, losses)
+
+        def part(lo, hi):
+            _shift_rows(logits[lo:hi], labels[lo:hi], losses[lo:hi], probs[lo:hi])
+            numpy.exp(probs[lo:hi], out=probs[lo:hi])
+            _normalize_rows(probs[lo:hi], losses[lo:hi])
+
+        threads.split(part, M, threads.rows_for(K, MIN_PART_ELEMENTS))
         return losses, probs
 
     def softmax_xent_backward(self, probs, labels, scale):
         if labels.ndim != 1:
             return super().softmax_xent_backward(probs, labels, scale)
         dlogits = numpy.empty_like(probs)
-        _xent_backward_ids(probs, labels, float(scale), dlogits)
+
+        def part(lo, hi):
+            _xent_backward_ids(probs[lo:hi], labels[lo:hi], float(scale), dlogits[lo:hi])
+
+        threads.split(part, probs.shape[0], threads.rows_for(probs.shape[1], MIN_PART_ELEMENTS))
         return dlogits

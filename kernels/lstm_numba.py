@@ -15,12 +15,16 @@ loop of its rows in one Numba call (``_forward_loop``, ``_backward_loop``):
 - **The nonlinearities** are a rational approximation of ``tanh`` in float32
   (``_tanh``: Eigen's, within 4e-7 of the exact value), plain arithmetic that
   LLVM vectorises; the sigmoids are ``(1 + tanh(z / 2)) / 2``, which never
-  overflows. A scalar libm ``tanh`` would be a call per element that LLVM
+  overflows, so all four gates are one loop over the 4H pre-activations of a
+  row (``_gate_coefficients``). A scalar libm ``tanh`` would be a call per element that LLVM
   cannot vectorise (this Numba has no SVML). In float64 ``_tanh`` is libm's,
   exact and slower: float64 is for checking gradients, not for speed.
-- **One store per loop.** Each elementwise pass writes one array (a gate
-  block, ``c_t``, ``h_t``, a block of ``dz_t``): with six stores in one loop,
-  LLVM's alias checks give up and the loop runs scalar.
+- **One store per loop, and NumPy's error model.** Each elementwise pass
+  writes one array (a gate block, ``c_t``, ``h_t``, a block of ``dz_t``): with
+  six stores in one loop, LLVM's alias checks give up and the loop runs
+  scalar. And ``error_model="numpy"``: under Numba's default (Python's) model
+  every division checks for zero to raise ``ZeroDivisionError``, and that
+  branch alone keeps the rational ``tanh`` from vectorising.
 - **Nothing returns to Python** during the loop, so the two cores never wait
   for each other's GIL, and nothing is allocated per step.
 
@@ -45,7 +49,6 @@ from .gemm_numba import gemm_packed, pack, packable
 # float32 constants keep float32 arithmetic in float32 (Python's 1.0 would
 # promote it to float64); with float64 inputs they promote exactly.
 _ONE = numpy.float32(1.0)
-_HALF = numpy.float32(0.5)
 
 # Eigen's rational approximation of tanh for float32 (``generic_fast_tanh_float``): an odd polynomial of
 # degree 13 over an even one of degree 6, on [-7.9053, 7.9053], where tanh reaches 1 in float32.
@@ -76,52 +79,58 @@ def _tanh_overload(x):
     return lambda x: math.tanh(x)
 
 
-@njit(cache=True, nogil=True)
-def _sigmoid(z):
-    """``1 / (1 + exp(-z)) = (1 + tanh(z / 2)) / 2``: no exp, no overflow."""
-    return _HALF + _HALF * _tanh(_HALF * z)
+def _gate_coefficients(H, dtype):
+    """``(scale, offset)`` of the gate blocks i, f, g, o: ``offset + scale * tanh(scale * z)`` is
+    ``sigmoid(z) = (1 + tanh(z / 2)) / 2`` (no exp, no overflow) for i, f, o and ``tanh(z)`` for g."""
+    scale = numpy.full(4 * H, 0.5, dtype=dtype)
+    offset = numpy.full(4 * H, 0.5, dtype=dtype)
+    scale[2 * H : 3 * H], offset[2 * H : 3 * H] = 1, 0
+    return scale, offset
 
 
-@njit(cache=True, nogil=True)
-def _forward_loop(z_seq, packed_rk, bias, h_seq, c_seq, r):
-    """Steps 1-4 for t = 0 .. T-1 on one part's rows; ``z_seq[t]`` holds step 1's input part and becomes the gates.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _forward_loop(z_seq, packed_rk, bias, scale, offset, h_seq, c_seq, r, lo, hi):
+    """Steps 1-4 for t = 0 .. T-1 on rows ``lo:hi``; ``z_seq[t]`` holds step 1's input part and becomes the gates.
 
-    z_seq : (T, n, 4H);  packed_rk : ``pack(recurrent_kernel)``;  bias : (4H,)
-    h_seq, c_seq : (T+1, n, H), row 0 the initial state;  r : (n, 4H) scratch
+    z_seq : (T, N, 4H);  packed_rk : ``pack(recurrent_kernel)``;  bias, scale, offset : (4H,)
+    h_seq, c_seq : (T+1, N, H), row 0 the initial state;  r : (hi - lo, 4H) scratch.
+    All four gates are one loop over a row's 4H pre-activations, ``offset + scale * tanh(scale * z)``:
+    with ``scale = offset = 1/2`` that is a sigmoid, with ``scale = 1, offset = 0`` (the g block) a tanh.
+    The whole arrays come in and each step slices its rows here: Numba then knows that a step's block
+    is contiguous (a slice taken in Python would reach it as an array of any layout, and not vectorise).
     """
-    T, n, H4 = z_seq.shape
+    T, _, H4 = z_seq.shape
     H = H4 // 4
+    n = hi - lo
     for t in range(T):
-        gemm_packed(h_seq[t], packed_rk, r, False)  # 1: r = h_{t-1} @ recurrent_kernel
-        z, c_prev, c, h = z_seq[t], c_seq[t], c_seq[t + 1], h_seq[t + 1]
+        gemm_packed(h_seq[t, lo:hi], packed_rk, r, False)  # 1: r = h_{t-1} @ recurrent_kernel
+        z, c_prev, c, h = z_seq[t, lo:hi], c_seq[t, lo:hi], c_seq[t + 1, lo:hi], h_seq[t + 1, lo:hi]
         for m in range(n):
-            # 1, 2: z = x_t @ kernel (already in z) + r + bias; the gates i, f, g, o, a loop per block
-            for j in range(H):
-                z[m, j] = _sigmoid(z[m, j] + r[m, j] + bias[j])
-            for j in range(H, 2 * H):
-                z[m, j] = _sigmoid(z[m, j] + r[m, j] + bias[j])
-            for j in range(2 * H, 3 * H):
-                z[m, j] = _tanh(z[m, j] + r[m, j] + bias[j])
-            for j in range(3 * H, H4):
-                z[m, j] = _sigmoid(z[m, j] + r[m, j] + bias[j])
+            # 1, 2: z = x_t @ kernel (already in z) + r + bias; the gates i, f, g, o in one loop
+            for k in range(H4):
+                a = scale[k]
+                z[m, k] = offset[k] + a * _tanh(a * (z[m, k] + r[m, k] + bias[k]))
             for j in range(H):  # 3: c_t = f * c_{t-1} + i * g
                 c[m, j] = z[m, H + j] * c_prev[m, j] + z[m, j] * z[m, 2 * H + j]
             for j in range(H):  # 4: h_t = o * tanh(c_t)
                 h[m, j] = z[m, 3 * H + j] * _tanh(c[m, j])
 
 
-@njit(cache=True, nogil=True)
-def _backward_loop(dy_seq, has_dy, dh, dc, c_seq, gates_seq, packed_rk_t, dz_seq, tanh_c, dbias):
-    """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0 on one part's rows (``scratchnet/ops/lstm.py`` derives them).
+@njit(cache=True, nogil=True, error_model="numpy")
+def _backward_loop(dy_seq, has_dy, dh_all, dc_all, c_seq, gates_seq, packed_rk_t, dz_seq, tanh_c, dbias, lo, hi):
+    """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0 on rows ``lo:hi`` (``scratchnet/ops/lstm.py`` derives them).
 
-    dy_seq : (T, n, H), read when ``has_dy``;  dh, dc : (n, H), the final state's gradients, updated in place
-    into those of the initial state;  c_seq, gates_seq : the forward's;  packed_rk_t : ``pack(recurrent_kernel.T)``
-    dz_seq : (T, n, 4H), written;  tanh_c : (n, H) scratch;  dbias : (4H,) float64, ``+= sum_{t, m} dz_t[m]``
+    dy_seq : (T, N, H), read when ``has_dy``;  dh_all, dc_all : (N, H), the final state's gradients, updated
+    in place into those of the initial state;  c_seq, gates_seq : the forward's;  packed_rk_t :
+    ``pack(recurrent_kernel.T)``;  dz_seq : (T, N, 4H), written;  tanh_c : (hi - lo, H) scratch;
+    dbias : (4H,) float64, ``+= sum_{t, m} dz_t[m]``. Rows are sliced here, as in :func:`_forward_loop`.
     """
-    T, n, H4 = dz_seq.shape
+    T, _, H4 = dz_seq.shape
     H = H4 // 4
+    n = hi - lo
+    dh, dc = dh_all[lo:hi], dc_all[lo:hi]
     for t in range(T - 1, -1, -1):
-        g, c_prev, c, dz = gates_seq[t], c_seq[t], c_seq[t + 1], dz_seq[t]
+        g, c_prev, c, dz = gates_seq[t, lo:hi], c_seq[t, lo:hi], c_seq[t + 1, lo:hi], dz_seq[t, lo:hi]
         for m in range(n):
             for j in range(H):
                 tanh_c[m, j] = _tanh(c[m, j])
@@ -129,7 +138,7 @@ def _backward_loop(dy_seq, has_dy, dh, dc, c_seq, gates_seq, packed_rk_t, dz_seq
             #     dz_o = dh * tanh(c) * o (1 - o);  dc += dh * o * (1 - tanh(c)^2)
             if has_dy:
                 for j in range(H):
-                    dh[m, j] += dy_seq[t, m, j]
+                    dh[m, j] += dy_seq[t, lo + m, j]
             for j in range(H):
                 o = g[m, 3 * H + j]
                 dz[m, 3 * H + j] = dh[m, j] * tanh_c[m, j] * o * (_ONE - o)
@@ -171,10 +180,11 @@ class LSTMNumba:
         z_seq = threads.matmul(x_seq.reshape(T * N, D), kernel).reshape(T, N, 4 * H)
         packed_rk = pack(recurrent_kernel)
         bias = numpy.ascontiguousarray(bias)
+        scale, offset = _gate_coefficients(H, x_seq.dtype)
 
         def part(lo, hi):
             r = numpy.empty((hi - lo, 4 * H), dtype=x_seq.dtype)
-            _forward_loop(z_seq[:, lo:hi], packed_rk, bias, h_seq[:, lo:hi], c_seq[:, lo:hi], r)
+            _forward_loop(z_seq, packed_rk, bias, scale, offset, h_seq, c_seq, r, lo, hi)
 
         threads.split(part, N, self.min_rows)
         return h_seq, c_seq, z_seq
@@ -189,15 +199,15 @@ class LSTMNumba:
         # Copies: the loop updates both in place, and the caller's arrays stay untouched.
         dh, dc = numpy.array(dh, order="C"), numpy.array(dc, order="C")
         dz_seq = numpy.empty((T, N, 4 * H), dtype=x_seq.dtype)
+        c_seq, gates_seq = numpy.ascontiguousarray(c_seq), numpy.ascontiguousarray(gates_seq)
         packed_rk_t = pack(recurrent_kernel.T)
         has_dy = dy_seq is not None
-        dys = dy_seq if has_dy else numpy.zeros((1, 1, 1), dtype=x_seq.dtype)
+        dys = numpy.ascontiguousarray(dy_seq) if has_dy else numpy.zeros((1, 1, 1), dtype=x_seq.dtype)
 
         def part(lo, hi):
             tanh_c = numpy.empty((hi - lo, H), dtype=x_seq.dtype)
             dbias = numpy.zeros(4 * H)
-            _backward_loop(dys[:, lo:hi] if has_dy else dys, has_dy, dh[lo:hi], dc[lo:hi], c_seq[:, lo:hi],
-                           gates_seq[:, lo:hi], packed_rk_t, dz_seq[:, lo:hi], tanh_c, dbias)
+            _backward_loop(dys, has_dy, dh, dc, c_seq, gates_seq, packed_rk_t, dz_seq, tanh_c, dbias, lo, hi)
             return dbias
 
         dbias = sum(threads.split(part, N, self.min_rows)).astype(x_seq.dtype)

@@ -79,34 +79,101 @@ _workers = []
 _lock = threading.Lock()  # one split at a time: the BLAS thread count is global
 
 
+#: Polls of a flag before a thread blocks: some half a millisecond (a poll is an x86 ``pause``, ~40-140 cycles).
+SPIN_POLLS = 10000
+_spin = None
+
+
+def _make_spin():
+    """``spin(flag, polls)``: poll ``flag[0]`` until it is set or ``polls`` polls have passed, without the GIL.
+
+    Each poll is an atomic (acquire) load, which LLVM may not hoist out of the
+    loop, and a ``pause`` (``llvm.x86.sse2.pause``, the x86 spin-wait hint)
+    between two polls.
+    """
+    from llvmlite import ir
+    from numba import njit, types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def pause(typingctx):
+        def codegen(context, builder, signature, args):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+            return context.get_dummy_value()
+
+        return types.void(), codegen
+
+    @intrinsic
+    def load_acquire(typingctx, flag):
+        def codegen(context, builder, signature, args):
+            array = context.make_array(signature.args[0])(context, builder, args[0])
+            return builder.load_atomic(array.data, "acquire", 8)
+
+        return types.int64(flag), codegen
+
+    @njit(nogil=True, cache=True)
+    def spin(flag, polls):
+        for _ in range(polls):
+            if load_acquire(flag) != 0:
+                return True
+            pause()
+        return False
+
+    return spin
+
+
+def _wait(flag, lock):
+    """Wait for ``flag`` to be set and ``lock`` released: spin briefly first, then block.
+
+    A part hands over through a lock, and a thread blocked on a lock wakes on a
+    core that the kernel (or the hypervisor) may have put to sleep: tens of
+    microseconds, paid at every split, which for the small GEMMs of an MLP is
+    as long as the part itself. A short spin (``SPIN_POLLS``, about half a
+    millisecond) catches the next hand-over while the core is awake; after it
+    the thread blocks, so that an idle scratchnet does not keep a core busy
+    (OpenMP runtimes spin the same way, for longer).
+    """
+    global _spin
+    if _spin is None:
+        _spin = _make_spin()
+    _spin(flag, SPIN_POLLS)
+    lock.acquire()
+    flag[0] = 0
+
+
 class _Worker:
-    """A thread that runs one part at a time, handed over through two locks (cheaper than a queue and futures)."""
+    """A thread that runs one part at a time, handed over through a flag and a lock (:func:`_wait`)."""
 
     def __init__(self):
         self._go, self._done = threading.Lock(), threading.Lock()
         self._go.acquire()
         self._done.acquire()
+        self._go_flag, self._done_flag = numpy.zeros(1, numpy.int64), numpy.zeros(1, numpy.int64)
         self._task = self._result = self._error = None
         threading.Thread(target=self._loop, name="scratchnet-part", daemon=True).start()
 
     def _loop(self):
         while True:
-            self._go.acquire()
+            _wait(self._go_flag, self._go)
             fn, args = self._task
             try:
                 self._result, self._error = fn(*args), None
             except BaseException as e:  # handed to the caller by join()
                 self._result, self._error = None, e
             self._task = None
+            self._done_flag[0] = 1
             self._done.release()
 
     def start(self, fn, *args):
         self._task = (fn, args)
+        self._go_flag[0] = 1
         self._go.release()
 
     def join(self):
         """Wait for the part; its result, or raise its error."""
-        self._done.acquire()
+        _wait(self._done_flag, self._done)
         result, error, self._result, self._error = self._result, self._error, None, None
         if error is not None:
             raise error

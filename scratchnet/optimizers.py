@@ -311,9 +311,9 @@ class RMSProp(Optimizer):
 
 
 def global_norm(grads):
-    """``sqrt(sum_i sum(g_i ** 2))`` over a list of arrays, as a Python float."""
-    # Accumulated in float64: float32 sums of many squares lose digits.
-    return math.sqrt(sum(float((g.astype(numpy.float64) ** 2).sum()) for g in grads))
+    """``sqrt(sum_i sum(g_i ** 2))`` over a list of arrays, as a Python float (accumulated in float64)."""
+    be = get_backend()
+    return math.sqrt(sum(be.sum_of_squares(g) for g in grads))
 
 
 def clip_by_global_norm(grads, clip_norm):

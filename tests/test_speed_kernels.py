@@ -482,3 +482,60 @@ def test_winograd_applies_only_to_stride_1_5x5_with_enough_channels(numba_ops):
     assert not numba_ops.winograd.applies(x, np.zeros((5, 5, 8, 8), np.float32), 2, 1)
     assert not numba_ops.winograd.applies(x, np.zeros((3, 3, 8, 8), np.float32), 1, 1)
     assert not numba_ops.winograd.applies(x[..., :1], np.zeros((5, 5, 1, 32), np.float32), 1, 1)  # LeNet's first layer
+
+
+# --- the packed GEMM and the LSTM's tanh -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(50, 256, 1024), (7, 3, 64), (1, 1, 1), (13, 100, 96), (0, 5, 32), (5, 0, 32),
+                                   (9, 6, 70), (3, 4, 7)])
+def test_packed_gemm_matches_numpy_for_any_shape_and_layout(shape, dtype):
+    from scratchnet.kernels import gemm_numba
+
+    M, K, N = shape
+    rng = np.random.default_rng(25)
+    a, b = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    bp = gemm_numba.pack(b)
+    c = np.full((M, N), 7, dtype)
+    gemm_numba.gemm_packed(a, bp, c, False)
+    assert_close(c, a @ b, dtype, "c = a @ b")
+    gemm_numba.gemm_packed(np.asfortranarray(a), bp, c, True)  # a of another layout, and accumulating
+    assert_close(c, 2 * (a @ b), dtype, "c += a @ b")
+
+
+def test_the_lstm_float32_tanh_is_within_4e_7_of_tanh_and_keeps_nan():
+    from numba import njit
+
+    from scratchnet.kernels import lstm_numba
+
+    @njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = lstm_numba._tanh(x[i])
+
+    x = np.concatenate([np.linspace(-12, 12, 200001), [0.0, -0.0, 1e-30, 100, -100, np.inf, -np.inf, np.nan]])
+    for dtype, tol in ((np.float32, 4e-7), (np.float64, 1e-15)):
+        out = np.empty(x.size, dtype)
+        apply(x.astype(dtype), out)
+        want = np.tanh(x.astype(dtype).astype(np.float64))
+        assert np.isnan(out[-1])
+        assert np.max(np.abs(out[:-1] - want[:-1])) <= tol
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_numba_softmax_cross_entropy_split_between_threads_matches_the_reference(numba_ops, monkeypatch, dtype):
+    from scratchnet.kernels import losses_numba
+
+    monkeypatch.setattr(losses_numba, "MIN_PART_ELEMENTS", 1)
+    rng = np.random.default_rng(26)
+    logits = (5 * rng.standard_normal((37, 11))).astype(dtype)
+    logits[0] = 0  # a row of ties
+    logits[1, 3] = 500  # a huge logit: log-sum-exp keeps it finite
+    labels = rng.integers(0, 11, 37)
+    losses, probs = numba_ops.softmax_xent_forward(logits, labels)
+    want_losses, want_probs = REF.softmax_xent_forward(logits, labels)
+    assert_close(losses, want_losses, dtype, "losses")
+    assert_close(probs, want_probs, dtype, "probs")
+    assert_close(numba_ops.softmax_xent_backward(probs, labels, 0.25), REF.softmax_xent_backward(want_probs, labels, 0.25),
+                 dtype, "dlogits")

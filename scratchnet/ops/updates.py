@@ -28,7 +28,9 @@ class UpdateReference:
         shadow -= (1 - decay) * (shadow - value)
 
     def sum_of_squares(self, x):
-        """``sum(x**2)`` (an L2 penalty's sum), as a Python float."""
+        """``sum(x**2)`` (an L2 penalty's sum, a global norm's square), as a Python float, accumulated in float64:
+        float32 sums of many squares lose digits."""
+        x = x.astype(self.xp.float64)
         return float((x * x).sum())
 
     def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
