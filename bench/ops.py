@@ -200,7 +200,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
     p.add_argument("--block", type=int, default=4, help="calls of one framework per round (default 4)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--settle", type=float, default=0.05, help="seconds between blocks, untimed (default 0.05)")
+    p.add_argument("--settle", type=float, default=0.3, help="seconds between blocks, untimed (default 0.3: OpenBLAS's idle threads spin for about 0.1 s)")
     p.add_argument("--large", action="store_true", help="batch 1024 and LSTM hidden 1024 (the GPU case)")
     p.add_argument("--peers", default="tf,torch", help="peer frameworks, comma-separated: tf, torch, or none")
     p.add_argument("--only", default="", help="run only ops whose name contains this")

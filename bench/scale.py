@@ -112,7 +112,7 @@ def memory(framework, model, batch, seq, steps):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def timing(model, batch, seq, rounds, block, warmup=3, settle=0.05):
+def timing(model, batch, seq, rounds, block, warmup=3, settle=0.3):
     """Median ms per step of each framework, in alternating blocks (``settle`` untimed seconds before each)."""
     steps = {fw: make(model, batch, seq) for fw, make in STEPS.items()}
     for fn in steps.values():

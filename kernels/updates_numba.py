@@ -70,6 +70,41 @@ def _sum_of_squares(x):
     return total
 
 
+# Elements per block of the fused update: w, g and the shadow of a block (3 x 16 KiB in float32) stay in L1
+# between its two loops, so memory sees one pass.
+BLOCK = 4096
+
+
+@njit(cache=True, nogil=True)
+def _sgd_l2_ema_block(w, g, shadow, neg_lr, two_l2, rate, has_shadow):
+    """``g += two_l2 * w``; ``w += neg_lr * g``; ``shadow -= rate * (shadow - w)``, element by element.
+
+    The scalar updates of ``scaled_add`` (twice) and ``_moving_average_update``, in their order: the
+    result is theirs bit for bit.
+    """
+    for i in range(w.size):
+        gi = g[i] + two_l2 * w[i]
+        g[i] = gi
+        wi = w[i] + neg_lr * gi
+        w[i] = wi
+        if has_shadow:
+            shadow[i] -= rate * (shadow[i] - wi)
+
+
+@njit(cache=True, nogil=True)
+def _sgd_l2_ema_update(w, g, shadow, neg_lr, two_l2, rate, has_shadow):
+    """The fused update (``UpdateNumba.sgd_l2_ema_update``) over flat arrays, block by block: each block's
+    sum of squares (before its update, :func:`_sum_of_squares`'s SIMD loop), then its update, while it is
+    in cache. Returns the sum of squares of ``w`` before the update, in float64."""
+    total = 0.0
+    for lo in range(0, w.size, BLOCK):
+        hi = min(lo + BLOCK, w.size)
+        total += _sum_of_squares(w[lo:hi])
+        _sgd_l2_ema_block(w[lo:hi], g[lo:hi], shadow[lo:hi] if has_shadow else shadow, neg_lr, two_l2, rate,
+                          has_shadow)
+    return total
+
+
 def _flat_views(written, read):
     """Flat views, element by element in one order, of the arrays an update writes and reads; or None.
 
@@ -119,6 +154,21 @@ class UpdateNumba:
         # A sum does not care about the order: any contiguous array is read as it lies in memory.
         flat = x.reshape(-1) if x.flags.c_contiguous else x.T.reshape(-1) if x.flags.f_contiguous else None
         return float(_sum_of_squares(flat)) if flat is not None else super().sum_of_squares(x)
+
+    def sgd_l2_ema_update(self, w, g, lr, l2, shadow, decay):
+        has_shadow = shadow is not None
+        flat = _flat_views([w, g, shadow] if has_shadow else [w, g], [])
+        if flat is None:
+            return super().sgd_l2_ema_update(w, g, lr, l2, shadow, decay)
+        fw, fg = flat[0], flat[1]
+        fs = flat[2] if has_shadow else fw[:0]
+        t = w.dtype.type
+
+        def part(lo, hi):
+            return _sgd_l2_ema_update(fw[lo:hi], fg[lo:hi], fs[lo:hi] if has_shadow else fs, t(-lr), t(2 * l2),
+                                      t(1 - decay), has_shadow)
+
+        return float(sum(threads.split(part, fw.size, MIN_PART_ELEMENTS)))
 
     def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
         flat = _flat_views([w, m, v], [g])

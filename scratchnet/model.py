@@ -23,7 +23,7 @@ import numpy
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
-from . import recording, training
+from . import fused_update, recording, training
 from .backend import get_backend, to_numpy
 from .layers.base import Layer, as_backend_array, shape_of
 from .serialization import deserialize, register, serialize
@@ -233,10 +233,14 @@ class Model(Layer):
         y_pred, backprop = self.forward(as_backend_array(x, self.dtype), training=True, need_dx=False)
         value, loss_backprop = self.loss(y, y_pred)
         backprop(loss_backprop(1.0))
+        params = self.trainable_parameters
+        if fused_update.fusable(self, params):  # plain SGD, L2 and a moving average: one pass per parameter
+            penalty = fused_update.sgd_l2_ema_step(self, params)
+            self.step += 1
+            return self._compute_logs(y, y_pred, float(value) + penalty)
         with recording.region("regularizer"):
             penalty = self.regularization_loss()
             self.regularization_backward()
-        params = self.trainable_parameters
         if self.data_parallel is not None:
             # After the regularizer: each rank's gradient is weighted by its share of the batch, so
             # the L2 term every rank added comes out once, and clipping sees the global gradient.

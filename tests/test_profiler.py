@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import cli, recording, training
+from scratchnet import cli, fused_update, recording, training
 from scratchnet.backend import cupy_unavailable_reason
 from scratchnet.data import write_idx
 from scratchnet.profiler import ProfileSteps, calibration, report
@@ -296,7 +296,8 @@ def test_profile_steps_records_the_steps_after_the_warm_up_only():
     training.train(model, batches, 8, [cb])
     segments = [s.info for s in cb.profile.spans if s.kind == "step"]
     assert segments == ["step 3", "step 4", "step 5"]
-    assert {r["calls"] for r in cb.profile.rows if r["name"] == "optimizer"} == {3}
+    # After the first step the SGD, L2 and moving-average updates are one fused pass (scratchnet/fused_update.py).
+    assert {r["calls"] for r in cb.profile.rows if r["name"] == fused_update.REGION} == {3}
     assert sum(r["total_ms"] for r in cb.profile.rows) == pytest.approx(1e3 * sum(cb.step_seconds), rel=0.05)
     assert out[0].startswith("profile: steps 3-5, 3 steps after 2 warm-up steps")
 
@@ -335,7 +336,7 @@ def test_train_profile_prints_a_table_that_adds_up_to_the_measured_step_time(tin
     # Between the rules, one row per line: the name, then calls, then the 7 right-aligned columns.
     rows = [(" ".join(line.split()[:-7]), float(line.split()[-7])) for line in lines[rules[0] + 1:rules[1]]]
     names = [re.sub(r" \d+$", "", name) for name, _ in rows]
-    assert "conv2d backward" in names and "optimizer" in names and names[-1] == "other"
+    assert "conv2d backward" in names and fused_update.REGION in names and names[-1] == "other"
     total = float(re.search(r"^total \(wall\)\s+\d+\s+([\d.]+)", lines[rules[1] + 1])[1])
     assert sum(ms for _, ms in rows) == pytest.approx(measured, rel=0.05)
     assert total == pytest.approx(measured, rel=0.05)
@@ -369,4 +370,4 @@ def test_readme_section_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "conv2d backward" in out and "total (wall)" in out
     check_chrome_trace(tmp_path / "trace.json")
-    assert {r["name"] for r in namespace["prof"].rows} >= {"conv2d forward", "optimizer", "moving_average", "other"}
+    assert {r["name"] for r in namespace["prof"].rows} >= {"conv2d forward", fused_update.REGION, "other"}

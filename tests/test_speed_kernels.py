@@ -268,6 +268,49 @@ def test_numba_updates_of_fortran_ordered_parameters_match_the_reference(numba_o
     assert numba_ops.sum_of_squares(w) == pytest.approx(float((w.astype(np.float64) ** 2).sum()), rel=1e-12)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(7, 5), (1,), (3, 4, 5), (9001,)], ids=["matrix", "one", "rank3", "blocks"])
+@pytest.mark.parametrize("with_shadow", [True, False], ids=["shadow", "no_shadow"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_numba_fused_sgd_l2_ema_update_equals_the_three_updates_bit_for_bit(numba_ops, monkeypatch, shape, dtype,
+                                                                              with_shadow, order):
+    from scratchnet.kernels import updates_numba
+
+    monkeypatch.setattr(updates_numba, "MIN_PART_ELEMENTS", 1)  # split between the threads
+    monkeypatch.setattr(updates_numba, "BLOCK", 7)  # several blocks per part, and a ragged last one
+    rng = np.random.default_rng(23)
+    w, g, shadow = (np.asarray(rng.standard_normal(shape).astype(dtype), order=order) for _ in range(3))
+    mine = [a.copy(order="K") for a in (w, g, shadow)]
+    # The reference's definition: the three updates one after the other, as the unfused step runs them.
+    ref = [a.copy(order="K") for a in (w, g, shadow)]
+    want_sum = REF.sum_of_squares(ref[0])
+    REF.scaled_add(ref[1], ref[0], 2 * 3e-2)
+    REF.scaled_add(ref[0], ref[1], -0.1)
+    if with_shadow:
+        REF.moving_average_update(ref[2], ref[0], 0.9)
+    got_sum = numba_ops.sgd_l2_ema_update(mine[0], mine[1], 0.1, 3e-2, mine[2] if with_shadow else None, 0.9)
+    assert got_sum == pytest.approx(want_sum, rel=1e-12)
+    for got, want, name in zip(mine, ref, ("w", "g", "shadow")):
+        assert got.dtype == dtype and got.flags.f_contiguous == want.flags.f_contiguous
+        np.testing.assert_array_equal(got, want, err_msg=f"sgd_l2_ema_update: {name}")
+    ref_fused = [a.copy(order="K") for a in (w, g, shadow)]
+    assert REF.sgd_l2_ema_update(ref_fused[0], ref_fused[1], 0.1, 3e-2, ref_fused[2] if with_shadow else None,
+                                 0.9) == pytest.approx(want_sum, rel=1e-12)
+    for got, want in zip(ref_fused, ref):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_numba_fused_update_of_mixed_layouts_falls_back_to_the_reference(numba_ops):
+    rng = np.random.default_rng(24)
+    w = np.asfortranarray(rng.standard_normal((6, 8)).astype(np.float32))  # F-ordered, its gradient C-ordered
+    g, shadow = rng.standard_normal((6, 8)).astype(np.float32), w.copy(order="K")
+    mine, ref = [a.copy(order="K") for a in (w, g, shadow)], [a.copy(order="K") for a in (w, g, shadow)]
+    assert numba_ops.sgd_l2_ema_update(*mine[:2], 0.5, 0.1, mine[2], 0.99) == pytest.approx(
+        REF.sgd_l2_ema_update(*ref[:2], 0.5, 0.1, ref[2], 0.99), rel=1e-12)
+    for got, want in zip(mine, ref):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_numba_updates_of_non_contiguous_arrays_fall_back_to_the_reference(numba_ops):
     rng = np.random.default_rng(16)
     w = rng.standard_normal((6, 8)).astype(np.float32)

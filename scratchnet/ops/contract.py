@@ -286,6 +286,17 @@ class Ops:
         """
         raise NotImplementedError
 
+    def sgd_l2_ema_update(self, w, g, lr, l2, shadow, decay):
+        """The seeds' whole update of one parameter, in one pass: ``s = sum(w**2)`` (before the step),
+        ``g += 2 l2 w``, ``w -= lr g``, and ``shadow -= (1 - decay) (shadow - w)`` when ``shadow`` is given.
+        The same arithmetic, in the same order, as ``scaled_add(g, w, 2 l2)``, ``scaled_add(w, g, -lr)``
+        and ``moving_average_update(shadow, w, decay)`` one after the other.
+
+        w, g : the same shape;  lr, l2 : float;  shadow : like w, or None;  decay : float in [0, 1]
+        returns : s, a Python float (the L2 penalty is ``l2 * s``)
+        """
+        raise NotImplementedError
+
     def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
         """One Adam step: ``m += (1 - beta_1) (g - m)``, ``v += (1 - beta_2) (g^2 - v)``,
         ``w -= alpha m / (sqrt(v) + epsilon)`` (``alpha`` holds the bias correction).

@@ -33,6 +33,18 @@ class UpdateReference:
         x = x.astype(self.xp.float64)
         return float((x * x).sum())
 
+    def sgd_l2_ema_update(self, w, g, lr, l2, shadow, decay):
+        """The three updates of a seed's step, one after the other (the Numba backend fuses them into one pass):
+        the L2 penalty's gradient ``g += 2 l2 w``, plain SGD ``w -= lr g``, the moving average of ``w``.
+        Returns ``sum(w**2)`` of ``w`` before the step, the penalty's sum."""
+        total = self.sum_of_squares(w)
+        if l2:
+            self.scaled_add(g, w, 2 * l2)
+        self.scaled_add(w, g, -lr)
+        if shadow is not None:
+            self.moving_average_update(shadow, w, decay)
+        return total
+
     def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
         """``m += (1 - beta_1) (g - m)``; ``v += (1 - beta_2) (g^2 - v)``; ``w -= alpha m / (sqrt(v) + epsilon)``."""
         xp = self.xp
