@@ -110,13 +110,13 @@ class DenseNumba:
         db = np.zeros(K)
         _mask_and_sum(dy, y, relu, g, db)
         dw = np.empty(w.shape, dtype=x.dtype)
-        # x.T as rows: OpenBLAS runs x[:, c0:c1].T (a transposed slice) at half the speed of a row block.
-        xt = np.ascontiguousarray(x.T)
 
         def part(c0, c1):
             if need_dx:
                 np.matmul(g, w[c0:c1].T, out=dx[:, c0:c1])  # dx[n, c] = sum_k g[n, k] w[c, k]
-            np.matmul(xt[c0:c1], g, out=dw[c0:c1])  # dw[c, k] = sum_n x[n, c] g[n, k]
+            # x's column block, transposed in place: BLAS reads it as it lies (a contiguous copy of x.T first
+            # was slower: 2.5 against 2.05 ms for LeNet's 100 x 3136 -> 512).
+            np.matmul(x[:, c0:c1].T, g, out=dw[c0:c1])  # dw[c, k] = sum_n x[n, c] g[n, k]
 
         threads.split(part, C, threads.rows_for(N * K * (2 if need_dx else 1)))
         return dx, dw, db.astype(dy.dtype)
