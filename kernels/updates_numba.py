@@ -23,8 +23,9 @@ from numba import njit
 from . import threads
 
 # Elements a part should hold at least: handing a part to another thread costs about 15 microseconds,
-# what a one-pass update of some 100,000 elements takes.
-MIN_PART_ELEMENTS = 1 << 20
+# what a one-pass update of some 50,000 elements takes. LeNet's 1.6-million-weight dense kernel is split:
+# its fused update took 0.98 ms on one core and 0.56 ms on two.
+MIN_PART_ELEMENTS = 1 << 18
 
 
 @njit(cache=True, nogil=True)

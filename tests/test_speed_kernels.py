@@ -582,3 +582,41 @@ def test_numba_softmax_cross_entropy_split_between_threads_matches_the_reference
     assert_close(probs, want_probs, dtype, "probs")
     assert_close(numba_ops.softmax_xent_backward(probs, labels, 0.25), REF.softmax_xent_backward(want_probs, labels, 0.25),
                  dtype, "dlogits")
+
+
+# --- weight gradients are new arrays: the layers keep them as .grad without a copy -------------------
+
+
+def _assert_new(outputs, inputs, what):
+    from scratchnet.backend import get_backend
+
+    xp = get_backend().xp  # numpy, or cupy: its own shares_memory compares device memory
+    for i, out in enumerate(outputs):
+        if out is None:
+            continue
+        for a in inputs:
+            assert not xp.shares_memory(out, a), f"{what}: output {i} shares an input's memory"
+
+
+def test_every_backward_kernel_returns_new_arrays(backend):
+    from scratchnet.backend import get_backend
+
+    be, xp = get_backend(), get_backend().xp
+    rng = np.random.default_rng(31)
+    f = lambda *shape: xp.asarray(rng.standard_normal(shape).astype(np.float32))  # noqa: E731
+    x, w, dy = f(6, 5), f(5, 4), f(6, 4)
+    y = be.dense_forward(x, w, None, True)
+    for relu in (False, True):
+        _assert_new(be.dense_backward(dy, x, w, y, relu), [x, w, dy, y], "dense_backward")
+    xi, wi = f(2, 6, 6, 3), f(5, 5, 3, 8)
+    pads = (2, 2, 2, 2)
+    yi = be.conv2d_forward(xi, wi, None, 1, 1, pads, True)
+    _assert_new(be.conv2d_backward(f(*yi.shape), xi, wi, yi, 1, 1, pads, True, True), [xi, wi, yi], "conv2d_backward")
+    xs, k, r, b = f(3, 2, 4), f(4, 12), f(3, 12), f(12)
+    h0, c0 = f(2, 3), f(2, 3)
+    hs, cs, gs = be.lstm_forward(xs, k, r, b, h0, c0)
+    _assert_new(be.lstm_backward(f(3, 2, 3), h0, c0, xs, k, r, hs, cs, gs), [xs, k, r, b, hs, cs, gs, h0, c0],
+                "lstm_backward")
+    ids = xp.asarray(np.array([0, 2, 2, 1]))
+    dye = f(4, 5)
+    _assert_new([be.embedding_backward(ids, dye, 3)], [dye], "embedding_backward")

@@ -64,9 +64,9 @@ class Conv2D(Layer):
 
         def backprop(dY):
             dX, dW, db = conv_backprop(act_backprop(dY))
-            self.kernel.accumulate(dW)
+            self.kernel.accumulate(dW, fresh=True)  # the op's new arrays: held without a copy
             if self.bias is not None:
-                self.bias.accumulate(db)
+                self.bias.accumulate(db, fresh=True)
             return dX
 
         return Y, backprop

@@ -66,9 +66,9 @@ class Dense(Layer):
         def backprop(dY):
             dZ = act_backprop(dY.reshape(Y.shape))
             dX, dW, db = dense_backprop(dZ)
-            self.kernel.accumulate(dW)
+            self.kernel.accumulate(dW, fresh=True)  # the op's new arrays: held without a copy
             if self.bias is not None:
-                self.bias.accumulate(db)
+                self.bias.accumulate(db, fresh=True)
             return None if dX is None else dX.reshape(x.shape)
 
         return Y.reshape(lead + (self.units,)), backprop

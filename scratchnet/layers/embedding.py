@@ -38,7 +38,7 @@ class Embedding(Layer):
         Y, embedding_backprop = ops.embedding(x, self.embeddings.value)
 
         def backprop(dY):
-            self.embeddings.accumulate(embedding_backprop(dY))
+            self.embeddings.accumulate(embedding_backprop(dY), fresh=True)  # a new array
             return None
 
         return Y, backprop

@@ -104,9 +104,9 @@ class LSTM(Layer):
                 if dout is not None:
                     dh = dout if dh is None else dh + dout
             dX, dK, dR, db, dh0, dc0 = lstm_backprop(dys, dh, dc)
-            self.kernel.accumulate(dK)
-            self.recurrent_kernel.accumulate(dR)
-            self.bias.accumulate(db)
+            self.kernel.accumulate(dK, fresh=True)  # the op's new arrays: held without a copy
+            self.recurrent_kernel.accumulate(dR, fresh=True)
+            self.bias.accumulate(db, fresh=True)
             return [dX, dh0, dc0] if initial_state is not None else dX
 
         return ([out, h, c] if self.return_state else out), backprop

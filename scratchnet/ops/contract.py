@@ -16,7 +16,10 @@ current backend through the methods listed here. Three backends implement
 A backend overrides a kernel with exactly the signature given here, and
 adds no public method that is not listed here (``tests/test_backend.py``
 checks both). Kernels take and return arrays of the backend's own type
-(``xp.ndarray``), already checked by the op: they do not validate.
+(``xp.ndarray``), already checked by the op: they do not validate. Every
+array a kernel returns is new, never an input, a view of one or a buffer
+it keeps: the layers hold a backward's weight gradients as ``.grad``
+without a copy (``Parameter.accumulate(g, fresh=True)``).
 
 Notation::
 
