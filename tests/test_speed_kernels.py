@@ -620,3 +620,15 @@ def test_every_backward_kernel_returns_new_arrays(backend):
     ids = xp.asarray(np.array([0, 2, 2, 1]))
     dye = f(4, 5)
     _assert_new([be.embedding_backward(ids, dye, 3)], [dye], "embedding_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(3, 5, 7), (1, 1, 1), (64, 33, 3)], ids=["odd", "one", "many_steps"])
+def test_numba_swap_batch_time_is_the_transpose(numba_ops, split_everything, shape, dtype):
+    a = np.random.default_rng(32).standard_normal(shape).astype(dtype)
+    out = numba_ops.swap_batch_time(a)
+    assert out.flags.c_contiguous and out.dtype == dtype
+    np.testing.assert_array_equal(out, a.transpose(1, 0, 2))
+    np.testing.assert_array_equal(numba_ops.swap_batch_time(out), a)  # its own inverse
+    view = np.random.default_rng(33).standard_normal((shape[1], shape[0], shape[2])).astype(dtype).transpose(1, 0, 2)
+    np.testing.assert_array_equal(numba_ops.swap_batch_time(view), REF.swap_batch_time(view))  # any layout

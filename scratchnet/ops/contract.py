@@ -171,6 +171,13 @@ class Ops:
 
     # --- LSTM ------------------------------------------------------------------
 
+    def swap_batch_time(self, a):
+        """``a`` (N, T, F) as a new C-contiguous (T, N, F) array, ``out[t, n] = a[n, t]``; its own inverse.
+
+        The LSTM's layer is batch-major, as Keras's; its kernels are time-major.
+        """
+        raise NotImplementedError
+
     def lstm_gates_forward(self, z, c_prev):
         """Steps 2-4 of one LSTM step (``scratchnet/ops/lstm.py``): gates, cell, output.
 

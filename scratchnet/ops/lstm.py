@@ -70,6 +70,10 @@ class LSTMReference:
     """The reference backend's LSTM methods: the whole sequence forward and backward,
     and the elementwise part of one time step they are built on."""
 
+    def swap_batch_time(self, a):
+        """(N, T, F) <-> (T, N, F), a contiguous copy."""
+        return self.xp.ascontiguousarray(a.transpose(1, 0, 2))
+
     def lstm_gates_forward(self, z, c_prev):
         """Steps 2-4 as array expressions."""
         xp = self.xp
@@ -230,7 +234,7 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True):
     dtype = x.dtype
 
     def time_major(a):  # (N, T, .) <-> (T, N, .): the backend reads one contiguous (N, .) block per step
-        return xp.ascontiguousarray(a.transpose(1, 0, 2))
+        return be.swap_batch_time(a)
 
     zeros = lambda: xp.zeros((N, H), dtype=dtype)  # noqa: E731
     x_seq = time_major(x)
