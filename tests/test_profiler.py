@@ -298,7 +298,9 @@ def test_profile_steps_records_the_steps_after_the_warm_up_only():
     assert segments == ["step 3", "step 4", "step 5"]
     # After the first step the SGD, L2 and moving-average updates are one fused pass (scratchnet/fused_update.py).
     assert {r["calls"] for r in cb.profile.rows if r["name"] == fused_update.REGION} == {3}
-    assert sum(r["total_ms"] for r in cb.profile.rows) == pytest.approx(1e3 * sum(cb.step_seconds), rel=0.05)
+    # The rows cover each step; the callback's own clock also holds the profile's start and stop, some tens of
+    # microseconds a step, which for this model's sub-millisecond steps can pass 5%.
+    assert sum(r["total_ms"] for r in cb.profile.rows) == pytest.approx(1e3 * sum(cb.step_seconds), rel=0.05, abs=0.3)
     assert out[0].startswith("profile: steps 3-5, 3 steps after 2 warm-up steps")
 
 
