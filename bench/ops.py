@@ -281,6 +281,9 @@ def main(argv=None):
         mine = times.get(primary)
         peer_times = [times[label_] for label_, _ in peers.values() if isinstance(times[label_], float)]
         ratio = f"{mine / min(peer_times):.2f}" if isinstance(mine, float) and peer_times else "n/a"
+        torch_label = peers["torch"][0] if "torch" in peers else None
+        vs_torch = (f"{mine / times[torch_label]:.2f}" if torch_label and isinstance(mine, float)
+                    and isinstance(times[torch_label], float) else "n/a")
         rate = "n/a"
         if isinstance(mine, float):
             gflops, gbs, bound, pct = report.roofline(cost.flops + cost.backward_flops,
@@ -290,11 +293,12 @@ def main(argv=None):
                 rate = f"{gflops:.1f} GFLOP/s ({of_fma}{pct:.0f}% of sgemm)"
             elif bound == "memory":
                 rate = f"{gbs:.1f} GB/s ({pct:.0f}% of copy)"
-        rows.append([op, label, *(fmt_ms(times[c]) for c in [*backends, *(l for l, _ in peers.values())]), ratio, rate])
+        rows.append([op, label, *(fmt_ms(times[c]) for c in [*backends, *(l for l, _ in peers.values())]), vs_torch,
+                     ratio, rate])
         print(f"  {op} {label}: done", file=sys.stderr, flush=True)
 
     columns = [*(f"{b} ms" for b in backends), *(f"{l} ms" for l, _ in peers.values())]
-    headers = ["op", "shape", *columns, f"{primary} / best peer", f"{primary} rate (% of its roof)"]
+    headers = ["op", "shape", *columns, f"{primary} / torch", f"{primary} / best peer", f"{primary} rate (% of its roof)"]
     where = "GPU" if gpu else f"CPU, {threads} threads"
     print(machine_line())
     print(f"Forward + backward, median of {args.rounds} alternating rounds of {args.block} calls per framework "
