@@ -6,19 +6,43 @@ the first calls and are not what is measured).
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
 import numpy as np
 
+# The profiler's: the key its cached roofs are stored under names the same CPU.
+from scratchnet.profiler.calibration import cpu_count, cpu_model  # noqa: F401  (re-exported to the benches)
 
-def cpu_count():
-    """CPUs this process may run on (the affinity mask, not the whole machine)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+
+#: Untimed seconds before each framework's block: an idle OpenBLAS pool spins for about 0.1 s after a
+#: call (2^28 cycles), OpenMP's and TensorFlow's for a while too (docs/timing.md).
+SETTLE_S = 0.3
+
+
+def alternating_medians(steps, rounds, block, warmup, sync=None, settle=SETTLE_S):
+    """``{name: median ms}`` of ``steps`` (name -> callable) timed in alternating blocks of ``block`` calls.
+
+    ``settle`` seconds pass before each block, untimed: the thread pool of the
+    framework before (OpenMP's spinning workers, PyTorch's, scratchnet's own)
+    goes back to sleep, so that no block starts with another framework's
+    threads still holding a core.
+    """
+    sync = sync or (lambda: None)
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+            sync()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            time.sleep(settle)
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                sync()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def median_ms(fn, repeats=10, warmup=2, sync=None):
@@ -51,20 +75,6 @@ def sgemm_gflops(xp=np, n=2048, repeats=5, sync=None):
     B = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
     ms = median_ms(lambda: xp.matmul(A, B), repeats=repeats, warmup=1, sync=sync)
     return 2 * n**3 / (ms * 1e-3) / 1e9
-
-
-def cpu_model():
-    """The CPU's name, from /proc/cpuinfo (else what ``platform`` knows)."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def blas_line():

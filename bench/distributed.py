@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from common import markdown_table
+from common import blas_line, cpu_model, markdown_table
 
 NODES = (2, 4, 8, 16, 32, 64)
 LINKS_GBPS = (10, 100)
@@ -92,27 +92,6 @@ def worker(args):
 # ----------------------------------------------------------------------------- report
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
-def blas():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (pip install threadpoolctl)"
-    libs = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads by default)"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(libs) or "none found"
-
-
 def run_ranks(mpiexec, model, ranks, threads, steps, backend, data):
     """Median step time of one run of ``model`` on ``ranks`` ranks of ``threads`` threads (a dict from the worker)."""
     n = str(threads)
@@ -167,7 +146,7 @@ def main(argv=None):
             sys.exit("bench/distributed.py: no mpiexec; pip install 'scratchnet[mpi]'")
         from mpi4py import MPI
 
-        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; BLAS: {blas()}; MPI: {' '.join(MPI.Get_library_version().split()[:3])}")
+        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; {blas_line()}; MPI: {' '.join(MPI.Get_library_version().split()[:3])}")
         # One thread per rank; then, for comparison, one process on as many cores as the ranks had.
         configs = [(int(r), 1) for r in args.ranks.split(",")]
         configs.append((1, max(r for r, _ in configs)))

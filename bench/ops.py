@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_count, fmt_ms, import_or_reason, machine_line, markdown_table  # noqa: E402
+from common import SETTLE_S, alternating_medians, cpu_count, fmt_ms, import_or_reason, machine_line, markdown_table  # noqa: E402,E501
 
 import scratchnet as sn  # noqa: E402
 from scratchnet.profiler import calibration, report  # noqa: E402
@@ -169,38 +167,14 @@ def torch_step(op, a, torch, device):
     return step
 
 
-def alternating_medians(steps, rounds, block, warmup, sync=None, settle=0.05):
-    """``{name: median ms}`` of ``steps`` (name -> callable) timed in alternating blocks of ``block`` calls.
-
-    ``settle`` seconds pass before each block, untimed: the thread pool of the
-    framework before (OpenMP's spinning workers, PyTorch's, scratchnet's own)
-    goes back to sleep, so that no block starts with another framework's
-    threads still holding a core.
-    """
-    sync = sync or (lambda: None)
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn()
-            sync()
-    times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, fn in steps.items():
-            time.sleep(settle)
-            for _ in range(block):
-                start = time.perf_counter()
-                fn()
-                sync()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="all", help="scratchnet backends, comma-separated (default: all available)")
     p.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
     p.add_argument("--block", type=int, default=4, help="calls of one framework per round (default 4)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--settle", type=float, default=0.3, help="seconds between blocks, untimed (default 0.3: OpenBLAS's idle threads spin for about 0.1 s)")
+    p.add_argument("--settle", type=float, default=SETTLE_S,
+                   help=f"seconds between blocks, untimed (default {SETTLE_S}: OpenBLAS's idle threads spin for about 0.1 s)")
     p.add_argument("--large", action="store_true", help="batch 1024 and LSTM hidden 1024 (the GPU case)")
     p.add_argument("--peers", default="tf,torch", help="peer frameworks, comma-separated: tf, torch, or none")
     p.add_argument("--only", default="", help="run only ops whose name contains this")

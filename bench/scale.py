@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import cpu_count, machine_line, markdown_table  # noqa: E402
+from common import alternating_medians, cpu_count, machine_line, markdown_table  # noqa: E402
 
 VOCAB = 103  # charlm's vocabulary on the default corpus (Python's help topics)
 #: (model, batch, sequence length or None)
@@ -112,21 +110,10 @@ def memory(framework, model, batch, seq, steps):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def timing(model, batch, seq, rounds, block, warmup=3, settle=0.3):
-    """Median ms per step of each framework, in alternating blocks (``settle`` untimed seconds before each)."""
+def timing(model, batch, seq, rounds, block, warmup=3):
+    """Median ms per step of each framework, in alternating blocks (:func:`common.alternating_medians`)."""
     steps = {fw: make(model, batch, seq) for fw, make in STEPS.items()}
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn()
-    times = {fw: [] for fw in steps}
-    for _ in range(rounds):
-        for fw, fn in steps.items():
-            time.sleep(settle)
-            for _ in range(block):
-                start = time.perf_counter()
-                fn()
-                times[fw].append(time.perf_counter() - start)
-    return {fw: 1e3 * statistics.median(t) for fw, t in times.items()}
+    return alternating_medians(steps, rounds, block, warmup)
 
 
 def main(argv=None):

@@ -30,7 +30,7 @@ import statistics
 import time
 
 import numpy as np
-from common import cpu_count, machine_line, markdown_table
+from common import SETTLE_S, cpu_count, machine_line, markdown_table
 
 FRAMEWORKS = ("scratchnet", "keras", "torch")
 WARMUP_STEPS = 3  # compile (Numba), trace (tf.function) and allocate: not timed
@@ -371,7 +371,8 @@ def parse_args(argv=None):
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of scratchnet,keras,torch")
     p.add_argument("--steps", type=int, default=100, help="training steps per model and framework (default 100)")
     p.add_argument("--block", type=int, default=10, help="steps of one framework before the next takes its turn (default 10)")
-    p.add_argument("--settle", type=float, default=0.3, help="untimed seconds between blocks (default 0.3: idle BLAS and OpenMP threads spin for about 0.1 s after a call)")
+    p.add_argument("--settle", type=float, default=SETTLE_S,
+                   help=f"untimed seconds between blocks (default {SETTLE_S}: idle BLAS and OpenMP threads spin for about 0.1 s)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--backend", default="auto", help="scratchnet backend: auto, numpy, numba, cupy")
     p.add_argument("--train-data", help="folder with MNIST IDX files (default: the data package's search path)")

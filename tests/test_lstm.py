@@ -126,33 +126,8 @@ def test_lstm_gradients_match_finite_differences(case):
         assert [c.name for c in report] == list(names)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_numba_sequence_kernels_match_the_reference(dtype):
-    rng = np.random.default_rng(3)
-    T, N, D, H = 4, 5, 3, 7
-    X = rng.standard_normal((T, N, D)).astype(dtype)
-    kernel = rng.standard_normal((D, 4 * H)).astype(dtype)
-    recurrent_kernel = (0.5 * rng.standard_normal((H, 4 * H))).astype(dtype)
-    bias = rng.standard_normal(4 * H).astype(dtype)
-    # Large pre-activations check the overflow-free sigmoid and tanh.
-    bias[:4] = [-1e4, 1e4, -800, 800]
-    bias[2 * H : 2 * H + 2] = [-1e4, 1e4]
-    h0, c0, dh, dc = (rng.standard_normal((N, H)).astype(dtype) for _ in range(4))
-    dYs = rng.standard_normal((T, N, H)).astype(dtype)
-    with sn.use_backend("numpy") as ref, sn.use_backend("numba") as fast:
-        want = ref.lstm_forward(X, kernel, recurrent_kernel, bias, h0, c0)
-        got = fast.lstm_forward(X, kernel, recurrent_kernel, bias, h0, c0)
-        for name, g, w in zip(("Hs", "Cs", "Gs"), got, want):
-            assert g.dtype == dtype and np.all(np.isfinite(g)), name
-            assert_close(g, w, dtype, name)
-        Hs, Cs, Gs = want
-        for dy in (dYs, None):
-            want = ref.lstm_backward(dy, dh, dc, X, kernel, recurrent_kernel, Hs, Cs, Gs)
-            got = fast.lstm_backward(dy, dh, dc, X, kernel, recurrent_kernel, Hs, Cs, Gs)
-            names = ("dX", "dkernel", "drecurrent_kernel", "dbias", "dh0", "dc0")
-            for name, g, w in zip(names, got, want):
-                assert g.dtype == dtype, name
-                assert_close(g, w, dtype, name)
+# The Numba sequence kernels against the reference (large pre-activations, one part or split between
+# the threads, every need_dx): tests/test_speed_kernels.py::test_numba_lstm_matches_the_reference.
 
 
 def test_lstm_backprop_does_not_mutate_its_gradients(backend):

@@ -31,6 +31,14 @@ def split_everything(monkeypatch):
     return threads
 
 
+def _assert_gradients_match(got, want, dtype):
+    """``(dx, dw, db)`` of a fast kernel against the reference's: each in ``dtype`` and close; None where it is."""
+    for g, w, name in zip(got, want, ("dx", "dw", "db")):
+        if w is not None:
+            assert g.dtype == dtype, name
+            assert_close(g, w, dtype, name)
+
+
 def _relu_ties(y_pre, rng):
     """Zero out a block of pre-activations exactly, so that the ReLU meets ties at 0."""
     y_pre = y_pre.copy()
@@ -71,10 +79,7 @@ def test_numba_conv2d_matches_the_reference_with_relu_bias_and_dx_choices(
             want = REF.conv2d_backward(dY, X, W, Y_ref, sh, sw, pads, relu, need_dx)
             if not need_dx:
                 assert got[0] is None and want[0] is None
-            for g, w, name in zip(got, want, ("dx", "dw", "db")):
-                if w is not None:
-                    assert g.dtype == dtype, name
-                    assert_close(g, w, dtype, name)
+            _assert_gradients_match(got, want, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -151,10 +156,7 @@ def test_numba_dense_matches_the_reference(numba_ops, split_everything, shape, r
             got = numba_ops.dense_backward(dy, x, w, y_ref, relu, need_dx)
             want = REF.dense_backward(dy, x, w, y_ref, relu, need_dx)
             assert (got[0] is None) == (not need_dx)
-            for g, r, name in zip(got, want, ("dx", "dw", "db")):
-                if r is not None:
-                    assert g.dtype == dtype, name
-                    assert_close(g, r, dtype, name)
+            _assert_gradients_match(got, want, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -188,19 +190,26 @@ def test_dense_op_with_a_fused_relu_equals_dense_then_relu(backend):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_numba_lstm_split_between_threads_matches_the_reference(numba_ops, split_everything, monkeypatch, dtype):
-    monkeypatch.setattr(numba_ops, "min_rows", 1)
+@pytest.mark.parametrize("split", [False, True], ids=["one_part", "split"])
+def test_numba_lstm_matches_the_reference(numba_ops, request, monkeypatch, split, dtype):
+    if split:  # the batch cut into one part per thread, however small
+        request.getfixturevalue("split_everything")
+        monkeypatch.setattr(numba_ops, "min_rows", 1)
     rng = np.random.default_rng(14)
     T, N, D, H = 5, 7, 3, 6
     X = rng.standard_normal((T, N, D)).astype(dtype)
     kernel = rng.standard_normal((D, 4 * H)).astype(dtype)
     recurrent_kernel = (0.5 * rng.standard_normal((H, 4 * H))).astype(dtype)
     bias = rng.standard_normal(4 * H).astype(dtype)
+    # Large pre-activations check the overflow-free sigmoid and tanh.
+    bias[:4] = [-1e4, 1e4, -800, 800]
+    bias[2 * H : 2 * H + 2] = [-1e4, 1e4]
     h0, c0, dh, dc = (rng.standard_normal((N, H)).astype(dtype) for _ in range(4))
     dys = rng.standard_normal((T, N, H)).astype(dtype)
     got = numba_ops.lstm_forward(X, kernel, recurrent_kernel, bias, h0, c0)
     want = REF.lstm_forward(X, kernel, recurrent_kernel, bias, h0, c0)
     for g, w, name in zip(got, want, ("h_seq", "c_seq", "gates_seq")):
+        assert g.dtype == dtype and np.all(np.isfinite(g)), name
         assert_close(g, w, dtype, name)
     for dy in (dys, None):
         for need_dx in (True, False):

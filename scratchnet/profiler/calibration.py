@@ -41,7 +41,8 @@ def cpu_model():
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _threads():
+def cpu_count():
+    """CPUs this process may run on (the affinity mask, not the whole machine)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -50,7 +51,7 @@ def _threads():
 
 def machine_key(backend):
     """What the cached numbers hold for: CPU model, backend, threads, and the GPU on CuPy."""
-    key = f"{cpu_model()} | {backend.name} | {_threads()} threads"
+    key = f"{cpu_model()} | {backend.name} | {cpu_count()} threads"
     if backend.name == "cupy":
         import cupy
 
