@@ -80,6 +80,10 @@ class ExponentialMovingAverage:
                 )
             be.moving_average_update(shadow, p.value, decay)  # shadow -= (1 - decay) * (shadow - value)
 
+    def tracks(self, params):
+        """Whether every parameter of ``params`` has a shadow yet (each gets one at its first :meth:`apply`)."""
+        return all(p.name in self._shadows for p in params)
+
     def average(self, param):
         """The shadow of ``param`` (a backend array; not a copy)."""
         shadow = self._shadows.get(param.name)

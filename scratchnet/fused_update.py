@@ -46,8 +46,7 @@ def fusable(model, params):
         return False
     if any(p.grad is not None and p.grad.dtype != p.value.dtype for p in params):
         return False
-    ema = model.ema
-    return ema is None or all(p.name in ema._shadows for p in params)
+    return model.ema is None or model.ema.tracks(params)
 
 
 def sgd_l2_ema_step(model, params):
@@ -65,7 +64,7 @@ def sgd_l2_ema_step(model, params):
     penalty = 0.0
     with recording.region(REGION):
         for p in params:
-            shadow = ema._shadows[p.name] if ema is not None else None
+            shadow = ema.average(p) if ema is not None else None
             l2 = _l2_scale(p)
             if p.grad is None:  # not stepped, but its penalty counts and its average moves
                 penalty += l2 * be.sum_of_squares(p.value) if l2 else 0.0

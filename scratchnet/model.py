@@ -236,8 +236,14 @@ class Model(Layer):
         params = self.trainable_parameters
         if fused_update.fusable(self, params):  # plain SGD, L2 and a moving average: one pass per parameter
             penalty = fused_update.sgd_l2_ema_step(self, params)
-            self.step += 1
-            return self._compute_logs(y, y_pred, float(value) + penalty)
+        else:
+            penalty = self._update(params)
+        self.step += 1
+        return self._compute_logs(y, y_pred, float(value) + penalty)
+
+    def _update(self, params):
+        """The end of a step in three phases: the penalties' gradients, the optimizer, the moving average.
+        Returns the penalty of the weights before the step."""
         with recording.region("regularizer"):
             penalty = self.regularization_loss()
             self.regularization_backward()
@@ -251,8 +257,7 @@ class Model(Layer):
         if self.ema is not None:
             with recording.region("moving_average"):
                 self.ema.apply(params)
-        self.step += 1
-        return self._compute_logs(y, y_pred, float(value) + penalty)
+        return penalty
 
     def test_on_batch(self, x, y):
         """Loss and metrics of one batch in inference mode (no update)."""
