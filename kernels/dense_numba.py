@@ -60,6 +60,15 @@ class DenseNumba:
       ``x[r0:r1].T @ g[r0:r1]``, the parts' weight gradients added at the end.
     """
 
+    def gemm(self, A, B, trans_a=False, trans_b=False):
+        """``op(A) @ op(B)`` as :func:`threads.matmul`: split between the cores, single-threaded BLAS.
+
+        Never OpenBLAS's own thread pool: its threads spin for a while after
+        each call, on the cores the next split wants (an embedded LSTM's
+        small projection ran its whole step at half speed that way).
+        """
+        return threads.matmul(A.T if trans_a else A, B.T if trans_b else B)
+
     def dense_forward(self, x, w, b, relu=False):
         N, C = x.shape
         K = w.shape[1]

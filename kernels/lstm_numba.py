@@ -194,52 +194,62 @@ class LSTMNumba:
         return out
 
     def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0):
+        # 1: the input part of every step in one GEMM, split between the cores.
         T, N, D = x_seq.shape
+        z_seq = threads.matmul(x_seq.reshape(T * N, D), kernel).reshape(T, N, kernel.shape[1])
+        return self.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0)
+
+    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0):
+        T, N, _ = z_seq.shape
         H = recurrent_kernel.shape[0]
-        if not packable(recurrent_kernel):
-            return super().lstm_forward(x_seq, kernel, recurrent_kernel, bias, h0, c0)
-        h_seq = numpy.empty((T + 1, N, H), dtype=x_seq.dtype)
-        c_seq = numpy.empty((T + 1, N, H), dtype=x_seq.dtype)
+        if not packable(recurrent_kernel) or not z_seq.flags.c_contiguous:
+            return super().lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0)
+        h_seq = numpy.empty((T + 1, N, H), dtype=z_seq.dtype)
+        c_seq = numpy.empty((T + 1, N, H), dtype=z_seq.dtype)
         h_seq[0], c_seq[0] = h0, c0
-        # 1: the input part of every step in one GEMM; each step then turns
-        # its block of z_seq into its gates in place, so z_seq becomes gates_seq.
-        z_seq = threads.matmul(x_seq.reshape(T * N, D), kernel).reshape(T, N, 4 * H)
+        # Each step turns its block of z_seq into its gates in place, so z_seq becomes gates_seq.
         packed_rk = pack(recurrent_kernel)
         bias = numpy.ascontiguousarray(bias)
-        scale, offset = _gate_coefficients(H, x_seq.dtype)
+        scale, offset = _gate_coefficients(H, z_seq.dtype)
 
         def part(lo, hi):
-            r = numpy.empty((hi - lo, 4 * H), dtype=x_seq.dtype)
+            r = numpy.empty((hi - lo, 4 * H), dtype=z_seq.dtype)
             _forward_loop(z_seq, packed_rk, bias, scale, offset, h_seq, c_seq, r, lo, hi)
 
         threads.split(part, N, self.min_rows)
         return h_seq, c_seq, z_seq
 
-    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
-                      need_dx=True):
-        T, N, D = x_seq.shape
+    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq):
+        T, N, G = gates_seq.shape
         H = recurrent_kernel.shape[0]
         if not packable(recurrent_kernel.T):
-            return super().lstm_backward(dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
-                                         need_dx)
+            return super().lstm_backward_recurrence(dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq)
         # Copies: the loop updates both in place, and the caller's arrays stay untouched.
         dh, dc = numpy.array(dh, order="C"), numpy.array(dc, order="C")
-        dz_seq = numpy.empty((T, N, 4 * H), dtype=x_seq.dtype)
+        dz_seq = numpy.empty((T, N, G), dtype=gates_seq.dtype)
         c_seq, gates_seq = numpy.ascontiguousarray(c_seq), numpy.ascontiguousarray(gates_seq)
         packed_rk_t = pack(recurrent_kernel.T)
         has_dy = dy_seq is not None
-        dys = numpy.ascontiguousarray(dy_seq) if has_dy else numpy.zeros((1, 1, 1), dtype=x_seq.dtype)
+        dys = numpy.ascontiguousarray(dy_seq) if has_dy else numpy.zeros((1, 1, 1), dtype=gates_seq.dtype)
 
         def part(lo, hi):
-            tanh_c = numpy.empty((hi - lo, H), dtype=x_seq.dtype)
+            tanh_c = numpy.empty((hi - lo, H), dtype=gates_seq.dtype)
             dbias = numpy.zeros(4 * H)
             _backward_loop(dys, has_dy, dh, dc, c_seq, gates_seq, packed_rk_t, dz_seq, tanh_c, dbias, lo, hi)
             return dbias
 
-        dbias = sum(threads.split(part, N, self.min_rows)).astype(x_seq.dtype)
-        # 1b, for the weights and the inputs: one GEMM over all (T*N) rows each.
-        dz = dz_seq.reshape(T * N, 4 * H)
+        dbias = sum(threads.split(part, N, self.min_rows)).astype(gates_seq.dtype)
+        # 1b, for the recurrent weight: one GEMM over all (T*N) rows.
+        drecurrent_kernel = threads.matmul(h_seq[:T].reshape(T * N, H).T, dz_seq.reshape(T * N, G))
+        return dz_seq, drecurrent_kernel, dbias, dh, dc
+
+    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
+                      need_dx=True):
+        T, N, D = x_seq.shape
+        dz_seq, drecurrent_kernel, dbias, dh0, dc0 = self.lstm_backward_recurrence(
+            dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq)
+        # 1b, for the input weight and the inputs: one GEMM over all (T*N) rows each.
+        dz = dz_seq.reshape(T * N, -1)
         dkernel = threads.matmul(x_seq.reshape(T * N, D).T, dz)
-        drecurrent_kernel = threads.matmul(h_seq[:T].reshape(T * N, H).T, dz)
         dx_seq = threads.matmul(dz, kernel.T).reshape(T, N, D) if need_dx else None
-        return dx_seq, dkernel, drecurrent_kernel, dbias, dh, dc
+        return dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0

@@ -395,9 +395,16 @@ class Sequential(Model):
         if not self._stack:
             raise ValueError(f"{self.name}: the model has no layers")
         backprops = []  # (backprop, whether the layer's input needs its gradient, whether the layer trains)
-        for layer in self._stack:
-            x, backprop = layer.forward(x, training, need_dx=need_dx)
-            trains = any(p.trainable for p in layer.parameters())
+        stack, i = self._stack, 0
+        while i < len(stack):
+            # A layer may run fused with the one before it (Layer.forward_after): the pair is one step here.
+            fused = stack[i + 1].forward_after(stack[i], x, training) if i + 1 < len(stack) else None
+            if fused is not None:
+                (x, backprop), group = fused, stack[i : i + 2]
+            else:
+                (x, backprop), group = stack[i].forward(x, training, need_dx=need_dx), stack[i : i + 1]
+            i += len(group)
+            trains = any(p.trainable for layer in group for p in layer.parameters())
             backprops.append((backprop, need_dx, trains))
             need_dx = need_dx or trains
 

@@ -171,6 +171,17 @@ class Layer:
             self.output_shape = shape_of(y)
         return y, backprop
 
+    def forward_after(self, previous, x, training=False):
+        """``(y, backprop)`` of layer ``previous`` and then this one as one fused op, or ``None``.
+
+        :class:`~scratchnet.Sequential` asks each layer this about the layer
+        before it, and runs the pair as one when the answer is not ``None``
+        (an ``LSTM`` after an ``Embedding``: :meth:`LSTM.forward_after`).
+        ``backprop(dy)`` then accumulates both layers' gradients and returns
+        the gradient of ``x``. The default has no fused form.
+        """
+        return None
+
     def __call__(self, x, training=False, **kwargs):
         return self.forward(x, training, **kwargs)[0]
 

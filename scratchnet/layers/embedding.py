@@ -31,11 +31,13 @@ class Embedding(Layer):
         self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer,
                                           regularizer=self.embeddings_regularizer)
 
+    @staticmethod
+    def ids_of(x):
+        """``x`` as integer ids: Keras accepts float ids (a float dataset) and casts them."""
+        return x.astype(numpy.int64) if x.dtype.kind == "f" else x
+
     def call(self, x, training=False):
-        if x.dtype.kind == "f":
-            # Keras accepts float ids (a float dataset) and casts them.
-            x = x.astype(numpy.int64)
-        Y, embedding_backprop = ops.embedding(x, self.embeddings.value)
+        Y, embedding_backprop = ops.embedding(self.ids_of(x), self.embeddings.value)
 
         def backprop(dY):
             self.embeddings.accumulate(embedding_backprop(dY), fresh=True)  # a new array

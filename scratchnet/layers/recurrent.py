@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy
 
-from .. import initializers, ops, regularizers
+from .. import initializers, ops, recording, regularizers
 from ..serialization import initializer_config, register
 from ._args import positive_int
 from .base import Layer, as_backend_array
+from .embedding import Embedding
 
 
 @register
@@ -74,19 +75,57 @@ class LSTM(Layer):
     takes_need_dx = True
 
     def call(self, x, training=False, initial_state=None, need_dx=True):
-        N = x.shape[0]
-        h0 = c0 = None
+        h0, c0 = self._initial_state(x.shape[0], initial_state, f"x has {x.shape[0]} (x: {tuple(x.shape)})")
+        outputs, lstm_backprop = ops.lstm(x, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0, c0,
+                                          need_dx=need_dx)
+        return self._finish(outputs, lstm_backprop, state_grads=initial_state is not None)
+
+    def forward_after(self, previous, x, training=False):
+        """An :class:`Embedding` then this LSTM as one op, :func:`scratchnet.ops.embedding_lstm`.
+
+        The table is projected through the kernel once instead of every
+        position's row (the op's docstring derives it), which pays when the
+        table has fewer rows than a batch has positions (a character model).
+        ``None`` otherwise, or before both layers are built, or when the two
+        keep different dtypes.
+        """
+        if not (isinstance(previous, Embedding) and previous.built and self.built):
+            return None
+        ids = previous.ids_of(as_backend_array(x, previous.dtype))
+        table = previous.embeddings.value
+        if ids.ndim != 2 or table.shape[0] >= ids.size or table.dtype != self.kernel.value.dtype:
+            return None
+        with recording.scope(self.name, self):
+            h0, c0 = self._initial_state(ids.shape[0], None, f"the ids have {ids.shape[0]} (ids: {tuple(ids.shape)})")
+            outputs, op_backprop = ops.embedding_lstm(ids, table, self.kernel.value, self.recurrent_kernel.value,
+                                                      self.bias.value, h0, c0)
+
+        def lstm_backprop(dys, dh, dc):
+            dtable, *rest = op_backprop(dys, dh, dc)
+            previous.embeddings.accumulate(dtable, fresh=True)
+            return (None, *rest)
+
+        return self._finish(outputs, lstm_backprop, state_grads=False)
+
+    def _initial_state(self, N, initial_state, what):
+        """``(h0, c0)``: the given state, the carried one of a stateful layer, or ``(None, None)`` (zeros)."""
         if initial_state is not None:
-            h0, c0 = (as_backend_array(s, self.dtype) for s in initial_state)
-        elif self.stateful and self.states is not None:
+            return tuple(as_backend_array(s, self.dtype) for s in initial_state)
+        if self.stateful and self.states is not None:
             h0, c0 = self.states
             if h0.shape[0] != N:
                 raise ValueError(
                     f"LSTM {self.name!r}: a stateful layer needs a fixed batch size; the state has {h0.shape[0]} "
-                    f"rows but x has {N} (x: {tuple(x.shape)}); call reset_states() to start over"
+                    f"rows but {what}; call reset_states() to start over"
                 )
-        (ys, h, c), lstm_backprop = ops.lstm(x, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0, c0,
-                                             need_dx=need_dx)
+            return h0, c0
+        return None, None
+
+    def _finish(self, outputs, op_backprop, state_grads):
+        """The layer's output and ``backprop`` around an op's: carry the state, route ``dY`` to the op's
+        ``(dys, dh, dc)`` and hold the weight gradients; ``backprop`` returns ``dX``, or
+        ``[dX, dh0, dc0]`` with ``state_grads`` (the caller gave an initial state)."""
+        ys, h, c = outputs
         if self.stateful:
             self.states = (h, c)
         out = ys if self.return_sequences else h
@@ -103,11 +142,11 @@ class LSTM(Layer):
                 dys = None
                 if dout is not None:
                     dh = dout if dh is None else dh + dout
-            dX, dK, dR, db, dh0, dc0 = lstm_backprop(dys, dh, dc)
+            dX, dK, dR, db, dh0, dc0 = op_backprop(dys, dh, dc)
             self.kernel.accumulate(dK, fresh=True)  # the op's new arrays: held without a copy
             self.recurrent_kernel.accumulate(dR, fresh=True)
             self.bias.accumulate(db, fresh=True)
-            return [dX, dh0, dc0] if initial_state is not None else dX
+            return [dX, dh0, dc0] if state_grads else dX
 
         return ([out, h, c] if self.return_state else out), backprop
 

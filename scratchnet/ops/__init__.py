@@ -11,6 +11,7 @@ call                                                 ``backprop(...)`` returns
 ``max_pool2d(x, ksize, strides, padding)``           ``dx``
 ``lstm(x, kernel, recurrent_kernel, bias, h0, c0)``  ``(dx, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
 ``embedding(ids, table)``                            ``dtable``
+``embedding_lstm(ids, table, kernel, ...)``          ``(dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
 ``relu`` / ``sigmoid`` / ``tanh`` / ``softmax``      ``dx``
 ``dropout(x, rate, seed=None)``                      ``dx``
 ``softmax_cross_entropy(logits, labels)``            ``dlogits``
@@ -31,7 +32,7 @@ from .dense import dense
 from .dropout import dropout
 from .embedding import embedding
 from .losses import softmax_cross_entropy
-from .lstm import lstm
+from .lstm import embedding_lstm, lstm
 from .pooling import max_pool2d
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "dense",
     "dropout",
     "embedding",
+    "embedding_lstm",
     "lstm",
     "max_pool2d",
     "relu",

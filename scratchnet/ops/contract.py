@@ -209,6 +209,30 @@ class Ops:
         """
         raise NotImplementedError
 
+    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0):
+        """Steps 1-4 over a time-major sequence whose input projection is already made.
+
+        z_seq : (T, N, 4H), ``x_t @ kernel`` for every step (the embedded LSTM
+            gathers it from a projected table). It is handed over: the kernel
+            may overwrite it and return it as ``gates_seq`` (the one exception
+            to "every returned array is new", since nobody else holds it).
+        recurrent_kernel, bias, h0, c0 : as for :meth:`lstm_forward`
+        returns (h_seq, c_seq, gates_seq) : as :meth:`lstm_forward`, which is
+            ``lstm_recurrence(x_seq @ kernel, ...)``.
+        """
+        raise NotImplementedError
+
+    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq):
+        """Backpropagation through time down to the pre-activations: :meth:`lstm_backward` without its input GEMMs.
+
+        Arguments as for :meth:`lstm_backward`.
+        returns (dz_seq, drecurrent_kernel, dbias, dh0, dc0) :
+            (T, N, 4H), (H, 4H), (4H,), (N, H), (N, H); ``dz_seq[t]`` is the
+            gradient of step t's pre-activations z_t, from which
+            ``dkernel = sum_t x_t.T @ dz_t`` and ``dx_t = dz_t @ kernel.T``.
+        """
+        raise NotImplementedError
+
     def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
                       need_dx=True):
         """Backpropagation through time: the backward of :meth:`lstm_forward`, step T-1 down to 0.

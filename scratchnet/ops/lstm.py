@@ -52,6 +52,28 @@ back its share of them (its 1b and 3b)::
 
 After step 0, the dh_{-1} and dc_{-1} sent back are the gradients of h0 and c0.
 
+An LSTM over an embedding (``embedding_lstm``). When the input is a lookup,
+``x_t[n] = table[ids[n, t]]`` from a (V, D) table, step 1's input part is a
+lookup too, since a row of a product is the product of the row::
+
+    x_t[n] @ kernel = table[ids[n, t]] @ kernel = (table @ kernel)[ids[n, t]]
+
+so the table is projected once, (V, D) @ (D, 4H), and each position gathers
+a row of the projection: V*D*4H multiply-adds instead of N*T*D*4H. The
+backward uses the same identity. With ``G[v] = sum of dz_t[n] over the
+positions where ids[n, t] == v`` (the embedding's scatter-add applied to
+dz, a (V, 4H) table)::
+
+    dkernel = sum_{t, n} x_t[n].T dz_t[n] = table.T @ G                  (D, 4H)
+    dtable[v] = sum_{ids[n, t] == v} dz_t[n] @ kernel.T = (G @ kernel.T)[v]   (V, D)
+
+so neither the (N*T, D) inputs nor their gradient are ever formed, and both
+input GEMMs over N*T rows become GEMMs over V rows. It pays when V < N*T (a
+character model: V = 103 symbols against 100 x 50 = 5,000 positions a
+batch); ``Sequential`` runs an ``Embedding`` followed by an ``LSTM`` this
+way when it does (``LSTM.embedded_forward``). The results equal the
+lookup-then-LSTM up to the order of float additions.
+
 Steps 2-4 are one backend method (``lstm_gates_forward``, and 4b-2b
 ``lstm_gates_backward``), the elementwise hot loop the Numba and CuPy
 backends fuse; step 1 is GEMMs, left to BLAS. The loop over time is a backend
@@ -60,7 +82,7 @@ can run it on preallocated buffers.
 """
 from __future__ import annotations
 
-from .._checks import as_float_arrays, check_grad, check_rank
+from .._checks import as_float_arrays, check_grad, check_ids, check_rank
 from ..backend import get_backend
 from ..recording import Cost, nbytes
 from ..recording import op as recorded_op
@@ -109,18 +131,22 @@ class LSTMReference:
         return dz, dc_prev
 
     def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0):
-        """Steps 1-4 for t = 0 .. T-1; keeping ``h0`` in ``h_seq`` makes the recurrent
-        weight gradient one GEMM over all steps."""
-        xp = self.xp
+        """Step 1's input part for all steps at once, in one GEMM, then the recurrence."""
         T, N, D = x_seq.shape
+        z_seq = self.gemm(x_seq.reshape(T * N, D), kernel).reshape(T, N, kernel.shape[1])
+        return self.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0)
+
+    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0):
+        """Steps 1-4 for t = 0 .. T-1, given the input part of every z_t; keeping ``h0`` in
+        ``h_seq`` makes the recurrent weight gradient one GEMM over all steps."""
+        xp = self.xp
+        T, N, _ = z_seq.shape
         H = recurrent_kernel.shape[0]
-        h_seq = xp.empty((T + 1, N, H), dtype=x_seq.dtype)
-        c_seq = xp.empty((T + 1, N, H), dtype=x_seq.dtype)
+        h_seq = xp.empty((T + 1, N, H), dtype=z_seq.dtype)
+        c_seq = xp.empty((T + 1, N, H), dtype=z_seq.dtype)
         h_seq[0], c_seq[0] = h0, c0
-        # 1: the input part of z_t for all steps at once, in one GEMM.
-        z_seq = self.gemm(x_seq.reshape(T * N, D), kernel).reshape(T, N, 4 * H)
         z_seq += bias
-        gates_seq = xp.empty((T, N, 4 * H), dtype=x_seq.dtype)
+        gates_seq = xp.empty((T, N, 4 * H), dtype=z_seq.dtype)
         for t in range(T):
             # 1: ... plus the recurrent part, which needs h_{t-1} (h_seq[t]).
             z_seq[t] += self.gemm(h_seq[t], recurrent_kernel)
@@ -128,13 +154,12 @@ class LSTMReference:
             h_seq[t + 1], c_seq[t + 1], gates_seq[t] = self.lstm_gates_forward(z_seq[t], c_seq[t])
         return h_seq, c_seq, gates_seq
 
-    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
-                      need_dx=True):
-        """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0, then 1b's weight sums as three GEMMs."""
+    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq):
+        """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0, then the recurrent weight's and the bias's sums."""
         xp = self.xp
-        T, N, D = x_seq.shape
+        T, N, G = gates_seq.shape
         H = recurrent_kernel.shape[0]
-        dz_seq = xp.empty((T, N, 4 * H), dtype=x_seq.dtype)
+        dz_seq = xp.empty((T, N, G), dtype=gates_seq.dtype)
         # dh, dc: the gradients of h_t and c_t; at t = T-1, those of the final state.
         for t in range(T - 1, -1, -1):
             # 4b: h_t feeds the output y_t and step t+1 (dh holds the latter).
@@ -144,42 +169,56 @@ class LSTMReference:
             dz_seq[t], dc = self.lstm_gates_backward(dh, dc, c_seq[t], c_seq[t + 1], gates_seq[t])
             # 1b: z_t = ... + h_{t-1} @ recurrent_kernel, so h_{t-1} gets dz_t @ recurrent_kernel.T
             dh = self.gemm(dz_seq[t], recurrent_kernel, trans_b=True)
-        # 1b, for the weights and the inputs: each sums over every step, so one GEMM over (T*N) rows each.
-        dz = dz_seq.reshape(T * N, 4 * H)
-        dkernel = self.gemm(x_seq.reshape(T * N, D), dz, trans_a=True)
+        # 1b, for the weights: each sums over every step, so one GEMM (or sum) over (T*N) rows.
+        dz = dz_seq.reshape(T * N, G)
         drecurrent_kernel = self.gemm(h_seq[:T].reshape(T * N, H), dz, trans_a=True)
         dbias = dz.sum(axis=0)
-        dx_seq = self.gemm(dz, kernel, trans_b=True).reshape(T, N, D) if need_dx else None
         # After step 0, dh and dc are the gradients of the initial state.
-        return dx_seq, dkernel, drecurrent_kernel, dbias, dh, dc
+        return dz_seq, drecurrent_kernel, dbias, dh, dc
+
+    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
+                      need_dx=True):
+        """The recurrence's backward, then 1b's input GEMMs over all (T*N) rows."""
+        T, N, D = x_seq.shape
+        dz_seq, drecurrent_kernel, dbias, dh0, dc0 = self.lstm_backward_recurrence(
+            dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq)
+        dz = dz_seq.reshape(T * N, -1)
+        dkernel = self.gemm(x_seq.reshape(T * N, D), dz, trans_a=True)
+        dx_seq = self.gemm(dz, kernel, trans_b=True).reshape(T, N, D) if need_dx else None
+        return dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0
 
 
 def _check_inputs(x, kernel, recurrent_kernel, bias, h0, c0):
     check_rank("lstm", "x", x, 3, "[N, T, D]")
-    check_rank("lstm", "kernel", kernel, 2, "[D, 4H]")
-    check_rank("lstm", "recurrent_kernel", recurrent_kernel, 2, "[H, 4H]")
-    check_rank("lstm", "bias", bias, 1, "[4H]")
-    N, T, D = x.shape
+    if x.shape[1] < 1:
+        raise ValueError(f"lstm: x must have at least one time step, got shape {tuple(x.shape)}")
+    _check_weights("lstm", x.shape, f"x: {tuple(x.shape)}", kernel, recurrent_kernel, bias, h0, c0)
+
+
+def _check_weights(op, x_shape, what, kernel, recurrent_kernel, bias, h0, c0):
+    """The weights and initial state of an LSTM over inputs of shape ``x_shape`` (N, T, D); ``what`` names the input."""
+    check_rank(op, "kernel", kernel, 2, "[D, 4H]")
+    check_rank(op, "recurrent_kernel", recurrent_kernel, 2, "[H, 4H]")
+    check_rank(op, "bias", bias, 1, "[4H]")
+    N, T, D = x_shape
     H = recurrent_kernel.shape[0]
     if recurrent_kernel.shape[1] != 4 * H:
         raise ValueError(
-            f"lstm: recurrent_kernel must have shape (H, 4H), got {tuple(recurrent_kernel.shape)}"
+            f"{op}: recurrent_kernel must have shape (H, 4H), got {tuple(recurrent_kernel.shape)}"
         )
     if tuple(kernel.shape) != (D, 4 * H):
         raise ValueError(
-            f"lstm: kernel must have shape (D, 4H) = ({D}, {4 * H}) to match x and recurrent_kernel "
-            f"(x: {tuple(x.shape)}, kernel: {tuple(kernel.shape)}, recurrent_kernel: {tuple(recurrent_kernel.shape)})"
+            f"{op}: kernel must have shape (D, 4H) = ({D}, {4 * H}) to match the input and recurrent_kernel "
+            f"({what}, kernel: {tuple(kernel.shape)}, recurrent_kernel: {tuple(recurrent_kernel.shape)})"
         )
     if tuple(bias.shape) != (4 * H,):
         raise ValueError(
-            f"lstm: bias must have shape ({4 * H},) to match recurrent_kernel {tuple(recurrent_kernel.shape)}, "
+            f"{op}: bias must have shape ({4 * H},) to match recurrent_kernel {tuple(recurrent_kernel.shape)}, "
             f"got {tuple(bias.shape)}"
         )
-    if T < 1:
-        raise ValueError(f"lstm: x must have at least one time step, got shape {tuple(x.shape)}")
     for name, s in (("h0", h0), ("c0", c0)):
         if s is not None and tuple(s.shape) != (N, H):
-            raise ValueError(f"lstm: {name} must have shape (N, H) = ({N}, {H}), got {tuple(s.shape)}")
+            raise ValueError(f"{op}: {name} must have shape (N, H) = ({N}, {H}), got {tuple(s.shape)}")
 
 
 def lstm_cost(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True):
@@ -224,34 +263,115 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True):
         docstring derives every step.
     """
     be = get_backend()
-    xp = be.xp
     x, kernel, recurrent_kernel, bias, h0, c0 = as_float_arrays(
         "lstm", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0, c0=c0
     )
     _check_inputs(x, kernel, recurrent_kernel, bias, h0, c0)
     N, T, D = x.shape
-    H = recurrent_kernel.shape[0]
-    dtype = x.dtype
+    x_seq = be.swap_batch_time(x)  # time-major: the backend reads one contiguous (N, D) block per step
 
-    def time_major(a):  # (N, T, .) <-> (T, N, .): the backend reads one contiguous (N, .) block per step
-        return be.swap_batch_time(a)
+    def forward(h0, c0):
+        return be.lstm_forward(x_seq, kernel, recurrent_kernel, bias, h0, c0)
 
-    zeros = lambda: xp.zeros((N, H), dtype=dtype)  # noqa: E731
-    x_seq = time_major(x)
-    h_seq, c_seq, gates_seq = be.lstm_forward(
-        x_seq, kernel, recurrent_kernel, bias, zeros() if h0 is None else h0, zeros() if c0 is None else c0
-    )
-    ys = time_major(h_seq[1:])
-    h, c = h_seq[T].copy(), c_seq[T].copy()
-
-    def backprop(dys, dh=None, dc=None):
-        dh = zeros() if dh is None else check_grad("lstm", dh, h, be, name="dh")
-        dc = zeros() if dc is None else check_grad("lstm", dc, c, be, name="dc")
-        dy_seq = None if dys is None else time_major(check_grad("lstm", dys, ys, be, name="dys"))
+    def backward(dy_seq, dh, dc, h_seq, c_seq, gates_seq):
         dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0 = be.lstm_backward(
             dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq, bool(need_dx)
         )
-        dx = time_major(dx_seq) if dx_seq is not None else None
+        dx = be.swap_batch_time(dx_seq) if dx_seq is not None else None
         return dx, dkernel, drecurrent_kernel, dbias, dh0, dc0
 
+    return _run("lstm", be, N, T, recurrent_kernel.shape[0], x.dtype, h0, c0, forward, backward)
+
+
+def _run(op, be, N, T, H, dtype, h0, c0, forward, backward):
+    """The part :func:`lstm` and :func:`embedding_lstm` share: zero initial states, batch-major
+    outputs, and a ``backprop`` that checks its gradients and hands them to ``backward``."""
+    xp = be.xp
+
+    def zeros():
+        return xp.zeros((N, H), dtype=dtype)
+
+    h_seq, c_seq, gates_seq = forward(zeros() if h0 is None else h0, zeros() if c0 is None else c0)
+    ys = be.swap_batch_time(h_seq[1:])  # (T, N, H) -> (N, T, H)
+    h, c = h_seq[T].copy(), c_seq[T].copy()
+
+    def backprop(dys, dh=None, dc=None):
+        dh = zeros() if dh is None else check_grad(op, dh, h, be, name="dh")
+        dc = zeros() if dc is None else check_grad(op, dc, c, be, name="dc")
+        dy_seq = None if dys is None else be.swap_batch_time(check_grad(op, dys, ys, be, name="dys"))
+        return backward(dy_seq, dh, dc, h_seq, c_seq, gates_seq)
+
     return (ys, h, c), backprop
+
+
+def embedding_lstm_cost(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None):
+    """FLOPs and bytes of :func:`embedding_lstm`: the table's projection and its two gradient GEMMs
+    over V rows, the recurrence as in :func:`lstm_cost`, a gather and a scatter-add of 4H per position."""
+    N, T = ids.shape
+    V, D = table.shape
+    H = recurrent_kernel.shape[0]
+    projection = 2.0 * V * D * 4 * H
+    recurrent = 2.0 * T * N * H * 4 * H
+    pointwise = 10.0 * T * N * H
+    rows = T * N * 4 * H * table.dtype.itemsize  # a gathered (or scattered) row of 4H per position
+    states = T * N * 6 * H * table.dtype.itemsize
+    weights = nbytes(table, kernel, recurrent_kernel, bias)
+    return Cost(flops=projection + recurrent + pointwise, bytes=weights + rows + states,
+                backward_flops=2 * projection + 2 * recurrent + 2 * pointwise + T * N * 4 * H,
+                backward_bytes=2 * weights + 2 * rows + 2 * states)
+
+
+@recorded_op("embedding_lstm", cost=embedding_lstm_cost)
+def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None):
+    """An LSTM over the embedding of ``ids``: :func:`lstm` of ``table[ids]``, computed without forming it.
+
+    The module docstring derives it: the table is projected once
+    (``table @ kernel``) and each position gathers its row of the
+    projection; backward, a scatter-add of the pre-activations' gradient
+    into V rows gives both the kernel's and the table's gradient. Worth it
+    when the vocabulary V is smaller than the N*T positions of a batch.
+
+    Parameters
+    ----------
+    ids : integer array of shape (N, T), each in ``[0, V)``
+    table : array of shape (V, D)
+    kernel, recurrent_kernel, bias, h0, c0 : as for :func:`lstm`
+
+    Returns
+    -------
+    (ys, h, c) : as for :func:`lstm`
+    backprop : callable
+        ``backprop(dys, dh=None, dc=None) -> (dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0)``,
+        ``dtable`` of shape (V, D) (rows no id picked are zero).
+    """
+    be = get_backend()
+    xp = be.xp
+    table, kernel, recurrent_kernel, bias, h0, c0 = as_float_arrays(
+        "embedding_lstm", be, table=table, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0, c0=c0
+    )
+    check_rank("embedding_lstm", "table", table, 2, "[V, D]")
+    V, D = table.shape
+    ids = check_ids("embedding_lstm", be, "ids", ids, V, f"table has {V} rows")
+    check_rank("embedding_lstm", "ids", ids, 2, "[N, T]")
+    N, T = ids.shape
+    if T < 1:
+        raise ValueError(f"embedding_lstm: ids must have at least one time step, got shape {tuple(ids.shape)}")
+    _check_weights("embedding_lstm", (N, T, D), f"ids: {tuple(ids.shape)}, table: {tuple(table.shape)}",
+                   kernel, recurrent_kernel, bias, h0, c0)
+    ids_seq = xp.ascontiguousarray(ids.T)  # (T, N), time-major as the kernels are
+
+    def forward(h0, c0):
+        projected = be.gemm(table, kernel)  # (V, 4H): row v is table[v] @ kernel
+        z_seq = xp.take(projected, ids_seq, axis=0)  # (T, N, 4H): x_t @ kernel for every step
+        return be.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0)
+
+    def backward(dy_seq, dh, dc, h_seq, c_seq, gates_seq):
+        dz_seq, drecurrent_kernel, dbias, dh0, dc0 = be.lstm_backward_recurrence(
+            dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq
+        )
+        G = be.embedding_backward(ids_seq, dz_seq, V)  # (V, 4H): dz summed over the positions of each id
+        dkernel = be.gemm(table, G, trans_a=True)
+        dtable = be.gemm(G, kernel, trans_b=True)
+        return dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0
+
+    return _run("embedding_lstm", be, N, T, recurrent_kernel.shape[0], table.dtype, h0, c0, forward, backward)
