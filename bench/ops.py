@@ -283,7 +283,7 @@ def main(argv=None):
     print(markdown_table(headers, rows))
     if not gpu:
         print("\nFLOPs are each op's cost formula: for conv2d those of the direct convolution. The numba backend runs "
-              "stride-1 5x5 convolutions with C, O >= 8 through Winograd F(2x2, 5x5), 2.8x fewer multiplications, so "
+              "stride-1 5x5 convolutions with C, O >= 8 through Winograd F(4x4, 5x5), 6.25x fewer multiplications, so "
               "its effective rate there can pass the FMA peak.")
     for note in notes:
         print(f"\n{note}")

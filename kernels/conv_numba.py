@@ -109,7 +109,7 @@ class ConvNumba:
         per_image = OH * OW * kh * kw * x.shape[3] * x.itemsize
         return max(1, min(x.shape[0], self.chunk_bytes // max(per_image, 1)))
 
-    #: Stride-1 5x5 convolutions go through Winograd F(2x2, 5x5) (``winograd_numba.py``).
+    #: Stride-1 5x5 convolutions go through Winograd F(4x4, 5x5) (``winograd_numba.py``).
     winograd = Winograd()
 
     def conv2d_forward(self, x, w, b, sh, sw, pads, relu=False):

@@ -32,8 +32,9 @@ Both cores. The sequences of a batch never meet in the time loop (only the
 weight gradients sum over them, after the loop), so the batch is split into
 one part per core (``kernels/threads.py``), each running the whole loop on its
 own rows: no synchronisation per step. The one-off GEMMs over all T*N rows
-(the input projection before the loop, the weight gradients after it) are cut
-into one block of the output per core the same way (``threads.matmul``).
+(the input projection before the loop, the weight gradients after it) are the
+reference's, through the backend's ``gemm``: on Numba, ``threads.matmul``,
+one block of the output per core.
 """
 from __future__ import annotations
 
@@ -174,7 +175,12 @@ def _swap_batch_time(a, out, lo, hi):
 
 
 class LSTMNumba:
-    """Overrides ``LSTMReference.lstm_forward`` / ``lstm_backward``: one Numba time loop per core."""
+    """Overrides ``LSTMReference.lstm_recurrence`` / ``lstm_backward_recurrence``: one Numba time loop per core.
+
+    The reference's ``lstm_forward`` / ``lstm_backward`` around them stay: their
+    GEMMs over all T*N rows go through the backend's ``gemm``, which on Numba
+    is ``threads.matmul``.
+    """
 
     # Rows per part at least: below that a second thread costs more than it saves.
     min_rows = 8
@@ -192,12 +198,6 @@ class LSTMNumba:
 
         threads.split(part, T, threads.rows_for(N * F, 1 << 16))
         return out
-
-    def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0):
-        # 1: the input part of every step in one GEMM, split between the cores.
-        T, N, D = x_seq.shape
-        z_seq = threads.matmul(x_seq.reshape(T * N, D), kernel).reshape(T, N, kernel.shape[1])
-        return self.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0)
 
     def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0):
         T, N, _ = z_seq.shape
@@ -240,16 +240,5 @@ class LSTMNumba:
 
         dbias = sum(threads.split(part, N, self.min_rows)).astype(gates_seq.dtype)
         # 1b, for the recurrent weight: one GEMM over all (T*N) rows.
-        drecurrent_kernel = threads.matmul(h_seq[:T].reshape(T * N, H).T, dz_seq.reshape(T * N, G))
+        drecurrent_kernel = self.gemm(h_seq[:T].reshape(T * N, H), dz_seq.reshape(T * N, G), trans_a=True)
         return dz_seq, drecurrent_kernel, dbias, dh, dc
-
-    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
-                      need_dx=True):
-        T, N, D = x_seq.shape
-        dz_seq, drecurrent_kernel, dbias, dh0, dc0 = self.lstm_backward_recurrence(
-            dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq)
-        # 1b, for the input weight and the inputs: one GEMM over all (T*N) rows each.
-        dz = dz_seq.reshape(T * N, -1)
-        dkernel = threads.matmul(x_seq.reshape(T * N, D).T, dz)
-        dx_seq = threads.matmul(dz, kernel.T).reshape(T, N, D) if need_dx else None
-        return dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0

@@ -473,23 +473,25 @@ def test_numba_dropout_draws_the_reference_mask_and_leaves_the_generator_where_t
     assert after == after_ref
 
 
-# --- Winograd F(2x2, 5x5) ---------------------------------------------------------------------------------
+# --- Winograd F(4x4, 5x5) ---------------------------------------------------------------------------------
 
 
 def test_winograd_transforms_written_out_are_the_exact_matrices():
     from scratchnet.kernels import winograd_numba as wn
 
-    AT, G, BT = wn.transform_matrices(2, 5, (0, 1, -1, 2, -2))
+    m, a = wn.M_OUT, wn.A_SIZE
+    assert (m, a) == (4, 8)
+    AT, G, BT = wn.transform_matrices(m, 5, wn.POINTS)
     rng = np.random.default_rng(23)
     for _ in range(5):
-        d, m, g = rng.standard_normal(6), rng.standard_normal(6), rng.standard_normal(2)
-        np.testing.assert_allclose(wn._bt.py_func(*d), BT @ d, rtol=1e-14)
-        np.testing.assert_allclose(wn._b.py_func(*d), BT.T @ d, rtol=1e-14)
-        np.testing.assert_allclose(wn._at.py_func(*m), AT @ m, rtol=1e-14)
-        np.testing.assert_allclose(wn._a.py_func(*g), AT.T @ g, rtol=1e-14)
-    # The 1-D algorithm: two outputs of a 5-tap correlation.
-    d, w = rng.standard_normal(6), rng.standard_normal(5)
-    np.testing.assert_allclose(AT @ ((G @ w) * (BT @ d)), [d[0:5] @ w, d[1:6] @ w], rtol=1e-12)
+        d, v, g = rng.standard_normal(a), rng.standard_normal(a), rng.standard_normal(m)
+        np.testing.assert_allclose(wn._bt.py_func(*d), BT @ d, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(wn._b.py_func(*d), BT.T @ d, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(wn._at.py_func(*v), AT @ v, rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(wn._a.py_func(*g), AT.T @ g, rtol=1e-14, atol=1e-14)
+    # The 1-D algorithm: four outputs of a 5-tap correlation.
+    d, w = rng.standard_normal(a), rng.standard_normal(5)
+    np.testing.assert_allclose(AT @ ((G @ w) * (BT @ d)), [d[k : k + 5] @ w for k in range(m)], rtol=1e-12)
 
 
 WINOGRAD_CASES = {
