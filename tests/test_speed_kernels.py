@@ -543,7 +543,9 @@ def test_winograd_applies_only_to_stride_1_5x5_with_enough_channels(numba_ops):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("shape", [(50, 256, 1024), (7, 3, 64), (1, 1, 1), (13, 100, 96), (0, 5, 32), (5, 0, 32),
-                                   (9, 6, 70), (3, 4, 7)] + [(m, 9, 40) for m in range(11, 21)])  # every tile height
+                                   (9, 6, 70), (3, 4, 7),
+                                   (23, 600, 70), (50, 512, 128)]  # K in several blocks (K_BLOCK), with an edge panel
+                                  + [(m, 9, 40) for m in range(11, 21)])  # every tile height
 def test_packed_gemm_matches_numpy_for_any_shape_and_layout(shape, dtype):
     from scratchnet.kernels import gemm_numba
 
