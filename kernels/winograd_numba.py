@@ -37,8 +37,9 @@ transform, applied to every tile, adds and multiplies small integers.
 64 multiply-adds per 4x4 outputs per (c, o) instead of 400 (and 36 per 2x2,
 that is 144 per 4x4, with F(2x2, 5x5), which this file ran before: on
 LeNet's second layer its GEMMs took 1.5 times as long, and its whole
-forward and backward 1.2 times, on one core). The GEMMs stay in BLAS. On LeNet's 14x14 outputs the 4x4 tiles cover 16x16, and the
-two extra rows and columns are computed and dropped.
+forward and backward 1.2 times, on one core). The GEMMs stay in BLAS. On
+LeNet's 14x14 outputs the 4x4 tiles cover 16x16, and the two extra rows and
+columns are computed and dropped.
 
 **Backward**, as the adjoint of each step above, in reverse (``g`` is ``dy``
 after the ReLU's mask, zero outside the output)::
@@ -413,7 +414,7 @@ class Winograd:
 
     @staticmethod
     def _filter_transform(w):
-        """``U[f, c, o] = (G w[:, :, c, o] G^T)[f]``, in float64, cast to ``w``'s dtype; (36, C, O)."""
+        """``U[f, c, o] = (G w[:, :, c, o] G^T)[f]``, in float64, cast to ``w``'s dtype; (64, C, O)."""
         kh, kw, C, O = w.shape
         return np.ascontiguousarray(_sandwich(G, w.astype(np.float64)).reshape(A_SIZE * A_SIZE, C, O),
                                     dtype=w.dtype)
@@ -455,7 +456,7 @@ class Winograd:
         dtype = x.dtype
         TH, TW, nb = self._geometry(x.shape, O, OH, OW, x.itemsize)
         F = A_SIZE * A_SIZE
-        Ut = np.ascontiguousarray(self._filter_transform(w).transpose(0, 2, 1))  # (36, O, C): dV = dM @ U^T
+        Ut = np.ascontiguousarray(self._filter_transform(w).transpose(0, 2, 1))  # (64, O, C): dV = dM @ U^T
         x = np.ascontiguousarray(x)
         dy2 = np.ascontiguousarray(dy).reshape(N * OH * OW, O)
         y2 = np.ascontiguousarray(y).reshape(N * OH * OW, O) if relu else dy2
@@ -518,7 +519,7 @@ def _sandwich(L, t):
 
 
 def _padded(images, TH, TW, C, dtype):
-    """A zeroed buffer holding ``images`` images with every tile's window inside: (images, 2 TH + 4, 2 TW + 4, C)."""
+    """A zeroed buffer holding ``images`` images with every tile's window inside: (images, 4 TH + 4, 4 TW + 4, C)."""
     return np.zeros((images, M_OUT * TH + A_SIZE - M_OUT, M_OUT * TW + A_SIZE - M_OUT, C), dtype=dtype)
 
 

@@ -56,6 +56,8 @@ DATA_TYPES = {"float32": 1, "float64": 2, "int32": 3, "uint8": 4, "int16": 5, "i
 #: Attributes an op's inputs give beyond its non-array arguments: the LSTM's step count.
 OP_ATTRS = {
     "lstm": lambda inputs: {"time_steps": int(inputs["x"].shape[1]), "units": int(inputs["recurrent_kernel"].shape[0])},
+    "embedding_lstm": lambda inputs: {"time_steps": int(inputs["ids"].shape[1]),
+                                      "units": int(inputs["recurrent_kernel"].shape[0])},
 }
 
 

@@ -101,6 +101,18 @@ def test_embedding_lstm_equals_the_lookup_then_the_lstm(backend, case):
         assert_close(sn.to_numpy(got), sn.to_numpy(want), np.float64, name)
 
 
+def test_embedding_lstm_without_the_table_gradient_skips_it_and_keeps_the_rest(backend):
+    ids, a = make_inputs("general", np.float64, seed=3)
+    weights = to_backend(backend, *(a[k] for k in WEIGHTS))
+    dys = to_backend(backend, a["dys"])
+    _, bp = sn.ops.embedding_lstm(to_backend(backend, ids), *weights)
+    _, frozen_bp = sn.ops.embedding_lstm(to_backend(backend, ids), *weights, need_dtable=False)
+    want, got = bp(dys), frozen_bp(dys)
+    assert got[0] is None
+    for name, g, w in zip(GRAD_NAMES[1:], got[1:], want[1:]):
+        np.testing.assert_array_equal(sn.to_numpy(g), sn.to_numpy(w), err_msg=name)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_embedding_lstm_gradients_match_finite_differences(case):
     ids, a = make_inputs(case, np.float64, seed=1)
@@ -224,3 +236,24 @@ def test_fused_pair_carries_a_stateful_lstm_state_and_leaves_a_frozen_table_alon
         assert grads["embedding/embeddings"] is None  # frozen: collects nothing
     for got, want in zip(fused.layers[1].states, unfused.layers[1].states):
         assert_close(sn.to_numpy(got), sn.to_numpy(want), np.float32, "state")
+
+
+def test_a_subclass_with_its_own_call_is_not_fused_away(monkeypatch):
+    class ScaledEmbedding(sn.layers.Embedding):
+        def call(self, x, training=False):
+            y, bp = super().call(x, training)
+            return 2 * y, lambda dy: bp(2 * dy)
+
+    V, N, T = 5, 2, 4
+    sn.random.seed(0)
+    model = sn.Sequential([ScaledEmbedding(V, 3, name="embedding"), sn.layers.LSTM(4, return_sequences=True, name="lstm")])
+    model.build((None, 1))
+    fused_calls = _calls(monkeypatch, "embedding_lstm")
+    ids = np.random.default_rng(2).integers(0, V, (N, T))
+    dy = np.random.default_rng(3).standard_normal((N, T, 4)).astype(np.float32)
+    y, grads = _step_gradients(model, ids, dy, fused=True)
+    e_y, e_grads = _step_gradients(model, ids, dy, fused=False)
+    assert fused_calls == []
+    np.testing.assert_array_equal(y, e_y)
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], e_grads[name], err_msg=name)

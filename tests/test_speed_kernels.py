@@ -222,6 +222,42 @@ def test_numba_lstm_matches_the_reference(numba_ops, request, monkeypatch, split
                     assert_close(g, w, dtype, name)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_numba_lstm_recurrences_match_the_reference_and_leave_the_caller_s_state(numba_ops, split_everything,
+                                                                               monkeypatch, layout, dtype):
+    # The recurrences alone (the embedded LSTM's path); a z_seq that is a strided view takes the reference's loop.
+    monkeypatch.setattr(numba_ops, "min_rows", 1)
+    rng = np.random.default_rng(16)
+    T, N, H = 4, 5, 6
+    z = rng.standard_normal((T, N, 4 * H)).astype(dtype)
+    recurrent_kernel = (0.5 * rng.standard_normal((H, 4 * H))).astype(dtype)
+    bias = rng.standard_normal(4 * H).astype(dtype)
+    h0, c0, dh, dc = (rng.standard_normal((N, H)).astype(dtype) for _ in range(4))
+    dys = rng.standard_normal((T, N, H)).astype(dtype)
+
+    def handed_over():  # a fresh z_seq each call: the kernel may overwrite it
+        if layout == "contiguous":
+            return z.copy()
+        wide = np.zeros((T, N, 8 * H), dtype)
+        wide[:, :, ::2] = z
+        return wide[:, :, ::2]
+
+    got = numba_ops.lstm_recurrence(handed_over(), recurrent_kernel, bias, h0, c0)
+    want = REF.lstm_recurrence(handed_over(), recurrent_kernel, bias, h0, c0)
+    for g, w, name in zip(got, want, ("h_seq", "c_seq", "gates_seq")):
+        assert g.dtype == dtype, name
+        assert_close(g, w, dtype, name)
+    before = [a.copy() for a in (dh, dc)]
+    got_b = numba_ops.lstm_backward_recurrence(dys, dh, dc, recurrent_kernel, *want)
+    want_b = REF.lstm_backward_recurrence(dys, dh, dc, recurrent_kernel, *want)
+    for g, w, name in zip(got_b, want_b, ("dz_seq", "drecurrent_kernel", "dbias", "dh0", "dc0")):
+        assert g.dtype == dtype, name
+        assert_close(g, w, dtype, name)
+    for a, b in zip((dh, dc), before):
+        np.testing.assert_array_equal(a, b)
+
+
 # --- the in-place updates -------------------------------------------------------------------------
 
 

@@ -86,23 +86,32 @@ class LSTM(Layer):
         The table is projected through the kernel once instead of every
         position's row (the op's docstring derives it), which pays when the
         table has fewer rows than a batch has positions (a character model).
-        ``None`` otherwise, or before both layers are built, or when the two
-        keep different dtypes.
+        ``None`` otherwise: before both layers are built, when the two keep
+        different dtypes, or when either is a subclass with a ``call`` or
+        ``forward`` of its own (the fused op would skip it).
+
+        What runs is the fused op, and tools that watch the ops see it: the
+        profiler times ``embedding_lstm`` under this layer, and a TensorBoard
+        graph shows it in this layer's scope, with no ``embedding`` scope of
+        its own (and no histogram of the embedding's output).
         """
-        if not (isinstance(previous, Embedding) and previous.built and self.built):
+        if not (_plain(previous, Embedding) and _plain(self, LSTM) and previous.built and self.built):
+            return None
+        table = previous.embeddings.value
+        shape = numpy.shape(x)  # decided on the shape first: no conversion when the pair does not fuse
+        if len(shape) != 2 or table.shape[0] >= shape[0] * shape[1] or table.dtype != self.kernel.value.dtype:
             return None
         ids = previous.ids_of(as_backend_array(x, previous.dtype))
-        table = previous.embeddings.value
-        if ids.ndim != 2 or table.shape[0] >= ids.size or table.dtype != self.kernel.value.dtype:
-            return None
         with recording.scope(self.name, self):
             h0, c0 = self._initial_state(ids.shape[0], None, f"the ids have {ids.shape[0]} (ids: {tuple(ids.shape)})")
             outputs, op_backprop = ops.embedding_lstm(ids, table, self.kernel.value, self.recurrent_kernel.value,
-                                                      self.bias.value, h0, c0)
+                                                      self.bias.value, h0, c0,
+                                                      need_dtable=previous.embeddings.trainable)
 
         def lstm_backprop(dys, dh, dc):
             dtable, *rest = op_backprop(dys, dh, dc)
-            previous.embeddings.accumulate(dtable, fresh=True)
+            if dtable is not None:
+                previous.embeddings.accumulate(dtable, fresh=True)
             return (None, *rest)
 
         return self._finish(outputs, lstm_backprop, state_grads=False)
@@ -159,3 +168,8 @@ class LSTM(Layer):
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
                 "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
                 "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+
+
+def _plain(layer, cls):
+    """Whether ``layer`` runs ``cls``'s own ``call`` and ``forward`` (a subclass may change what they compute)."""
+    return isinstance(layer, cls) and type(layer).call is cls.call and type(layer).forward is cls.forward

@@ -19,7 +19,10 @@ checks both). Kernels take and return arrays of the backend's own type
 (``xp.ndarray``), already checked by the op: they do not validate. Every
 array a kernel returns is new, never an input, a view of one or a buffer
 it keeps: the layers hold a backward's weight gradients as ``.grad``
-without a copy (``Parameter.accumulate(g, fresh=True)``).
+without a copy (``Parameter.accumulate(g, fresh=True)``). One input is
+handed over instead: the ``z_seq`` of :meth:`Ops.lstm_recurrence`, which
+the kernel may overwrite and return as ``gates_seq`` (the op made it and
+holds no other reference).
 
 Notation::
 

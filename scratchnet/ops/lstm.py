@@ -71,14 +71,15 @@ so neither the (N*T, D) inputs nor their gradient are ever formed, and both
 input GEMMs over N*T rows become GEMMs over V rows. It pays when V < N*T (a
 character model: V = 103 symbols against 100 x 50 = 5,000 positions a
 batch); ``Sequential`` runs an ``Embedding`` followed by an ``LSTM`` this
-way when it does (``LSTM.embedded_forward``). The results equal the
+way when it does (``LSTM.forward_after``). The results equal the
 lookup-then-LSTM up to the order of float additions.
 
 Steps 2-4 are one backend method (``lstm_gates_forward``, and 4b-2b
 ``lstm_gates_backward``), the elementwise hot loop the Numba and CuPy
-backends fuse; step 1 is GEMMs, left to BLAS. The loop over time is a backend
-method too (``lstm_forward`` / ``lstm_backward``), so that the Numba backend
-can run it on preallocated buffers.
+backends fuse; step 1 is GEMMs, left to BLAS. The loops over time are backend
+methods too (``lstm_recurrence`` / ``lstm_backward_recurrence``, which
+``lstm_forward`` / ``lstm_backward`` wrap with step 1's input GEMMs), so that
+the Numba backend can run them on preallocated buffers.
 """
 from __future__ import annotations
 
@@ -304,7 +305,7 @@ def _run(op, be, N, T, H, dtype, h0, c0, forward, backward):
     return (ys, h, c), backprop
 
 
-def embedding_lstm_cost(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None):
+def embedding_lstm_cost(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dtable=True):
     """FLOPs and bytes of :func:`embedding_lstm`: the table's projection and its two gradient GEMMs
     over V rows, the recurrence as in :func:`lstm_cost`, a gather and a scatter-add of 4H per position."""
     N, T = ids.shape
@@ -317,12 +318,12 @@ def embedding_lstm_cost(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=
     states = T * N * 6 * H * table.dtype.itemsize
     weights = nbytes(table, kernel, recurrent_kernel, bias)
     return Cost(flops=projection + recurrent + pointwise, bytes=weights + rows + states,
-                backward_flops=2 * projection + 2 * recurrent + 2 * pointwise + T * N * 4 * H,
+                backward_flops=(2 if need_dtable else 1) * projection + 2 * recurrent + 2 * pointwise + T * N * 4 * H,
                 backward_bytes=2 * weights + 2 * rows + 2 * states)
 
 
 @recorded_op("embedding_lstm", cost=embedding_lstm_cost)
-def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None):
+def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dtable=True):
     """An LSTM over the embedding of ``ids``: :func:`lstm` of ``table[ids]``, computed without forming it.
 
     The module docstring derives it: the table is projected once
@@ -336,13 +337,16 @@ def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None)
     ids : integer array of shape (N, T), each in ``[0, V)``
     table : array of shape (V, D)
     kernel, recurrent_kernel, bias, h0, c0 : as for :func:`lstm`
+    need_dtable : bool
+        False when nobody wants the table's gradient (a frozen table):
+        ``backprop`` then returns ``None`` for it and skips its GEMM.
 
     Returns
     -------
     (ys, h, c) : as for :func:`lstm`
     backprop : callable
         ``backprop(dys, dh=None, dc=None) -> (dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0)``,
-        ``dtable`` of shape (V, D) (rows no id picked are zero).
+        ``dtable`` of shape (V, D) (rows no id picked are zero), or ``None`` with ``need_dtable=False``.
     """
     be = get_backend()
     xp = be.xp
@@ -371,7 +375,7 @@ def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None)
         )
         G = be.embedding_backward(ids_seq, dz_seq, V)  # (V, 4H): dz summed over the positions of each id
         dkernel = be.gemm(table, G, trans_a=True)
-        dtable = be.gemm(G, kernel, trans_b=True)
+        dtable = be.gemm(G, kernel, trans_b=True) if need_dtable else None
         return dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0
 
     return _run("embedding_lstm", be, N, T, recurrent_kernel.shape[0], table.dtype, h0, c0, forward, backward)
