@@ -175,17 +175,18 @@ def gemm_packed(a, bp, c, accumulate):
     M, N = c.shape
     K, P = bp.shape[1], bp.shape[2]
     full = N // P
-    edge = numpy.empty((M, P), dtype=c.dtype) if full < bp.shape[0] and N > full * P else c[:0, :0]
+    has_edge = full < bp.shape[0] and N > full * P
+    edge = numpy.empty((M if has_edge else 0, P), dtype=c.dtype)  # the last panel's scratch block
     for k0 in range(0, max(K, 1), K_BLOCK):  # K = 0 still runs once: c = 0 (or stays as it is)
         a_k, bp_k = a[:, k0 : k0 + K_BLOCK], bp[:, k0 : k0 + K_BLOCK]
         add = accumulate or k0 > 0
         for p in range(full):  # a panel's K-block stays in L1 while every block of rows passes it
             for r in range(0, M, ROWS):
                 _rows(a_k, r, min(ROWS, M - r), bp_k, p, c, p * P, add)
-        if edge.shape[0] > 0:
+        if has_edge:
             for r in range(0, M, ROWS):
                 _rows(a_k, r, min(ROWS, M - r), bp_k, full, edge, 0, k0 > 0)
-    if edge.shape[0] > 0:
+    if has_edge:
         for m in range(M):
             for j in range(N - full * P):
                 if accumulate:
