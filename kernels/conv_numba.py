@@ -38,7 +38,7 @@ from numba import njit, uint64
 
 from scratchnet.ops.shapes import conv_output_size
 
-from . import threads
+from . import blas, threads
 from .dense_numba import _bias_relu, _mask_and_sum
 from .winograd_numba import Winograd
 
@@ -133,7 +133,7 @@ class ConvNumba:
                 n1 = min(n0 + nb, hi)
                 chunk_cols, chunk_y = cols[: (n1 - n0) * P], y[n0 * P : n1 * P]
                 _im2col(x[n0:n1], kh, kw, sh, sw, top, left, OH, OW, chunk_cols)
-                np.matmul(chunk_cols, w2, out=chunk_y)
+                blas.matmul(chunk_cols, w2, out=chunk_y)
                 if epilogue:
                     _bias_relu(chunk_y, bias, relu)  # while the chunk of y is still in cache
 
@@ -172,11 +172,11 @@ class ConvNumba:
                 _mask_and_sum(chunk_dy, y2[n0 * P : n1 * P], relu, chunk_g, db)
                 _im2col(x[n0:n1], kh, kw, sh, sw, top, left, OH, OW, cols[:r])
                 # dw2 = cols.T @ dy2 sums over every image: one GEMM per chunk, accumulated.
-                np.matmul(cols[:r].T, chunk_g, out=chunk_dw2)
+                blas.matmul(cols[:r].T, chunk_g, out=chunk_dw2)
                 dw2 += chunk_dw2
                 if need_dx:
                     # dx = col2im(dy2 @ w2.T), a chunk of images at a time.
-                    np.matmul(chunk_g, w2.T, out=dcols[:r])
+                    blas.matmul(chunk_g, w2.T, out=dcols[:r])
                     dx[n0:n1] = 0
                     _col2im(dcols[:r], kh, kw, sh, sw, top, left, OH, OW, dx[n0:n1])
             return dw2, db

@@ -31,6 +31,8 @@ import os
 import threading
 import numpy
 
+from . import blas
+
 
 def _affinity():
     try:
@@ -276,12 +278,12 @@ def matmul(a, b, out=None):
         out = numpy.empty((M, N), dtype=numpy.result_type(a, b))
     if M >= N:
         def part(lo, hi):
-            numpy.matmul(a[lo:hi], b, out=out[lo:hi])
+            blas.matmul(a[lo:hi], b, out=out[lo:hi])
 
         split(part, M, rows_for(K * N))
     else:
         def part(lo, hi):
-            numpy.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+            blas.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
 
         split(part, N, rows_for(M * K))
     return out

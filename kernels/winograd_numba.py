@@ -75,7 +75,7 @@ from fractions import Fraction
 import numpy as np
 from numba import njit
 
-from . import threads
+from . import blas, threads
 from .dense_numba import _mask_and_sum
 
 M_OUT = 4  # outputs per tile and axis
@@ -443,7 +443,7 @@ class Winograd:
                 k, t = n1 - n0, (n1 - n0) * TH * TW
                 _place(x[n0:n1], top, left, xpad[:k])
                 _input_transform(xpad[:k], TH, TW, rows, V[:, :t])
-                np.matmul(V[:, :t], U, out=M[:, :t])  # M[f] = V[f] @ U[f], one GEMM per frequency
+                blas.matmul(V[:, :t], U, out=M[:, :t])  # M[f] = V[f] @ U[f], one GEMM per frequency
                 _output_transform(M[:, :t], bias, relu, tmp_out, y[n0:n1])
 
         threads.split(part, N, threads.rows_for(F * TH * TW * C * O))
@@ -487,10 +487,10 @@ class Winograd:
                 _place(x[n0:n1], top, left, xpad[:k])
                 _input_transform(xpad[:k], TH, TW, rows, V[:, :t])
                 # dU[f] += V[f].T @ dM[f]: the weight gradient sums over every tile.
-                np.matmul(V[:, :t].transpose(0, 2, 1), dM[:, :t], out=chunk_dU)
+                blas.matmul(V[:, :t].transpose(0, 2, 1), dM[:, :t], out=chunk_dU)
                 dU += chunk_dU
                 if need_dx:
-                    np.matmul(dM[:, :t], Ut, out=dV[:, :t])  # dV[f] = dM[f] @ U[f].T
+                    blas.matmul(dM[:, :t], Ut, out=dV[:, :t])  # dV[f] = dM[f] @ U[f].T
                     dxpad[:k] = 0
                     _input_transform_adjoint(dV[:, :t], TH, TW, rows, column, dxpad[:k])
                     dx[n0:n1] = dxpad[:k, top : top + H, left : left + W]  # what falls on the padding is dropped
