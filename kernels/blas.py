@@ -90,20 +90,7 @@ def _compile(lib):
     (the caller then runs ``numpy.matmul``). The C functions' pointers go in as
     ``size_t`` (the same register as a pointer on every 64-bit ABI).
     """
-    from llvmlite import ir
-    from numba import njit, types
-    from numba.core import cgutils
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def vzeroupper(typingctx):
-        def codegen(context, builder, signature, args):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                "llvm.x86.avx.vzeroupper")
-            builder.call(fn, [])
-            return context.get_dummy_value()
-
-        return types.void(), codegen
+    from numba import njit
 
     i, z = ctypes.c_int, ctypes.c_size_t
 
@@ -139,7 +126,6 @@ def _compile(lib):
             sgemm(_ROW_MAJOR, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0, out.ctypes.data, ldc)
         else:
             dgemm(_ROW_MAJOR, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0, out.ctypes.data, ldc)
-        vzeroupper()
         return True
 
     @njit(nogil=True)
@@ -161,7 +147,6 @@ def _compile(lib):
         else:
             dbatch(_ROW_MAJOR, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb, 0.0,
                    out.ctypes.data, ldc, sc, count)
-        vzeroupper()
         return True
 
     return gemm, batch
