@@ -270,12 +270,26 @@ def matmul(a, b, out=None):
 
     The blocks are rows of the output (each part reads all of ``b``) when
     ``M >= N``, else columns (each part reads all of ``a``): the operand that
-    every part reads whole is the smaller one.
+    every part reads whole is the smaller one. A sum much longer than the
+    output is wide, ``K >= 2 (M + N)``, is cut along ``K`` instead, and the
+    parts' products added in part order.
     """
     M, K = a.shape
     N = b.shape[1]
     if out is None:
         out = numpy.empty((M, N), dtype=numpy.result_type(a, b))
+    if K >= 2 * (M + N) and len(parts(K, rows_for(M * N))) > 1:
+        # A long sum into a small output (an LSTM's recurrent weight gradient, (H, T*N) @ (T*N, 4H)):
+        # each part sums its share of K, and the partial products are added in part order. Cut by
+        # rows or columns, every part would read (and pack) the whole of one operand: 1.46 against
+        # 1.82 ms for (128, 2800) @ (2800, 512) on this project's 2 cores.
+        def part(lo, hi):
+            return blas.matmul(a[:, lo:hi], b[lo:hi], out=out if lo == 0 else None)
+
+        partials = split(part, K, rows_for(M * N))
+        for other in partials[1:]:
+            out += other
+        return out
     if M >= N:
         def part(lo, hi):
             blas.matmul(a[lo:hi], b, out=out[lo:hi])

@@ -369,6 +369,24 @@ def test_numba_updates_of_non_contiguous_arrays_fall_back_to_the_reference(numba
 # --- the threads ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(7, 3, 5), (40, 9, 3), (3, 9, 40), (4, 60, 5), (2, 300, 3)],
+                         ids=["small", "tall", "wide", "long-K", "longer-K"])
+def test_threads_matmul_matches_numpy_whichever_axis_it_cuts(split_everything, shape, dtype):
+    """Rows (M >= N), columns (M < N), or the sum itself (K >= 2 (M + N)): the same product, into ``out`` too."""
+    M, K, N = shape
+    rng = np.random.default_rng(40)
+    a, b = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    for A in (a, np.ascontiguousarray(a.T).T):  # and a transposed view, as the LSTM's h_seq.T
+        want = A.astype(np.float64) @ b.astype(np.float64)
+        got = split_everything.matmul(A, b)
+        assert got.dtype == dtype and got.shape == (M, N)
+        assert_close(got, want, dtype, "a @ b")
+        out = np.full((M, N), np.nan, dtype=dtype)
+        assert split_everything.matmul(A, b, out=out) is out
+        assert_close(out, want, dtype, "a @ b into out")
+
+
 def test_parts_cover_the_range_once_in_order():
     from scratchnet.kernels import threads
 
