@@ -108,6 +108,21 @@ def machine_line():
             f"numpy {np.__version__}, numba {numba.__version__}{peers}")
 
 
+def import_peers_first(names):
+    """Import the peer frameworks in ``names`` ("torch", "tensorflow") before scratchnet runs a product.
+
+    PyTorch binds its own MKL when it is loaded; imported after scratchnet has
+    loaded MKL it would bind scratchnet's sequential one and run slower than it
+    is (``kernels/blas.py``). Those not installed are skipped here; the bench
+    reports them later.
+    """
+    for name in names:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+
+
 def import_or_reason(name):
     """``(module, None)``, or ``(None, why)`` when ``name`` does not import."""
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import alternating_medians, cpu_count, machine_line, markdown_table  # noqa: E402
+from common import alternating_medians, cpu_count, import_peers_first, machine_line, markdown_table  # noqa: E402
 
 VOCAB = 103  # charlm's vocabulary on the default corpus (Python's help topics)
 #: (model, batch, sequence length or None)
@@ -128,6 +129,11 @@ def main(argv=None):
         fw, model, batch, seq, steps = args.child
         child(fw, model, int(batch), int(seq) or None, int(steps))
         return
+    import_peers_first(["torch"])  # before scratchnet loads MKL (kernels/blas.py)
+    from scratchnet.kernels import blas
+
+    # The memory children run scratchnet alone: on the BLAS the timed steps use here.
+    os.environ["SCRATCHNET_BLAS"] = blas.name()
     models = args.models.split(",")
     print(f"Median ms per training step, {args.rounds} alternating rounds of {args.block} steps after 3 warm-up steps; "
           f"peak RSS of a fresh process after {args.memory_steps} steps (its growth over the built model's RSS).\n")

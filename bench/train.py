@@ -30,7 +30,7 @@ import statistics
 import time
 
 import numpy as np
-from common import SETTLE_S, cpu_count, machine_line, markdown_table
+from common import SETTLE_S, cpu_count, import_peers_first, machine_line, markdown_table
 
 FRAMEWORKS = ("scratchnet", "keras", "torch")
 WARMUP_STEPS = 3  # compile (Numba), trace (tf.function) and allocate: not timed
@@ -392,6 +392,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # The peers first: PyTorch must bind its own MKL before scratchnet loads one (kernels/blas.py).
+    import_peers_first([m for f, m in (("torch", "torch"), ("keras", "tensorflow")) if f in args.frameworks])
     import scratchnet as sn
     from scratchnet import zoo
 

@@ -21,11 +21,23 @@ last bits, as any two BLAS do.
 Which BLAS: the environment variable ``SCRATCHNET_BLAS``, read once, at the
 first product:
 
-- ``auto`` (the default): MKL when the ``mkl`` wheel is installed, else OpenBLAS;
+- ``auto`` (the default): MKL when the ``mkl`` wheel is installed, except in
+  a process that may still import PyTorch (below); else OpenBLAS;
 - ``mkl``: MKL, and an error naming the variable when it cannot be loaded;
 - ``openblas``: NumPy's BLAS, whatever is installed.
 
-:func:`describe` names the one in use (the profiler and ``bench/`` print it).
+:func:`describe` names the one in use and, under ``auto``, why MKL was not
+(the profiler and ``bench/`` print it).
+
+**PyTorch in the same process.** ``libmkl_rt`` loads MKL's core with
+``RTLD_GLOBAL``, and PyTorch's CPU library carries a static MKL whose
+symbols it exports and binds when it is loaded. Imported after scratchnet
+has loaded MKL, PyTorch binds them to scratchnet's sequential MKL instead,
+and its own matrix products run on one thread: its LeNet step took 110 ms
+against 70. Imported before, it keeps its own. So under ``auto``, where
+PyTorch is installed but not yet imported when the first product runs, the
+products stay on OpenBLAS; import ``torch`` first to have both (``bench/``
+does), or set ``SCRATCHNET_BLAS=mkl`` in a process that never imports it.
 A product MKL cannot take as it lies (an integer dtype, mixed dtypes, a
 matrix with no unit stride) runs through ``numpy.matmul``, which computes the
 same product.
@@ -34,7 +46,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import os
+import sys
 from importlib import metadata
 
 import numpy
@@ -153,6 +167,7 @@ def _compile(lib):
 
 
 _state = None  # (name, _MKL or None), chosen at the first product
+_why_not_mkl = None  # under auto, why the products stay on OpenBLAS
 
 
 @functools.lru_cache(maxsize=None)
@@ -168,8 +183,10 @@ def _choose():
     choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if choice not in CHOICES:
         raise ValueError(f"{ENV}={os.environ.get(ENV)!r}: expected one of {', '.join(CHOICES)}")
-    mkl = None
-    if choice in ("auto", "mkl"):
+    mkl, why = None, None
+    if choice == "auto" and "torch" not in sys.modules and importlib.util.find_spec("torch") is not None:
+        why = "PyTorch is installed but not imported yet, and would bind its MKL to scratchnet's: import torch first"
+    elif choice in ("auto", "mkl"):
         path = _mkl_path()
         if path is None and choice == "mkl":
             raise RuntimeError(f"{ENV}=mkl, but the mkl wheel is not installed: pip install 'scratchnet[mkl]'")
@@ -179,6 +196,10 @@ def _choose():
             except (OSError, AttributeError) as e:
                 if choice == "mkl":
                     raise RuntimeError(f"{ENV}=mkl, but {path} does not load: {e}") from e
+    if mkl is None and why is None and choice == "auto":
+        why = "the mkl wheel is not installed (pip install 'scratchnet[mkl]')"
+    global _why_not_mkl
+    _why_not_mkl = why
     _state = ("mkl", mkl) if mkl is not None else ("openblas", None)
     return _state
 
@@ -191,7 +212,9 @@ def name():
 def describe():
     """The BLAS in use, for a report: ``"mkl (sequential), Intel(R) oneMKL ..."`` or ``"openblas (NumPy's)"``."""
     kind, mkl = _choose()
-    return f"mkl (sequential), {mkl.version}" if mkl is not None else "openblas (NumPy's)"
+    if mkl is not None:
+        return f"mkl (sequential), {mkl.version}"
+    return "openblas (NumPy's)" + (f"; not MKL: {_why_not_mkl}" if _why_not_mkl else "")
 
 
 def matmul(a, b, out=None):

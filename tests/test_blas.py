@@ -139,8 +139,8 @@ def test_the_numba_ops_agree_between_mkl_and_openblas(monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
-def _choice_in_a_new_process(value):
-    code = "from scratchnet.kernels import blas; print(blas.name()); print(blas.describe())"
+def _choice_in_a_new_process(value, first=""):
+    code = first + "from scratchnet.kernels import blas; print(blas.name()); print(blas.describe())"
     env = {"SCRATCHNET_BLAS": value, "PATH": "/usr/bin:/bin"}
     import os
 
@@ -156,11 +156,31 @@ def test_scratchnet_blas_openblas_keeps_numpy_s_blas():
 
 @needs_mkl
 def test_scratchnet_blas_auto_and_mkl_use_mkl_when_installed():
-    for value in ("auto", "mkl", "MKL"):
-        run = _choice_in_a_new_process(value)
+    import importlib.util
+
+    # Under auto, an installed PyTorch must be imported first (the next test); without it, nothing to wait for.
+    first = "import torch; " if importlib.util.find_spec("torch") is not None else ""
+    for value, before in (("auto", first), ("mkl", ""), ("MKL", "")):
+        run = _choice_in_a_new_process(value, before)
         assert run.returncode == 0, run.stderr
         name, described = run.stdout.splitlines()
         assert name == "mkl" and described.startswith("mkl (sequential), Intel(R) oneAPI Math Kernel Library")
+
+
+def test_auto_keeps_openblas_while_an_installed_pytorch_is_not_imported(monkeypatch):
+    """PyTorch imported after scratchnet's MKL would bind its own MKL symbols to it: auto waits for it."""
+    import importlib.util
+
+    monkeypatch.setattr(blas, "_state", None)
+    monkeypatch.setenv("SCRATCHNET_BLAS", "auto")
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "torch" else real(name, *a))
+    assert blas.name() == "openblas"
+    assert "PyTorch is installed but not imported yet" in blas.describe()
+    monkeypatch.setattr(blas, "_state", None)
+    monkeypatch.setitem(sys.modules, "torch", object())  # imported: no reason to wait
+    assert blas.name() == ("mkl" if blas._mkl_path() is not None else "openblas")
 
 
 def test_a_wrong_scratchnet_blas_names_the_variable_and_the_choices(monkeypatch):
