@@ -227,8 +227,8 @@ def matmul(a, b, out=None):
     mkl = _state[1] if _state is not None else _choose()[1]
     if out is None:
         out = numpy.empty(a.shape[:-1] + b.shape[-1:], dtype=numpy.result_type(a, b))
-    if mkl is None or not _suits(a, b, out):
-        return numpy.matmul(a, b, out=out)
+    if mkl is None or not _suits(a, b, out) or numpy.may_share_memory(out, a) or numpy.may_share_memory(out, b):
+        return numpy.matmul(a, b, out=out)  # (numpy.matmul also takes an out that overlaps an operand)
     if out.size == 0:
         return out
     if a.shape[-1] == 0:

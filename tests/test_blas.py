@@ -116,6 +116,9 @@ def test_products_mkl_cannot_take_go_to_numpy(mkl):
     assert blas.matmul(a[:0], b).shape == (0, 7)
     with pytest.raises(ValueError):
         blas.matmul(a, a)  # numpy's own shape error
+    square = rng.standard_normal((6, 6)).astype(np.float32)
+    want = square @ square
+    np.testing.assert_allclose(blas.matmul(square, square, out=square), want, rtol=1e-5)  # out is an operand
 
 
 @needs_mkl
