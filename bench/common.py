@@ -80,19 +80,19 @@ def sgemm_gflops(xp=np, n=2048, repeats=5, sync=None):
 def blas_line():
     """The BLAS NumPy calls, as threadpoolctl sees it (library, version, kernel, threads), and the one
     behind the Numba backend's products (``kernels/blas.py``: MKL when installed)."""
+    from scratchnet.kernels import blas
+
+    ours = f"scratchnet's Numba GEMMs: {blas.describe()}"
     try:
         import threadpoolctl
     except ImportError:
-        return "BLAS: unknown (pip install threadpoolctl)"
+        return f"BLAS: NumPy's unknown (pip install threadpoolctl); {ours}"
     libs = [lib for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"]
     if not libs:
-        return "BLAS: none found by threadpoolctl"
+        return f"BLAS: NumPy's none found by threadpoolctl; {ours}"
     lib = next((lib for lib in libs if lib.get("internal_api") == "openblas"), libs[0])
-    from scratchnet.kernels import blas
-
     return (f"BLAS: NumPy's {lib.get('internal_api')} {lib.get('version')}, kernel {lib.get('architecture', '?')}, "
-            f"{lib.get('threading_layer', '?')} threads, {lib.get('num_threads')} threads; "
-            f"scratchnet's Numba GEMMs: {blas.describe()}")
+            f"{lib.get('threading_layer', '?')} threads, {lib.get('num_threads')} threads; {ours}")
 
 
 def machine_line():

@@ -19,7 +19,8 @@ run repeats bit for bit as with OpenBLAS; they differ from OpenBLAS's in the
 last bits, as any two BLAS do.
 
 Which BLAS: the environment variable ``SCRATCHNET_BLAS``, read once, at the
-first product:
+first product (or the first :func:`name` or :func:`describe`); the choice
+then holds for the whole process:
 
 - ``auto`` (the default): MKL when the ``mkl`` wheel is installed, except in
   a process that may still import PyTorch (below); else OpenBLAS;
@@ -35,9 +36,10 @@ symbols it exports and binds when it is loaded. Imported after scratchnet
 has loaded MKL, PyTorch binds them to scratchnet's sequential MKL instead,
 and its own matrix products run on one thread: its LeNet step took 110 ms
 against 70. Imported before, it keeps its own. So under ``auto``, where
-PyTorch is installed but not yet imported when the first product runs, the
-products stay on OpenBLAS; import ``torch`` first to have both (``bench/``
-does), or set ``SCRATCHNET_BLAS=mkl`` in a process that never imports it.
+PyTorch is installed but not yet imported when the choice is made, the
+process stays on OpenBLAS (importing torch later does not change it); import
+``torch`` first to have both (``bench/`` does), or set
+``SCRATCHNET_BLAS=mkl`` in a process that never imports it.
 A product MKL cannot take as it lies (an integer dtype, mixed dtypes, a
 matrix with no unit stride) runs through ``numpy.matmul``, which computes the
 same product.
@@ -49,6 +51,7 @@ import functools
 import importlib.util
 import os
 import sys
+import threading
 from importlib import metadata
 
 import numpy
@@ -59,6 +62,7 @@ CHOICES = ("auto", "mkl", "openblas")
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
+_LP64 = 0  # MKL_INTERFACE_LP64
 _INT_MAX = 2**31 - 1
 
 
@@ -88,9 +92,12 @@ class _MKL:
 
     def __init__(self, path):
         lib = ctypes.CDLL(path)
-        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
-        lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
-        lib.MKL_Set_Threading_Layer(_SEQUENTIAL)
+        for setter in (lib.MKL_Set_Interface_Layer, lib.MKL_Set_Threading_Layer):
+            setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        # LP64 (32-bit integers, as the calls below pass them) and sequential; each returns the layer in
+        # force, which is another one when something in the process has already initialised this MKL.
+        if lib.MKL_Set_Interface_Layer(_LP64) != _LP64 or lib.MKL_Set_Threading_Layer(_SEQUENTIAL) != _SEQUENTIAL:
+            raise OSError("MKL was initialised with another interface or threading layer before scratchnet loaded it")
         buf = ctypes.create_string_buffer(256)
         lib.MKL_Get_Version_String(buf, len(buf))
         self.version = buf.value.decode(errors="replace").strip()
@@ -153,7 +160,8 @@ def _compile(lib):
         if ta == 0 or tb == 0 or tc != _NO_TRANS or max(M, N, K, count) >= _INT_MAX:
             return False
         sa, sb, sc = a.strides[0] // size, b.strides[0] // size, out.strides[0] // size
-        if min(sa, sb, sc) < 0 or max(sa, sb, sc) >= _INT_MAX or a.strides[0] % size or b.strides[0] % size:
+        if (min(sa, sb, sc) < 0 or max(sa, sb, sc) >= _INT_MAX or a.strides[0] % size or b.strides[0] % size
+                or out.strides[0] % size):
             return False
         if size == 4:  # float32 (the caller checked that all three share one float dtype)
             sbatch(_ROW_MAJOR, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb, 0.0,
@@ -176,10 +184,22 @@ def load_mkl(path):
     return _MKL(path)
 
 
+_choosing = threading.Lock()  # the first product often runs on two threads at once (a split's parts)
+
+
 def _choose():
     global _state
     if _state is not None:
         return _state
+    with _choosing:
+        if _state is None:
+            _state = _decide()
+    return _state
+
+
+def _decide():
+    """``(name, _MKL or None)`` from ``SCRATCHNET_BLAS`` and what is installed and imported (module docstring)."""
+    global _why_not_mkl
     choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if choice not in CHOICES:
         raise ValueError(f"{ENV}={os.environ.get(ENV)!r}: expected one of {', '.join(CHOICES)}")
@@ -196,12 +216,11 @@ def _choose():
             except (OSError, AttributeError) as e:
                 if choice == "mkl":
                     raise RuntimeError(f"{ENV}=mkl, but {path} does not load: {e}") from e
+                why = f"{path} does not load: {e}"
     if mkl is None and why is None and choice == "auto":
         why = "the mkl wheel is not installed (pip install 'scratchnet[mkl]')"
-    global _why_not_mkl
     _why_not_mkl = why
-    _state = ("mkl", mkl) if mkl is not None else ("openblas", None)
-    return _state
+    return ("mkl", mkl) if mkl is not None else ("openblas", None)
 
 
 def name():
@@ -211,7 +230,7 @@ def name():
 
 def describe():
     """The BLAS in use, for a report: ``"mkl (sequential), Intel(R) oneMKL ..."`` or ``"openblas (NumPy's)"``."""
-    kind, mkl = _choose()
+    mkl = _choose()[1]
     if mkl is not None:
         return f"mkl (sequential), {mkl.version}"
     return "openblas (NumPy's)" + (f"; not MKL: {_why_not_mkl}" if _why_not_mkl else "")
@@ -226,6 +245,8 @@ def matmul(a, b, out=None):
     """
     mkl = _state[1] if _state is not None else _choose()[1]
     if out is None:
+        if a.ndim != b.ndim or a.ndim not in (2, 3):
+            return numpy.matmul(a, b)
         out = numpy.empty(a.shape[:-1] + b.shape[-1:], dtype=numpy.result_type(a, b))
     if mkl is None or not _suits(a, b, out) or numpy.may_share_memory(out, a) or numpy.may_share_memory(out, b):
         return numpy.matmul(a, b, out=out)  # (numpy.matmul also takes an out that overlaps an operand)
@@ -245,7 +266,7 @@ _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 def _suits(a, b, out):
     """Whether the shapes and dtypes are a product MKL's calls take (the strides are checked there)."""
     dtype = out.dtype
-    if dtype not in _FLOATS or a.dtype != dtype or b.dtype != dtype:
+    if dtype not in _FLOATS or a.dtype != dtype or b.dtype != dtype or not out.flags.writeable:
         return False
     nd = a.ndim
     if nd != b.ndim or nd != out.ndim or nd not in (2, 3):

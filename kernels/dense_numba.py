@@ -63,8 +63,8 @@ class DenseNumba:
     of the smaller one (single-threaded BLAS per part, ``kernels/threads.py``):
 
     - weights larger than the batch (LeNet's 3136 x 512 at batch 100): each core takes a block of
-      ``w``'s rows, forward ``x[:, c0:c1] @ w[c0:c1]`` (the parts' partial products added, in part
-      order, in the epilogue's pass) and backward ``dx[:, c0:c1] = g @ w[c0:c1].T`` and
+      ``w``'s rows, forward ``x[:, c0:c1] @ w[c0:c1]`` (the parts' partial products added in part
+      order, the last one in the epilogue's pass) and backward ``dx[:, c0:c1] = g @ w[c0:c1].T`` and
       ``dw[c0:c1] = x.T[c0:c1] @ g``. Each core reads, and the optimizer's split update later
       writes, the same half of ``w``: a split by ``w``'s columns forward (each core reading part
       of every row) left ``w``'s lines in both cores' caches, and with MKL the update of an MLP's

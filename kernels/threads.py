@@ -278,7 +278,7 @@ def matmul(a, b, out=None):
     N = b.shape[1]
     if out is None:
         out = numpy.empty((M, N), dtype=numpy.result_type(a, b))
-    if K >= 2 * (M + N) and len(parts(K, rows_for(M * N))) > 1:
+    if K >= 2 * (M + N) and len(parts(K, rows_for(M * N))) > 1 and available() and not _lock.locked():
         # A long sum into a small output (an LSTM's recurrent weight gradient, (H, T*N) @ (T*N, 4H)):
         # each part sums its share of K, and the partial products are added in part order. Cut by
         # rows or columns, every part would read (and pack) the whole of one operand: 1.46 against

@@ -3,6 +3,7 @@
 The MKL tests need the ``mkl`` wheel (``make test`` installs it through the
 ``mkl`` extra); without it they skip, saying so.
 """
+import os
 import subprocess
 import sys
 
@@ -116,6 +117,10 @@ def test_products_mkl_cannot_take_go_to_numpy(mkl):
     assert blas.matmul(a[:0], b).shape == (0, 7)
     with pytest.raises(ValueError):
         blas.matmul(a, a)  # numpy's own shape error
+    frozen = np.zeros((5, 7), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError):
+        blas.matmul(a, b, out=frozen)  # numpy's read-only error, never a write into it
     square = rng.standard_normal((6, 6)).astype(np.float32)
     want = square @ square
     np.testing.assert_allclose(blas.matmul(square, square, out=square), want, rtol=1e-5)  # out is an operand
@@ -144,10 +149,7 @@ def test_the_numba_ops_agree_between_mkl_and_openblas(monkeypatch):
 
 def _choice_in_a_new_process(value, first=""):
     code = first + "from scratchnet.kernels import blas; print(blas.name()); print(blas.describe())"
-    env = {"SCRATCHNET_BLAS": value, "PATH": "/usr/bin:/bin"}
-    import os
-
-    env.update({k: v for k, v in os.environ.items() if k not in env and k != "SCRATCHNET_BLAS"})
+    env = dict(os.environ, SCRATCHNET_BLAS=value)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -175,6 +177,7 @@ def test_auto_keeps_openblas_while_an_installed_pytorch_is_not_imported(monkeypa
     import importlib.util
 
     monkeypatch.setattr(blas, "_state", None)
+    monkeypatch.setattr(blas, "_why_not_mkl", None)
     monkeypatch.setenv("SCRATCHNET_BLAS", "auto")
     monkeypatch.delitem(sys.modules, "torch", raising=False)
     real = importlib.util.find_spec
@@ -188,6 +191,7 @@ def test_auto_keeps_openblas_while_an_installed_pytorch_is_not_imported(monkeypa
 
 def test_a_wrong_scratchnet_blas_names_the_variable_and_the_choices(monkeypatch):
     monkeypatch.setattr(blas, "_state", None)
+    monkeypatch.setattr(blas, "_why_not_mkl", None)
     monkeypatch.setenv("SCRATCHNET_BLAS", "atlas")
     with pytest.raises(ValueError, match=r"SCRATCHNET_BLAS='atlas': expected one of auto, mkl, openblas"):
         blas.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32))
@@ -195,6 +199,7 @@ def test_a_wrong_scratchnet_blas_names_the_variable_and_the_choices(monkeypatch)
 
 def test_asking_for_mkl_without_it_is_an_error_not_openblas(monkeypatch):
     monkeypatch.setattr(blas, "_state", None)
+    monkeypatch.setattr(blas, "_why_not_mkl", None)
     monkeypatch.setattr(blas, "_mkl_path", lambda: None)
     monkeypatch.setenv("SCRATCHNET_BLAS", "mkl")
     with pytest.raises(RuntimeError, match=r"SCRATCHNET_BLAS=mkl, but the mkl wheel is not installed"):

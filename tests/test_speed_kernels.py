@@ -387,6 +387,17 @@ def test_threads_matmul_matches_numpy_whichever_axis_it_cuts(split_everything, s
         assert_close(out, want, dtype, "a @ b into out")
 
 
+def test_three_parts_add_their_partial_products_in_order(numba_ops, split_everything, monkeypatch):
+    """With a third core, the dense forward's and threads.matmul's middle partial products are added too."""
+    monkeypatch.setattr(split_everything, "_CORES", 3)
+    rng = np.random.default_rng(41)
+    x, w, b = (rng.standard_normal(s) for s in ((5, 30), (30, 40), (40,)))
+    assert len(split_everything.parts(30)) == 3
+    assert_close(numba_ops.dense_forward(x, w, b, True), REF.dense_forward(x, w, b, True), np.float64, "y")
+    a, c = rng.standard_normal((3, 90)), rng.standard_normal((90, 4))
+    assert_close(split_everything.matmul(a, c), a @ c, np.float64, "a @ c")
+
+
 def test_parts_cover_the_range_once_in_order():
     from scratchnet.kernels import threads
 
