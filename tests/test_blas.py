@@ -117,6 +117,11 @@ def test_products_mkl_cannot_take_go_to_numpy(mkl):
     assert blas.matmul(a[:0], b).shape == (0, 7)
     with pytest.raises(ValueError):
         blas.matmul(a, a)  # numpy's own shape error
+    raw = np.zeros(5 * 6 * 4 + 1, np.uint8)
+    misaligned = raw[1:].view(np.float32).reshape(5, 6)  # float32 at an odd address
+    misaligned[...] = a
+    assert not misaligned.flags.aligned
+    np.testing.assert_allclose(blas.matmul(misaligned, b), a @ b, rtol=1e-5)
     frozen = np.zeros((5, 7), np.float32)
     frozen.flags.writeable = False
     with pytest.raises(ValueError):
