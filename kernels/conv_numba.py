@@ -30,12 +30,18 @@ Numba then drops its negative-index wraparound test and the loops
 vectorise, which makes them several times faster when C is small.
 
 Every kernel is ``nogil``, so the parts on different cores run at once.
+
+Stride-1 5x5 convolutions in float32 go instead through Winograd
+F(4x4, 5x5) (``winograd_numba.py``); float64 ones stay here, exact, unless
+``conv_algorithm("winograd")`` asks otherwise (``conv2d_algorithm`` in
+``scratchnet/ops/conv.py`` chooses, ``scratchnet/_config.py`` says why).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, uint64
 
+from scratchnet.ops.conv import conv2d_algorithm
 from scratchnet.ops.shapes import conv_output_size
 
 from . import blas, threads
@@ -109,14 +115,15 @@ class ConvNumba:
         per_image = OH * OW * kh * kw * x.shape[3] * x.itemsize
         return max(1, min(x.shape[0], self.chunk_bytes // max(per_image, 1)))
 
-    #: Stride-1 5x5 convolutions go through Winograd F(4x4, 5x5) (``winograd_numba.py``).
+    #: Stride-1 5x5 convolutions can go through Winograd F(4x4, 5x5) (``winograd_numba.py``): in float32
+    #: by default, in float64 only when asked for (``conv2d_algorithm``, in ``scratchnet/ops/conv.py``).
     winograd = Winograd()
 
     def conv2d_forward(self, x, w, b, sh, sw, pads, relu=False):
         kh, kw, C, O = w.shape
         N = x.shape[0]
         OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
-        if self.winograd.applies(x, w, sh, sw):
+        if conv2d_algorithm(self, x, w, sh, sw) == "winograd":
             return self.winograd.forward(x, w, b, pads, OH, OW, relu)
         top, _, left, _ = pads
         x = np.ascontiguousarray(x)
@@ -141,7 +148,7 @@ class ConvNumba:
         return y.reshape(N, OH, OW, O)
 
     def conv2d_backward(self, dy, x, w, y, sh, sw, pads, relu=False, need_dx=True):
-        if self.winograd.applies(x, w, sh, sw):
+        if conv2d_algorithm(self, x, w, sh, sw) == "winograd":
             return self.winograd.backward(dy, x, w, y, pads, relu, need_dx)
         kh, kw, C, O = w.shape
         N = x.shape[0]

@@ -1,8 +1,11 @@
 """Winograd F(4x4, 5x5): a stride-1 5x5 convolution with 6.25 times fewer multiplications, forward and backward.
 
-The Numba backend's ``conv2d`` runs stride-1 5x5 convolutions (LeNet's
-second layer, 14x14x32 -> 64) through this file; the result is the
-reference's convolution (``scratchnet/ops/conv.py``) up to rounding.
+The Numba backend's ``conv2d`` runs float32 stride-1 5x5 convolutions
+(LeNet's second layer, 14x14x32 -> 64) through this file; the result is the
+reference's convolution (``scratchnet/ops/conv.py``) up to rounding. float64
+convolutions run the direct algorithm unless ``conv_algorithm("winograd")``
+(or ``SCRATCHNET_CONV_ALGORITHM=winograd``) asks for this one: see the end of
+this docstring, and ``scratchnet/_config.py``.
 
 Notation (as in ``conv.py``, plus)::
 
@@ -66,6 +69,17 @@ The error in float32 is about 5e-6 of the output's largest value, as
 F(2x2, 5x5)'s was: the points 1/2 and -1/2 keep the transforms' numbers
 small (for F(3x3, 5x5), the point 3 in place of 1/2 made the error 35 times
 larger). In float64 it is 1e-14.
+
+Up to rounding is not exact, and float64 is asked to be exact: an output
+whose window holds only zeros is 0 in the direct sum, but here it is the
+sum of a tile's transformed values that cancel to within rounding, a tiny
+nonzero of either sign whenever the tile's 8x8 window reaches a nonzero
+pixel. A ReLU passes the positive ones, a max-pool over them picks another
+pixel than TensorFlow, and float64 training drifts away from TensorFlow's
+(0.3 to 0.7, relative, worst weight, in 200 SGD steps of LeNet). So ``auto``
+keeps this file for float32, whose runs part from TensorFlow's at such
+near-ties anyway (``tests/test_interop_float64.py`` says why) and where the
+speed matters (``tests/test_conv_algorithm.py`` holds both).
 """
 from __future__ import annotations
 
@@ -399,6 +413,9 @@ class Winograd:
 
     # Bytes of M (or dM) per chunk and core: with V beside it, a chunk's working set stays in L2.
     chunk_bytes = 1 << 20
+
+    #: What :meth:`applies` asks, for the error of ``conv_algorithm("winograd")`` on another convolution.
+    requirement = "Winograd F(4x4, 5x5) does only stride-1 5x5 convolutions with at least 8 channels in and out"
 
     @staticmethod
     def applies(x, w, sh, sw):

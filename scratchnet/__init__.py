@@ -11,10 +11,35 @@ each change.
 from __future__ import annotations
 
 import importlib
+import os as _os
+import signal as _signal
+import sys as _sys
 
-from .backend import available_backends, get_backend, to_numpy, use_backend
-from .ops import backends as _backends  # noqa: F401  (registers the numpy, numba and cupy backends)
-from .distributed.world import take_cores as _take_cores
+
+def _interrupted_while_loading(signum, frame):
+    """Ctrl-C while the ``scratchnet`` command is still loading: one line and exit 130, nothing written yet."""
+    _sys.stderr.write("scratchnet: interrupted while starting; nothing was written\n")
+    _os._exit(130)
+
+
+def _started_as_the_command():
+    """True when this process is the ``scratchnet`` command (the console script or ``python -m scratchnet``)."""
+    argv = list(getattr(_sys, "orig_argv", ()))
+    if "-m" in argv:
+        return argv[argv.index("-m") + 1:argv.index("-m") + 2] == ["scratchnet"]
+    return bool(_sys.argv) and _os.path.basename(_sys.argv[0]) == "scratchnet"
+
+
+# Run as the command, a Ctrl-C in the first moments (while NumPy and the
+# backends load) would print a traceback from inside an import; it ends the
+# command quietly instead, and ``cli.main`` gives Python's handler back as soon
+# as it can handle the interrupt itself. Imported as a library, nothing changes.
+if _started_as_the_command() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _interrupted_while_loading)
+
+from .backend import available_backends, get_backend, to_numpy, use_backend  # noqa: E402  (after the handler)
+from .ops import backends as _backends  # noqa: F401, E402  (registers the numpy, numba and cupy backends)
+from .distributed.world import take_cores as _take_cores  # noqa: E402
 
 # Under mpiexec: this rank's share of the machine's cores, before any kernel starts its threads.
 _take_cores()
@@ -41,6 +66,9 @@ _LAZY_NAMES = {
     "Checkpoint": "scratchnet.checkpoint",
     "latest_checkpoint": "scratchnet.checkpoint",
     "profile": "scratchnet.profiler",
+    "conv_algorithm": "scratchnet._config",
+    "get_conv_algorithm": "scratchnet._config",
+    "NonFiniteError": "scratchnet.training",
 }
 
 __all__ = ["available_backends", "get_backend", "to_numpy", "use_backend", *sorted(_LAZY_MODULES), *_LAZY_NAMES]

@@ -5,6 +5,8 @@ import numbers
 
 import numpy
 
+from .backend import to_numpy
+
 FLOAT_DTYPES = (numpy.float32, numpy.float64)
 
 
@@ -91,23 +93,80 @@ def pair(op, name, v):
     return v
 
 
-def check_ids(op, be, name, ids, upper, what):
+def check_ids(op, be, name, ids, upper, what, floats=False):
     """``ids`` as a backend integer array with every entry in ``[0, upper)``.
 
     ``what`` says where the bound comes from, for the error (``"table has 10 rows"``).
-    Used for embedding ids and for class labels.
+    Used for embedding ids and for class labels. With ``floats=True`` float ids
+    are taken too (Keras accepts a float dataset's labels), but only when each
+    is a whole number in range: ``1.0`` is class 1, while ``1.7`` or NaN is a
+    mistake that a cast would silently truncate. They come back as int64.
+
+    The check is one elementwise mask and one reduction in the array's own
+    module, so on a GPU it is one small kernel and one sync; the first bad
+    entry is looked up only when there is one.
     """
     ids = be.native(op, name, ids)
-    if ids.dtype.kind not in "iu":
+    xp = be.xp
+    kind = ids.dtype.kind
+    if kind in "iu":
+        bad = (ids < 0) | (ids >= upper)
+    elif kind == "f" and floats:
+        # ids != floor(ids) is also true of NaN; an infinity is out of range.
+        bad = (ids != xp.floor(ids)) | (ids < 0) | (ids >= upper)
+    else:
         raise ValueError(f"{op}: {name} must be integers, got {ids.dtype} ({name}: {tuple(ids.shape)})")
-    if ids.size:
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= upper:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"{op}: {name} must lie in [0, {upper}) ({what}), found {bad} ({name}: {tuple(ids.shape)})"
-            )
-    return ids
+    if bad.any():
+        raise _bad_id(op, name, ids, bad, upper, what)
+    return ids.astype(xp.int64) if kind == "f" else ids
+
+
+def _bad_id(op, name, ids, bad, upper, what):
+    """The error for the first entry of ``ids`` that ``bad`` marks: not a whole number, or out of range."""
+    index, value = first_marked(ids, bad)
+    at = f"found {value!s} at {name}[{format_index(index)}] ({name}: {tuple(ids.shape)})"
+    whole = ids.dtype.kind in "iu" or (numpy.isfinite(value) and value == numpy.floor(value))
+    if not whole:
+        return ValueError(f"{op}: {name} must be whole numbers (a float is taken only when integral, as 1.0), {at}")
+    return ValueError(f"{op}: {name} must lie in [0, {upper}) ({what}), {at}")
+
+
+def first_marked(a, mask):
+    """``(index, value)``: the index (a tuple) and the value of ``a``'s first entry where ``mask`` is true.
+
+    For error messages only (it copies one value to the host); ``mask`` must
+    have a true entry. The value is a NumPy scalar of ``a``'s dtype, so it
+    prints as written (``1.7``, not float32's ``1.7000000476837158``).
+    """
+    i = int(mask.reshape(-1).argmax())  # the first True
+    index = tuple(int(k) for k in numpy.unravel_index(i, tuple(a.shape)))
+    return index, numpy.asarray(to_numpy(a.reshape(-1)[i]))[()]
+
+
+def format_index(index):
+    """``(0, 1)`` as ``"0, 1"``, for ``name[0, 1]`` in a message."""
+    return ", ".join(str(k) for k in index)
+
+
+def check_count(op, name, value, minimum=1, none=False):
+    """``value`` as an int of at least ``minimum`` (0 or 1); ``None`` passes when ``none``.
+
+    A bool or a float is refused, even ``2.0``: a batch size or a number of
+    steps is never a float, and ``int()`` would truncate ``2.5`` silently.
+    """
+    if none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive int" if minimum == 1 else "a non-negative int"
+        raise ValueError(f"{op}: {name} must be {kind}{' or None' if none else ''}, got {value!r}")
+    return int(value)
+
+
+def check_bool(op, name, value):
+    """``value`` must be a bool (``numpy.bool_`` too): ``1`` or ``"yes"`` is more likely a misplaced argument."""
+    if not isinstance(value, (bool, numpy.bool_)):
+        raise ValueError(f"{op}: {name} must be a bool, got {value!r}")
+    return bool(value)
 
 
 def check_padding(op, padding):

@@ -18,20 +18,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
+import stat
 import struct
 
 import numpy
 
 MAGIC = b"SNARCH1\n"
 _DIGEST = 32
-# Plain numeric data only: booleans, integers, floats.
-_DTYPE_KINDS = "biuf"
+_PREFIX = len(MAGIC) + 8  # the magic and the header length
+#: The dtypes an array may have, as :func:`write_archive` writes them: plain
+#: numeric data (booleans, integers, floats), little-endian. Nothing else is
+#: read back, so a crafted entry cannot name an object, string or sub-array dtype.
+DTYPES = frozenset(numpy.dtype(t).newbyteorder("<").str
+                   for t in ("?", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"))
+#: The longest header read (16 MiB). A header lists each array (about 150
+#: bytes) and, in an exported model, the layers' configs: a few KB for the
+#: seed models, about 1.5 MB for ten thousand arrays. safetensors caps its
+#: header at 100 MB; 16 MiB leaves room to spare, and a crafted length field
+#: can no longer make the reader parse gigabytes of "header".
+MAX_HEADER_BYTES = 16 * 2**20
+#: The deepest nesting of lists and objects a header may have. The files
+#: this code writes nest about 7 levels deep (an exported Sequential inside a
+#: Sequential adds 4); JSON nested thousands deep would make the parser, and
+#: any code that walks the header, fail with a RecursionError.
+MAX_HEADER_DEPTH = 64
+#: The most dimensions an array may have (NumPy's own limit is 64).
+MAX_NDIM = 32
 
 
 class CheckpointError(ValueError):
-    """A checkpoint or exported model cannot be read (corrupt, truncated) or does not fit the model."""
+    """A checkpoint or exported model cannot be read (corrupt, truncated, crafted) or does not fit the model.
+
+    The message names the file and, for a malformed header, the field.
+    """
 
 
 def write_archive(path, meta, arrays):
@@ -47,8 +69,9 @@ def write_archive(path, meta, arrays):
     entries, chunks, offset = [], [], 0
     for name, a in arrays.items():
         a = numpy.asarray(a)
-        if a.dtype.kind not in _DTYPE_KINDS:
-            raise ValueError(f"write_archive: array {name!r} has dtype {a.dtype}; only numeric arrays can be stored")
+        if a.dtype.newbyteorder("<").str not in DTYPES:
+            raise ValueError(f"write_archive: array {name!r} has dtype {a.dtype}; only numeric arrays "
+                             f"(bool, int8-64, uint8-64, float16-64) can be stored")
         data = numpy.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
         entries.append({"name": name, "dtype": a.dtype.newbyteorder("<").str, "shape": list(a.shape),
                         "offset": offset, "nbytes": len(data)})
@@ -75,6 +98,11 @@ def write_archive(path, meta, arrays):
 def read_archive(path):
     """Read and verify a file written by :func:`write_archive`.
 
+    Every size the file declares (the header's length, each array's shape,
+    offset and byte count) is checked against the file's own length and the
+    caps above before anything is allocated from it, as safetensors checks
+    its header.
+
     Returns
     -------
     meta : dict
@@ -83,53 +111,131 @@ def read_archive(path):
     Raises
     ------
     CheckpointError
-        The file is too short, is not an archive, or its checksum does not
-        match (a truncated or corrupted file). Nothing is returned half-read.
+        The file cannot be read, is too short, is not an archive, its
+        checksum does not match (a truncated or corrupted file), or its
+        header is malformed; the message names the file and the field.
+        Nothing is returned half-read.
     """
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
-    if len(blob) < len(MAGIC) + 8 + _DIGEST or not blob.startswith(MAGIC):
+    blob = _read_file(path)
+    if len(blob) < _PREFIX + _DIGEST or not blob.startswith(MAGIC):
         raise CheckpointError(f"{path!r} is not a scratchnet checkpoint, or is truncated ({len(blob)} bytes)")
-    body, trailer = blob[:-_DIGEST], blob[-_DIGEST:]
+    body, trailer = memoryview(blob)[:-_DIGEST], blob[-_DIGEST:]
     if hashlib.sha256(body).digest() != trailer:
         raise CheckpointError(
             f"{path!r} is corrupt or truncated: its SHA-256 checksum does not match its contents ({len(blob)} bytes); "
             f"nothing was loaded"
         )
-    (header_len,) = struct.unpack_from("<Q", body, len(MAGIC))
-    start = len(MAGIC) + 8
-    try:
-        header = json.loads(body[start:start + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path!r} has an unreadable header ({e})") from None
-    if not isinstance(header, dict) or not isinstance(header.get("arrays"), list) or "meta" not in header:
-        raise CheckpointError(f"{path!r} has a header without 'meta' and 'arrays'")
-    data = memoryview(body)[start + header_len:]
+    header, data = _split_header(path, body)
     arrays = {}
-    for e in header["arrays"]:
-        arrays[e["name"]] = _array_entry(path, e, data)
+    for i, entry in enumerate(header["arrays"]):
+        name, array = _array_entry(path, i, entry, data, arrays)
+        arrays[name] = array
+    _check_no_overlap(path, header["arrays"])
     return header["meta"], arrays
 
 
-def _array_entry(path, e, data):
-    """The array a header entry describes, checked against the bytes that hold it."""
+def _read_file(path):
+    """The bytes of ``path``, which must be a regular file (a folder, a device or a pipe is refused)."""
     try:
-        name, shape, offset, nbytes = e["name"], tuple(int(s) for s in e["shape"]), int(e["offset"]), int(e["nbytes"])
-        dtype = numpy.dtype(e["dtype"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path!r}: a header entry is malformed ({type(err).__name__}: {err})") from None
-    size = 1
-    for s in shape:
-        size *= s
-    if (dtype.kind not in _DTYPE_KINDS or min(shape, default=0) < 0 or offset < 0
-            or nbytes != size * dtype.itemsize or offset + nbytes > len(data)):
-        raise CheckpointError(f"{path!r}: entry {name!r} is malformed (dtype {dtype}, shape {shape}, "
-                              f"{nbytes} bytes at offset {offset} of {len(data)})")
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise CheckpointError(f"{path!r} is not a regular file, so it is not a checkpoint")
+            return f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path!r} is a folder, not a checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path!r} cannot be read ({e.strerror or e})") from None
+
+
+def _split_header(path, body):
+    """The parsed header (``{"meta": dict, "arrays": list}``) and a view of the array bytes after it."""
+    (header_len,) = struct.unpack_from("<Q", body, len(MAGIC))
+    room = len(body) - _PREFIX
+    if header_len > room:
+        raise CheckpointError(f"{path!r}: header field 'header length' declares {header_len:,} bytes, "
+                              f"but only {room:,} bytes follow it in the file")
+    if header_len > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path!r}: header field 'header length' declares {header_len:,} bytes, "
+                              f"more than the {MAX_HEADER_BYTES:,} a header may take")
+    try:
+        header = json.loads(bytes(body[_PREFIX:_PREFIX + header_len]).decode("utf-8"))
+    except RecursionError:
+        raise CheckpointError(f"{path!r} has an unreadable header (nested too deeply)") from None
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of thousands of digits
+        raise CheckpointError(f"{path!r} has an unreadable header ({e})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("arrays"), list) \
+            or not isinstance(header.get("meta"), dict):
+        raise CheckpointError(f"{path!r} has a header without 'meta' and 'arrays' (an object and a list)")
+    depth = _depth(header)
+    if depth > MAX_HEADER_DEPTH:
+        raise CheckpointError(f"{path!r}: the header is nested {depth} levels deep, more than the "
+                              f"{MAX_HEADER_DEPTH} a scratchnet header may have")
+    return header, body[_PREFIX + header_len:]
+
+
+def _depth(value):
+    """How deeply ``value`` (parsed JSON) nests lists and objects; walked without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        value, level = todo.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, level)
+            todo.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def _is_count(value):
+    """A non-negative JSON integer (a bool is not one, though Python says it is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _array_entry(path, i, e, data, seen):
+    """``(name, array)`` of header entry ``i``, each field checked against the bytes that hold it.
+
+    ``seen`` holds the arrays read so far, so that a name used twice is refused.
+    """
+    def bad(field, problem):
+        name = e.get("name") if isinstance(e, dict) else None
+        which = f"arrays[{i}]" + (f" ({name!r})" if isinstance(name, str) else "")
+        return CheckpointError(f"{path!r}: header entry {which} is malformed: field {field!r} {problem}")
+
+    if not isinstance(e, dict):
+        raise bad("entry", f"must be an object, got {type(e).__name__}")
+    for field in ("name", "dtype", "shape", "offset", "nbytes"):
+        if field not in e:
+            raise bad(field, "is missing")
+    name, dtype, shape, offset, nbytes = e["name"], e["dtype"], e["shape"], e["offset"], e["nbytes"]
+    if not isinstance(name, str) or not name:
+        raise bad("name", f"must be a non-empty string, got {name!r}")
+    if name in seen:
+        raise bad("name", "is used by an earlier entry too; each array has one name")
+    if dtype not in DTYPES:
+        raise bad("dtype", f"is {dtype!r}; an array holds one of {', '.join(sorted(DTYPES))}")
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_count(s) for s in shape):
+        raise bad("shape", f"must be a list of at most {MAX_NDIM} non-negative integers, got {shape!r}")
+    for field, value in (("offset", offset), ("nbytes", nbytes)):
+        if not _is_count(value):
+            raise bad(field, f"must be a non-negative integer, got {value!r}")
+    dtype = numpy.dtype(dtype)
+    size = math.prod(shape)  # exact: Python integers do not overflow
+    if nbytes != size * dtype.itemsize:
+        raise bad("nbytes", f"is {nbytes:,}, but shape {tuple(shape)} of {dtype} takes {size * dtype.itemsize:,}")
+    if offset + nbytes > len(data):
+        raise bad("offset", f"puts {nbytes:,} bytes at {offset:,}, past the end of the {len(data):,} bytes of data")
     a = numpy.frombuffer(data, dtype=dtype, count=size, offset=offset)
-    return a.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+    return name, a.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+
+
+def _check_no_overlap(path, entries):
+    """Refuse two arrays that share bytes: a crafted header could make one array read another's data."""
+    spans = sorted((e["offset"], e["offset"] + e["nbytes"], e["name"]) for e in entries if e["nbytes"])
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        if start < end:
+            raise CheckpointError(f"{path!r}: header entries {first!r} and {second!r} are malformed: "
+                                  f"field 'offset' makes them share bytes ({second!r} starts at byte {start:,}, "
+                                  f"before {first!r} ends at {end:,})")
 
 
 def atomic_write(path, write):

@@ -13,13 +13,31 @@ weights with a :class:`scratchnet.Checkpoint` instead.
 """
 from __future__ import annotations
 
+import math
+
+from . import layers
 from . import random as _random
 from .backend import to_numpy
 from .checkpoint import CheckpointError, read_archive, write_archive
 from .model import Sequential
+from .parameters import ParameterStore
 from .serialization import deserialize, serialize
 
 FORMAT = "scratchnet.model"
+VERSION = 1
+#: The most numbers one example of a loaded model's input may hold (2**20: a
+#: 1024 x 1024 grey image; the seed models take 784 or 50). Loading builds the
+#: model by running one zero example through it, so a crafted ``input_shape``
+#: must not make that example, and the activations it flows into, huge.
+MAX_INPUT_ELEMENTS = 2**20
+#: The most axes an input may have, the batch axis included (images have 4).
+MAX_INPUT_RANK = 8
+#: The most numbers one activation of the build pass may hold (2**22: 16 MB
+#: in float32). The pass runs one example; the seed models' largest is
+#: LeNet's second convolution, 14 x 14 patches of 5 x 5 x 32 (156,800
+#: numbers). A crafted config (a Dense of 200,000 units on 1,000 steps of one
+#: number, its kernel 800 KB) could otherwise make 800 MB from a 1 MB file.
+MAX_BUILD_NUMBERS = 2**22
 
 
 def save_model(model, path):
@@ -42,7 +60,7 @@ def save_model(model, path):
         raise ValueError(f"save_model: model {model.name!r} is not built; call it on a batch or model.build(input_shape) first")
     meta = {
         "format": FORMAT,
-        "version": 1,
+        "version": VERSION,
         "model": serialize(model),
         "input_shape": list(model.input_shape),
         "weights": [p.name for p in params],
@@ -53,24 +71,223 @@ def save_model(model, path):
 def load_model(path):
     """The model saved by :func:`save_model`, built and with its weights; ready to ``predict``.
 
+    Nothing the file declares is trusted before it is checked: the header's
+    fields first (:data:`MAX_INPUT_ELEMENTS`), then the activations the
+    config implies for one example (:data:`MAX_BUILD_NUMBERS`), then each
+    weight the rebuilt layers ask for against the array the file stores
+    under that name, *before* it is allocated (see :class:`_FileWeights`).
+    An 872-byte file whose config says ``units=12000`` is refused at once
+    instead of drawing 144 million random weights and only then finding that
+    the file holds 12.
+
     Raises
     ------
     scratchnet.checkpoint.CheckpointError
-        The file is corrupt or truncated, or is not an exported model.
+        The file is corrupt or truncated, is not an exported model, or its
+        header does not describe the weights it holds; the message names the
+        file, the field and, for a weight, the layer.
     """
     meta, arrays = read_archive(path)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"load_model: {path!r} is a {meta.get('format')!r} file, not an exported model")
-    model = deserialize(meta["model"])
-    # Building draws initial weights from the global generator; loading a
-    # model must not change the random numbers the caller draws next.
+    config, input_shape, weights = _parse_header(path, meta, arrays)
+    try:
+        model = deserialize(config)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"load_model: {path!r}: header field 'model' does not describe a model "
+                              f"({type(e).__name__}: {e})") from None
+    if not isinstance(model, Sequential):
+        raise CheckpointError(f"load_model: {path!r}: header field 'model' describes a {type(model).__name__}, "
+                              f"not a Sequential")
+    # The model takes its weights from the file, whatever parameter scope the
+    # caller is in: each one is checked as a layer asks for it.
+    model._scope = None
+    model._own_store = _FileWeights(path, weights, _layers_by_path(model))
+    _check_build_size(path, model, input_shape)
+    # Building runs one zero example through the model; a custom layer may
+    # still draw random numbers, which must not change what the caller draws next.
     rng_state = _random.get_state()
     try:
-        model.build(tuple(meta["input_shape"]))
+        model.build(input_shape)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"load_model: {path!r}: the model of header field 'model' does not build for "
+                              f"header field 'input_shape' {list(input_shape)} ({type(e).__name__}: {e})") from None
     finally:
         _random.set_state(rng_state)
     names = [p.name for p in model.parameters()]
-    if names != meta["weights"]:
-        raise CheckpointError(f"load_model: {path!r} rebuilds weights {names} but holds {meta['weights']}")
-    model.set_weights([arrays[f"weight_{i}"] for i in range(len(names))])
+    if names != list(weights):
+        raise CheckpointError(f"load_model: {path!r}: header field 'weights': the model rebuilds weights {names} "
+                              f"but the file holds {list(weights)}")
     return model
+
+
+def _parse_header(path, meta, arrays):
+    """``(model config, input shape, {weight name: array})`` of an exported model's header, each field checked."""
+    def bad(field, problem):
+        return CheckpointError(f"load_model: {path!r}: header field {field!r} {problem}")
+
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"load_model: {path!r} is a {meta.get('format')!r} file, not an exported model")
+    if meta.get("version") != VERSION:
+        raise bad("version", f"is {meta.get('version')!r}; this scratchnet reads exported models of version {VERSION}")
+    config = meta.get("model")
+    if not isinstance(config, dict):
+        raise bad("model", f"must be a layer config {{'class_name', 'config'}}, got {type(config).__name__}")
+    input_shape = _input_shape(meta.get("input_shape"), bad)
+    names = meta.get("weights")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise bad("weights", f"must be a list of weight names, got {names!r:.80}")
+    if len(set(names)) != len(names):
+        raise bad("weights", "names a weight twice")
+    weights = {}
+    for i, name in enumerate(names):
+        array = arrays.get(f"weight_{i}")
+        if array is None:
+            raise bad("weights", f"lists {len(names)} weights, but the file holds no array 'weight_{i}' for {name!r}")
+        if array.dtype.kind != "f":
+            raise bad("weights", f"names {name!r}, whose array 'weight_{i}' holds {array.dtype}, not floats")
+        weights[name] = array
+    return config, input_shape, weights
+
+
+def _input_shape(shape, bad):
+    """The ``input_shape`` field as a tuple ``(None, d1, ...)``, its example at most :data:`MAX_INPUT_ELEMENTS` numbers."""
+    if not isinstance(shape, list) or not 2 <= len(shape) <= MAX_INPUT_RANK \
+            or not (shape[0] is None or _positive(shape[0])) or not all(_positive(d) for d in shape[1:]):
+        raise bad("input_shape", f"must be [batch or null, then 1 to {MAX_INPUT_RANK - 1} positive sizes], "
+                                 f"got {shape!r:.80}")
+    if math.prod(shape[1:]) > MAX_INPUT_ELEMENTS:
+        raise bad("input_shape", f"is {shape}: one example of {math.prod(shape[1:]):,} numbers, more than the "
+                                 f"{MAX_INPUT_ELEMENTS:,} a model loaded from a file may take")
+    return (None,) + tuple(shape[1:])
+
+
+def _positive(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _layers_by_path(model, prefix=""):
+    """``{"name" or "outer/inner": layer}`` of every layer in ``model``'s tree, as weight names spell their paths."""
+    found = {}
+    for layer in getattr(model, "layers", ()):
+        found[prefix + layer.name] = layer
+        found.update(_layers_by_path(layer, prefix + layer.name + "/"))
+    return found
+
+
+class _FileWeights(ParameterStore):
+    """A model's parameter store that hands each layer the weight stored in the file, checked first.
+
+    When a layer asks for a weight (:meth:`scratchnet.Layer.add_weight`), the
+    shape it asks for (what its config implies) is compared with the shape
+    of the array the file stores under that name. A different shape or a
+    missing name is refused before anything is allocated; a match becomes
+    the parameter as it is, so no initial weights are drawn at all.
+    """
+
+    def __init__(self, path, weights, layers):
+        super().__init__()
+        self._path, self._weights, self._layers = path, weights, layers
+
+    def get(self, name, shape, dtype, initializer, reuse=False, trainable=True, regularizer=None):
+        shape = tuple(int(s) for s in shape)
+        stored = self._weights.get(name)
+        if stored is None or tuple(stored.shape) != shape:
+            raise self._refusal(name, shape, stored)
+        return super().get(name, shape, dtype, lambda _shape, dtype: stored.astype(dtype, copy=False),
+                           reuse=reuse, trainable=trainable, regularizer=regularizer)
+
+    def _refusal(self, name, shape, stored):
+        where, _, _ = name.rpartition("/")
+        layer = self._layers.get(where)
+        fields = _fields_behind(layer, shape, () if stored is None else stored.shape)
+        asks = (f"layer {where!r}{f' ({fields})' if fields else ''} asks for weight {name!r} of shape {shape} "
+                f"({math.prod(shape):,} numbers)")
+        holds = ("but the file stores no weight of that name" if stored is None
+                 else f"but the file stores it with shape {tuple(stored.shape)} ({stored.size:,} numbers)")
+        return CheckpointError(f"load_model: {self._path!r}: header field 'model': {asks}, {holds}; "
+                               f"nothing was allocated for it")
+
+
+def _fields_behind(layer, shape, stored_shape):
+    """``"units=12000"``: the integer config fields of ``layer`` that put a size into ``shape`` that the file lacks."""
+    if layer is None:
+        return ""
+    try:
+        config = layer.get_config()
+    except Exception:  # a custom layer's get_config: the message does without the fields
+        return ""
+    odd = set(shape) - set(stored_shape)
+    return ", ".join(f"{key}={value}" for key, value in config.items()
+                     if _positive(value) and value in odd)
+
+
+def _check_build_size(path, model, input_shape):
+    """Refuse a model whose one-example build pass would make an activation above :data:`MAX_BUILD_NUMBERS`.
+
+    The weights are checked against the file as they are created; the
+    activations between them are not stored anywhere, so their sizes are
+    worked out here from the layers' configs, before anything runs. A layer
+    this does not know (a custom one) ends the estimate: its output shape
+    cannot be told without running it.
+    """
+    shape = tuple(input_shape[1:])
+    for where, layer in _flat_layers(model):
+        step = _output_shape(layer, shape)
+        if step is None:
+            return
+        shape, numbers = step
+        if numbers > MAX_BUILD_NUMBERS:
+            fields = _fields_behind(layer, shape, ())
+            raise CheckpointError(
+                f"load_model: {path!r}: header field 'model': layer {where!r}{f' ({fields})' if fields else ''} "
+                f"would make {numbers:,} numbers for one example of header field 'input_shape' "
+                f"{[None, *input_shape[1:]]}, more than the {MAX_BUILD_NUMBERS:,} a model loaded from a file may "
+                f"(MAX_BUILD_NUMBERS); nothing was allocated")
+
+
+def _flat_layers(model, prefix=""):
+    """``(path, layer)`` of the layers a Sequential runs, nested Sequentials opened, in order."""
+    for layer in model.layers:
+        if isinstance(layer, Sequential):
+            yield from _flat_layers(layer, prefix + layer.name + "/")
+        else:
+            yield prefix + layer.name, layer
+
+
+def _output_shape(layer, shape):
+    """``(output shape, most numbers made)`` of a built-in layer for one example of ``shape``; None if unknown.
+
+    "Numbers made" counts the output and, for a convolution, its patches
+    (kh x kw x C numbers for each output position) and, for an LSTM, its
+    four gates at every step. A shape the layer cannot take is left to the
+    build to report (None).
+    """
+    L = layers
+    if isinstance(layer, (L.Activation, L.Dropout)):
+        out = shape
+    elif isinstance(layer, L.Flatten):
+        out = (math.prod(shape),)
+    elif isinstance(layer, L.Reshape):
+        known = math.prod(s for s in layer.target_shape if s != -1)
+        out = tuple(math.prod(shape) // known if s == -1 else s for s in layer.target_shape)
+    elif isinstance(layer, L.Dense) and shape:
+        out = shape[:-1] + (layer.units,)
+    elif isinstance(layer, L.Embedding):
+        out = shape + (layer.output_dim,)
+    elif isinstance(layer, L.LSTM) and len(shape) == 2:
+        steps, units = shape[0], layer.units
+        out = (steps, units) if layer.return_sequences else (units,)
+        return out, max(math.prod(out), 4 * steps * units)
+    elif isinstance(layer, (L.Conv2D, L.MaxPool2D)) and len(shape) == 3:
+        (h, w, c), (kh, kw) = shape, layer.kernel_size if isinstance(layer, L.Conv2D) else layer.pool_size
+        sh, sw = layer.strides
+        oh, ow = ((-(-h // sh), -(-w // sw)) if layer.padding == "same"
+                  else ((h - kh) // sh + 1, (w - kw) // sw + 1))
+        if oh < 1 or ow < 1:
+            return None
+        out = (oh, ow, layer.filters if isinstance(layer, L.Conv2D) else c)
+        return out, max(math.prod(out), oh * ow * kh * kw * c)
+    else:
+        return None
+    return out, math.prod(out)

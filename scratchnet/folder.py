@@ -5,15 +5,21 @@ checkpoints and their index, ``metrics.csv``/``metrics.jsonl`` and the
 TensorBoard runs ``train/`` and ``test/``. The promises:
 
 - **One owner at a time.** :meth:`TrainingFolder.lock` takes an exclusive
-  ``flock`` on the folder itself (no lock file is created), and writes the
-  owner's pid to ``train.pid`` so a second process can be told who it is. The
-  kernel drops a ``flock`` when its process dies, so ``kill -9`` never leaves
-  a folder locked: a stale ``train.pid`` is simply taken over.
+  ``flock`` on the folder itself (no lock file is created), *before* anything
+  in it is read, created or moved: a command that must create the folder
+  creates it and locks it in one step (:meth:`lock` with ``create=True``),
+  and ``--overwrite`` moves an old run aside holding that lock. The owner's
+  pid is found from the kernel's lock table (and ``train.pid``, written once
+  training starts), so a second process is told who it is. The kernel drops a
+  ``flock`` when its process dies, so ``kill -9`` never leaves a folder
+  locked: a stale ``train.pid`` is simply taken over.
 - **Nothing written before everything is checked.** The command reads and
-  validates (:meth:`TrainingFolder.read_run`, :meth:`newest_intact_checkpoint`)
-  and only then writes, and ``run.json`` is replaced atomically.
+  validates (:meth:`TrainingFolder.read_run`, :meth:`resume_checkpoint`) and
+  only then writes, and ``run.json`` is replaced atomically. A folder the
+  command created is removed again if it ends before writing into it.
 - **No silent overwrite.** :meth:`TrainingFolder.move_aside` renames an old run
-  to ``<folder>.old-<time>`` instead of deleting it.
+  to ``<folder>.old-<time>`` instead of deleting it; only a training folder
+  (one holding ``run.json`` or checkpoints) is ever moved.
 """
 from __future__ import annotations
 
@@ -21,16 +27,33 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
+import stat
 import time
+from dataclasses import dataclass, field
 
 from .archive import CheckpointError, atomic_write, read_archive
-from .checkpoint import INDEX_NAME, latest_checkpoint, list_checkpoints
+from .checkpoint import INDEX_NAME, list_checkpoints
+from .checkpoint.index import read_index
 
 RUN_FILE = "run.json"
 PID_FILE = "train.pid"
+METRICS_FILES = ("metrics.csv", "metrics.jsonl")
+PREFIX = "model"  # the checkpoints' names: model-<step>
+DTYPES = ("float32", "float64")
+# How often lock() tries again when the folder is moved away between opening and locking it.
+_LOCK_ATTEMPTS = 20
 
-# Locks this process holds: {real path: [fd, count]}, so that the CLI and the
+
+@dataclass
+class _Lock:
+    fd: int
+    count: int = 1
+    made: list = field(default_factory=list)  # folders lock(create=True) made, outermost first
+
+
+# Locks this process holds: {real path: _Lock}, so that the CLI and the
 # ModelCheckpoint callback inside it can both ask for the same folder.
 _held = {}
 
@@ -57,6 +80,11 @@ def free_space(path):
         free /= 1024
 
 
+def checkpoint_step(name):
+    """The step in a checkpoint's name: ``"model-1000"`` -> 1000."""
+    return int(name.rpartition("-")[2])
+
+
 class TrainingFolder:
     """The training folder at ``path`` (it may not exist yet)."""
 
@@ -69,17 +97,25 @@ class TrainingFolder:
 
     # -- what it holds -----------------------------------------------------------------
     def read_run(self):
-        """``run.json`` as a dict, or None when the folder holds no run."""
+        """``run.json`` as a dict, or None when the folder holds no run.
+
+        Every field the commands use is checked here, once: a damaged or edited
+        file (empty, not JSON, a list, ``"dtype": "float16"``) is a
+        :class:`FolderError` naming the file and the field, never a traceback
+        later on.
+        """
         path = os.path.join(self.path, RUN_FILE)
         try:
-            with open(path, encoding="utf-8") as f:
-                run = json.load(f)
+            with open(path, "rb") as f:
+                run = json.loads(f.read().decode("utf-8"))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
-            raise FolderError(f"{path} cannot be read ({e}); move it away to start a new run") from None
-        if not isinstance(run, dict) or not isinstance(run.get("model"), str):
-            raise FolderError(f"{path} is not a scratchnet run file (no 'model')")
+        except (OSError, ValueError) as e:  # unreadable, a folder, not UTF-8, not JSON
+            raise FolderError(f"{path} cannot be read ({_reason(e)}); move it away to start a new run") from None
+        problem = _run_problem(run)
+        if problem:
+            raise FolderError(f"{path} is not a scratchnet run file ({problem}); it was edited or is damaged: "
+                              f"move it away to start a new run")
         return run
 
     def write_run(self, run):
@@ -90,29 +126,77 @@ class TrainingFolder:
     def has_checkpoints(self):
         return self.exists and (os.path.exists(os.path.join(self.path, INDEX_NAME)) or bool(list_checkpoints(self.path)))
 
-    def newest_intact_checkpoint(self):
-        """``(newest, problem, intact)``: the newest checkpoint, what is wrong with it (None when it reads), and the
-        newest one that reads (None when none does). Each is verified by its checksum."""
-        newest = latest_checkpoint(self.path)
-        candidates = list_checkpoints(self.path)
-        if newest is None and not candidates:
-            return None, None, None
-        problem = None
-        if newest is not None:
-            try:
-                read_archive(newest)
-                return newest, None, newest
-            except CheckpointError as e:
-                problem = str(e)
-        for path in reversed(candidates):
-            if path == newest:
+    def is_training_folder(self):
+        """Whether the folder holds a run (``run.json`` or checkpoints): the only kind ``--overwrite`` moves."""
+        if not self.exists:
+            return False
+        pattern = re.compile(re.escape(PREFIX) + r"-[0-9]+")
+        return any(n in (RUN_FILE, INDEX_NAME) or pattern.fullmatch(n) for n in os.listdir(self.path))
+
+    def is_empty(self):
+        return not self.exists or not os.listdir(self.path)
+
+    def check_index(self):
+        """The checkpoint index as a dict (None when there is none); a damaged or crafted one is a
+        :class:`FolderError`, so that a run never starts that would fail at its first save."""
+        try:
+            return read_index(self.path)
+        except (CheckpointError, OSError, ValueError) as e:
+            raise FolderError(f"{_reason(e)}; move it away: --resume finds the checkpoints without it") from None
+
+    def resume_checkpoint(self):
+        """``(path, notes)``: the checkpoint ``--resume`` continues from, and why it is not simply the newest.
+
+        The candidates, newest first, are the one the index names as latest,
+        then every ``model-<step>`` the index lists or the folder holds (the
+        index may be gone). A *missing* one is passed over, and ``notes`` says
+        so: a user who deletes ``model-20`` asks to go on from ``model-15``. A
+        *damaged* one (bad checksum, truncated, a folder, unreadable) stops
+        the command with a :class:`FolderError` naming it and the newest intact
+        one, which ``--resume-from`` continues from: a damaged file is never
+        passed over silently, nor overwritten by the next save.
+
+        ``path`` is None when the folder holds no checkpoint at all; when it
+        names checkpoints and none of them is there, that is a FolderError too
+        (starting from step 0 would overwrite the run's metrics).
+        """
+        index = self.check_index()
+        names = self._checkpoint_names(index)
+        notes = [] if index is not None or not names else ["the checkpoint index is missing; "
+                                                           "the checkpoints were found by their names"]
+        missing = []
+        for i, name in enumerate(names):
+            path = os.path.join(self.path, name)
+            if not os.path.lexists(path):
+                missing.append(name)
                 continue
-            try:
-                read_archive(path)
-                return newest, problem, path
-            except CheckpointError:
-                continue
-        return newest, problem, None
+            problem = _damage(path)
+            if problem is None:
+                if missing:
+                    notes.append(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing; "
+                                 f"resuming from {name}")
+                return path, notes
+            intact = next((p for p in (os.path.join(self.path, n) for n in names[i + 1:])
+                           if os.path.lexists(p) and _damage(p) is None), None)
+            way_on = (f"the newest intact one is {intact}: continue from it with --resume-from {intact}" if intact
+                      else "no intact checkpoint is left; start again with --overwrite (the run is moved aside)")
+            raise FolderError(f"{problem}; {way_on}")
+        if missing:
+            raise FolderError(f"the checkpoints of {self.path} ({', '.join(missing)}) are all missing, so there is "
+                              f"nothing to resume from; start again with --overwrite (the run is moved aside)")
+        return None, notes
+
+    def _checkpoint_names(self, index):
+        """Checkpoint names, newest first: the index's latest, then the others it lists or the folder holds."""
+        pattern = re.compile(re.escape(PREFIX) + r"-[0-9]+")
+        listed = [n for n in (index or {}).get("all", []) if pattern.fullmatch(n)]
+        try:
+            on_disk = [n for n in os.listdir(self.path) if pattern.fullmatch(n)]
+        except OSError:
+            on_disk = []
+        others = sorted(set(listed) | set(on_disk), key=checkpoint_step, reverse=True)
+        latest = (index or {}).get("latest")
+        return [latest] + [n for n in others if n != latest] if latest else others
 
     # -- ownership ---------------------------------------------------------------------
     @property
@@ -120,25 +204,39 @@ class TrainingFolder:
         """True when this process holds the folder's lock."""
         return os.path.realpath(self.path) in _held
 
-    def lock(self):
+    def lock(self, create=False):
         """Take the folder for this process (re-entrant); raise :class:`FolderBusy` naming the owner.
 
-        The folder must exist. Release with :meth:`unlock`.
+        With ``create``, a missing folder (and missing parents) is made first;
+        :meth:`release` removes what it made if the command ends before
+        writing anything there. Without it, the folder must exist. Release
+        with :meth:`unlock`.
+
+        Another process may rename the folder aside (``--overwrite``) between
+        our opening it and locking it: the lock would then be on its old run.
+        So once locked, the folder is checked to still be the one at ``path``,
+        and if it is not, it is unlocked and taken again.
         """
         key = os.path.realpath(self.path)
         if key in _held:
-            _held[key][1] += 1
+            _held[key].count += 1
             return
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            raise FolderBusy(f"{self.path} is being trained into by {self._owner()}; wait for it to finish, "
-                             f"or train into another --logdir") from None
-        _held[key] = [fd, 1]
+        for _ in range(_LOCK_ATTEMPTS):
+            made = _make_folders(self.path) if create else []
+            fd = _open_folder(self.path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                raise FolderBusy(f"{self.path} is being trained into by {self._owner()}; wait for it to finish, "
+                                 f"or train into another --logdir") from None
+            if _same_folder(fd, self.path):
+                _held[os.path.realpath(self.path)] = _Lock(fd, 1, made)
+                return
+            os.close(fd)  # it was moved away under us: take the folder now at path
+        raise FolderError(f"{self.path} kept being replaced while this command tried to lock it")
 
     def claim(self):
         """Record this process as the owner (``train.pid``); call once holding the lock, before training."""
@@ -149,26 +247,27 @@ class TrainingFolder:
         entry = _held.get(key)
         if entry is None:
             return
-        entry[1] -= 1
-        if entry[1] == 0:
+        entry.count -= 1
+        if entry.count == 0:
             try:
                 pid_file = os.path.join(self.path, PID_FILE)
                 if _read_pid(pid_file) == os.getpid():
                     os.remove(pid_file)
             except OSError:
                 pass
-            os.close(entry[0])
+            _remove_empty(entry.made)  # still holding the lock, so no one has started using them
+            os.close(entry.fd)
             del _held[key]
 
     def release(self):
         """Give the folder up whatever the count (the command that took it is ending)."""
         entry = _held.get(os.path.realpath(self.path))
         if entry is not None:
-            entry[1] = 1
+            entry.count = 1
             self.unlock()
 
     def _owner(self):
-        pid = _read_pid(os.path.join(self.path, PID_FILE))
+        pid = _flock_owner(self.path) or _read_pid(os.path.join(self.path, PID_FILE))
         if pid is None:
             return "another process"
         try:
@@ -178,21 +277,235 @@ class TrainingFolder:
             command = ""
         return f"process {pid}" + (f" ({command})" if command else "")
 
-    # -- moving an old run aside -------------------------------------------------------
-    def remove(self):
-        """Delete the folder (only for what scratchnet itself made to be replaced: an earlier demo's output)."""
-        shutil.rmtree(self.path)
-
+    # -- moving an old run aside, clearing the demo's own --------------------------------
     def move_aside(self):
-        """Rename the folder to ``<path>.old-<YYYYmmdd-HHMMSS>``; return the new name."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = f"{self.path.rstrip(os.sep)}.old-{stamp}"
-        n = 1
-        while os.path.exists(target):
-            n += 1
-            target = f"{self.path.rstrip(os.sep)}.old-{stamp}-{n}"
+        """Rename the run to ``<path>.old-<YYYYmmdd-HHMMSS>``, put a new, empty, locked folder in its place, and
+        return the old run's new name.
+
+        The caller must hold the lock, and keeps holding it through the rename:
+        no process can be training into the folder as it moves. One that opened
+        it just before finds, once it gets its lock, that its folder is no
+        longer at ``path`` (:meth:`lock` re-checks), and meets this one's.
+        """
+        key = os.path.realpath(self.path)
+        old = _held.get(key)
+        if old is None:
+            raise FolderError(f"{self.path}: moving a run aside needs the folder's lock")
+        target = _aside_name(self.path)
         os.rename(self.path, target)
+        del _held[key]
+        try:
+            self.lock(create=True)
+        except BaseException:
+            if not os.path.lexists(self.path):  # put the run back, locked as it was
+                os.rename(target, self.path)
+                _held[key] = old
+                raise
+            os.close(old.fd)
+            raise
+        _held[os.path.realpath(self.path)].count = old.count
+        os.close(old.fd)
         return target
+
+    def move_back(self, aside):
+        """Undo :meth:`move_aside` after a failure: the new folder (still empty) goes, the run at ``aside`` comes
+        back, and the lock is given up. Returns False when the new folder is no longer empty (then nothing moves)."""
+        pid_file = os.path.join(self.path, PID_FILE)
+        if _read_pid(pid_file) == os.getpid():
+            os.remove(pid_file)
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            return False
+        os.rename(aside, self.path)
+        entry = _held.pop(os.path.realpath(self.path), None)
+        if entry is not None:
+            os.close(entry.fd)
+        return True
+
+    def remove_run_files(self):
+        """Delete the files a run wrote here, and nothing else; return the names of the others, which stay.
+
+        For the demo, which replaces its own earlier run: ``run.json``, the
+        ``model-<step>`` checkpoints and their index, the metrics, the plot,
+        the trace and TensorBoard's event files in ``train/`` and ``test/``.
+        A user's notes beside them are kept. Call holding the lock.
+        """
+        ours = re.compile(re.escape(PREFIX) + r"-[0-9]+|" + "|".join(
+            re.escape(n) for n in (RUN_FILE, INDEX_NAME, *METRICS_FILES, "curves.png", "trace.json")))
+        kept = []
+        for name in sorted(os.listdir(self.path)):
+            path = os.path.join(self.path, name)
+            if name in ("train", "test") and _is_real_folder(path):
+                _remove_event_files(path)
+                if os.listdir(path):
+                    kept.append(name)
+                else:
+                    os.rmdir(path)
+            elif ours.fullmatch(name) and _is_regular_file(path):
+                os.remove(path)
+            elif name != PID_FILE:
+                kept.append(name)
+        return kept
+
+    def remove_stale_temporaries(self):
+        """Remove the temporary files that saves killed mid-write left here; return their names.
+
+        :func:`scratchnet.archive.atomic_write` writes ``NAME`` through
+        ``.NAME.<pid>-<8 hex>.tmp``. Only the temporaries of this folder's own
+        files are removed (checkpoints and index, through the saver's
+        ``remove_stale_temporaries`` where it exists; ``run.json``,
+        ``train.pid`` and the metrics here), and only those whose writer is
+        gone. Call holding the lock.
+        """
+        from . import checkpoint
+
+        removed = []
+        saver_clean = getattr(checkpoint, "remove_stale_temporaries", None)
+        if saver_clean is not None:
+            removed += saver_clean(self.path, prefix=PREFIX)
+        pattern = re.compile(r"\.(?:" + "|".join(re.escape(n) for n in (RUN_FILE, PID_FILE, *METRICS_FILES))
+                             + r")\.(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}\.tmp")
+        for name in sorted(os.listdir(self.path)):
+            match = pattern.fullmatch(name)
+            path = os.path.join(self.path, name)
+            if match and not _pid_alive(int(match["pid"])) and _is_regular_file(path):
+                os.remove(path)
+                removed.append(name)
+        return removed
+
+
+# ----------------------------------------------------------------------------
+# run.json
+
+
+def _run_problem(run):
+    """What is wrong with a parsed ``run.json`` (a short phrase naming the field), or None."""
+    if not isinstance(run, dict):
+        return f"a JSON {type(run).__name__}, not an object"
+    if not isinstance(run.get("model"), str) or not run["model"]:
+        return "no 'model'"
+    checks = {
+        "command": lambda v: isinstance(v, str),
+        "hparams": lambda v: isinstance(v, dict),
+        "dtype": lambda v: v in DTYPES,
+        "data": lambda v: isinstance(v, str),
+        "batch_size": lambda v: _is_int(v) and v > 0,
+        "seed": lambda v: _is_int(v) and v >= 0,
+        "vocab": lambda v: isinstance(v, list) and v and all(isinstance(t, str) for t in v),
+        "level": lambda v: v in ("char", "word"),
+        "data_path": lambda v: v is None or isinstance(v, str),
+        "fashion": lambda v: isinstance(v, bool),
+        "validation_size": lambda v: v is None or (_is_int(v) and v >= 0),
+    }
+    for name, ok in checks.items():
+        if name in run and not ok(run[name]):
+            return f"{name!r} is {run[name]!r}" if len(repr(run[name])) < 60 else f"{name!r} is malformed"
+    return None
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _reason(e):
+    """An exception as a short phrase: ``Permission denied``, ``Expecting value: line 1 column 1 (char 0)``."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
+# ----------------------------------------------------------------------------
+# checkpoints
+
+
+def _damage(path):
+    """What is wrong with the checkpoint at ``path`` (a phrase naming it), or None when it reads intact."""
+    try:
+        read_archive(path)
+    except CheckpointError as e:
+        return str(e)
+    except IsADirectoryError:
+        return f"{path!r} is a folder, not a checkpoint file"
+    except OSError as e:
+        return f"{path!r} cannot be read ({_reason(e)})"
+    return None
+
+
+# ----------------------------------------------------------------------------
+# locking
+
+
+def _make_folders(path):
+    """Create ``path`` and any missing parents; return those this call made, outermost first."""
+    missing = []
+    while path and not os.path.lexists(path):
+        missing.append(path)
+        parent = os.path.dirname(path.rstrip(os.sep))
+        if parent == path:
+            break
+        path = parent
+    made = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:  # another process made it first: it is not ours to remove
+            continue
+        made.append(folder)
+    return made
+
+
+def _remove_empty(folders):
+    """Remove the folders of ``folders`` (outermost first) that are still empty, innermost first."""
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
+def _open_folder(path):
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except NotADirectoryError:
+        raise FolderError(f"{path} exists and is not a folder") from None
+
+
+def _same_folder(fd, path):
+    """Whether the open folder ``fd`` is still the one at ``path`` (not renamed away or replaced)."""
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _flock_owner(path):
+    """The pid holding a ``flock`` on ``path``, from the kernel's table (``/proc/locks``), or None."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 5040 fe:00:2146514 0 EOF" (a waiter's line has "->" after the number)
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == device and parts[4].isdigit():
+            pid = int(parts[4])
+            if pid > 0 and pid != os.getpid():
+                return pid
+    return None
+
+
+def _aside_name(path):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = path.rstrip(os.sep)
+    target, n = f"{base}.old-{stamp}", 1
+    while os.path.lexists(target):
+        n += 1
+        target = f"{base}.old-{stamp}-{n}"
+    return target
 
 
 def _read_pid(path):
@@ -201,3 +514,39 @@ def _read_pid(path):
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's live process, or a pid we cannot ask about: leave its file
+    return True
+
+
+# ----------------------------------------------------------------------------
+# files
+
+
+def _is_regular_file(path):
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_real_folder(path):
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _remove_event_files(folder):
+    """Delete TensorBoard's event files (``events.out.tfevents.*``) in ``folder``; leave anything else."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith("events.out.tfevents.") and _is_regular_file(path):
+            os.remove(path)

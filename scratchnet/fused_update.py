@@ -15,6 +15,10 @@ order, so the weights, gradients and shadows come out bit for bit as the
 three phases leave them; only the penalty's float64 sum is added up in
 another order. Anything else (momentum, Adam, an L1 term, data-parallel
 training, the first step, before the shadows exist) takes the three phases.
+
+Either way the gradients are checked for NaN and infinities before any weight
+is updated (``Model.check_finite``, :func:`scratchnet.training.check_step`): the
+kernel updates in place, so a refused step must never reach it.
 """
 from __future__ import annotations
 

@@ -106,9 +106,14 @@ def prediction_grids(images, labels, logits, count=32, mistakes=16, columns=8):
     wrong = numpy.flatnonzero(predicted != labels)
     if len(wrong):
         sure = wrong[numpy.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:mistakes]
-        captions = [f"{predicted[i]}/{labels[i]} {min(99, int(100 * probs[i, predicted[i]]))}%" for i in sure]
+        captions = [f"{predicted[i]}/{labels[i]} {_percent(probs[i, predicted[i]])}" for i in sure]
         out["confident_mistakes"] = grid(images[sure], captions, [RED] * len(sure), columns)
     return out
+
+
+def _percent(p):
+    """``"87%"`` (at most 99: a sure mistake still reads as not certain); ``"NaN"`` for a model gone non-finite."""
+    return f"{min(99, int(100 * p))}%" if numpy.isfinite(p) else "NaN"
 
 
 def encode_png(picture):

@@ -9,7 +9,7 @@ for any finite logits, and the fused ``softmax - onehot`` gradient.
 from __future__ import annotations
 
 from . import ops
-from ._checks import scalar_grad
+from ._checks import check_ids, scalar_grad
 from ._config import Configurable
 from .backend import get_backend
 
@@ -71,13 +71,14 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         ids = y_true
         if ids.ndim == y_pred.ndim and ids.shape[-1] == 1:
             ids = ids.reshape(ids.shape[:-1])
-        if ids.dtype.kind == "f":
-            ids = ids.astype(xp.int64)
         if tuple(ids.shape) != tuple(y_pred.shape[:-1]):
             raise ValueError(
                 f"{op}: y_true must hold one class id per row of y_pred, shape {tuple(y_pred.shape[:-1])}; "
                 f"got {tuple(y_true.shape)} (y_pred: {tuple(y_pred.shape)})"
             )
+        if ids.dtype.kind == "f":  # float labels (Keras takes them): 1.0 is class 1; 1.7 is refused, not truncated
+            K = y_pred.shape[-1]
+            ids = check_ids(op, get_backend(), "y_true", ids, K, f"y_pred has {K} classes", floats=True)
         if self.from_logits:
             loss, backprop = ops.softmax_cross_entropy(y_pred, ids)
             return float(loss), backprop

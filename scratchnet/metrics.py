@@ -6,6 +6,9 @@ labels' shape, as Keras's ``"accuracy"`` does with the matching loss.
 """
 from __future__ import annotations
 
+from ._checks import check_ids
+from .backend import get_backend
+
 
 def sparse_categorical_accuracy(y_true, y_pred):
     """Fraction of positions whose largest ``y_pred`` entry is the class id in ``y_true``."""
@@ -16,7 +19,11 @@ def sparse_categorical_accuracy(y_true, y_pred):
         raise ValueError(
             f"sparse_categorical_accuracy: y_true must have shape {tuple(y_pred.shape[:-1])}, got {tuple(y_true.shape)}"
         )
-    return float((y_pred.argmax(axis=-1) == ids.astype(int)).mean())
+    if ids.dtype.kind == "f":  # 1.0 is class 1; 1.7 is a mistake that a cast would truncate
+        K = y_pred.shape[-1]
+        ids = check_ids("sparse_categorical_accuracy", get_backend(), "y_true", ids, K, f"y_pred has {K} classes",
+                        floats=True)
+    return float((y_pred.argmax(axis=-1) == ids).mean())
 
 
 def categorical_accuracy(y_true, y_pred):

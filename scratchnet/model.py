@@ -17,6 +17,7 @@ runs the one training loop of :mod:`scratchnet.training`.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy
 
@@ -24,6 +25,7 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
 from . import fused_update, recording, training
+from ._checks import check_bool, check_count
 from .backend import get_backend, to_numpy
 from .layers.base import Layer, as_backend_array, shape_of
 from .serialization import deserialize, register, serialize
@@ -51,6 +53,11 @@ class Model(Layer):
     data_parallel : :class:`scratchnet.distributed.DataParallel` or None
         Set by ``DataParallel(model)``: the model then trains on its rank's
         rows of each batch and averages its gradients with the other ranks.
+    check_finite : bool
+        True (the default): :meth:`train_on_batch` refuses a step whose loss
+        or gradients hold a NaN or an infinity, raising
+        :class:`scratchnet.training.NonFiniteError` before the update.
+        ``fit(check_finite=False)`` turns it off for one run.
     """
 
     _names_weights = False
@@ -65,6 +72,7 @@ class Model(Layer):
         self.step = 0
         self.stop_training = False
         self.data_parallel = None
+        self.check_finite = True
 
     def __setattr__(self, key, value):
         if isinstance(value, Layer) and not key.startswith("_"):
@@ -223,35 +231,57 @@ class Model(Layer):
         return self.train_on_shard(x, y)
 
     def train_on_shard(self, x, y):
-        """:meth:`train_on_batch` on this process's rows; the gradients are averaged over the ranks before the optimizer."""
+        """:meth:`train_on_batch` on this process's rows; the gradients are averaged over the ranks before the optimizer.
+
+        With :attr:`check_finite`, the loss and the gradients are checked
+        after the backward pass and before anything is updated
+        (:func:`scratchnet.training.check_step`): a step holding a NaN or an
+        infinity raises :class:`scratchnet.training.NonFiniteError` and leaves
+        the weights, the optimizer, the moving average and ``step`` as they were.
+        """
         self._require_compiled("train_on_batch")
         if self.optimizer is None:
             raise ValueError(f"{self.name}: compile with an optimizer before train_on_batch")
-        y = as_backend_array(y, self.dtype)
+        x, y = as_backend_array(x, self.dtype), as_backend_array(y, self.dtype)
         self.zero_grad()
         # The input is data: no layer computes its gradient (the first layer skips its dx).
-        y_pred, backprop = self.forward(as_backend_array(x, self.dtype), training=True, need_dx=False)
+        y_pred, backprop = self.forward(x, training=True, need_dx=False)
         value, loss_backprop = self.loss(y, y_pred)
+        loss = float(value)
         backprop(loss_backprop(1.0))
         params = self.trainable_parameters
+        check = (lambda: training.check_step(self, loss, params, x, y)) if self.check_finite else None
         if fused_update.fusable(self, params):  # plain SGD, L2 and a moving average: one pass per parameter
+            if check is not None:
+                with recording.region("check_finite"):
+                    check()
             penalty = fused_update.sgd_l2_ema_step(self, params)
         else:
-            penalty = self._update(params)
+            penalty = self._update(params, check, loss)
         self.step += 1
-        return self._compute_logs(y, y_pred, float(value) + penalty)
+        return self._compute_logs(y, y_pred, loss + penalty)
 
-    def _update(self, params):
+    def _update(self, params, check=None, loss=0.0):
         """The end of a step in three phases: the penalties' gradients, the optimizer, the moving average.
+
+        ``check()``, when given, runs after the gradients are final (the
+        penalties' added, averaged over the ranks) and before the optimizer:
+        it raises to refuse the step. ``loss`` is this rank's loss, shared
+        with the other ranks through the gradients when it is not finite.
         Returns the penalty of the weights before the step."""
         with recording.region("regularizer"):
             penalty = self.regularization_loss()
             self.regularization_backward()
         if self.data_parallel is not None:
+            if check is not None:  # every rank must refuse the same step: see share_nonfinite_loss
+                training.share_nonfinite_loss(loss, params)
             # After the regularizer: each rank's gradient is weighted by its share of the batch, so
             # the L2 term every rank added comes out once, and clipping sees the global gradient.
             with recording.region("allreduce"):
                 self.data_parallel.allreduce_gradients()
+        if check is not None:
+            with recording.region("check_finite"):
+                check()
         with recording.region("optimizer"):
             self.optimizer.step(params)
         if self.ema is not None:
@@ -269,6 +299,7 @@ class Model(Layer):
 
     def predict(self, x, batch_size=32):
         """Inference-mode outputs for ``x``, batch by batch, as one host (NumPy) array."""
+        batch_size = check_count("predict", "batch_size", batch_size)
         n = training.num_examples(x)
         outs = []
         for start in range(0, n, batch_size):
@@ -279,21 +310,34 @@ class Model(Layer):
     def evaluate(self, x, y, batch_size=32, callbacks=None, verbose=0):
         """``{"loss": ..., <metric>: ...}`` averaged over all of ``x`` (weighted by batch size)."""
         self._require_compiled("evaluate")
+        training.num_examples(x, y, "evaluate")
+        batch_size = check_count("evaluate", "batch_size", batch_size)
+        _check_verbose("evaluate", verbose)
         batches = training.array_batches(x, y, batch_size, shuffle=False, epochs=1)
         return training.evaluate(self, ((xb, yb) for _, xb, yb in batches), callbacks)
 
-    def fit(self, x, y, batch_size=32, epochs=1, validation_data=None, callbacks=None, verbose=1, shuffle=True):
+    def fit(self, x, y, batch_size=32, epochs=1, validation_data=None, callbacks=None, verbose=1, shuffle=True,
+            validation_split=0.0, steps_per_epoch=None, check_finite=True):
         """Train for ``epochs`` passes over ``(x, y)``, driving Keras's callback protocol.
 
         Batch logs hold the running mean of the epoch so far (as Keras 3);
         epoch logs hold the epoch's means, plus ``val_<name>`` for
-        ``validation_data=(x_val, y_val)``. When ``verbose`` and no
-        :class:`scratchnet.callbacks.ProgressBar` is given, one is added
-        (on rank 0 only, under data parallelism). A callback can set
-        ``model.stop_training = True``. After
+        ``validation_data=(x_val, y_val)``, or for the last
+        ``validation_split`` of ``(x, y)``, held out before shuffling (as
+        Keras does). ``steps_per_epoch`` makes an epoch that many batches
+        (the data cycles on across epochs) instead of one pass. When
+        ``verbose`` and no :class:`scratchnet.callbacks.ProgressBar` is given,
+        one is added (on rank 0 only, under data parallelism). A callback can
+        set ``model.stop_training = True``. After
         ``sn.distributed.DataParallel(model)``, run the same ``fit`` on every
         rank (``mpiexec -n R python script.py``): ``batch_size`` is the global
         batch, and each rank trains on its share of it.
+
+        A step whose loss or gradients hold a NaN or an infinity is not
+        applied: training stops with :class:`scratchnet.training.NonFiniteError`,
+        after the callbacks' ``on_train_end``. ``check_finite=False`` trains
+        on regardless. Every argument is checked before the first step: a bad
+        one is a ``ValueError`` naming it.
 
         Returns
         -------
@@ -303,25 +347,37 @@ class Model(Layer):
         from . import callbacks as _callbacks
 
         self._require_compiled("fit")
-        n = training.num_examples(x, y)
+        n = training.num_examples(x, y, "fit")
+        batch_size = check_count("fit", "batch_size", batch_size)
+        epochs = check_count("fit", "epochs", epochs)
+        steps_per_epoch = check_count("fit", "steps_per_epoch", steps_per_epoch, none=True)
+        verbose = _check_verbose("fit", verbose)
+        check_bool("fit", "shuffle", shuffle)
+        check_bool("fit", "check_finite", check_finite)
         if n == 0:
             raise ValueError(f"{self.name}: fit needs at least one example")
+        x, y, validation_data = _hold_out(x, y, validation_split, validation_data)
+        if validation_data is not None:
+            x_val, y_val = _check_validation_data(validation_data, x, y)
         callbacks = list(callbacks or [])
         root = self.data_parallel is None or self.data_parallel.is_root  # one progress bar for all the ranks
         if verbose and root and not any(isinstance(c, _callbacks.ProgressBar) for c in callbacks):
             callbacks.append(_callbacks.ProgressBar())
-        steps_per_epoch = math.ceil(n / batch_size)
+        batches = training.array_batches(x, y, batch_size, shuffle=shuffle)
+        if steps_per_epoch is None:
+            steps_per_epoch = math.ceil(len(x) / batch_size)
+        else:
+            batches = _epochs_of(batches, steps_per_epoch)
         validate = None
         if validation_data is not None:
-            x_val, y_val = validation_data
 
             def validate():
                 return self.evaluate(x_val, y_val, batch_size=batch_size, callbacks=callbacks)
 
         return training.train(
-            self, training.array_batches(x, y, batch_size, shuffle=shuffle), epochs * steps_per_epoch, callbacks,
+            self, batches, epochs * steps_per_epoch, callbacks,
             params={"epochs": epochs, "steps": steps_per_epoch, "batch_size": batch_size, "verbose": verbose},
-            validate=validate,
+            validate=validate, check_finite=check_finite,
         )
 
     def summary(self, print_fn=print):
@@ -343,6 +399,67 @@ class Model(Layer):
         text = "\n".join(lines)
         print_fn(text)
         return text
+
+
+def _check_verbose(op, verbose):
+    """Keras's ``verbose``: 0 (silent), 1 (a progress bar), 2 (one line per epoch), or ``"auto"`` (1); as an int."""
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, (bool, numpy.bool_)) or (isinstance(verbose, (int, numpy.integer)) and verbose in (0, 1, 2)):
+        return int(verbose)
+    raise ValueError(f"{op}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+
+
+def _hold_out(x, y, validation_split, validation_data):
+    """``(x, y, validation_data)`` with the last ``validation_split`` of the examples held out, as Keras does.
+
+    Keras trains on the first ``ceil(n * (1 - split))`` examples, before any
+    shuffling, so the held-out ones are the same every epoch.
+    """
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+            or not 0 <= validation_split < 1:
+        raise ValueError(f"fit: validation_split must be a number in [0, 1), got {validation_split!r}")
+    if not validation_split:
+        return x, y, validation_data
+    if validation_data is not None:
+        raise ValueError("fit: give validation_data or validation_split, not both")
+    n = len(x)
+    split_at = math.ceil(n * (1 - validation_split))
+    if split_at == n:
+        raise ValueError(f"fit: validation_split={validation_split!r} of {n} examples leaves no example to validate on")
+    return x[:split_at], y[:split_at], (x[split_at:], y[split_at:])
+
+
+def _check_validation_data(validation_data, x, y):
+    """``(x_val, y_val)``, checked before training rather than at the end of the first epoch."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        got = (f"a {type(validation_data).__name__} of {len(validation_data)}"
+               if isinstance(validation_data, (tuple, list)) else type(validation_data).__name__)
+        raise ValueError(f"fit: validation_data must be a pair (x_val, y_val), got {got}")
+    x_val, y_val = validation_data
+    n = len(x_val)
+    if len(y_val) != n:
+        raise ValueError(f"fit: validation_data: x_val and y_val must have the same number of examples, "
+                         f"got {n} and {len(y_val)}")
+    if n == 0:
+        raise ValueError("fit: validation_data holds no examples")
+    for name, train, val in (("x", x, x_val), ("y", y, y_val)):
+        want, got = _per_example(train), _per_example(val)
+        if want != got:
+            raise ValueError(f"fit: validation_data: {name}_val must have {name}'s shape per example {want}, got {got}")
+    return x_val, y_val
+
+
+def _per_example(a):
+    """The shape of one example of ``a``; a trailing axis of 1 (labels as ``(N, 1)``) does not count."""
+    shape = tuple(numpy.shape(a)[1:])
+    return shape[:-1] if shape and shape[-1] == 1 else shape
+
+
+def _epochs_of(batches, steps_per_epoch):
+    """The batches relabelled: epoch ``i`` is batches ``i * steps_per_epoch`` to ``(i + 1) * steps_per_epoch - 1``."""
+    for i, (_, x, y) in enumerate(batches):
+        yield i // steps_per_epoch, x, y
 
 
 def _format_shape(shape):

@@ -60,9 +60,15 @@ def serialize(layer):
 
 
 def deserialize(config):
-    """The layer a :func:`serialize` dict describes, unbuilt."""
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(f"layers.deserialize: expected {{'class_name', 'config'}}, got {config!r}")
+    """The layer a :func:`serialize` dict describes, unbuilt.
+
+    The dict may come from a file (an exported model), so its shape is
+    checked here: a malformed one is a ValueError, not a TypeError deep in a
+    constructor.
+    """
+    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str) \
+            or not isinstance(config.get("config", {}), dict):
+        raise ValueError(f"layers.deserialize: expected {{'class_name': str, 'config': dict}}, got {config!r:.200}")
     key = config["class_name"]
     cls = _REGISTRY.get(key)
     if cls is None:

@@ -16,13 +16,46 @@ Where the batches come from is the caller's: :func:`array_batches` shuffles
 arrays epoch by epoch for ``fit``; a zoo recipe draws its own
 (:meth:`scratchnet.zoo.Recipe.batches`). :func:`evaluate` is the one weighted
 mean of ``test_on_batch`` over batches.
+
+A step whose loss or gradients hold a NaN or an infinity is refused before
+the optimizer sees it (:func:`check_step`): training stops with a
+:class:`NonFiniteError` naming the step and the first tensor that is not
+finite, the weights stay those of the last finite step, and the callbacks
+see ``on_train_end``, as after Keras's ``TerminateOnNaN``. ``check_finite=False``
+trains on regardless.
 """
 from __future__ import annotations
+
+import math
 
 import numpy
 
 from . import random as _random
+from ._checks import check_bool, check_count, first_marked, format_index
 from .backend import get_backend
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step produced a NaN or an infinity, so it was not applied.
+
+    Attributes
+    ----------
+    step : int
+        The global step that was refused (``model.step + 1``); the weights are
+        those after ``step - 1``.
+    tensor : str
+        The first tensor found not finite: ``"input batch x"``, ``"labels y"``,
+        ``"weight <name>"``, ``"loss"`` or ``"gradient of <parameter name>"``.
+    message : str
+    """
+
+    def __init__(self, step, tensor, message):
+        # All three in args, so that the error pickles (it may cross from an MPI rank or a worker).
+        super().__init__(step, tensor, message)
+        self.step, self.tensor, self.message = step, tensor, message
+
+    def __str__(self):
+        return self.message
 
 
 class History:
@@ -63,6 +96,27 @@ class CallbackList:
             if method is not None:
                 method(*args)
 
+    def begin_training(self, logs):
+        """``on_train_begin`` on each callback; if one refuses (raises), those already begun are ended first.
+
+        A callback that refuses to start (a :class:`ModelCheckpoint` on another
+        run's folder) must not leave the ones before it half-begun: a
+        :class:`StopOnSignal` would keep its signal handlers, a lock would stay held.
+        """
+        begun = []
+        try:
+            for c in self.callbacks:
+                method = getattr(c, "on_train_begin", None)
+                if method is not None:
+                    method(logs)
+                begun.append(c)
+        except BaseException:
+            for c in reversed(begun):
+                method = getattr(c, "on_train_end", None)
+                if method is not None:
+                    method({})
+            raise
+
     def __getattr__(self, hook):
         if not hook.startswith("on_"):
             raise AttributeError(hook)
@@ -84,7 +138,8 @@ class _Means:
         return {k: v / self.count for k, v in self.totals.items()} if self.count else {}
 
 
-def train(model, batches, steps, callbacks=(), params=None, validate=None, validate_every=None, batch_logs="mean"):
+def train(model, batches, steps, callbacks=(), params=None, validate=None, validate_every=None, batch_logs="mean",
+          check_finite=True):
     """Run ``steps`` training steps of ``model`` over ``batches``: the one training loop.
 
     Parameters
@@ -110,6 +165,12 @@ def train(model, batches, steps, callbacks=(), params=None, validate=None, valid
     batch_logs : {"mean", "last"}
         What ``on_train_batch_end`` receives: the running means of the epoch
         so far (Keras 3's ``fit``), or this batch's own logs.
+    check_finite : bool
+        Refuse a step whose loss or gradients are not finite: it is not
+        applied, the callbacks see ``on_train_end``, and a
+        :class:`NonFiniteError` names the step and the tensor. ``False``
+        trains on regardless (the model's own ``check_finite`` is restored
+        afterwards).
 
     Returns
     -------
@@ -118,7 +179,19 @@ def train(model, batches, steps, callbacks=(), params=None, validate=None, valid
     """
     if batch_logs not in ("mean", "last"):
         raise ValueError(f"train: batch_logs must be 'mean' or 'last', got {batch_logs!r}")
-    steps = int(steps)
+    steps = check_count("train", "steps", steps, minimum=0)
+    validate_every = check_count("train", "validate_every", validate_every, none=True)
+    check_finite = check_bool("train", "check_finite", check_finite)
+    previous = getattr(model, "check_finite", True)
+    model.check_finite = check_finite
+    try:
+        return _train(model, batches, steps, callbacks, params, validate, validate_every, batch_logs)
+    finally:
+        model.check_finite = previous
+
+
+def _train(model, batches, steps, callbacks, params, validate, validate_every, batch_logs):
+    """:func:`train`, its arguments checked."""
     params = {**(params or {}), "initial_step": model.step, "total_steps": model.step + steps}
     history = History(params)
     cbs = CallbackList(callbacks, model, params)
@@ -135,7 +208,7 @@ def train(model, batches, steps, callbacks=(), params=None, validate=None, valid
         cbs.on_epoch_end(epoch, logs)
         history.append(epoch, logs)
 
-    cbs.on_train_begin({})
+    cbs.begin_training({})
     batches = iter(batches)
     for _ in range(steps):
         next_epoch, x, y = next(batches)
@@ -148,7 +221,14 @@ def train(model, batches, steps, callbacks=(), params=None, validate=None, valid
             epoch, means, batch = next_epoch, _Means(), 0
             cbs.on_epoch_begin(epoch, {})
         cbs.on_train_batch_begin(batch, {})
-        logs = model.train_on_batch(x, y)
+        try:
+            logs = model.train_on_batch(x, y)
+        except NonFiniteError:
+            # The step was not applied: the model is the last finite one. The callbacks end as after a stop
+            # (a checkpoint saves that state, the loggers flush), then the error goes to the caller.
+            model.stop_training = True
+            cbs.on_train_end(history.last())
+            raise
         means.add(logs, len(x))
         cbs.on_train_batch_end(batch, means.result() if batch_logs == "mean" else logs)
         batch += 1
@@ -172,6 +252,123 @@ def _should_stop(model):
     if stop:
         model.stop_training = True
     return stop
+
+
+def check_step(model, loss, params, x=None, y=None):
+    """Raise :class:`NonFiniteError` when this step's loss or a gradient of ``params`` is not finite.
+
+    ``Model.train_on_shard`` calls it after the backward pass, before the
+    optimizer (and the moving average) touch anything, so a refused step
+    leaves no trace. What it costs when all is well: ``math.isfinite`` of the
+    loss, and one pass over the gradients (:func:`_all_finite`). Only when
+    that cheap test trips does :func:`first_nonfinite` look at the step's
+    tensors one by one, to name the culprit.
+
+    ``x`` and ``y`` are the step's input and labels (named when they are the
+    cause).
+    """
+    if math.isfinite(loss) and _all_finite([p.grad for p in params if p.grad is not None]):
+        return
+    found = first_nonfinite(model, loss, params, x, y)
+    if found is None:  # not while the test above is exact; a cheaper, inexact one (a sum) could give false alarms
+        return
+    tensor, what = found
+    step = model.step + 1
+    raise NonFiniteError(step, tensor, (
+        f"step {step}: {what}; the step was not applied, so the weights are those after step {step - 1}. "
+        f"Look for the source (a NaN or an infinity in the data, a learning rate too high), "
+        f"or pass check_finite=False to train on regardless"
+    ))
+
+
+def _all_finite(arrays):
+    """Whether every entry of every array is finite: ``isfinite(a).all()`` per array, stacked into one answer.
+
+    The per-array answers stay in the arrays' module, so a GPU syncs once.
+    Why not the sum of each gradient (a NaN or an infinity makes it
+    non-finite)? On LeNet's 1.66 million float32 gradient entries NumPy's
+    pairwise sum takes about 0.6 ms where this takes 0.25 ms (best of many
+    runs, on one core), and a float32 sum can overflow while every entry is
+    finite: a false alarm.
+    """
+    if not arrays:
+        return True
+    xp = get_backend().xp
+    return bool(xp.stack([xp.isfinite(a).all() for a in arrays]).all())
+
+
+def first_nonfinite(model, loss, params, x=None, y=None):
+    """``(tensor, what)``: the first of the step's tensors holding a NaN or an infinity, or None when all are finite.
+
+    The order is the order of causes: the input batch, the labels, the
+    weights (an earlier update overflowed, or a restored checkpoint held a
+    NaN), the loss, then the gradients from the last layer back (the order
+    in which the backward pass computed them, so the first is where a NaN began).
+    """
+    for tensor, a in (("input batch x", x), ("labels y", y)):
+        entry = _nonfinite_entry(a)
+        if entry is not None:
+            (index, value), verb = entry, "holds" if tensor.startswith("input") else "hold"
+            row = _global_row(index[0]) if index else 0
+            return tensor, f"the {tensor} {verb} {value!s} at row {row} of the batch ([{format_index(index)}])"
+    for p in model.parameters():
+        entry = _nonfinite_entry(p.value)
+        if entry is not None:
+            return f"weight {p.name}", f"the weight {p.name} is not finite ({_at(entry)})"
+    if not math.isfinite(loss):
+        return "loss", f"the loss is {loss}"
+    for p in reversed(params):
+        entry = _nonfinite_entry(p.grad)
+        if entry is not None:
+            return f"gradient of {p.name}", f"the gradient of {p.name} is not finite ({_at(entry)}){_shared_note(model)}"
+    return None
+
+
+def _nonfinite_entry(a):
+    """``(index, value)`` of ``a``'s first NaN or infinity; None when ``a`` is finite or is not a float array."""
+    if a is None or getattr(a, "dtype", None) is None or a.dtype.kind not in "fc":
+        return None
+    bad = ~get_backend().xp.isfinite(a)
+    if not bad.any():
+        return None
+    return first_marked(a, bad)
+
+
+def _at(entry):
+    index, value = entry
+    return f"{value!s} at [{format_index(index)}]"
+
+
+def _global_row(row):
+    """Row ``row`` of this rank's share as a row of the global batch (under data parallelism)."""
+    from .distributed.shard import current_shard
+
+    shard = current_shard()
+    return row if shard is None else shard.start + row
+
+
+def _shared_note(model):
+    """What to say of a gradient that is averaged over the ranks: the NaN may come from another rank's batch."""
+    data_parallel = getattr(model, "data_parallel", None)
+    if data_parallel is None or data_parallel.world.size == 1:
+        return ""
+    return " after the allreduce (the cause may be another rank's batch: that rank's message names it)"
+
+
+def share_nonfinite_loss(loss, params):
+    """Under data parallelism, let a rank's non-finite loss reach every rank before the allreduce.
+
+    Each rank checks the averaged gradients, which are the same everywhere, so
+    every rank refuses the same step and none is left waiting in a collective.
+    A rank whose own loss is not finite (while its gradients may be) fills
+    one gradient with NaN: the sum carries it to all, at no extra message.
+    """
+    if math.isfinite(loss):
+        return
+    for p in params:
+        if p.grad is not None:
+            p.grad[...] = float("nan")
+            return
 
 
 def evaluate(model, batches, callbacks=()):
@@ -206,11 +403,17 @@ def array_batches(x, y, batch_size, shuffle=True, epochs=None):
     """``(epoch, x_batch, y_batch)`` over arrays, epoch after epoch (forever when ``epochs`` is None).
 
     Each epoch's order is drawn from :func:`scratchnet.random.generator` when
-    ``shuffle``; the last batch of an epoch may be short.
+    ``shuffle``; the last batch of an epoch may be short. The arguments are
+    checked here, at the call, not at the first batch (a generator's body
+    runs only when it is first asked for a batch).
     """
-    n = num_examples(x, y)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, numpy.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    n = num_examples(x, y, "array_batches")
+    batch_size = check_count("array_batches", "batch_size", batch_size)
+    epochs = check_count("array_batches", "epochs", epochs, minimum=0, none=True)
+    return _array_batches(x, y, n, batch_size, shuffle, epochs)
+
+
+def _array_batches(x, y, n, batch_size, shuffle, epochs):
     epoch = 0
     while epochs is None or epoch < epochs:
         order = _random.generator().permutation(n) if shuffle else numpy.arange(n)
@@ -220,11 +423,12 @@ def array_batches(x, y, batch_size, shuffle=True, epochs=None):
         epoch += 1
 
 
-def num_examples(x, y=None):
-    """``len(x)``, checked against ``len(y)``."""
+def num_examples(x, y=None, op=None):
+    """``len(x)``, checked against ``len(y)``; ``op`` (``"fit"``) starts the error."""
     n = len(x)
     if y is not None and len(y) != n:
-        raise ValueError(f"x and y must have the same number of examples, got {n} and {len(y)}")
+        where = f"{op}: " if op else ""
+        raise ValueError(f"{where}x and y must have the same number of examples, got {n} and {len(y)}")
     return n
 
 

@@ -2,6 +2,10 @@
 
     python tests/mpi_worker.py ring OUT.json          # the ring allreduce against MPI's Allreduce
     python tests/mpi_worker.py fit DTYPE OUT.npz      # fit data-parallel; rank 0 saves the final state
+    python tests/mpi_worker.py loop FOLDER            # the collectives of a training step, until stopped
+    python tests/mpi_worker.py uneven                 # rank r makes 2 + r collectives, then leaves
+    python tests/mpi_worker.py agree KEY=VALUE ...    # World.agree on these settings and a data fingerprint
+    python tests/mpi_worker.py model UNITS            # DataParallel over a model of Dense(UNITS)
 
 ``fit`` trains a small model that has everything whose result could depend
 on the number of ranks: dropout, L2 on both kernels, Adam's moments, global
@@ -14,7 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sys
+import time
 
 import numpy as np
 
@@ -73,8 +80,77 @@ def fit(dtype, out):
                                                      "step": model.step, "ranks": world.size}))
 
 
+def loop(folder):
+    """A training step's collectives, over and over; SIGTERM stops every rank at the same step, as training does.
+
+    Each rank writes its pid to ``FOLDER/rank-R.pid`` once it has made its
+    first collectives, so that a test can stop one. On SIGTERM (mpiexec
+    forwards it) each rank prints ``stopped at step N`` and exits 143.
+    """
+    world = sn.distributed.world()
+    stop = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))  # like StopOnSignal
+    gradients = np.ones(100_000, dtype=np.float32)
+    step = 0
+    while True:
+        step += 1
+        world.step = step
+        world.allreduce(gradients, what="allreduce of gradients")
+        world.allreduce_sum([1.0, 2.0], what="allreduce of the loss and metrics")
+        if step == 1:
+            with open(os.path.join(folder, f"rank-{world.rank}.pid"), "w") as f:
+                f.write(str(os.getpid()))
+        if world.any(bool(stop), what="agreement on stopping"):
+            print(f"rank {world.rank} stopped at step {step}", flush=True)
+            sys.exit(143)
+        time.sleep(0.02)
+
+
+def uneven():
+    """Rank r makes 2 + r barriers then exits: rank 1 waits for rank 0 at its third, which never comes."""
+    world = sn.distributed.world()
+    for _ in range(2 + world.rank):
+        world.barrier(what="barrier of the test")
+    print(f"rank {world.rank} done", flush=True)
+
+
+def agree(settings):
+    """``World.agree`` on ``KEY=VALUE`` settings and the fingerprint of ``examples`` rows of data."""
+    config = dict(item.split("=", 1) for item in settings)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((int(config.pop("examples", 50)), 4)).astype(np.float32)
+    config["data"] = sn.distributed.fingerprint({"train": x})
+    try:
+        digest = sn.distributed.world().agree(config)
+    except sn.distributed.DisagreementError as e:
+        print(f"rank {sn.distributed.rank()}: {e}", flush=True)
+        sys.exit(e.code)
+    print(f"rank {sn.distributed.rank()} agrees: {digest}", flush=True)
+
+
+def model(units):
+    """``DataParallel`` over ``Dense(units)``: ranks given different ``units`` must refuse to train."""
+    net = sn.Sequential([sn.layers.Dense(int(units))])
+    net.build((None, 3))
+    net.compile(sn.optimizers.SGD(0.1), loss="mse")
+    try:
+        sn.distributed.DataParallel(net)
+    except sn.distributed.DisagreementError as e:
+        print(f"rank {sn.distributed.rank()}: {e}", flush=True)
+        sys.exit(e.code)
+    print(f"rank {sn.distributed.rank()} trains", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "ring":
         ring(sys.argv[2])
+    elif sys.argv[1] == "loop":
+        loop(sys.argv[2])
+    elif sys.argv[1] == "uneven":
+        uneven()
+    elif sys.argv[1] == "agree":
+        agree(sys.argv[2:])
+    elif sys.argv[1] == "model":
+        model(sys.argv[2])
     else:
         fit(sys.argv[2], sys.argv[3])

@@ -101,6 +101,24 @@ def test_under_a_launcher_importing_scratchnet_pins_each_rank_to_its_share_of_th
         assert rc == 0 and out.strip() == f"{half} False", out
 
 
+def test_importing_scratchnet_never_fails_on_incomplete_or_inconsistent_launcher_variables_and_pins_only_on_whole_ones():
+    """Another launcher's ``MPI_LOCALNRANKS`` without ``MPI_LOCALRANKID`` was a KeyError at ``import scratchnet``."""
+    cores = sorted(os.sched_getaffinity(0))
+    code = "import os, scratchnet; print(sorted(os.sched_getaffinity(0)))"
+    for local in ({"MPI_LOCALNRANKS": "2"}, {"MPI_LOCALRANKID": "1"}, {"MPI_LOCALRANKID": "2", "MPI_LOCALNRANKS": "2"},
+                  {"MPI_LOCALRANKID": "x", "MPI_LOCALNRANKS": "2"}, {"MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "\u00b2"},
+                  {"MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "3"}):  # the last: more local ranks than the world's 2
+        rc, out = _run([sys.executable, "-c", code], env=_launcher_free_env(PMI_SIZE="2", PMI_RANK="1", **local))
+        assert rc == 0 and out.strip() == str(cores), (local, out)
+    if len(cores) < 2:
+        return
+    # An incomplete MPICH pair, then Open MPI's complete one: the complete one pins.
+    env = _launcher_free_env(PMI_SIZE="2", PMI_RANK="1", MPI_LOCALNRANKS="2", OMPI_COMM_WORLD_LOCAL_RANK="1",
+                             OMPI_COMM_WORLD_LOCAL_SIZE="2")
+    rc, out = _run([sys.executable, "-c", code], env=env)
+    assert rc == 0 and out.strip() == str(cores[len(cores) // 2:]), out
+
+
 def test_shards_cover_the_global_batch_once_and_their_weights_sum_to_one():
     for n in range(1, 8):
         for ranks in range(1, 5):

@@ -15,6 +15,7 @@ import pytest
 import scratchnet as sn
 from conftest import to_backend
 from reference import assert_close
+from scratchnet._config import conv_algorithm
 from scratchnet.ops.reference import ReferenceOps
 
 DTYPES = [np.float32, np.float64]
@@ -568,6 +569,13 @@ WINOGRAD_CASES = {
 }
 
 
+def _counted(fn, calls):
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return fn(*args, **kwargs)
+    return wrapper
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("case", list(WINOGRAD_CASES))
@@ -579,14 +587,19 @@ def test_numba_conv2d_through_winograd_matches_the_reference(numba_ops, split_ev
     W = (0.2 * rng.standard_normal(w_shape)).astype(dtype)
     assert numba_ops.winograd.applies(X, W, 1, 1)
     monkeypatch.setattr(numba_ops.winograd, "chunk_bytes", 1)  # one image per chunk: several chunks per part
+    calls = []
+    monkeypatch.setattr(numba_ops.winograd, "forward", _counted(numba_ops.winograd.forward, calls))
     for b in (rng.standard_normal(w_shape[-1]).astype(dtype), None):
-        Y = numba_ops.conv2d_forward(X, W, b, 1, 1, pads, relu)
+        with conv_algorithm("winograd"):  # float64 runs the exact sum unless Winograd is asked for
+            Y = numba_ops.conv2d_forward(X, W, b, 1, 1, pads, relu)
+        assert calls, "Winograd did not run"
         Y_ref = REF.conv2d_forward(X, W, b, 1, 1, pads, relu)
         assert Y.dtype == dtype
         assert_close(Y, Y_ref, dtype, "y")
         dY = rng.standard_normal(Y.shape).astype(dtype)
         for need_dx in (True, False):
-            got = numba_ops.conv2d_backward(dY, X, W, Y_ref, 1, 1, pads, relu, need_dx)
+            with conv_algorithm("winograd"):
+                got = numba_ops.conv2d_backward(dY, X, W, Y_ref, 1, 1, pads, relu, need_dx)
             want = REF.conv2d_backward(dY, X, W, Y_ref, 1, 1, pads, relu, need_dx)
             assert (got[0] is None) == (not need_dx)
             for g, w, name in zip(got, want, ("dx", "dw", "db")):

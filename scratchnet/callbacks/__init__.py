@@ -11,6 +11,11 @@ callback protocol, in this order::
       on_epoch_end(epoch, logs)            # logs: loss, accuracy, val_loss, val_accuracy
     on_train_end(logs)
 
+``on_train_end`` also comes when a step is refused for holding a NaN or an
+infinity (:class:`scratchnet.training.NonFiniteError`): the model is then the
+last finite one and ``model.stop_training`` is True; the error reaches the
+caller after the callbacks have ended.
+
 Batch logs hold the running means of the epoch so far. Every logger here
 records the same scalars: the logs plus the optimizer's ``learning_rate``,
 against the global step ``model.step``.

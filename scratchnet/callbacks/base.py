@@ -26,7 +26,7 @@ class Callback:
         pass
 
     def on_train_end(self, logs=None):
-        pass
+        """Training ended: its steps done, stopped, or a non-finite step refused (the model is the last finite one)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         pass

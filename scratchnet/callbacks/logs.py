@@ -20,7 +20,8 @@ class _EpochLogger(Callback):
     With ``append`` the file is kept, minus any records past the model's
     global step at the start of training: a run resumed from the checkpoint
     of step ``s`` writes the steps after ``s`` again, so each step is logged
-    once.
+    once. A line that is not a whole record (a write cut short) is dropped
+    then, wherever it is: it is not data, and must not stop a resume.
     """
 
     def __init__(self, path, append=False, update_freq="epoch"):
@@ -67,11 +68,17 @@ class _EpochLogger(Callback):
 
     def discard_after(self, step):
         """Drop the records of steps after ``step`` (a run resumed from the checkpoint of ``step`` will
-        write them again) and a torn last line (a run killed mid-write); the file is replaced atomically."""
+        write them again) and torn lines (a run killed mid-write); the file is replaced atomically."""
         if not os.path.exists(self.path):
             return
         kept = "".join(self._keep(_complete_lines(self.path), step)).encode("utf-8")
         atomic_write(self.path, lambda f: f.write(kept))
+
+    def read(self):
+        """The file's records, as dicts of numbers (NaN and infinities as floats); [] when there is no file."""
+        if not os.path.exists(self.path):
+            return []
+        return self._read()
 
     def _record(self, record):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -105,28 +112,90 @@ class CSVLogger(_EpochLogger):
         return [*first, *rest] + (["learning_rate"] if rate else [])
 
     def _read(self):
-        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(_complete_lines(self.path))]
+        rows = csv.DictReader(_complete_lines(self.path))
+        return [{k: _cell(v) for k, v in row.items() if v not in ("", None) and k is not None} for row in rows]
 
     def _keep(self, lines, step):
         if not lines:
             return []
-        column = next(csv.reader(lines[:1])).index("step")
-        return lines[:1] + [line for line in lines[1:] if int(next(csv.reader([line]))[column]) <= step]
+        header = next(csv.reader(lines[:1]))
+        steps = [(line, _csv_step(line, header)) for line in lines[1:]]
+        return lines[:1] + [line for line, s in steps if s is not None and s <= step]
 
 
 class JSONLLogger(_EpochLogger):
-    """A JSON Lines file: one ``{"epoch", "step", "loss", ..., "learning_rate"}`` object per epoch."""
+    """A JSON Lines file: one ``{"epoch", "step", "loss", ..., "learning_rate"}`` object per epoch.
+
+    NaN and the infinities are not JSON numbers. They are written as the
+    strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (what ``float()``
+    and JavaScript's ``Number()`` read back), so that the file stays strict
+    JSON and a diverged run is visible as such, never as a missing value;
+    :meth:`read` turns them back into floats (and the ``null`` of older files
+    into NaN).
+    """
 
     def _write(self, f, record):
-        # NaN and infinities are not JSON; write them as null.
-        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
-        f.write(json.dumps(clean) + "\n")
+        f.write(json.dumps({k: _json_number(v) for k, v in record.items()}) + "\n")
 
     def _read(self):
-        return [json.loads(line) for line in _complete_lines(self.path) if line.strip()]
+        records = (_parse(line) for line in _complete_lines(self.path) if line.strip())
+        return [{k: _number(v) for k, v in r.items()} for r in records if r is not None]
 
     def _keep(self, lines, step):
-        return [line for line in lines if line.strip() and int(json.loads(line)["step"]) <= step]
+        records = ((line, _parse(line)) for line in lines if line.strip())
+        return [line for line, r in records if r is not None and int(r["step"]) <= step]
+
+
+#: How the values that JSON has no number for are written, and read back.
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _json_number(v):
+    """``v``, or for a NaN or an infinity its name as a string."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    return v
+
+
+def _number(v):
+    """A value read back: the names of NaN and the infinities as floats, ``null`` (older files' NaN) as NaN."""
+    if v is None:
+        return math.nan
+    if isinstance(v, str):
+        return _NON_FINITE.get(v, v)
+    return v
+
+
+def _parse(line):
+    """The record on ``line``, or None when it is not one (a torn write in the middle of the file)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or isinstance(record.get("step"), bool) or not isinstance(record.get("step"), int):
+        return None
+    return record
+
+
+def _cell(text):
+    """A CSV cell as a number where it is one (``"3"``, ``"0.25"``, ``"nan"``, ``"inf"``), else the text (a run's name)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _csv_step(line, header):
+    """The step of a CSV row, or None when the row is torn (every whole row has a cell per column)."""
+    cells = next(csv.reader([line]), [])
+    if len(cells) != len(header):
+        return None
+    try:
+        return int(cells[header.index("step")])
+    except ValueError:
+        return None
 
 
 def _complete_lines(path):

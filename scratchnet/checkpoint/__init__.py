@@ -23,7 +23,21 @@ Safety
 - Nothing is unpickled: the file is a JSON header plus raw little-endian
   array bytes (:mod:`scratchnet.archive`), read back with ``numpy.frombuffer``.
 - :meth:`Checkpoint.restore` validates every name and shape first and only
-  then changes the model: it never leaves a model half-restored.
+  then changes the model: it never leaves a model half-restored. Every array
+  restored takes the dtype of the parameter it goes into (weights, optimizer
+  slots and moving averages alike), so a float32 checkpoint makes a float64
+  model float64 throughout.
+- Rotation (``max_to_keep``) deletes only files the saver wrote: exactly
+  ``<prefix>-<step>``, inside the folder, starting as a checkpoint does. An
+  edited index can make it delete nothing else: another prefix's checkpoints
+  stay listed and untouched, any other file it lists is dropped from it with a
+  warning. A damaged index (not JSON, not an object, naming ``../x``) is a
+  :class:`CheckpointError`, before a save writes anything.
+- A checkpoint of NaN or Inf values is refused (:class:`NonFiniteError`), so
+  the newest checkpoint is the last finite one; with ``allow_nonfinite=True``
+  it is written and rotation still keeps the newest finite one.
+- :func:`remove_stale_temporaries` removes what a killed save left behind,
+  and nothing else.
 
 The file format is :mod:`scratchnet.archive`'s.
 """
@@ -32,7 +46,8 @@ from __future__ import annotations
 from ..archive import CheckpointError, read_archive, write_archive
 from .header import FORMAT_VERSION, list_variables, load_variables, parse_header
 from .index import INDEX_NAME, latest_checkpoint, list_checkpoints
-from .saver import Checkpoint
+from .saver import Checkpoint, NonFiniteError, remove_stale_temporaries
 
-__all__ = ["FORMAT_VERSION", "INDEX_NAME", "Checkpoint", "CheckpointError", "latest_checkpoint", "list_checkpoints",
-           "list_variables", "load_variables", "parse_header", "read_archive", "write_archive"]
+__all__ = ["FORMAT_VERSION", "INDEX_NAME", "Checkpoint", "CheckpointError", "NonFiniteError", "latest_checkpoint",
+           "list_checkpoints", "list_variables", "load_variables", "parse_header", "read_archive",
+           "remove_stale_temporaries", "write_archive"]

@@ -11,24 +11,28 @@ FORMAT_VERSION = 1
 def list_variables(path):
     """``[(name, shape)]`` of the weights and moving averages in a checkpoint (``tf.train.list_variables``)."""
     meta, arrays = read_archive(path)
+    parse_header(path, meta, arrays)  # a crafted header is a CheckpointError here, not a KeyError below
     return [(name, tuple(arrays[name].shape)) for name in variable_names(meta)]
 
 
 def load_variables(path):
     """``{name: numpy.ndarray}`` of the weights and moving averages in a checkpoint."""
     meta, arrays = read_archive(path)
+    parse_header(path, meta, arrays)
     return {name: arrays[name] for name in variable_names(meta)}
 
 
 def variable_names(meta):
+    """The names of the weights and moving averages of a header that :func:`parse_header` accepted."""
     return list(meta["weights"]) + list(meta["ema"]["shadows"].values() if meta.get("ema") else [])
 
 
 def parse_header(path, meta, arrays):
     """Validate a checkpoint's header against its arrays, field by field, changing nothing.
 
-    Returns ``{"step", "weights", "optimizer", "ema", "rng"}`` with the
-    optimizer's and the moving averages' states as ``{key: array}``.
+    Returns ``{"step", "weights", "optimizer", "ema", "states", "rng"}`` with the
+    optimizer's and the moving averages' states as ``{key: array}``, and the
+    states carried between batches (a stateful LSTM's) as ``{layer: [arrays]}``.
 
     Raises
     ------
@@ -57,8 +61,11 @@ def parse_header(path, meta, arrays):
     weights = meta.get("weights")
     if not isinstance(weights, list):
         raise bad("weights", f"must be a list of names, got {type(weights).__name__}")
+    if len(set(map(repr, weights))) != len(weights):
+        raise bad("weights", "names a weight twice")
     for name in weights:
-        array_named("weights", name)
+        if array_named("weights", name).dtype.kind != "f":
+            raise bad("weights", f"names {name!r}, an array of {arrays[name].dtype}, not floats")
     optimizer = meta.get("optimizer")
     if optimizer is not None:
         if not isinstance(optimizer, dict) or not isinstance(optimizer.get("class"), str) \
@@ -77,13 +84,21 @@ def parse_header(path, meta, arrays):
                 raise bad(f"ema.shadows.{pname}", f"names an array of {shadow.dtype}, not floats")
             shadows[pname] = shadow
         ema = {"name": ema["name"], "shadows": shadows}
+    states = meta.get("states") or {}  # older checkpoints have none
+    if not isinstance(states, dict) or not all(isinstance(v, list) for v in states.values()):
+        raise bad("states", "must be {layer: [array names]}")
+    carried = {}
+    for key, names in states.items():
+        carried[key] = [array_named(f"states.{key}", a) for a in names]
+        if any(a.dtype.kind != "f" for a in carried[key]):
+            raise bad(f"states.{key}", "names an array that is not floats")
     rng = meta.get("rng")
     if rng is not None:
         try:
             _random.check_state(rng)
         except ValueError as e:
             raise bad("rng", f"is not a generator state ({e})") from None
-    return {"step": step, "weights": weights, "optimizer": optimizer, "ema": ema, "rng": rng}
+    return {"step": step, "weights": weights, "optimizer": optimizer, "ema": ema, "states": carried, "rng": rng}
 
 
 # ---------------------------------------------------------------------------

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
+import warnings
 
 import numpy
 
 from .. import random as _random
 from ..archive import CheckpointError, read_archive, write_archive
 from ..backend import get_backend, to_numpy
+from ..training import NonFiniteError  # one error for a non-finite step and a non-finite save
 from .header import FORMAT_VERSION, parse_header, variable_names
-from .index import INDEX_NAME, is_plain_name, read_index, write_index
+from .index import (INDEX_NAME, is_checkpoint_file, is_own_checkpoint, is_plain_name, own_name_pattern,
+                    parse_checkpoint_name, read_index, write_index)
 
 
 class Checkpoint:
@@ -39,8 +44,15 @@ class Checkpoint:
         self.ema = ema if ema is not None else getattr(model, "ema", None)
 
     # -- saving ----------------------------------------------------------------------
-    def save(self, directory, step=None, prefix="model", max_to_keep=5):
+    def save(self, directory, step=None, prefix="model", max_to_keep=5, allow_nonfinite=False):
         """Write ``<directory>/<prefix>-<step>``, update the index, delete the oldest beyond ``max_to_keep``.
+
+        Rotation deletes only checkpoints this saver wrote: names of the exact
+        form ``<prefix>-<step>`` that the index lists and that are checkpoint
+        files. Another prefix's checkpoints stay in the index, untouched; any
+        other file it names (an edited ``"notes.txt"``) is dropped from it with
+        a warning and left on disk. A damaged index (not JSON, naming
+        ``"../x"``) is a :class:`CheckpointError` before anything is written.
 
         Parameters
         ----------
@@ -51,37 +63,54 @@ class Checkpoint:
         prefix : str
         max_to_keep : int or None
             How many checkpoints to keep (the newest); ``None`` keeps all.
+        allow_nonfinite : bool
+            A checkpoint of NaN or Inf weights (or optimizer slots, or moving
+            averages) is refused by default: it could only replace a good one.
+            With True it is written, and rotation keeps the newest finite
+            checkpoint besides the ``max_to_keep`` newest.
 
         Returns
         -------
         str
             The path written, e.g. ``"runs/mlp/model-1000"``.
+
+        Raises
+        ------
+        NonFiniteError
+            A saved value is NaN or Inf (and ``allow_nonfinite`` is False);
+            nothing is written.
+        CheckpointError
+            The index is damaged (:func:`~scratchnet.checkpoint.index.read_index`);
+            nothing is written.
         """
         if step is None:
             step = getattr(self.model, "step", 0)
         if isinstance(step, bool) or not isinstance(step, (int, numpy.integer)) or step < 0:
             raise ValueError(f"Checkpoint.save: step must be a non-negative int, got {step!r}")
-        if max_to_keep is not None and (not isinstance(max_to_keep, int) or max_to_keep < 1):
+        if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
+                                        or max_to_keep < 1):
             raise ValueError(f"Checkpoint.save: max_to_keep must be a positive int or None, got {max_to_keep!r}")
         if not is_plain_name(prefix):
             raise ValueError(f"Checkpoint.save: prefix must be a plain file name other than {INDEX_NAME!r}, got {prefix!r}")
-        os.makedirs(directory, exist_ok=True)
         meta, arrays = self._collect(int(step))
+        nonfinite = first_nonfinite(arrays)
+        if nonfinite is not None and not allow_nonfinite:
+            raise NonFiniteError(
+                int(step), nonfinite,
+                f"Checkpoint.save: {nonfinite} holds NaN or Inf at step {int(step)}; the checkpoint was not written, "
+                f"so the last finite one stays the newest (pass allow_nonfinite=True to save it anyway)")
+        index = read_index(directory) or {"all": []}
+        os.makedirs(directory, exist_ok=True)
         name = f"{prefix}-{int(step)}"
         path = os.path.join(directory, name)
         write_archive(path, meta, arrays)
 
-        # The index is replaced only once the checkpoint is safely on disk.
-        index = read_index(directory) or {"all": []}
-        kept = [n for n in index["all"] if n != name] + [name]
-        dropped = kept[:-max_to_keep] if max_to_keep else []
-        kept = kept[len(dropped):]
+        # The index is replaced only once the checkpoint is safely on disk, and
+        # a file leaves the rotation (is deleted) only once the index no longer names it.
+        kept, dropped = _rotate(directory, index["all"], name, prefix, max_to_keep, finite=nonfinite is None)
         write_index(directory, name, kept)
         for old in dropped:
-            try:
-                os.remove(os.path.join(directory, old))
-            except FileNotFoundError:
-                pass
+            _delete_own_checkpoint(directory, old, prefix)
         return path
 
     def _collect(self, step):
@@ -106,6 +135,14 @@ class Checkpoint:
                 _add(arrays, key, a)
                 state[k] = key
             meta["optimizer"] = {"class": type(self.optimizer).__name__, "state": state}
+        carried = {}
+        for key, layer in _stateful_layers(self.model).items():
+            if layer.states is not None:  # None: the layer starts its next batch from zeros
+                carried[key] = []
+                for i, a in enumerate(layer.states):
+                    _add(arrays, f"state/{key}/{i}", to_numpy(a))
+                    carried[key].append(f"state/{key}/{i}")
+        meta["states"] = carried
         return meta, arrays
 
     # -- restoring -------------------------------------------------------------------
@@ -183,25 +220,37 @@ class Checkpoint:
                     self.optimizer.check_state_dict(optimizer_state)
                 except ValueError as e:
                     problems.append(f"optimizer: {e}")
-                problems += _check_state_shapes("optimizer slot", optimizer_state, by_name,
-                                                lambda k: k.rpartition(":")[0] if ":" in k else None)
+                problems += _check_state_shapes("optimizer slot", optimizer_state, by_name, _slot_parameter)
             if self.ema is not None and header["ema"] is not None:
                 ema_state = header["ema"]["shadows"]
-                problems += _check_state_shapes("moving average", ema_state, by_name, lambda k: k)
+                problems += _check_state_shapes("moving average", ema_state, by_name, _shadow_parameter)
+        stateful = _stateful_layers(self.model) if full else {}
+        if full:
+            problems += _check_carried_states(header["states"], stateful, strict)
         if problems:
             raise CheckpointError(f"cannot restore {path!r} into the model (nothing was changed):\n  "
                                   + "\n  ".join(problems))
 
         # Everything checked: now change the model, optimizer, averages and RNG.
-        # None of these steps can fail on what was checked above.
+        # None of these steps can fail on what was checked above. Every array
+        # takes the dtype of the parameter it goes into (as Keras casts on
+        # load): a float32 checkpoint restored into a float64 model gives
+        # float64 weights, slots and averages, never a mix.
         xp = get_backend().xp
         values = [(p, xp.asarray(arrays[src]).astype(p.dtype, copy=False)) for src, p in plan.items()]
+        if optimizer_state is not None:
+            optimizer_state = _cast_to_parameters(optimizer_state, by_name, _slot_parameter)
+        if ema_state is not None:
+            ema_state = _cast_to_parameters(ema_state, by_name, _shadow_parameter)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
         if ema_state is not None:
             self.ema.load_state_dict(ema_state)
         for p, v in values:
             p.value = v
+        for key, layer in stateful.items():  # a carried state comes back; a layer saved without one starts from zeros
+            saved = header["states"].get(key)
+            layer.states = None if saved is None else tuple(xp.asarray(a).astype(layer.dtype) for a in saved)
         if full:
             if hasattr(self.model, "step"):
                 self.model.step = header["step"]
@@ -235,6 +284,39 @@ def _add(arrays, key, a):
     arrays[key] = a
 
 
+def _stateful_layers(model):
+    """``{key: layer}`` of the layers that carry a state from batch to batch (a stateful LSTM).
+
+    The key is the scope of the layer's weights (``charlm/lstm``), which
+    names the layer the same way in every process that builds the model.
+    """
+    walk = getattr(model, "walk", None)
+    found = {}
+    for layer in (walk() if walk is not None else ()):
+        if getattr(layer, "stateful", False) and hasattr(layer, "states"):
+            weights = list(layer.parameters())
+            key = weights[0].name.rsplit("/", 1)[0] if weights else layer.name
+            found[key] = layer
+    return found
+
+
+def _check_carried_states(saved, stateful, strict):
+    """Problems restoring the carried states ``saved`` (``{key: [arrays]}``) into the stateful layers."""
+    problems = []
+    for key, arrays in saved.items():
+        layer = stateful.get(key)
+        if layer is None:
+            if strict:
+                problems.append(f"carried state of {key!r} in the checkpoint, but the model has no stateful layer {key!r}")
+            continue
+        units = getattr(layer, "units", None)
+        shapes = [tuple(a.shape) for a in arrays]
+        if len(arrays) != 2 or any(len(s) != 2 or (units is not None and s[1] != units) for s in shapes) \
+                or len(set(shapes)) != 1:
+            problems.append(f"carried state of {key!r}: shapes {shapes}, expected two (batch, {units}) arrays")
+    return problems
+
+
 def _check_state_shapes(what, state, by_name, param_of):
     problems = []
     for key, a in state.items():
@@ -247,3 +329,149 @@ def _check_state_shapes(what, state, by_name, param_of):
         elif tuple(a.shape) != tuple(p.shape):
             problems.append(f"{what} {key!r} has shape {tuple(a.shape)} but {pname} has {p.shape}")
     return problems
+
+
+def _slot_parameter(key):
+    """The parameter an optimizer state entry belongs to: ``"dense/kernel:m"`` -> ``"dense/kernel"``;
+    None for ``"iterations"``."""
+    return key.rpartition(":")[0] if ":" in key else None
+
+
+def _shadow_parameter(key):
+    """The parameter a moving average belongs to: the shadows are keyed by parameter name."""
+    return key
+
+
+def _cast_to_parameters(state, by_name, param_of):
+    """``state`` with each array that belongs to a parameter cast to that parameter's dtype (others as they are)."""
+    cast = {}
+    for key, a in state.items():
+        p = by_name.get(param_of(key)) if param_of(key) is not None else None
+        cast[key] = a if p is None else a.astype(p.dtype, copy=False)
+    return cast
+
+
+# -- non-finite values ---------------------------------------------------------------------
+
+
+def first_nonfinite(arrays):
+    """The name of the first float array of ``{name: numpy.ndarray}`` holding NaN or Inf, or None."""
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not numpy.isfinite(a).all():
+            return name
+    return None
+
+
+def _is_finite_checkpoint(path):
+    """Whether the checkpoint at ``path`` reads (checksum included) and holds only finite values."""
+    try:
+        _, arrays = read_archive(path)
+    except CheckpointError:
+        return False
+    return first_nonfinite(arrays) is None
+
+
+# -- rotation: only ever among the files this saver wrote -------------------------------------
+
+
+def _rotate(directory, listed, name, prefix, max_to_keep, finite):
+    """``(kept, dropped)``: the index's names after saving ``name``, and the names to delete.
+
+    ``listed`` is what the index lists now (plain names: :func:`read_index` checked them).
+
+    Only this saver's checkpoints rotate: the newest ``max_to_keep`` are kept.
+    When the new checkpoint is not finite (``allow_nonfinite``), the newest
+    finite one is kept as well, so that a run gone to NaN never rotates its
+    last good checkpoint away. Another saver's checkpoints in the index (another
+    prefix) stay in it, untouched.
+    """
+    own, others = _sort_listed(directory, listed, prefix)
+    names = [n for n in own if n != name] + [name]
+    dropped = names[:-max_to_keep] if max_to_keep else []
+    if not finite and dropped:
+        last_good = next((n for n in reversed(names[:-1]) if _is_finite_checkpoint(os.path.join(directory, n))), None)
+        if last_good in dropped:
+            dropped.remove(last_good)
+    return others + [n for n in names if n not in dropped], dropped
+
+
+def _sort_listed(directory, listed, prefix):
+    """``(own, others)``: the checkpoints of ``listed`` this saver wrote (:func:`is_own_checkpoint`) and those
+    of savers with other prefixes, oldest first, each once.
+
+    Any other file listed (``"notes.txt"``, ``"run.json"``, a user's file named
+    ``<prefix>-<step>``) is left out, with a warning: the index is a file anyone
+    can edit, and the saver deletes what it lists.
+    """
+    own, others, ignored = [], [], []
+    for n in listed:
+        parts = parse_checkpoint_name(n)  # None for anything but "<prefix>-<step>"
+        if n in own or n in others:
+            continue
+        if parts is not None and is_checkpoint_file(os.path.join(directory, n)):
+            (own if parts[0] == prefix else others).append(n)
+        elif parts is None or os.path.lexists(os.path.join(directory, n)):
+            ignored.append(n)
+        # else: a checkpoint deleted by hand leaves the index quietly
+    if ignored:
+        warnings.warn(f"checkpoint index in {directory!r} lists {', '.join(map(repr, ignored))}, which are not "
+                      f"checkpoints a saver wrote; they are left out of the index and never deleted", stacklevel=4)
+    return own, others
+
+
+def _delete_own_checkpoint(directory, name, prefix):
+    """Delete ``directory/name`` if it is still a checkpoint this saver wrote; anything else stays."""
+    if not is_own_checkpoint(directory, name, prefix):
+        return
+    try:
+        os.remove(os.path.join(directory, name))
+    except FileNotFoundError:
+        pass
+
+
+# -- temporaries left by a killed save -------------------------------------------------------
+
+
+def remove_stale_temporaries(directory, prefix="model"):
+    """Remove the temporary files a killed save left in ``directory``; return their names.
+
+    :func:`scratchnet.archive.atomic_write` writes ``<name>`` through
+    ``.<name>.<pid>-<8 hex digits>.tmp``; a process killed mid-save leaves that
+    file behind. Only temporaries of this saver's own files are removed (of
+    ``<prefix>-<step>`` and of the index), only regular files, and only those
+    whose writing process is gone: a live one may be saving right now. Call it
+    holding the folder's lock (:meth:`scratchnet.folder.TrainingFolder.lock`).
+    """
+    if not is_plain_name(prefix):
+        raise ValueError(f"remove_stale_temporaries: prefix must be a plain file name, got {prefix!r}")
+    pattern = re.compile(r"\.(?:" + own_name_pattern(prefix).pattern + "|" + re.escape(INDEX_NAME)
+                         + r")\.(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}\.tmp")
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        match = pattern.fullmatch(name)
+        path = os.path.join(directory, name)
+        if match is None or _process_alive(int(match["pid"])) or not _is_regular_file(path):
+            continue
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        removed.append(name)
+    return removed
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's live process (or a pid we cannot ask about): leave its file
+    return True
+
+
+def _is_regular_file(path):
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False

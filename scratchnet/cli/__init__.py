@@ -17,7 +17,12 @@ model, such as a vocabulary), the checkpoints ``model-STEP``, the metrics
 ``test/``; ``eval``, ``sample`` and ``plot`` read it back.
 
 Every command checks its arguments before it writes anything: a bad one is a
-one-line error naming it, with exit code 2.
+one-line error naming it, with exit code 2, and every file is left as it was.
+``train`` locks the folder first (:mod:`scratchnet.folder`), so that no other
+command acts on it meanwhile. ``--resume`` continues from the newest intact
+checkpoint (saying so when a newer one is missing) with the flags ``run.json``
+records: a flag left out takes the recorded value, one given with another
+value is refused. ``demo`` writes only into a new folder or its own.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import os
 import sys
 
 from .. import distributed, zoo
-from .checks import RunError, UsageError, positive_float, positive_int
+from .checks import RunError, UsageError, non_negative_int, positive_float, positive_int
 from .commands import DEMO_STEPS, demo, evaluate, plot, sample
 from .train import train
 
@@ -42,18 +47,23 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(p, data=True):
     p.add_argument("--backend", default="auto", help="auto (default), numpy, numba or cupy")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, dropout and shuffling (default 0)")
+    p.add_argument("--seed", type=non_negative_int,
+                   help="seeds weights, dropout and shuffling (default 0; a resumed run keeps its own)")
     p.add_argument("--dtype", choices=("float32", "float64"),
                    help="the model's float dtype (default float32; a resumed or evaluated run keeps its own)")
     if data:
         p.add_argument("--data", help="folder with MNIST IDX files (or a text file for a language model); "
                                       "default: search, then download")
         p.add_argument("--test-data", help="folder with the real t10k-* test files, used with the offline 5,000-digit sample")
-        p.add_argument("--validation-size", type=int, help="training examples held out for validation (default 5,000)")
+        p.add_argument("--validation-size", type=non_negative_int,
+                       help="training examples held out for validation (default 5,000)")
         p.add_argument("--no-download", action="store_true", help="never try the public mirrors")
 
 
 def _train_options(p):
+    p.add_argument("--mpi-timeout", type=positive_float, metavar="SECONDS",
+                   help="under mpiexec: seconds a rank waits for the others at a collective before the job ends, "
+                        "naming the rank that stopped answering (default: $SCRATCHNET_MPI_TIMEOUT, else 300)")
     p.add_argument("--steps", type=positive_int, help="training steps (default: the seed's)")
     p.add_argument("--epochs", type=positive_int, help="training epochs, instead of --steps")
     p.add_argument("--batch-size", type=positive_int, help="default: the seed's (100)")
@@ -67,6 +77,9 @@ def _train_options(p):
                    help="TensorBoard histograms of weights, gradients and activations every N steps (default: none)")
     p.add_argument("--max-to-keep", type=positive_int, default=5, help="checkpoints kept (default 5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="keep training when a step produces NaN or Inf (by default training stops at that step, "
+                        "naming it, and the last finite checkpoint is kept)")
 
 
 def build_parser():
@@ -81,7 +94,8 @@ def build_parser():
     p.add_argument("--resume-from", metavar="PATH", help="continue from this checkpoint (e.g. an older intact one)")
     p.add_argument("--overwrite", action="store_true",
                    help="train afresh into a --logdir that holds a run: the old run is moved aside to LOGDIR.old-TIME/")
-    p.add_argument("--fashion", action="store_true", help="Fashion-MNIST instead of MNIST")
+    p.add_argument("--fashion", action="store_true", default=None,
+                   help="Fashion-MNIST instead of MNIST (a resumed run keeps its own)")
     _common(p)
     _train_options(p)
     p.add_argument("--profile", type=positive_int, metavar="N",
@@ -129,6 +143,12 @@ def build_parser():
 
 
 def main(argv=None):
+    import signal
+
+    import scratchnet
+
+    if signal.getsignal(signal.SIGINT) is scratchnet._interrupted_while_loading:  # set while the command loaded
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, KeyboardInterrupt is handled below
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -136,14 +156,30 @@ def main(argv=None):
         return e.code
     if args.command == "train" and not args.logdir:
         args.logdir = os.path.join("runs", args.model)
-    if args.command in ("train", "demo"):
-        args.fashion = getattr(args, "fashion", False)
+    if args.command == "demo":
+        args.fashion = False
+    if getattr(args, "seed", 0) is None and args.command != "train":  # train: a resumed run keeps its own
+        args.seed = 0
     try:
         result = args.func(args)
     except UsageError as e:
-        print(f"scratchnet {args.command}: error: {e}", file=sys.stderr)
+        print(f"scratchnet {args.command}: {e.label}{one_line(str(e))}", file=sys.stderr)
         world = distributed.current_world()
         if world is not None and world.size > 1:
             world.abort(e.code)  # the other ranks would wait for this one forever
         return e.code
+    except KeyboardInterrupt:
+        # Ctrl-C before training began (or after it ended): the training loop handles it in between.
+        saved = "; what was saved before is intact" if args.command in ("train", "demo") else ""
+        print(f"scratchnet {args.command}: interrupted{saved}", file=sys.stderr)
+        return 130
     return result if isinstance(result, int) else 0
+
+
+def one_line(message):
+    """A message on one line: the lines of a multi-line one (a list of problems) joined with ``; ``."""
+    parts = [line.strip() for line in message.splitlines() if line.strip()]
+    text = parts[0] if parts else ""
+    for part in parts[1:]:
+        text += (" " if text.endswith(":") else "; ") + part
+    return text

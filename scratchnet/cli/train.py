@@ -1,14 +1,30 @@
-"""``scratchnet train``: validate everything, take the folder, then train through the one loop."""
+"""``scratchnet train``: take the folder, validate everything, then train through the one loop.
+
+The order is what keeps a training folder safe:
+
+1. **lock** the folder (creating it if needed) before anything in it is read,
+   so that two commands never act on it at once;
+2. **check** everything (``run.json``, the flags against what it records, the
+   checkpoint to resume from, the data), writing nothing;
+3. **write**: move an old run aside (``--overwrite``), write ``run.json``,
+   then train. A command that fails in 1 or 2 leaves every file as it found it.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
+import inspect
 import os
 import sys
 
 from .. import callbacks, distributed, training, zoo
 from ..folder import FolderError, TrainingFolder, free_space
 from ..image_grid import as_images
-from .checks import RunError, UsageError, check_logdir, check_same_model, load, newest_intact, restore, setup
+from .checks import (RunError, TrainingStopped, UsageError, check_checkpoint_file, check_index, check_logdir,
+                     check_resumed_flags, check_same_model, load, restore, resume_point, setup)
+
+# What rank 0 decides from the folder and every rank must train with.
+_SETTINGS = ("dtype", "batch_size", "data", "validation_size", "fashion", "seed")
 
 
 def train(args):
@@ -18,6 +34,8 @@ def train(args):
     (:mod:`scratchnet.distributed`); rank 0 alone takes the folder, writes
     into it and prints.
     """
+    if getattr(args, "mpi_timeout", None) is not None:
+        distributed.set_timeout(args.mpi_timeout)  # before the world connects: its first collectives have it too
     try:
         world = distributed.world()  # under mpiexec: this rank, and its share of the cores
     except distributed.DistributedError as e:
@@ -30,13 +48,27 @@ def train(args):
             check_logdir(logdir)
         folder = TrainingFolder(logdir)
         try:
-            if folder.exists and world.is_root:
-                folder.lock()  # held until training ends; a second train into the folder is refused
+            if world.is_root:
+                _lock(folder)  # held until training ends; a second train into the folder is refused
             return _train(sn, args, recipe_class, folder, world)
         except FolderError as e:
             raise UsageError(f"argument --logdir: {e}") from None
+        except distributed.DisagreementError as e:  # every rank knows it: each exits 2, rank 0 says why
+            if world.is_root:
+                print(f"scratchnet {args.command}: error: {e}", file=sys.stderr, flush=True)
+            return e.code
         finally:
-            folder.release()
+            folder.release()  # and a folder this command made but never wrote into is removed
+
+
+def _lock(folder):
+    """Take the folder, creating it if it is missing, before anything in it is read or moved."""
+    try:
+        folder.lock(create=True)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RunError(f"cannot create {folder.path}: {e.strerror} ({free_space(folder.path)} free)") from None
+        raise UsageError(f"argument --logdir: {folder.path} cannot be created or opened ({e.strerror or e})") from None
 
 
 @contextlib.contextmanager
@@ -51,40 +83,45 @@ def _quiet_unless_root(world):
 
 def _train(sn, args, recipe_class, folder, world):
     logdir = folder.path
+    # Every rank must be launched with the same command line (checked before rank 0 changes args from the folder).
+    world.agree({f"--{k.replace('_', '-')}": v for k, v in vars(args).items() if k != "func"}, what="the command line")
     if args.resume and args.overwrite:
         raise UsageError("argument --overwrite: not allowed with --resume (continue the run, or move it aside)")
-    # Rank 0 reads the folder (the other ranks may run where it is not); what they need of it is broadcast.
-    previous = folder.read_run() if world.is_root else None
-    if not args.overwrite:
-        check_same_model(previous, args.model, logdir)
-    if folder.has_checkpoints() and not (args.resume or args.resume_from or args.overwrite):
-        raise UsageError(f"argument --logdir: {logdir} already holds a {(previous or {}).get('model', 'trained')!r} "
-                         f"run with checkpoints; continue it with --resume, or pass --overwrite to move it aside "
-                         f"to {logdir.rstrip(os.sep)}.old-<time>/")
     args.resume = bool(args.resume or args.resume_from)
-    dtype = args.dtype or (previous or {}).get("dtype") if args.resume else args.dtype
-    if args.resume and previous is not None and args.dtype and args.dtype != previous.get("dtype", args.dtype):
-        raise UsageError(f"argument --dtype: {logdir} holds a {previous['dtype']} run; resume it without --dtype "
-                         f"or with --dtype {previous['dtype']}")
-    dtype = world.bcast(dtype)
+    # Rank 0 reads the folder (the other ranks may run where it is not); what they need of it is broadcast.
+    previous = resume_from = None
+    if world.is_root:
+        previous = folder.read_run()
+        _check_folder(args, folder, previous)
+        if args.resume:
+            check_resumed_flags(args, previous, logdir)
+            resume_from = _resume_from(args, folder)
+        args.dtype = _dtype(args, previous)
+    if args.seed is None:
+        args.seed = 0
+    for name, value in world.bcast({name: getattr(args, name) for name in _SETTINGS}).items():
+        setattr(args, name, value)
+    sn.random.seed(args.seed)
     data = load(args, recipe_class, args.batch_size)
-    recipe = recipe_class(data=data, batch_size=args.batch_size, seed=args.seed, dtype=dtype)
+    recipe = recipe_class(data=data, batch_size=args.batch_size, seed=args.seed, dtype=args.dtype)
     if args.steps:
         total = args.steps
     elif args.epochs:
         total = args.epochs * recipe.steps_per_epoch
     else:
         total = recipe.default_steps()
+    if world.size > 1:  # the same data on every rank (hashing MNIST takes 0.2 s)
+        world.agree({"data": distributed.fingerprint(data), "steps": total}, what="the data")
 
     restored = False
     if args.resume and world.is_root:  # the other ranks get the restored state from rank 0
-        path = args.resume_from or newest_intact(folder)
-        if path is None:
+        if resume_from is None:
             print(f"resume: no checkpoint in {logdir}; starting from step 0", flush=True)
         else:
-            step = restore(recipe.checkpoint(), path)  # weights, optimizer, EMA, step, RNG
+            flag = "--resume-from" if args.resume_from else "--resume"
+            step = restore(recipe.checkpoint(), resume_from, flag=flag)  # weights, optimizer, EMA, step, RNG
             restored = True
-            print(f"resume: restored {path}; continuing from step {step}", flush=True)
+            print(f"resume: restored {resume_from}; continuing from step {step}", flush=True)
 
     # Everything is checked: from here on, the folder is written, by rank 0 alone, once every rank is here.
     world.barrier()
@@ -92,7 +129,121 @@ def _train(sn, args, recipe_class, folder, world):
         _take_folder(args, folder, previous, recipe, data)
     if world.size > 1:
         distributed.DataParallel(recipe.model, world)  # every rank starts from rank 0's state
+    return _run(sn, args, recipe, data, total, restored, logdir, world)
 
+
+# ----------------------------------------------------------------------------
+# Checks of the folder (rank 0), before anything is written
+
+
+def _check_folder(args, folder, previous):
+    """Refuse what this command must not do to the folder: train over a run without ``--resume`` or
+    ``--overwrite``, move aside a folder that holds no run, or run the demo in a folder it does not own."""
+    logdir = folder.path
+    if args.command == "demo":
+        _check_demo_folder(folder, previous)
+        return
+    if args.overwrite:
+        _check_overwrite(folder)
+        return
+    check_same_model(previous, args.model, logdir)
+    if folder.has_checkpoints() and not args.resume:
+        raise UsageError(f"argument --logdir: {logdir} already holds a {(previous or {}).get('model', 'trained')!r} "
+                         f"run with checkpoints; continue it with --resume, or pass --overwrite to move it aside "
+                         f"to {logdir.rstrip(os.sep)}.old-<time>/")
+
+
+def _check_overwrite(folder):
+    """``--overwrite`` moves aside a training folder, never any other: a source tree is not a run."""
+    logdir = folder.path
+    if folder.is_empty():
+        return
+    if not folder.is_training_folder():
+        raise UsageError(f"argument --overwrite: {logdir} holds files but no run (no run.json or checkpoints); "
+                         f"--overwrite moves aside only a training folder: choose another --logdir")
+    here, there = os.path.realpath(os.getcwd()), os.path.realpath(logdir)
+    if here == there or here.startswith(there + os.sep):
+        raise UsageError(f"argument --overwrite: {logdir} holds the current folder, which cannot be moved aside; "
+                         f"run the command from outside it")
+
+
+def _check_demo_folder(folder, previous):
+    """The demo writes only into a folder it owns: a new or empty one, or its own earlier run."""
+    logdir = folder.path
+    if previous is not None and previous.get("command") != "demo":
+        raise UsageError(f"argument --logdir: {logdir} holds a {previous.get('model')!r} run of "
+                         f"'scratchnet {previous.get('command', 'train')}', not a demo's; the demo writes only into "
+                         f"a new folder or its own: choose another --logdir")
+    if previous is None and not folder.is_empty():
+        raise UsageError(f"argument --logdir: {logdir} is not empty and holds no demo run; the demo writes only "
+                         f"into a new folder or its own: choose another --logdir")
+
+
+def _resume_from(args, folder):
+    """The checkpoint to restore (None: start from step 0), checked before anything is written."""
+    check_index(folder, "--resume-from" if args.resume_from else "--resume")  # the next save reads it
+    if args.resume_from:
+        check_checkpoint_file(args.resume_from)
+        return args.resume_from
+    return resume_point(folder)
+
+
+def _dtype(args, previous):
+    """The model's dtype: a resumed run keeps the one it recorded."""
+    recorded = (previous or {}).get("dtype")
+    if not args.resume or recorded is None:
+        return args.dtype
+    if args.dtype and args.dtype != recorded:
+        raise UsageError(f"argument --dtype: {args.logdir} holds a {recorded} run; resume it without --dtype "
+                         f"or with --dtype {recorded}")
+    return recorded
+
+
+# ----------------------------------------------------------------------------
+# Writing: take the folder, then train
+
+
+def _take_folder(args, folder, previous, recipe, data):
+    """Make the folder this run's, holding its lock: move an old run aside (``--overwrite``) or clear the demo's
+    own earlier run, remove what killed saves left, record the owner and write ``run.json``.
+
+    A resumed run keeps the ``run.json`` it continues (its flags were checked against it). A disk that is full
+    before the first step is one line naming the folder and its free space; a run moved aside is put back.
+    """
+    logdir = folder.path
+    aside = None
+    try:
+        if args.command == "demo" and previous is not None:
+            kept = folder.remove_run_files()
+            print(f"demo: replaced the earlier demo run in {logdir}"
+                  + (f" (kept what it did not write: {', '.join(kept)})" if kept else ""), flush=True)
+        elif args.overwrite and folder.is_training_folder():
+            aside = folder.move_aside()
+        stale = folder.remove_stale_temporaries()
+        if stale:
+            print(f"removed {len(stale)} temporary file(s) left by an interrupted save: {', '.join(stale)}",
+                  flush=True)
+        folder.claim()
+        if not (args.resume and previous is not None):
+            folder.write_run(_run_record(args, recipe, data))
+    except OSError as e:
+        if aside is not None and folder.move_back(aside):
+            aside = None
+        where = f"; the old run is in {aside}" if aside else ""
+        raise RunError(f"cannot write to {logdir}: {e.strerror or e} ({free_space(logdir)} free){where}") from None
+    if aside is not None:
+        print(f"overwrite: moved the old run aside to {aside}", flush=True)
+
+
+def _run_record(args, recipe, data):
+    """``run.json``: what rebuilds the model, and the flags a ``--resume`` must repeat."""
+    return {"model": args.model, "command": args.command, "hparams": recipe.hparams,
+            "dtype": recipe.model.dtype.name, "data": data.source, "batch_size": recipe.batch_size,
+            "seed": args.seed, "data_path": os.path.abspath(args.data) if args.data else None,
+            "fashion": bool(args.fashion), "validation_size": args.validation_size, **recipe.run_info()}
+
+
+def _run(sn, args, recipe, data, total, restored, logdir, world):
     every = args.checkpoint_every or max(1, min(1000, total // 5))
     stop = callbacks.StopOnSignal()
     test_x, test_y = data.test.images, data.test.labels
@@ -111,7 +262,7 @@ def _train(sn, args, recipe_class, folder, world):
         callbacks.ProgressBar(per_epoch=False, desc=args.model, disable=args.no_progress or not world.is_root,
                               file=sys.stdout),
         *loggers,
-        *([callbacks.ModelCheckpoint(logdir, every_n_steps=every, max_to_keep=args.max_to_keep)] if world.is_root else []),
+        *([_checkpoints(args, logdir, every)] if world.is_root else []),
         *recipe.callbacks(),
         stop,
     ]
@@ -131,40 +282,80 @@ def _train(sn, args, recipe_class, folder, world):
             recipe.model, recipe.batches(recipe.step), max(0, total - recipe.step), cbs,
             validate=(lambda: recipe.evaluate(test_x[:n_eval], test_y[:n_eval], callbacks=loggers))
             if world.is_root else None,
-            validate_every=args.eval_every or every, batch_logs="last",
+            validate_every=args.eval_every or every, batch_logs="last", **_finite_option(args),
         )
+    except _nonfinite_errors() as e:
+        _close(loggers)
+        step = getattr(e, "step", None)
+        raise TrainingStopped(f"stopped at step {recipe.step if step is None else step}: {e}; "
+                              f"{_last_checkpoint(logdir)}") from None
     except OSError as e:  # a full disk or an I/O error; what was saved before is intact
+        _close(loggers)
         raise RunError(f"{e.strerror if isinstance(e, callbacks.CheckpointWriteError) else e} "
                        f"(in {logdir}, {free_space(logdir)} free)") from None
     if not world.is_root:
         return stop.exit_code or 0
     if stop.signal is not None or recipe.model.stop_training:  # a signal here, or at another rank
-        loggers[0].close()
+        _close(loggers)
         print(f"stopped at step {recipe.step}; continue with --resume", flush=True)
         return stop.exit_code or 0
     final = recipe.evaluate(test_x, test_y, callbacks=loggers)
-    loggers[0].close()
+    _close(loggers)
     print(f"test accuracy after {recipe.step} steps ({weights}, {recipe.count_test(test_y)}): "
           f"{final['accuracy']:.4f}  (loss {final['loss']:.4f})", flush=True)
     print(f"checkpoints, TensorBoard runs (train/, test/) and metrics.csv/.jsonl in {logdir}", flush=True)
     return final
 
 
-def _take_folder(args, folder, previous, recipe, data):
-    """Make the folder this run's: move an old run aside (``--overwrite``), lock it, write ``run.json``."""
-    logdir = folder.path
-    if args.overwrite and folder.exists and os.listdir(logdir):
-        folder.unlock()
-        if (previous or {}).get("command") == "demo" and args.command == "demo":
-            folder.remove()  # the demo's own earlier output, made to be replaced
-        else:
-            print(f"overwrite: moved the old run aside to {folder.move_aside()}", flush=True)
-    os.makedirs(logdir, exist_ok=True)
-    if not folder.held:
-        folder.lock()
-    folder.claim()
-    folder.write_run({"model": args.model, "command": args.command, "hparams": recipe.hparams,
-                      "dtype": recipe.model.dtype.name, "data": data.source, "batch_size": recipe.batch_size,
-                      "seed": args.seed, **recipe.run_info()})
+def _close(loggers):
+    if loggers:
+        loggers[0].close()  # TensorBoard's event files
+
+
+# ----------------------------------------------------------------------------
+# Non-finite values and signals: the interfaces of the loop and the saver
+
+
+def _checkpoints(args, logdir, every):
+    """The ModelCheckpoint callback; with ``--allow-nonfinite`` it saves NaN weights too, where it can."""
+    kwargs = {}
+    if getattr(args, "allow_nonfinite", False) and _accepts(callbacks.ModelCheckpoint, "allow_nonfinite"):
+        kwargs["allow_nonfinite"] = True
+    return callbacks.ModelCheckpoint(logdir, every_n_steps=every, max_to_keep=args.max_to_keep, **kwargs)
+
+
+def _finite_option(args):
+    """``check_finite=False`` for the loop with ``--allow-nonfinite``, where the loop has the option (a loop
+    without it never checks, which is what the flag asks for)."""
+    if getattr(args, "allow_nonfinite", False) and _accepts(training.train, "check_finite"):
+        return {"check_finite": False}
+    return {}
+
+
+def _accepts(function, keyword):
+    """Whether ``function`` takes ``keyword`` (by name, or through ``**kwargs``)."""
+    parameters = inspect.signature(function).parameters.values()
+    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _nonfinite_errors():
+    """The errors that mean "training produced NaN or Inf": the loop's and the saver's, where they exist."""
+    from .. import checkpoint
+
+    found = (getattr(training, "NonFiniteError", None), getattr(checkpoint, "NonFiniteError", None))
+    return tuple(e for e in found if isinstance(e, type) and issubclass(e, BaseException))
+
+
+def _last_checkpoint(logdir):
+    """``"the last finite checkpoint is model-M"``: the newest the index names (a non-finite one is never saved)."""
+    from ..checkpoint import latest_checkpoint
+
+    try:
+        path = latest_checkpoint(logdir)
+    except (ValueError, OSError):
+        path = None
+    if path is None:
+        return "no checkpoint was saved before it"
+    return f"the last finite checkpoint is {os.path.basename(path)}"
 
 

@@ -9,8 +9,10 @@
 
 The modules, each importing only those listed before it:
 
-- ``errors``: :class:`DataNotFound` (a path the caller named is wrong) and
-  :class:`MnistUnavailable` (nothing named, and no data to be had);
+- ``errors``: :class:`DataNotFound` (a path the caller named is wrong),
+  :class:`MnistUnavailable` (nothing named, and no data to be had) and
+  :class:`DataError` (a file's contents cannot be used: malformed, or
+  larger than a stated cap);
 - ``idx``: reading and writing IDX files;
 - ``_rng``: the generator shuffles draw from (``scratchnet.random``'s unless seeded);
 - ``download``: verified downloads into the user cache;
@@ -24,13 +26,14 @@ from __future__ import annotations
 
 from .datasets import DataSet, Datasets
 from .download import DownloadError, cache_dir, download
-from .errors import DataNotFound, MnistUnavailable
-from .idx import IdxError, read_idx, write_idx
+from .errors import DataError, DataNotFound, MnistUnavailable
+from .idx import IdxError, read_idx, read_idx_header, write_idx
 from .mnist import load_fashion_mnist, load_mnist
 from .sample import load_sample
 from .text import TextBatches, TextCorpus, load_text
 
 __all__ = [
-    "DataNotFound", "DataSet", "Datasets", "DownloadError", "IdxError", "MnistUnavailable", "TextBatches", "TextCorpus",
-    "cache_dir", "download", "load_fashion_mnist", "load_mnist", "load_sample", "load_text", "read_idx", "write_idx",
+    "DataError", "DataNotFound", "DataSet", "Datasets", "DownloadError", "IdxError", "MnistUnavailable", "TextBatches", "TextCorpus",
+    "cache_dir", "download", "load_fashion_mnist", "load_mnist", "load_sample", "load_text", "read_idx",
+    "read_idx_header", "write_idx",
 ]

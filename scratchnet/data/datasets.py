@@ -12,7 +12,13 @@ from __future__ import annotations
 import numpy
 
 from ._rng import generator
-from .idx import read_idx
+from .errors import DataError
+from .idx import read_idx, read_idx_header
+
+#: The size of an MNIST or Fashion-MNIST image; the seed models expect it.
+IMAGE_SHAPE = (28, 28)
+#: The number of classes: labels are 0..9.
+NUM_CLASSES = 10
 
 
 class DataSet:
@@ -122,7 +128,10 @@ class Datasets:
 
 
 def read_split(images_path, labels_path):
-    """Read one images/labels IDX pair and check it looks like MNIST.
+    """Read one images/labels IDX pair and check it is MNIST-shaped.
+
+    Both headers are checked first (uint8 images of 28 x 28, uint8 labels,
+    the same count), so a wrong file is refused before its data is read.
 
     Parameters
     ----------
@@ -131,29 +140,37 @@ def read_split(images_path, labels_path):
 
     Returns
     -------
-    images : ndarray of shape (N, H, W), uint8
+    images : ndarray of shape (N, 28, 28), uint8
     labels : ndarray of shape (N,), uint8
         Digits 0..9.
 
     Raises
     ------
-    ValueError
-        The files do not hold uint8 images and labels 0..9 of the same length.
+    DataError
+        The files are malformed IDX files (:class:`~scratchnet.data.idx.IdxError`),
+        or do not hold uint8 images of 28 x 28 and labels 0..9 of the same length.
     """
+    images_dtype, images_shape = read_idx_header(images_path)
+    labels_dtype, labels_shape = read_idx_header(labels_path)
+    if len(images_shape) != 3 or images_dtype != numpy.uint8:
+        raise DataError(
+            f"load_mnist: {images_path} must hold uint8 images (N, H, W), got {images_dtype} {images_shape}"
+        )
+    if images_shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"load_mnist: {images_path} holds images of {images_shape[1]} x {images_shape[2]}; "
+                        f"MNIST's are {IMAGE_SHAPE[0]} x {IMAGE_SHAPE[1]}, as the models expect")
+    if len(labels_shape) != 1 or labels_dtype != numpy.uint8:
+        raise DataError(f"load_mnist: {labels_path} must hold uint8 labels (N,), got {labels_dtype} {labels_shape}")
+    if images_shape[0] != labels_shape[0]:
+        raise DataError(
+            f"load_mnist: {images_path} has {images_shape[0]} images but {labels_path} has {labels_shape[0]} labels"
+        )
     images = read_idx(images_path)
     labels = read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != numpy.uint8:
-        raise ValueError(
-            f"load_mnist: {images_path} must hold uint8 images (N, H, W), got {images.dtype} {images.shape}"
-        )
-    if labels.ndim != 1 or labels.dtype != numpy.uint8:
-        raise ValueError(f"load_mnist: {labels_path} must hold uint8 labels (N,), got {labels.dtype} {labels.shape}")
-    if len(images) != len(labels):
-        raise ValueError(
-            f"load_mnist: {images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
-        )
-    if labels.size and labels.max() > 9:
-        raise ValueError(f"load_mnist: {labels_path} has label {labels.max()}; MNIST labels are 0..9")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        at = int(numpy.argmax(labels >= NUM_CLASSES))
+        raise DataError(f"load_mnist: {labels_path} has label {labels[at]} (example {at}); "
+                        f"MNIST labels are 0..{NUM_CLASSES - 1}")
     return images, labels
 
 

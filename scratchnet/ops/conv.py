@@ -50,10 +50,25 @@ Two options let a kernel skip memory passes. ``activation="relu"`` fuses
 ReLU reads and writes the whole output. ``need_dx=False`` says that nobody
 wants ``dx`` (the input is data, as for a model's first layer): the
 ``dcols`` GEMM and col2im are skipped, and ``backprop`` returns ``None`` for it.
+
+**Which algorithm.** Everything above is the direct algorithm: every output
+is the plain sum of its window's products. The numba backend also has
+Winograd F(4x4, 5x5) (``kernels/winograd_numba.py``) for stride-1 5x5
+convolutions, 6.25 times fewer multiplications and a result equal up to
+rounding, but not bit for bit where the sum is exactly zero.
+``conv_algorithm`` (``scratchnet/_config.py``) or the environment variable
+``SCRATCHNET_CONV_ALGORITHM`` chooses: ``auto`` (Winograd for float32 where
+it applies, direct for float64, the reference-grade dtype), ``direct`` or
+``winograd`` (an error where it cannot apply). :func:`conv2d_algorithm`
+makes that choice for each call; the backward pass of a call runs the
+algorithm its forward pass ran.
 """
 from __future__ import annotations
 
+import numpy
+
 from .._checks import as_float_arrays, check_grad, check_padding, check_rank, pair
+from .._config import CONV_ALGORITHM_ENV, conv_algorithm, get_conv_algorithm
 from ..backend import get_backend
 from ..recording import Cost, nbytes
 from ..recording import op as recorded_op
@@ -61,12 +76,48 @@ from .activations import check_fused_activation
 from .shapes import conv_output_size, tf_padding_2d
 
 
+def conv2d_algorithm(be, x, w, sh, sw):
+    """``"winograd"`` or ``"direct"``: the algorithm ``conv2d`` runs on backend ``be`` for these operands.
+
+    From this thread's setting (``scratchnet/_config.py``): ``direct`` is
+    always direct; ``auto`` is Winograd for a float32 convolution that the
+    backend's Winograd applies to (``be.winograd``, the numba backend's), else
+    direct; ``winograd`` is Winograd, and a ValueError naming the shapes where
+    the backend has none or it does not apply: never another algorithm than
+    the one asked for.
+    """
+    setting = get_conv_algorithm()
+    if setting == "direct":
+        return "direct"
+    winograd = getattr(be, "winograd", None)
+    fits = winograd is not None and winograd.applies(x, w, sh, sw)
+    if setting == "winograd":
+        if not fits:
+            raise ValueError(_winograd_refused(be, x, w, sh, sw, winograd))
+        return "winograd"
+    return "winograd" if fits and x.dtype == numpy.float32 else "direct"
+
+
+def _winograd_refused(be, x, w, sh, sw, winograd):
+    """Why ``conv_algorithm("winograd")`` cannot run this convolution, and what to do instead."""
+    asked = f"conv2d: the convolution algorithm is 'winograd' (conv_algorithm() or {CONV_ALGORITHM_ENV})"
+    if winograd is None:
+        why = f"the {getattr(be, 'name', type(be).__name__)} backend has no Winograd convolution (the numba backend has one)"
+    else:
+        why = winograd.requirement
+    shapes = f"x: {tuple(x.shape)}, w: {tuple(w.shape)}, strides: {(sh, sw)}"
+    return f"{asked}, but {why}; got {shapes}. Choose 'auto' (Winograd where it applies) or 'direct'"
+
+
 class ConvReference:
     """Reference kernels for conv2d: the whole forward and backward, and the
-    ``im2col`` / ``col2im`` pair they are built on."""
+    ``im2col`` / ``col2im`` pair they are built on. They are the direct
+    algorithm, the only one here: under ``conv_algorithm("winograd")`` they
+    raise rather than run it (:func:`conv2d_algorithm`)."""
 
     def conv2d_forward(self, x, w, b, sh, sw, pads, relu=False):
         """``y = im2col(x) @ w2 + b``, one GEMM; then ``max(y, 0)`` when ``relu``."""
+        conv2d_algorithm(self, x, w, sh, sw)  # "direct", or the error
         xp = self.xp
         kh, kw, C, O = w.shape
         OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
@@ -86,6 +137,7 @@ class ConvReference:
         pass: it is a copy, cheap next to the GEMMs, and keeping it would hold
         kh*kw times the input's memory from the forward pass to the backward.
         """
+        conv2d_algorithm(self, x, w, sh, sw)  # "direct", or the error
         kh, kw, C, O = w.shape
         cols = self.im2col(x, kh, kw, sh, sw, pads)
         g2 = (dy * (y > 0) if relu else dy).reshape(-1, O)
@@ -161,6 +213,10 @@ def conv2d(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=Tr
         False when nobody wants the input's gradient (``backprop`` then returns
         ``None`` for ``dx`` and skips its work).
 
+    The algorithm (direct, or Winograd for some float32 convolutions) is
+    chosen by ``conv_algorithm`` / ``$SCRATCHNET_CONV_ALGORITHM`` (module
+    docstring): float64 is the exact sum unless ``"winograd"`` is asked for.
+
     Returns
     -------
     y : array of shape (N, OH, OW, O)
@@ -191,11 +247,13 @@ def conv2d(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=Tr
     shapes = f"x: {tuple(x.shape)}, w: {tuple(w.shape)}"
     _, _, pads = tf_padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
 
+    setting = get_conv_algorithm()  # the conv_algorithm setting the forward runs under
     y = be.conv2d_forward(x, w, b, sh, sw, pads, relu)
 
     def backprop(dy):
         dy = check_grad(op, dy, y, be)
-        dx, dw, db = be.conv2d_backward(dy, x, w, y, sh, sw, pads, relu, bool(need_dx))
+        with conv_algorithm(setting):  # the backward of the algorithm that ran, even outside its ``with``
+            dx, dw, db = be.conv2d_backward(dy, x, w, y, sh, sw, pads, relu, bool(need_dx))
         return dx, dw, (db if b is not None else None)
 
     return y, backprop

@@ -22,6 +22,25 @@ from .recipe import Recipe
 
 #: The parameter-store scope of the model's weights (``charlm/lstm/kernel``).
 SCOPE = "charlm"
+#: The most bytes charlm's vocabulary-sized arrays may take in one training
+#: step (2 GiB): the logits, their softmax and their gradient (3 x batch x
+#: seq_len x vocabulary numbers), and the embedding and softmax weights with
+#: their gradients and Adam's two slots (4 x vocabulary x (embedding + units
+#: + 1)). At the seed's sizes (batches of 100 x 50, embedding 100, LSTM 128)
+#: in float32 that allows about 33,000 distinct characters; English text has
+#: about 100, and 1.1 million would ask for 65 GiB.
+VOCABULARY_BUDGET_BYTES = 2 * 2**30
+
+
+def check_vocabulary(vocab_size, hp, batch_size, source, itemsize=4):
+    """Refuse a vocabulary whose arrays would exceed :data:`VOCABULARY_BUDGET_BYTES`, before any is allocated."""
+    need = (3 * batch_size * hp["seq_len"] + 4 * (hp["embedding_size"] + hp["units"] + 1)) * vocab_size * itemsize
+    if need > VOCABULARY_BUDGET_BYTES:
+        raise sn_data.DataError(
+            f"charlm: {source}: {vocab_size:,} distinct characters would make a training step's logits and weights "
+            f"take {need / 2**30:.1f} GiB, more than the {VOCABULARY_BUDGET_BYTES / 2**30:.0f} GiB charlm allows "
+            f"(VOCABULARY_BUDGET_BYTES); use a text with fewer distinct characters, or smaller batches"
+        )
 
 
 @dataclass
@@ -77,18 +96,26 @@ class CarryState(Callback):
     Training batches continue each other's text within an epoch, so the
     state carries over; each epoch starts from zeros. Evaluation starts each
     test batch from zeros and puts the training state back afterwards.
+
+    The state is part of a checkpoint (:class:`scratchnet.Checkpoint` saves a
+    stateful layer's ``states``), so a run resumed in the middle of an epoch
+    continues from the restored state: the reset happens only when the
+    model's step is at the start of an epoch (``steps_per_epoch`` tells).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, steps_per_epoch=None):
         super().__init__()
         self.model = model
+        self.steps_per_epoch = steps_per_epoch  # a callable (the recipe knows it once its data is split)
         self._saved = None
 
     def _stateful(self):
         return [layer for layer in self.model.walk() if getattr(layer, "stateful", False)]
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.reset_states()
+        per_epoch = self.steps_per_epoch() if self.steps_per_epoch is not None else None
+        if not per_epoch or self.model.step % per_epoch == 0:  # not when resuming mid-epoch
+            self.model.reset_states()
 
     def on_test_begin(self, logs=None):
         self._saved = [layer.states for layer in self._stateful()]
@@ -137,7 +164,12 @@ class CharLM(Recipe):
                   batch_size=None, progress=True):
         """The text corpus (``data`` names a text file; default: Python's own documentation text)."""
         corpus = sn_data.load_text(data, level="char")
-        return TextData(corpus, batch_size or cls.hparams["batch_size"], cls.hparams["seq_len"])
+        batch_size = batch_size or cls.hparams["batch_size"]
+        check_vocabulary(corpus.vocab_size, cls.hparams, batch_size, corpus.source)
+        try:
+            return TextData(corpus, batch_size, cls.hparams["seq_len"])
+        except ValueError as e:  # too short for one batch or one held-out row: a data error naming the file
+            raise sn_data.DataError(str(e) if corpus.source in str(e) else f"charlm data: {corpus.source}: {e}") from None
 
     def make_model(self, hp, dtype):
         if self.data is not None:
@@ -145,6 +177,8 @@ class CharLM(Recipe):
         if hp["vocab_size"] is None:
             raise ValueError("zoo.charlm: pass data= or vocab_size= to size the vocabulary")
         hp["vocab_size"] = int(hp["vocab_size"])
+        source = self.data.corpus.source if self.data is not None else "the vocabulary (vocab_size=)"
+        check_vocabulary(hp["vocab_size"], hp, hp["batch_size"], source, numpy.dtype(dtype or "float32").itemsize)
         # The weights live in a store of their own, so that the sampling model
         # (batch 1, one step) can be built later with the same weights.
         store = ParameterStore()
@@ -152,7 +186,7 @@ class CharLM(Recipe):
             model = _network(hp, hp["vocab_size"], dtype)
         model.build((None, 1))
         model.parameter_store = store
-        self._callbacks = [CarryState(model)]
+        self._callbacks = [CarryState(model, steps_per_epoch=lambda: self.steps_per_epoch)]
         return model
 
     def make_optimizer(self, hp):
