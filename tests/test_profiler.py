@@ -146,7 +146,7 @@ def test_a_training_step_shows_its_ops_layers_and_regions():
     # The ReLU is a row of its own, unless the dense op fuses it.
     assert names - {"relu forward", "relu backward"} == {
         "dense forward", "dense backward", "softmax_cross_entropy forward", "softmax_cross_entropy backward",
-        "optimizer", "regularizer", "moving_average", "other"}
+        "check_finite", "optimizer", "regularizer", "moving_average", "other"}
     by_layer = {r["name"]: r for r in prof.summary(group_by="layer")}
     assert "dense" in by_layer["hidden forward"]["op"].split(",")
     assert by_layer["logits backward"]["op"] == "dense" and by_layer["logits backward"]["calls"] == 1
