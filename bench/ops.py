@@ -1,6 +1,6 @@
 """Time each op's forward + backward against TensorFlow and PyTorch.
 
-At the shapes of the seed tutorials (batch 100): the MNIST MLP and CNN
+At the shapes of the five lessons (batch 100): the MNIST MLP and CNN
 layers, their max-pools, and the two LSTMs (MNIST rows, PTB words). Every
 framework runs in this process, on the same inputs, with the same thread
 count. Frameworks that each own a thread pool disturb each other when
@@ -41,7 +41,7 @@ def shaped(*shape):
 
 
 def cases(batch, large):
-    """``(op, shape label, spec, cost)`` at the seed shapes; ``cost`` is the op's own formula (``sn.ops.<op>.cost``)."""
+    """``(op, shape label, spec, cost)`` at the lessons' shapes; ``cost`` is the op's own formula (``sn.ops.<op>.cost``)."""
     N, f = batch, shaped
     hidden = (1024, 1024) if large else (128, 256)
     out = [

@@ -14,11 +14,15 @@ Environment:
   layout quickly). Any other myst-nb execution mode is passed through.
 - ``MNIST_TEST``: the real MNIST test set (two IDX files) the tutorials test
   on; default ``../shared/datasets/mnist-test`` beside the checkout, when it
-  is there.
+  is there, written relative to the folder of a page two levels down
+  (``docs/tutorials/``, ``docs/exercises/``), where its kernel runs: the
+  pages print where their data came from, and never the build machine's
+  absolute paths.
 """
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 import shutil
@@ -34,7 +38,7 @@ ROOT = DOCS.parent
 # -- what the executed pages see (the kernels inherit this environment) ------------------------------
 _mnist_test = ROOT.parent / "shared" / "datasets" / "mnist-test"
 if "MNIST_TEST" not in os.environ and _mnist_test.is_dir():
-    os.environ["MNIST_TEST"] = str(_mnist_test)
+    os.environ["MNIST_TEST"] = os.path.relpath(_mnist_test, DOCS / "tutorials")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up lines are not part of any page
 os.environ["SCRATCHNET_DOCS_ROOT"] = str(ROOT)
 
@@ -163,9 +167,19 @@ def shape_notes_as_literal(app, what, name, obj, options, lines):
     lines[:] = out
 
 
+def skip_modules(app, what, name, obj, skip, options):
+    """Leave out a class attribute that holds a module (``ReferenceOps.xp = numpy``).
+
+    autodoc would show its value, the module's repr, which is the build
+    machine's absolute path to it (``<module 'numpy' from '/.../site-packages/...'>``).
+    """
+    return True if inspect.ismodule(obj) else None
+
+
 def setup(app):
     _mathjax_source()  # fail at once, not after the pages have run
     app.connect("autodoc-process-docstring", shape_notes_as_literal)
+    app.connect("autodoc-skip-member", skip_modules)
     app.connect("builder-inited", write_notebooks)
     app.connect("build-finished", copy_mathjax)
     return {"parallel_read_safe": True}

@@ -6,14 +6,29 @@ Each ``.cu`` file holds the kernels of one op family, written once against a
 ``cupy.RawModule`` (NVRTC), and the module is cached for the process. Nothing
 compiles, and CuPy is not imported, until a kernel is asked for.
 
-The same source text, with the same ``#line`` directive, can be compiled by
-``nvcc`` to PTX (:func:`nvcc_ptx`), which is how the kernels are checked on a
-machine without a GPU.
+The same source text, with the same ``#line`` directive and the same flags
+(:func:`nvrtc_options`), can be compiled by ``nvcc`` to PTX (:func:`nvcc_ptx`),
+which is how the kernels are checked on a machine without a GPU.
+
+Two things about CuPy shape this file:
+
+- CuPy's kernel cache (on disk, across processes) is keyed on the source
+  text and the options, not on the headers the text includes through
+  ``-I``. An edit to ``common.cuh`` alone would leave the key as it was and
+  the stale cubin would run, so the options carry a digest of the headers
+  (:func:`headers_digest`): a header edit is a new key.
+- ``cupy.RawModule`` appends ``-ftz=true`` to the caller's options (CuPy's
+  ``_compile_with_cache_cuda``), and the last flag wins. The floating-point
+  flags are therefore stated here, that one included (:data:`FLOAT_FLAGS`),
+  and nvcc is given the same ones, so the PTX the checks read is the code
+  the GPU runs.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
+import re
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +38,11 @@ import numpy
 
 # dtype name -> the REAL macro the sources are compiled with.
 REAL_TYPES = {"float32": "float", "float64": "double"}
+
+#: The flags of NVRTC and nvcc alike: C++17, and IEEE division and square root with fused
+#: multiply-adds (each compiler's default, stated). ``-ftz=true`` (float32 subnormals flushed to
+#: zero) is what CuPy appends to every RawModule, so it is stated too rather than left to differ.
+FLOAT_FLAGS = ("--std=c++17", "-ftz=true", "-prec-div=true", "-prec-sqrt=true", "-fmad=true")
 
 
 class CudaCompileError(RuntimeError):
@@ -86,9 +106,52 @@ def real_type(dtype):
     return REAL_TYPES[name]
 
 
+def headers_digest(folder=None):
+    """A short digest of every header (``*.cuh``) in ``folder`` (default: the kernels' folder).
+
+    It goes into the options as ``-DSCRATCHNET_HEADERS=<digest>``, so that CuPy's
+    cache key, which covers the text and the options only, changes when a header does.
+    """
+    h = hashlib.sha256()
+    for header in sorted(Path(folder or kernel_dir()).glob("*.cuh")):
+        h.update(header.name.encode() + b"\0" + header.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def compile_options(real, include_dir=None):
-    """Compiler flags shared by NVRTC (the loader) and nvcc (the checks)."""
-    return (f"-DREAL={real}", f"-I{include_dir or kernel_dir()}")
+    """The macros and the include folder: what any compiler of the sources takes (g++ too).
+
+    ``-DSCRATCHNET_HEADERS`` names the headers' contents (:func:`headers_digest`); no source uses it.
+    """
+    folder = include_dir or kernel_dir()
+    return (f"-DREAL={real}", f"-I{folder}", f"-DSCRATCHNET_HEADERS={headers_digest(folder)}")
+
+
+def nvrtc_options(real, include_dir=None):
+    """The options of a CUDA compile, NVRTC's (the loader) and nvcc's (the checks) alike."""
+    return (*compile_options(real, include_dir), *FLOAT_FLAGS)
+
+
+def source_define(name, macro):
+    """The integer value of ``#define <macro> <n>`` in ``<name>.cu``, or None when it defines none.
+
+    The launcher reads a kernel's fixed sizes (a shared buffer's length) from
+    its source, so that the two cannot disagree.
+    """
+    match = re.search(rf"^\s*#\s*define\s+{re.escape(macro)}\s+\(?(\d+)\)?\s*$",
+                      _text(source_path(name)), re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def uses_dynamic_shared_memory(name):
+    """Whether ``<name>.cu`` declares an ``extern __shared__`` buffer (sized by the launch)."""
+    return re.search(r"extern\s+__shared__", _text(source_path(name))) is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _text(path):
+    # The launcher asks these questions on every launch; the file is read once per process.
+    return Path(path).read_text()
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,7 +160,7 @@ def _module(name, dtype_name):
 
     path = source_path(name)
     real = real_type(dtype_name)
-    module = cupy.RawModule(code=kernel_source(path), options=compile_options(real))
+    module = cupy.RawModule(code=kernel_source(path), options=nvrtc_options(real))
     try:
         # RawModule compiles lazily; compile now so errors surface here.
         module.compile()
@@ -111,9 +174,26 @@ def module(name, dtype):
     return _module(name, numpy.dtype(dtype).name)
 
 
+@functools.lru_cache(maxsize=None)
+def _function(name, kernel, dtype_name):
+    return _module(name, dtype_name).get_function(kernel)
+
+
 def function(name, kernel, dtype):
-    """The ``cupy.RawKernel`` called ``kernel`` in ``<name>.cu`` for ``dtype``."""
-    return module(name, dtype).get_function(kernel)
+    """The ``cupy.RawKernel`` called ``kernel`` in ``<name>.cu`` for ``dtype`` (cached).
+
+    ``RawModule.get_function`` looks the kernel up in the module and builds a
+    new ``RawKernel`` on every call; an LSTM step launches about ten kernels,
+    so the kernel objects are kept for the process, as the modules are.
+    """
+    return _function(name, kernel, numpy.dtype(dtype).name)
+
+
+def clear_caches():
+    """Forget the compiled modules and kernels of this process (after an edit to a source, in a test)."""
+    _function.cache_clear()
+    _module.cache_clear()
+    _text.cache_clear()
 
 
 def nvcc_ptx(path, arch="sm_80", real="float", nvcc=None):
@@ -134,7 +214,7 @@ def nvcc_ptx(path, arch="sm_80", real="float", nvcc=None):
         out = Path(tmp) / f"{path.stem}.ptx"
         # The copy sits in a temporary folder, so point -I at the original's
         # folder (for its own headers) and at the package's (common.cuh).
-        cmd = [nvcc, "-ptx", f"-arch={arch}", *compile_options(real, path.resolve().parent),
+        cmd = [nvcc, "-ptx", f"-arch={arch}", *nvrtc_options(real, path.resolve().parent),
                f"-I{kernel_dir()}", "-o", str(out), str(src)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -6,12 +6,15 @@ the kernels in ``kernels/*.cu``, with the signatures of the contract
 (``scratchnet/ops/contract.py``). Each override
 allocates its outputs, makes its inputs C-contiguous (the kernels index flat
 memory) and launches one kernel; the ``.cu`` files compile on first use
-(``kernels/cuda.py``).
+(``kernels/cuda.py``). The in-place parameter updates of the optimizers
+(``scratchnet/ops/updates.py``) run as one kernel each (``kernels/updates.cu``).
 
 This is the only module that imports CuPy, and nothing imports it until the
 ``cupy`` backend is selected.
 """
 from __future__ import annotations
+
+import os
 
 import cupy
 import numpy
@@ -32,6 +35,10 @@ def _grid(n):
     return (min(-(-n // BLOCK), MAX_GRID),)
 
 
+# The most threads a block may have on any CUDA GPU.
+MAX_BLOCK = 1024
+
+
 def _ints(*values):
     # The kernels take sizes as 64-bit ``index_t``; a Python int would be
     # passed as whatever CuPy guesses, so the type is made explicit.
@@ -43,6 +50,13 @@ class CupyOps(ReferenceOps):
 
     name = "cupy"
     xp = cupy
+
+    #: The scatter-adds of the embedding's and max pooling's backward (several dy entries to one
+    #: input) sort the positions first and sum each target in position order: the same bits on
+    #: every run, so a resumed training run equals an uninterrupted one on the GPU too. Float
+    #: atomics are faster but add in the order the threads arrive; ``SCRATCHNET_CUPY_ATOMIC_SCATTER=1``
+    #: (or setting this to True) asks for them.
+    atomic_scatter = os.environ.get("SCRATCHNET_CUPY_ATOMIC_SCATTER", "") not in ("", "0")
 
     def _refuse_foreign(self, op, name, a):
         """A NumPy array is an error here, never a silent copy.
@@ -56,9 +70,30 @@ class CupyOps(ReferenceOps):
                 f"move it to the GPU with cupy.asarray({name}) first"
             )
 
-    def _launch(self, source, kernel, dtype, grid, block, args):
-        """Run ``kernel`` of ``<source>.cu`` compiled for ``dtype``."""
-        cuda.function(source, kernel, dtype)(grid, block, args)
+    def _block_limit(self, source, kernel):
+        """The most threads per block ``kernel`` can take.
+
+        ``softmax_xent_forward`` reduces in a shared buffer of
+        ``XENT_MAX_THREADS`` entries, one per thread, fixed at compile time: a
+        wider block would write past it. The number is read from
+        ``losses.cu`` itself, so the launcher and the kernel cannot disagree;
+        a buffer sized at launch (``extern __shared__``) has no such bound.
+        """
+        if (source, kernel) == ("losses", "softmax_xent_forward") and not cuda.uses_dynamic_shared_memory("losses"):
+            limit = cuda.source_define("losses", "XENT_MAX_THREADS")
+            if limit is None:
+                raise RuntimeError("kernels/losses.cu: no XENT_MAX_THREADS and no extern __shared__ buffer; "
+                                   "the launcher cannot tell how wide a block may be")
+            return limit
+        return MAX_BLOCK
+
+    def _launch(self, source, kernel, dtype, grid, block, args, shared_mem=0):
+        """Run ``kernel`` of ``<source>.cu`` compiled for ``dtype``, after checking the block against its bound."""
+        limit = self._block_limit(source, kernel)
+        if block[0] > limit:
+            raise ValueError(f"{source}.cu {kernel}: a block of {block[0]} threads, but the kernel takes at most "
+                             f"{limit} (its shared buffer's length)")
+        cuda.function(source, kernel, dtype)(grid, block, args, shared_mem=shared_mem)
 
     def _elementwise(self, source, kernel, dtype, n, args):
         """Launch a grid-stride kernel over ``n`` items (nothing when ``n`` is 0)."""
@@ -110,13 +145,22 @@ class CupyOps(ReferenceOps):
         return y, argmax
 
     def maxpool_backward(self, dy, argmax, x_shape):
+        """The scatter-add of ``dy`` to the winners, in a fixed order (see :attr:`atomic_scatter`)."""
         N, H, W, C = x_shape
         _, OH, OW, _ = dy.shape
         dy = cupy.ascontiguousarray(dy)
         argmax = cupy.ascontiguousarray(argmax, dtype=cupy.int64)
         dx = cupy.zeros((N, H, W, C), dtype=dy.dtype)
         sizes = _ints(N, H, W, C, OH, OW)
-        self._elementwise("pooling", "maxpool_backward", dy.dtype, dy.size, (dy, argmax, dx, *sizes))
+        if self.atomic_scatter:
+            self._elementwise("pooling", "maxpool_backward_atomic", dy.dtype, dy.size, (dy, argmax, dx, *sizes))
+            return dx
+        # Where each dy entry goes (a flat index into dx), sorted stably: each dx entry then sums its run in order.
+        keys = cupy.empty(dy.shape, dtype=cupy.int64)
+        self._elementwise("pooling", "maxpool_backward_keys", dy.dtype, dy.size, (argmax, keys, *sizes))
+        order = cupy.argsort(keys.reshape(-1), kind="stable")
+        args = (dy, keys, order, dx, *_ints(dy.size, dx.size))
+        self._elementwise("pooling", "maxpool_backward", dy.dtype, dy.size, args)
         return dx
 
     # --- LSTM step (lstm.cu): steps 2-4 and 4b-2b of scratchnet/ops/lstm.py ---
@@ -131,6 +175,34 @@ class CupyOps(ReferenceOps):
         self._elementwise("lstm", "lstm_gates_forward", z.dtype, N * H, (z, c_prev, h, c, gates, *_ints(N, H)))
         return h, c, gates
 
+    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0):
+        """Steps 1-4 for t = 0 .. T-1: per step one GEMM into a buffer made once, and one kernel.
+
+        The reference's step allocates the GEMM's output, adds it to ``z_seq[t]``,
+        launches the gate kernel into three new arrays and copies them into the
+        sequences. Here cuBLAS writes ``h_{t-1} @ recurrent_kernel`` into ``zr``
+        (``out=``, one buffer per sequence), and ``lstm_step_forward`` adds it to
+        ``z_seq[t]`` as it reads it, writing the gates over ``z_seq[t]`` (handed
+        over, see the contract) and ``h_t``, ``c_t`` into their rows of ``h_seq``
+        and ``c_seq``.
+        """
+        T, N, G = z_seq.shape
+        H = G // 4
+        dtype = z_seq.dtype
+        z_seq = cupy.ascontiguousarray(z_seq)
+        z_seq += bias  # step 1's bias, for every step in one launch
+        recurrent_kernel = cupy.ascontiguousarray(recurrent_kernel, dtype=dtype)
+        h_seq = cupy.empty((T + 1, N, H), dtype=dtype)
+        c_seq = cupy.empty((T + 1, N, H), dtype=dtype)
+        h_seq[0], c_seq[0] = h0, c0
+        zr = cupy.empty((N, G), dtype=dtype)
+        sizes = _ints(N, H)
+        for t in range(T):
+            cupy.matmul(h_seq[t], recurrent_kernel, out=zr)
+            self._elementwise("lstm", "lstm_step_forward", dtype, N * H,
+                              (z_seq[t], zr, c_seq[t], h_seq[t + 1], c_seq[t + 1], *sizes))
+        return h_seq, c_seq, z_seq
+
     def lstm_gates_backward(self, dh, dc, c_prev, c, gates):
         N, H = c.shape
         dtype = gates.dtype
@@ -144,12 +216,17 @@ class CupyOps(ReferenceOps):
     # --- embedding (embedding.cu) ------------------------------------------
 
     def embedding_backward(self, ids, dy, vocab_size):
+        """The scatter-add of ``dy``'s rows into the table's, in a fixed order (see :attr:`atomic_scatter`)."""
         D = dy.shape[-1]
         ids = cupy.ascontiguousarray(ids.reshape(-1), dtype=cupy.int64)
         dy = cupy.ascontiguousarray(dy.reshape(-1, D))
         dtable = cupy.zeros((vocab_size, D), dtype=dy.dtype)
-        args = (ids, dy, dtable, *_ints(ids.size, D, vocab_size))
-        self._elementwise("embedding", "embedding_backward", dy.dtype, dy.size, args)
+        sizes = _ints(ids.size, D, vocab_size)
+        if self.atomic_scatter:
+            self._elementwise("embedding", "embedding_backward_atomic", dy.dtype, dy.size, (ids, dy, dtable, *sizes))
+            return dtable
+        order = cupy.argsort(ids, kind="stable")  # equal ids side by side, in position order
+        self._elementwise("embedding", "embedding_backward", dy.dtype, dy.size, (ids, order, dy, dtable, *sizes))
         return dtable
 
     # --- softmax cross-entropy (losses.cu) ---------------------------------
@@ -165,11 +242,14 @@ class CupyOps(ReferenceOps):
         probs = cupy.empty((M, K), dtype=logits.dtype)
         if M == 0:
             return losses, probs
-        # One block per row, as wide as the row (a power of two, 32 to 256).
-        block = min(256, max(32, 1 << (int(K) - 1).bit_length()))
+        # One block per row, as wide as the row: a power of two from 32 to the kernel's bound.
+        limit = self._block_limit("losses", "softmax_xent_forward")
+        block = min(limit, max(32, 1 << (int(K) - 1).bit_length()))
+        # A buffer sized at launch holds one entry per thread.
+        shared = block * logits.dtype.itemsize if cuda.uses_dynamic_shared_memory("losses") else 0
         grid = min(M, MAX_GRID)
         args = (logits, labels, losses, probs, *_ints(M, K))
-        self._launch("losses", "softmax_xent_forward", logits.dtype, (grid,), (block,), args)
+        self._launch("losses", "softmax_xent_forward", logits.dtype, (grid,), (block,), args, shared_mem=shared)
         return losses, probs
 
     def softmax_xent_backward(self, probs, labels, scale):
@@ -204,3 +284,70 @@ class CupyOps(ReferenceOps):
         args = (mask, numpy.int64(mask.size), numpy.uint64(int(seed) % (1 << 64)), threshold, keep_value)
         self._elementwise("dropout", "dropout_mask", dtype, mask.size, args)
         return mask
+
+    # --- in-place parameter updates (updates.cu) ---------------------------
+
+    def _fusable(self, *arrays):
+        """Whether the update kernels can run on ``arrays``: CuPy arrays of one float dtype and shape, C-contiguous.
+
+        Anything else (a float16 parameter, a transposed view) takes the
+        reference's array expressions, which handle every layout.
+        """
+        first = arrays[0]
+        return (first.dtype.name in cuda.REAL_TYPES and all(
+            isinstance(a, cupy.ndarray) and a.dtype == first.dtype and a.shape == first.shape
+            and a.flags.c_contiguous for a in arrays))
+
+    def _update(self, kernel, w, arrays, scalars, ints=()):
+        """Launch ``updates.cu``'s ``kernel`` over ``w.size`` entries; the float scalars in ``w``'s dtype."""
+        real = w.dtype.type
+        args = (*arrays, *(real(v) for v in scalars), *(numpy.int32(i) for i in ints), numpy.int64(w.size))
+        self._elementwise("updates", kernel, w.dtype, w.size, args)
+
+    def scaled_add(self, y, x, alpha):
+        if not self._fusable(y, x):
+            return super().scaled_add(y, x, alpha)
+        self._update("scaled_add", y, (y, x), (alpha,))
+
+    def moving_average_update(self, shadow, value, decay):
+        if not self._fusable(shadow, value):
+            return super().moving_average_update(shadow, value, decay)
+        self._update("moving_average_update", shadow, (shadow, value), (1 - decay,))
+
+    def sgd_l2_ema_update(self, w, g, lr, l2, shadow, decay):
+        """One kernel for the penalty's gradient, the SGD step and the moving average.
+
+        The penalty's sum is computed (one reduction, one wait for the
+        device) only when ``l2`` is set; without it the step does not wait.
+        A training step on this backend calls :meth:`sgd_l2_ema_apply`
+        instead, having summed the weights before its one transfer.
+        """
+        total = self.sum_of_squares(w) if l2 else 0.0
+        self.sgd_l2_ema_apply(w, g, lr, l2, shadow, decay)
+        return total
+
+    def sgd_l2_ema_apply(self, w, g, lr, l2, shadow, decay):
+        """:meth:`sgd_l2_ema_update`'s kernel alone: no sum, no wait."""
+        arrays = (w, g) if shadow is None else (w, g, shadow)
+        if not self._fusable(*arrays):
+            return super().sgd_l2_ema_apply(w, g, lr, l2, shadow, decay)
+        self._update("sgd_l2_ema_update", w, (w, g, w if shadow is None else shadow),
+                     (-lr, 2 * l2, 1 - decay), (bool(l2), shadow is not None))
+
+    def sgd_momentum_update(self, w, g, m, lr, momentum, nesterov):
+        """Keras's SGD with momentum in one kernel (the array expressions: five launches, two temporaries)."""
+        if not self._fusable(w, g, m):
+            return super().sgd_momentum_update(w, g, m, lr, momentum, nesterov)
+        self._update("sgd_momentum_update", w, (w, g, m), (lr, momentum), (bool(nesterov),))
+
+    def momentum_update(self, w, g, a, lr, momentum, nesterov):
+        """TensorFlow 1's momentum in one kernel."""
+        if not self._fusable(w, g, a):
+            return super().momentum_update(w, g, a, lr, momentum, nesterov)
+        self._update("momentum_update", w, (w, g, a), (lr, momentum), (bool(nesterov),))
+
+    def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
+        """Adam in one kernel, where the array expressions take about eight launches and four temporaries."""
+        if not self._fusable(w, g, m, v):
+            return super().adam_update(w, g, m, v, alpha, beta_1, beta_2, epsilon)
+        self._update("adam_update", w, (w, g, m, v), (alpha, 1 - beta_1, 1 - beta_2, epsilon))

@@ -40,6 +40,39 @@ extern "C" __global__ void lstm_gates_forward(const real* z, const real* c_prev,
     }
 }
 
+// Steps 1 (the recurrent part's sum) and 2-4 of step t of a sequence, for CupyOps.lstm_recurrence:
+// z = zx + zr, where zx is x_t @ kernel + bias (made for every step at once) and zr is h_prev @
+// recurrent_kernel (cuBLAS, into a buffer allocated once per sequence); then as lstm_gates_forward.
+// The gates overwrite zx in place (the contract hands z_seq over): each thread reads its four
+// entries of zx before it writes them, and no other thread touches them. h, c, c_prev are rows of
+// the sequence's h_seq and c_seq, written where they belong: no copy after the launch.
+extern "C" __global__ void lstm_step_forward(real* zx_gates, const real* zr, const real* c_prev,
+                                             real* h, real* c, index_t N, index_t H) {
+    const index_t total = N * H;
+    GRID_STRIDE_LOOP(idx, total) {
+        const index_t n = idx / H, k = idx % H;
+        const index_t row = n * 4 * H;
+        // 1: the two parts of z added, as the reference's z_seq[t] += h_prev @ recurrent_kernel
+        const real zi = zx_gates[row + k] + zr[row + k];
+        const real zf = zx_gates[row + H + k] + zr[row + H + k];
+        const real zg = zx_gates[row + 2 * H + k] + zr[row + 2 * H + k];
+        const real zo = zx_gates[row + 3 * H + k] + zr[row + 3 * H + k];
+        // 2: the nonlinearities
+        const real i = sigmoid_(zi);
+        const real f = sigmoid_(zf);
+        const real g = tanh(zg);
+        const real o = sigmoid_(zo);
+        zx_gates[row + k] = i;
+        zx_gates[row + H + k] = f;
+        zx_gates[row + 2 * H + k] = g;
+        zx_gates[row + 3 * H + k] = o;
+        // 3, 4: the cell update and the output
+        const real ct = f * c_prev[idx] + i * g;
+        c[idx] = ct;
+        h[idx] = o * tanh(ct);
+    }
+}
+
 // Steps 4b, 3b, 2b. dh: the total gradient of h_t (the output's plus what
 // step t+1 sent back); dc: the gradient of c_t from step t+1.
 extern "C" __global__ void lstm_gates_backward(const real* dh, const real* dc,

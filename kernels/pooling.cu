@@ -43,12 +43,41 @@ extern "C" __global__ void maxpool_forward(const real* x, real* y, long long* ar
     }
 }
 
-// dx[n, argmax, c] += dy[n, oh, ow, c]. dx must be zeroed by the caller.
-// Windows overlap when the stride is smaller than the window, so two outputs
-// can route to one input: atomicAdd.
-extern "C" __global__ void maxpool_backward(const real* dy, const long long* argmax, real* dx,
-                                            index_t N, index_t H, index_t W, index_t C,
-                                            index_t OH, index_t OW) {
+// The backward is a scatter-add, dx[n, argmax, c] += dy[n, oh, ow, c]:
+// windows overlap when the stride is smaller than the window, so two outputs
+// can route to one input. As for the embedding (embedding.cu), the default
+// is deterministic and the atomic version is the fast path, asked for.
+//
+// The deterministic backward runs in three steps:
+// 1. maxpool_backward_keys: keys[m] = the flat index into dx that dy[m]
+//    goes to, (n*H*W + argmax[m])*C + c (-1 for an empty window);
+// 2. on the host, order = argsort(keys), a stable sort;
+// 3. maxpool_backward: each dx element sums its run of dy entries in
+//    position order (sorted_scatter_add in common.cuh, rows of one).
+// dy, argmax, keys: (N, OH, OW, C), M = their size; dx: (N, H, W, C), V = its
+// size, zeroed by the caller.
+extern "C" __global__ void maxpool_backward_keys(const long long* argmax, long long* keys,
+                                                 index_t N, index_t H, index_t W, index_t C,
+                                                 index_t OH, index_t OW) {
+    const index_t total = N * OH * OW * C;
+    GRID_STRIDE_LOOP(idx, total) {
+        const index_t where = argmax[idx];
+        const index_t c = idx % C;
+        const index_t n = idx / (OH * OW * C);
+        keys[idx] = where < 0 ? -1 : (n * H * W + where) * C + c;
+    }
+}
+
+extern "C" __global__ void maxpool_backward(const real* dy, const long long* keys, const long long* order,
+                                            real* dx, index_t M, index_t V) {
+    sorted_scatter_add(keys, order, dy, dx, M, 1, V);
+}
+
+// The fast path: dx[n, argmax, c] += dy[n, oh, ow, c] with atomicAdd, one
+// thread per dy element; the low bits of the sums change run to run.
+extern "C" __global__ void maxpool_backward_atomic(const real* dy, const long long* argmax, real* dx,
+                                                   index_t N, index_t H, index_t W, index_t C,
+                                                   index_t OH, index_t OW) {
     const index_t total = N * OH * OW * C;
     GRID_STRIDE_LOOP(idx, total) {
         const index_t where = argmax[idx];

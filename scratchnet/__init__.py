@@ -5,7 +5,7 @@ against TensorFlow. ``import scratchnet`` loads the ops (NumPy only) and
 registers the backends; it imports neither Numba, CuPy, TensorFlow nor mpi4py
 and compiles nothing. The other submodules load on first use.
 
-Where things are: ``README.md``'s Layout table names the one file to open for
+Where things are: the Layout page (``docs/engineering/layout.md``) names the one file to open for
 each change.
 """
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Input validation shared by the ops: errors name the op, the argument and the shapes."""
 from __future__ import annotations
 
+import contextlib
 import numbers
+import threading
 
 import numpy
 
@@ -104,7 +106,10 @@ def check_ids(op, be, name, ids, upper, what, floats=False):
 
     The check is one elementwise mask and one reduction in the array's own
     module, so on a GPU it is one small kernel and one sync; the first bad
-    entry is looked up only when there is one.
+    entry is looked up only when there is one. Inside :func:`deferred_checks`
+    on a device backend it does not wait: the reduction's answer joins the
+    step's one transfer, and until then the bad entries read as 0, so that no
+    kernel indexes out of bounds before the step raises.
     """
     ids = be.native(op, name, ids)
     xp = be.xp
@@ -116,9 +121,62 @@ def check_ids(op, be, name, ids, upper, what, floats=False):
         bad = (ids != xp.floor(ids)) | (ids < 0) | (ids >= upper)
     else:
         raise ValueError(f"{op}: {name} must be integers, got {ids.dtype} ({name}: {tuple(ids.shape)})")
+    deferred = _deferral(xp)
+    if deferred is not None:
+        deferred.add(bad.any(), lambda: _bad_id(op, name, ids, bad, upper, what))
+        safe = xp.where(bad, 0, ids)
+        return safe.astype(xp.int64) if kind == "f" else safe
     if bad.any():
         raise _bad_id(op, name, ids, bad, upper, what)
     return ids.astype(xp.int64) if kind == "f" else ids
+
+
+class DeferredChecks:
+    """Checks of a device step whose answers stay on the device until the step's one transfer.
+
+    ``flags`` are 0-d device booleans, true where a check failed; ``errors``
+    the matching ``() -> Exception`` (called only on failure: finding the
+    bad entry for the message may wait for the device, as an error may).
+    """
+
+    def __init__(self):
+        self.flags, self.errors = [], []
+
+    def add(self, failed, error):
+        self.flags.append(failed)
+        self.errors.append(error)
+
+    def raise_first(self, failed):
+        """Raise the first error whose flag (read back, in ``failed``) is set."""
+        for bad, error in zip(failed, self.errors):
+            if bad:
+                raise error()
+
+
+_deferred = threading.local()
+
+
+@contextlib.contextmanager
+def deferred_checks():
+    """Within, :func:`check_ids` on a device backend defers its answer into the yielded :class:`DeferredChecks`.
+
+    The caller must read every flag and call :meth:`DeferredChecks.raise_first`
+    before it lets anything the checked arrays fed reach the model's state
+    (``Model.train_on_shard`` does so before its updates). On the CPU backends
+    checks answer at once, as outside.
+    """
+    previous = getattr(_deferred, "checks", None)
+    _deferred.checks = checks = DeferredChecks()
+    try:
+        yield checks
+    finally:
+        _deferred.checks = previous
+
+
+def _deferral(xp):
+    """The open :class:`DeferredChecks` when ``xp`` is a device's module, else None."""
+    checks = getattr(_deferred, "checks", None)
+    return checks if checks is not None and xp is not numpy else None
 
 
 def _bad_id(op, name, ids, bad, upper, what):

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 from .archive import CheckpointError, atomic_write, read_archive
 from .checkpoint import INDEX_NAME, list_checkpoints
-from .checkpoint.index import read_index
+from .checkpoint.index import is_regular_file, read_index
+from .checkpoint.saver import remove_stale_temporaries
 
 RUN_FILE = "run.json"
 PID_FILE = "train.pid"
@@ -342,7 +343,7 @@ class TrainingFolder:
                     kept.append(name)
                 else:
                     os.rmdir(path)
-            elif ours.fullmatch(name) and _is_regular_file(path):
+            elif ours.fullmatch(name) and is_regular_file(path):
                 os.remove(path)
             elif name != PID_FILE:
                 kept.append(name)
@@ -353,26 +354,11 @@ class TrainingFolder:
 
         :func:`scratchnet.archive.atomic_write` writes ``NAME`` through
         ``.NAME.<pid>-<8 hex>.tmp``. Only the temporaries of this folder's own
-        files are removed (checkpoints and index, through the saver's
-        ``remove_stale_temporaries`` where it exists; ``run.json``,
-        ``train.pid`` and the metrics here), and only those whose writer is
-        gone. Call holding the lock.
+        files are removed (checkpoints, the index, ``run.json``, ``train.pid``
+        and the metrics: the saver's ``remove_stale_temporaries``), and only
+        those whose writer is gone. Call holding the lock.
         """
-        from . import checkpoint
-
-        removed = []
-        saver_clean = getattr(checkpoint, "remove_stale_temporaries", None)
-        if saver_clean is not None:
-            removed += saver_clean(self.path, prefix=PREFIX)
-        pattern = re.compile(r"\.(?:" + "|".join(re.escape(n) for n in (RUN_FILE, PID_FILE, *METRICS_FILES))
-                             + r")\.(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}\.tmp")
-        for name in sorted(os.listdir(self.path)):
-            match = pattern.fullmatch(name)
-            path = os.path.join(self.path, name)
-            if match and not _pid_alive(int(match["pid"])) and _is_regular_file(path):
-                os.remove(path)
-                removed.append(name)
-        return removed
+        return remove_stale_temporaries(self.path, prefix=PREFIX, also=(RUN_FILE, PID_FILE, *METRICS_FILES))
 
 
 # ----------------------------------------------------------------------------
@@ -516,25 +502,8 @@ def _read_pid(path):
         return None
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # another user's live process, or a pid we cannot ask about: leave its file
-    return True
-
-
 # ----------------------------------------------------------------------------
 # files
-
-
-def _is_regular_file(path):
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _is_real_folder(path):
@@ -548,5 +517,5 @@ def _remove_event_files(folder):
     """Delete TensorBoard's event files (``events.out.tfevents.*``) in ``folder``; leave anything else."""
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
-        if name.startswith("events.out.tfevents.") and _is_regular_file(path):
+        if name.startswith("events.out.tfevents.") and is_regular_file(path):
             os.remove(path)

@@ -16,6 +16,10 @@ three phases leave them; only the penalty's float64 sum is added up in
 another order. Anything else (momentum, Adam, an L1 term, data-parallel
 training, the first step, before the shadows exist) takes the three phases.
 
+On a GPU (``Model._train_on_device``) the penalty's sums are taken before the
+step's one transfer, with the loss and the checks, and the kernel is
+``sgd_l2_ema_apply``, which does not sum again (``sgd_l2_ema_step(..., summed=True)``).
+
 Either way the gradients are checked for NaN and infinities before any weight
 is updated (``Model.check_finite``, :func:`scratchnet.training.check_step`): the
 kernel updates in place, so a refused step must never reach it.
@@ -53,13 +57,18 @@ def fusable(model, params):
     return model.ema is None or model.ema.tracks(params)
 
 
-def sgd_l2_ema_step(model, params):
+def sgd_l2_ema_step(model, params, summed=False):
     """The penalty's gradient, the SGD step and the moving average of ``params``, one call per parameter.
 
     Returns the regularization penalty of the weights before the step (what
     ``model.regularization_loss()`` would have returned). Call only when
-    :func:`fusable` says so.
+    :func:`fusable` says so. With ``summed`` the caller has the penalty
+    already (a device step sums the weights before its one transfer, which
+    comes before any update): nothing is summed, the kernel is
+    ``sgd_l2_ema_apply``, and the return value is None.
     """
+    if summed:
+        return _apply(model, params)
     be = get_backend()
     opt, ema = model.optimizer, model.ema
     lr = opt.learning_rate_now
@@ -82,3 +91,20 @@ def sgd_l2_ema_step(model, params):
                 penalty += p.regularizer(p.value)
     opt.iterations += 1
     return penalty
+
+
+def _apply(model, params):
+    """:func:`sgd_l2_ema_step` without the sums: launches only, no wait for the device."""
+    be = get_backend()
+    opt, ema = model.optimizer, model.ema
+    lr = opt.learning_rate_now
+    decay = ema.decay_at() if ema is not None else 0.0
+    with recording.region(REGION):
+        for p in params:
+            shadow = ema.average(p) if ema is not None else None
+            if p.grad is None:
+                if shadow is not None:
+                    be.moving_average_update(shadow, p.value, decay)
+                continue
+            be.sgd_l2_ema_apply(p.value, p.grad, lr, _l2_scale(p), shadow, decay)
+    opt.iterations += 1

@@ -2,6 +2,9 @@
 
 ``value`` is a Python float (the mean over every leading position);
 ``backprop(dloss=1.0)`` returns the gradient with respect to ``y_pred``.
+``loss.on_device(y_true, y_pred)`` is the same with the value left a 0-d
+array of the backend: on a GPU, reading it is a wait for the device, which a
+training step makes once for all its numbers (``Model.train_on_shard``).
 The cross-entropies with ``from_logits=True`` (the default here, unlike
 Keras) run :func:`scratchnet.ops.softmax_cross_entropy`: log-sum-exp, finite
 for any finite logits, and the fused ``softmax - onehot`` gradient.
@@ -18,12 +21,23 @@ EPSILON = 1e-7
 
 
 class Loss(Configurable):
-    """Base class: ``__call__(y_true, y_pred) -> (value, backprop)``."""
+    """Base class: ``__call__(y_true, y_pred) -> (value, backprop)``, ``value`` a Python float.
+
+    A subclass implements :meth:`on_device` (and gets ``__call__``), or
+    ``__call__`` alone (its :meth:`on_device` then returns that float).
+    """
 
     name = "loss"
 
     def __call__(self, y_true, y_pred):
-        raise NotImplementedError
+        if type(self).on_device is Loss.on_device:
+            raise NotImplementedError(f"{type(self).__name__} implements neither __call__ nor on_device")
+        value, backprop = self.on_device(y_true, y_pred)
+        return float(value), backprop
+
+    def on_device(self, y_true, y_pred):
+        """``(value, backprop)`` with ``value`` a 0-d array of the backend (or a float): not read yet."""
+        return self(y_true, y_pred)
 
 
 class CategoricalCrossentropy(Loss):
@@ -41,7 +55,7 @@ class CategoricalCrossentropy(Loss):
     def __init__(self, from_logits=True):
         self.from_logits = bool(from_logits)
 
-    def __call__(self, y_true, y_pred):
+    def on_device(self, y_true, y_pred):
         op = type(self).__name__
         if tuple(y_true.shape) != tuple(y_pred.shape):
             raise ValueError(
@@ -49,8 +63,7 @@ class CategoricalCrossentropy(Loss):
             )
         labels = y_true.astype(y_pred.dtype, copy=False)
         if self.from_logits:
-            loss, backprop = ops.softmax_cross_entropy(y_pred, labels)
-            return float(loss), backprop
+            return ops.softmax_cross_entropy(y_pred, labels)
         return _crossentropy_from_probabilities(op, labels, y_pred)
 
     def get_config(self):
@@ -65,7 +78,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 
     name = "sparse_categorical_crossentropy"
 
-    def __call__(self, y_true, y_pred):
+    def on_device(self, y_true, y_pred):
         op = type(self).__name__
         xp = get_backend().xp
         ids = y_true
@@ -80,8 +93,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             K = y_pred.shape[-1]
             ids = check_ids(op, get_backend(), "y_true", ids, K, f"y_pred has {K} classes", floats=True)
         if self.from_logits:
-            loss, backprop = ops.softmax_cross_entropy(y_pred, ids)
-            return float(loss), backprop
+            return ops.softmax_cross_entropy(y_pred, ids)
         K = y_pred.shape[-1]
         onehot = (ids[..., None] == xp.arange(K)).astype(y_pred.dtype)
         return _crossentropy_from_probabilities(op, onehot, y_pred)
@@ -95,7 +107,7 @@ def _crossentropy_from_probabilities(op, labels, P):
     inside = (Q > EPSILON) & (Q < 1 - EPSILON)
     Qc = xp.clip(Q, EPSILON, 1 - EPSILON)
     M = P.size // P.shape[-1]
-    loss = float(-(labels * xp.log(Qc)).sum() / M)
+    loss = -(labels * xp.log(Qc)).sum() / M
 
     def backprop(dloss=1.0):
         # dL/dQ = -labels / Q where unclipped; Q = P / S gives dL/dP_j = (g_j - sum_k g_k Q_k) / S.
@@ -110,13 +122,13 @@ class MeanSquaredError(Loss):
 
     name = "mean_squared_error"
 
-    def __call__(self, y_true, y_pred):
+    def on_device(self, y_true, y_pred):
         if tuple(y_true.shape) != tuple(y_pred.shape):
             raise ValueError(
                 f"MeanSquaredError: y_true must have y_pred's shape {tuple(y_pred.shape)}, got {tuple(y_true.shape)}"
             )
         D = y_pred - y_true.astype(y_pred.dtype, copy=False)
-        loss = float((D * D).mean())
+        loss = (D * D).mean()
 
         def backprop(dloss=1.0):
             return D * (2 * scalar_grad("MeanSquaredError", get_backend(), dloss) / D.size)

@@ -3,6 +3,10 @@
 ``Model.evaluate`` and ``Model.fit`` average them over batches, weighted by
 batch size. ``"accuracy"`` picks the sparse or the categorical form from the
 labels' shape, as Keras's ``"accuracy"`` does with the matching loss.
+
+:func:`on_device` gives a built-in metric's form that leaves its value a 0-d
+array of the backend, for a training step that reads all its numbers from
+the device in one transfer (``Model.train_on_shard``).
 """
 from __future__ import annotations
 
@@ -12,6 +16,10 @@ from .backend import get_backend
 
 def sparse_categorical_accuracy(y_true, y_pred):
     """Fraction of positions whose largest ``y_pred`` entry is the class id in ``y_true``."""
+    return float(_sparse_categorical_accuracy(y_true, y_pred))
+
+
+def _sparse_categorical_accuracy(y_true, y_pred):
     ids = y_true
     if ids.ndim == y_pred.ndim and ids.shape[-1] == 1:
         ids = ids.reshape(ids.shape[:-1])
@@ -23,23 +31,44 @@ def sparse_categorical_accuracy(y_true, y_pred):
         K = y_pred.shape[-1]
         ids = check_ids("sparse_categorical_accuracy", get_backend(), "y_true", ids, K, f"y_pred has {K} classes",
                         floats=True)
-    return float((y_pred.argmax(axis=-1) == ids).mean())
+    return (y_pred.argmax(axis=-1) == ids).mean()
 
 
 def categorical_accuracy(y_true, y_pred):
     """Fraction of positions where ``y_pred`` and the one-hot ``y_true`` peak at the same class."""
+    return float(_categorical_accuracy(y_true, y_pred))
+
+
+def _categorical_accuracy(y_true, y_pred):
     if tuple(y_true.shape) != tuple(y_pred.shape):
         raise ValueError(
             f"categorical_accuracy: y_true must have y_pred's shape {tuple(y_pred.shape)}, got {tuple(y_true.shape)}"
         )
-    return float((y_pred.argmax(axis=-1) == y_true.argmax(axis=-1)).mean())
+    return (y_pred.argmax(axis=-1) == y_true.argmax(axis=-1)).mean()
 
 
 def accuracy(y_true, y_pred):
     """Categorical accuracy when ``y_true`` is one-hot (``y_pred``'s shape), sparse otherwise."""
+    return float(_accuracy(y_true, y_pred))
+
+
+def _accuracy(y_true, y_pred):
     if tuple(y_true.shape) == tuple(y_pred.shape) and y_pred.shape[-1] > 1:
-        return categorical_accuracy(y_true, y_pred)
-    return sparse_categorical_accuracy(y_true, y_pred)
+        return _categorical_accuracy(y_true, y_pred)
+    return _sparse_categorical_accuracy(y_true, y_pred)
+
+
+_ON_DEVICE = {
+    accuracy: _accuracy,
+    sparse_categorical_accuracy: _sparse_categorical_accuracy,
+    categorical_accuracy: _categorical_accuracy,
+}
+
+
+def on_device(fn):
+    """``fn``'s form that returns its value as a 0-d array of the backend (not read yet), or ``fn`` itself
+    for a metric that is not built in (its float is then read where it is computed)."""
+    return _ON_DEVICE.get(fn, fn)
 
 
 _BY_NAME = {

@@ -24,8 +24,9 @@ import numpy
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
+from . import regularizers as _regularizers
 from . import fused_update, recording, training
-from ._checks import check_bool, check_count
+from ._checks import check_bool, check_count, deferred_checks
 from .backend import get_backend, to_numpy
 from .layers.base import Layer, as_backend_array, shape_of
 from .serialization import deserialize, register, serialize
@@ -243,6 +244,8 @@ class Model(Layer):
         if self.optimizer is None:
             raise ValueError(f"{self.name}: compile with an optimizer before train_on_batch")
         x, y = as_backend_array(x, self.dtype), as_backend_array(y, self.dtype)
+        if self.data_parallel is None and get_backend().xp is not numpy:
+            return self._train_on_device(x, y)
         self.zero_grad()
         # The input is data: no layer computes its gradient (the first layer skips its dx).
         y_pred, backprop = self.forward(x, training=True, need_dx=False)
@@ -261,16 +264,105 @@ class Model(Layer):
         self.step += 1
         return self._compute_logs(y, y_pred, loss + penalty)
 
-    def _update(self, params, check=None, loss=0.0):
+    def _train_on_device(self, x, y):
+        """:meth:`train_on_shard` on a GPU: the step's numbers read from the device in one transfer, before any update.
+
+        Read where each is computed (as on the CPU backends), a step's numbers
+        are five waits for a GPU: the labels' range check, the loss, the
+        finite test, the L2 penalty's sum and the accuracy. Here each stays a
+        0-d device array (the id checks defer, :func:`scratchnet._checks.deferred_checks`;
+        out-of-range ids read as 0 meanwhile), and :func:`scratchnet.training.read_back`
+        brings them over as one small vector. Then, in the CPU path's order, a
+        failed check raises, a non-finite step is refused, and only then are
+        the updates launched: none of them waits. Under data parallelism the
+        CPU path runs (its allreduce waits anyway).
+        """
+        self.zero_grad()
+        with deferred_checks() as checks:
+            y_pred, backprop = self.forward(x, training=True, need_dx=False)
+            value, loss_backprop = self._loss_on_device(y, y_pred)
+            backprop(loss_backprop(1.0))
+            metrics = [(name, _metrics.on_device(fn)(y, y_pred)) for name, fn in self.metrics]
+        params = self.trainable_parameters
+        with recording.region("regularizer"):
+            parts = self._penalty_parts()
+        with recording.region("check_finite"):
+            grads = [p.grad for p in params if p.grad is not None]
+            finite = training.all_finite_on_device(value, grads) if self.check_finite else True
+            loss, penalty, logs, finite = self._read_back(value, checks, parts, metrics, finite)
+            if self.check_finite:
+                training.check_step(self, loss, params, x, y, finite=finite)
+        if fused_update.fusable(self, params):  # plain SGD, L2 and a moving average: one kernel per parameter
+            fused_update.sgd_l2_ema_step(self, params, summed=True)
+        else:
+            self._update(params, penalty=penalty)
+        self.step += 1
+        return logs
+
+    def _loss_on_device(self, y, y_pred):
+        """``(value, backprop)`` of the loss with the value not read (a 0-d array, or a custom loss's float)."""
+        on_device = getattr(self.loss, "on_device", None)
+        return on_device(y, y_pred) if on_device is not None else self.loss(y, y_pred)
+
+    def _penalty_parts(self):
+        """What :meth:`regularization_loss` sums, not read yet: ``(regularizer, l1 sum, l2 sum)`` per penalty.
+
+        An ``L1L2`` penalty's sums stay on the device; any other regularizer
+        gives its own float (``(None, float, 0.0)``), read where it is computed.
+        """
+        be = get_backend()
+        parts = []
+        for p in self.parameters():
+            r = p.regularizer
+            if r is None:
+                continue
+            if type(r) is _regularizers.L1L2:
+                parts.append((r, abs(p.value).sum() if r.l1 else 0.0,
+                              be.sum_of_squares_on_device(p.value) if r.l2 else 0.0))
+            else:
+                parts.append((None, r(p.value), 0.0))
+        return parts
+
+    def _read_back(self, value, checks, parts, metrics, finite=True):
+        """Read the step's numbers in one transfer; raise a deferred check's error; return ``(loss, penalty, logs, finite)``.
+
+        ``logs`` holds the loss with the penalty (summed in :meth:`regularization_loss`'s
+        order and arithmetic) and the metrics.
+        """
+        sums = [v for _, l1, l2 in parts for v in (l1, l2)]
+        numbers = training.read_back([value, finite, *checks.flags, *sums, *(m for _, m in metrics)])
+        loss, finite = numbers[0], bool(numbers[1])
+        k = 2 + len(checks.flags)
+        checks.raise_first(numbers[2:k])
+        penalty = 0
+        for (r, _, _), l1, l2 in zip(parts, numbers[k::2], numbers[k + 1::2]):
+            if r is None:
+                penalty += l1
+                continue
+            term = 0.0
+            if r.l1:
+                term += r.l1 * l1
+            if r.l2:
+                term += r.l2 * l2
+            penalty += term
+        k += len(sums)
+        penalty = float(penalty)
+        logs = {"loss": loss + penalty}
+        logs.update((name, v) for (name, _), v in zip(metrics, numbers[k:]))
+        return loss, penalty, logs, finite
+
+    def _update(self, params, check=None, loss=0.0, penalty=None):
         """The end of a step in three phases: the penalties' gradients, the optimizer, the moving average.
 
         ``check()``, when given, runs after the gradients are final (the
         penalties' added, averaged over the ranks) and before the optimizer:
         it raises to refuse the step. ``loss`` is this rank's loss, shared
         with the other ranks through the gradients when it is not finite.
-        Returns the penalty of the weights before the step."""
+        Returns the penalty of the weights before the step (``penalty`` when
+        the caller has it already: it is not summed again)."""
         with recording.region("regularizer"):
-            penalty = self.regularization_loss()
+            if penalty is None:
+                penalty = self.regularization_loss()
             self.regularization_backward()
         if self.data_parallel is not None:
             if check is not None:  # every rank must refuse the same step: see share_nonfinite_loss
@@ -293,6 +385,12 @@ class Model(Layer):
         """Loss and metrics of one batch in inference mode (no update)."""
         self._require_compiled("test_on_batch")
         y = as_backend_array(y, self.dtype)
+        if get_backend().xp is not numpy:  # on a GPU, the numbers in one transfer (see _train_on_device)
+            with deferred_checks() as checks:
+                y_pred, _ = self.forward(as_backend_array(x, self.dtype), training=False)
+                value, _ = self._loss_on_device(y, y_pred)
+                metrics = [(name, _metrics.on_device(fn)(y, y_pred)) for name, fn in self.metrics]
+            return self._read_back(value, checks, self._penalty_parts(), metrics)[2]
         y_pred, _ = self.forward(as_backend_array(x, self.dtype), training=False)
         value, _ = self.loss(y, y_pred)
         return self._compute_logs(y, y_pred, float(value) + self.regularization_loss())

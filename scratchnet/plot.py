@@ -4,7 +4,8 @@
 ``LOGDIR/test``. :func:`read_scalars` reads their event files back without
 TensorBoard (an event file is a sequence of length-prefixed ``Event``
 protocol buffers, the TFRecord framing), and :func:`plot_curves` draws one
-panel per tag (loss, accuracy, ...) with the train and test curves together.
+panel per tag (loss, accuracy, ...) with the train and test curves together,
+and says under them why the test curve can sit above the train curve.
 
 matplotlib is an optional extra (``pip install 'scratchnet[plot]'``); it is
 imported only when a plot is drawn.
@@ -14,12 +15,21 @@ from __future__ import annotations
 import glob
 import os
 import struct
+import textwrap
 
 INSTALL_HINT = "scratchnet plot needs matplotlib: pip install 'scratchnet[plot]' (or pip install matplotlib)"
+#: Printed under the curves when a folder holds both a train and a test run: the test curve often sits above.
+TEST_ABOVE_TRAIN = ("Test above train? A train point is a training batch, measured while training: on the weights of "
+                    "that step, with dropout on where the model has it. A test point is measured with dropout off "
+                    "and, where the model keeps them, on the moving averages of the weights.")
 
 
 class MatplotlibMissing(RuntimeError):
     """matplotlib is not installed; the message says how to install it."""
+
+
+class NoScalars(FileNotFoundError):
+    """The folder holds no TensorBoard scalars to draw (no ``train/`` or ``test/`` run written yet)."""
 
 
 def _records(path):
@@ -97,14 +107,14 @@ def plot_curves(logdir, path=None, title=None):
     ------
     MatplotlibMissing
         matplotlib is not installed.
-    FileNotFoundError
-        ``logdir`` holds no scalars.
+    NoScalars
+        ``logdir`` holds no scalars (a ``FileNotFoundError``).
     """
     plt = _pyplot()
     runs = read_scalars(logdir)
     tags = sorted({tag for tags in runs.values() for tag in tags})
     if not tags:
-        raise FileNotFoundError(f"plot: no TensorBoard scalars under {logdir!r} (expected {logdir}/train, {logdir}/test)")
+        raise NoScalars(f"plot: no TensorBoard scalars under {logdir!r} (expected {logdir}/train, {logdir}/test)")
     path = path or os.path.join(logdir, "curves.png")
     fig, axes = plt.subplots(1, len(tags), figsize=(5 * len(tags), 3.8), squeeze=False)
     for ax, tag in zip(axes[0], tags):
@@ -122,6 +132,10 @@ def plot_curves(logdir, path=None, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if {"train", "test"} <= set(runs):
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.1)
+        fig.text(0.01, 0.01, textwrap.fill(TEST_ABOVE_TRAIN, 60 * len(tags)), fontsize=8, color="0.3",
+                 va="bottom")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -27,12 +27,13 @@ trains on regardless.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy
 
 from . import random as _random
 from ._checks import check_bool, check_count, first_marked, format_index
-from .backend import get_backend
+from .backend import get_backend, to_numpy
 
 
 class NonFiniteError(FloatingPointError):
@@ -254,7 +255,7 @@ def _should_stop(model):
     return stop
 
 
-def check_step(model, loss, params, x=None, y=None):
+def check_step(model, loss, params, x=None, y=None, finite=None):
     """Raise :class:`NonFiniteError` when this step's loss or a gradient of ``params`` is not finite.
 
     ``Model.train_on_shard`` calls it after the backward pass, before the
@@ -265,9 +266,13 @@ def check_step(model, loss, params, x=None, y=None):
     tensors one by one, to name the culprit.
 
     ``x`` and ``y`` are the step's input and labels (named when they are the
-    cause).
+    cause). ``finite``, when given, is the gradients' test already answered
+    (:func:`all_finite_on_device`, read back with the step's other numbers by
+    :func:`read_back`): a GPU step then does not wait for the device here.
     """
-    if math.isfinite(loss) and _all_finite([p.grad for p in params if p.grad is not None]):
+    if finite is None:
+        finite = _all_finite([p.grad for p in params if p.grad is not None])
+    if math.isfinite(loss) and finite:
         return
     found = first_nonfinite(model, loss, params, x, y)
     if found is None:  # not while the test above is exact; a cheaper, inexact one (a sum) could give false alarms
@@ -295,6 +300,36 @@ def _all_finite(arrays):
         return True
     xp = get_backend().xp
     return bool(xp.stack([xp.isfinite(a).all() for a in arrays]).all())
+
+
+def all_finite_on_device(loss, arrays):
+    """:func:`check_step`'s cheap test, left on the device: a 0-d boolean array, true when the loss
+    (when it is an array; a number is tested by :func:`check_step`) and every entry of ``arrays`` are finite."""
+    xp = get_backend().xp
+    parts = [xp.isfinite(a).all() for a in arrays]
+    if not isinstance(loss, (numbers.Number, numpy.generic)):
+        parts.append(xp.isfinite(loss).all())
+    return xp.stack(parts).all() if parts else True
+
+
+def read_back(values):
+    """``values`` (0-d arrays of the backend, NumPy scalars, numbers) as Python floats, in one transfer.
+
+    On a GPU each ``float()`` of a device array is a wait for the device; a
+    training step gathers its numbers (loss, checks, penalties, metrics) and
+    reads them here at once: one small vector, one ``.get()``. A bool reads
+    as 1.0 or 0.0. On the CPU backends it is ``float()`` of each.
+    """
+    xp = get_backend().xp
+    if xp is numpy:
+        return [float(v) for v in values]
+    out = [float(v) if isinstance(v, (numbers.Number, numpy.generic)) else None for v in values]
+    waiting = [i for i, v in enumerate(out) if v is None]
+    if waiting:
+        host = to_numpy(xp.stack([values[i].reshape(()).astype(xp.float64) for i in waiting]))
+        for i, v in zip(waiting, host.tolist()):
+            out[i] = v
+    return out
 
 
 def first_nonfinite(model, loss, params, x=None, y=None):

@@ -157,7 +157,7 @@ def _f32(*shape):
 
 def test_conv2d_names_both_shapes_when_channels_do_not_match():
     with pytest.raises(ValueError) as err:
-        sn.ops.conv2d(_f32(8, 28, 28, 3), _f32(5, 5, 4, 32))
+        sn.ops.conv2d(*to_backend(sn.backend.get_backend(), _f32(8, 28, 28, 3), _f32(5, 5, 4, 32)))
     assert str(err.value) == "conv2d: x has 3 channels but w expects 4 (x: (8, 28, 28, 3), w: (5, 5, 4, 32))"
 
 
@@ -212,4 +212,5 @@ def test_numba_conv2d_run_in_several_chunks_matches_the_reference(numba_ops, mon
 
 def test_conv2d_rejects_an_empty_kernel():
     with pytest.raises(ValueError, match=r"conv2d: w must have no empty dimension"):
-        sn.ops.conv2d(np.ones((1, 4, 4, 1), np.float32), np.ones((0, 3, 1, 2), np.float32))
+        sn.ops.conv2d(*to_backend(sn.backend.get_backend(), np.ones((1, 4, 4, 1), np.float32),
+                                  np.ones((0, 3, 1, 2), np.float32)))

@@ -315,6 +315,7 @@ def test_a_rank_killed_mid_run_ends_the_job_non_zero_within_60_s_and_the_last_ch
     assert step >= 2 and newest.endswith(f"model-{step}")
 
 
+@pytest.mark.gpu
 def test_the_cupy_path_averages_through_nccl_or_the_host():
     """Runs where a GPU is lent: one rank, NCCL (or host staging) over a CuPy buffer."""
     from scratchnet.backend import cupy_unavailable_reason

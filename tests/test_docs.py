@@ -67,3 +67,77 @@ def test_each_tutorial_is_a_percent_script_listed_and_offered_as_a_notebook(tuto
 
 def test_five_tutorials_one_per_seed_lesson():
     assert [p.stem for p in TUTORIALS] == ["01_mlp", "02_lenet", "03_lstm_rows", "04_char_lm", "05_sharing_checkpoints"]
+
+
+# -- the learner's way in: the README, Start here, the lessons ----------------------------------------
+README = ROOT / "README.md"
+MARKDOWN_LINK = re.compile(r"\]\(((?!https?://|#)[^)\s]+)\)")
+
+
+def _section(text, heading):
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_the_readme_opens_with_what_scratchnet_is_for_the_two_commands_and_where_to_go_next():
+    text = README.read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert headings[:2] == ["Two commands", "Where to go next"], headings
+    assert "for students who learn how a network computes its gradients" in text[:text.index("\n## ")]
+    commands = _section(text, "Two commands")
+    assert "make demo" in commands and "make test" in commands
+    path = MARKDOWN_LINK.findall(_section(text, "Where to go next"))
+    assert path == ["docs/start_here.md", "docs/backprop.md", "docs/derivations/index.md", "docs/exercises/index.md",
+                    "docs/tutorials/index.md"]
+
+
+def test_every_link_of_the_readme_names_a_file_that_exists():
+    for target in MARKDOWN_LINK.findall(README.read_text(encoding="utf-8")):
+        assert (ROOT / target).is_file(), f"README.md links to {target}, which does not exist"
+
+
+def test_the_readme_keeps_the_engineering_material_in_the_documentation():
+    text = README.read_text(encoding="utf-8")
+    for moved in ("## Safety", "## Backends", "## Benchmarks", "## Training on several machines", "## Profiling"):
+        assert moved not in text, f"README.md still holds {moved!r}; it lives in docs/engineering/"
+    for page in ("backends", "layout", "safety", "distributed", "benchmarks"):
+        assert f"docs/engineering/{page}.md" in text
+        assert (DOCS / "engineering" / f"{page}.md").is_file()
+
+
+def test_the_five_lessons_are_named_alike_in_the_readme_and_on_start_here():
+    intro = README.read_text(encoding="utf-8").split("\n## ")[0]
+    lessons = re.findall(r"^\d\. (.+)$", intro, re.M)
+    assert len(lessons) == 5 and "five **lessons**" in intro
+    table = re.findall(r"^\| (\d) \| \{doc\}`tutorials/(\w+)` \| `(\w+)` \|", (DOCS / "start_here.md").read_text(), re.M)
+    assert [(int(n), page) for n, page, _ in table] == list(enumerate((p.stem for p in TUTORIALS), start=1))
+    assert [model for _, _, model in table] == ["mlp", "lenet", "lstm", "charlm", "mlp"]
+
+
+def test_the_words_of_the_learners_pages_keep_seed_for_randomness():
+    for path in (README, DOCS / "index.md", DOCS / "start_here.md"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if re.search(r"\bseed (lesson|model|\d{3})\b|\bthe seeds?'", line):
+                assert "Some comments in the source" in line or "`seed 000`" in line, f"{path.name}: {line}"
+
+
+def test_every_test_the_safety_page_names_exists():
+    names = set(re.findall(r"`(test_\w+\*?)`", (DOCS / "engineering" / "safety.md").read_text(encoding="utf-8")))
+    defined = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("*.py"))
+    assert names
+    for name in sorted(names):
+        pattern = rf"def {re.escape(name.rstrip('*'))}" + (r"\w*" if name.endswith("*") else r"\b")
+        assert re.search(pattern, defined), f"docs/engineering/safety.md names {name}, which no test defines"
+
+
+def test_the_built_site_shows_no_path_of_the_build_machine():
+    site = DOCS / "_build" / "html"
+    if not (site / "index.html").is_file():
+        pytest.skip("the site is not built here (make docs)")
+    for page in site.rglob("*.html"):
+        if "_modules" in page.parts:   # the source listings: their paths are the package's own
+            continue
+        text = page.read_text(encoding="utf-8", errors="replace")
+        for leak in (str(ROOT.parent) + "/", "site-packages/"):
+            assert leak not in text, f"{page.relative_to(site)} shows {leak!r}"

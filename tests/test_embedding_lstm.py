@@ -137,6 +137,7 @@ def test_embedding_lstm_rejects_bad_input_naming_the_argument(change, message):
     ids, a = make_inputs("general", np.float32)
     args = dict(ids=ids, **{k: a[k] for k in WEIGHTS})
     args.update(change)
+    args = {k: to_backend(sn.backend.get_backend(), v) for k, v in args.items()}  # the current backend's arrays
     with pytest.raises(ValueError, match=message):
         sn.ops.embedding_lstm(**args)
 
@@ -157,6 +158,7 @@ def _language_model(V, D=4, H=5, stateful=False, seed=0):
 
 def _step_gradients(model, ids, dy, fused):
     """The output and every parameter's gradient of one forward/backward, fused or not."""
+    ids, dy = to_backend(sn.backend.get_backend(), ids, dy)
     for p in model.parameters():
         p.grad = None
     if fused:

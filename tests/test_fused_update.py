@@ -29,7 +29,7 @@ def _train(name, fused, monkeypatch, steps=5, **hparams):
             m.setattr(fused_update, "fusable", lambda model, params: False)
         taken = []
         real_step = fused_update.sgd_l2_ema_step
-        m.setattr(fused_update, "sgd_l2_ema_step", lambda *a: taken.append(1) or real_step(*a))
+        m.setattr(fused_update, "sgd_l2_ema_step", lambda *a, **k: taken.append(1) or real_step(*a, **k))
         sn.random.seed(0)
         rng = np.random.default_rng(0)
         recipe = sn.zoo.build(name, **hparams)

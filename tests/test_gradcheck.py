@@ -606,3 +606,28 @@ def test_check_against_reports_a_wrong_output():
 def test_the_module_imports_without_pytest():
     code = "import sys; sys.modules['pytest'] = None; import scratchnet.gradcheck"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_check_op_accepts_the_trailing_none_of_an_optional_input_not_given(rng):
+    """``conv2d(x, w)`` without a bias: its backprop returns ``(dx, dw, None)`` for two inputs."""
+    x, w = rng.normal(size=(2, 5, 5, 3)), rng.normal(size=(3, 3, 3, 4))
+    with sn.use_backend("numpy"):
+        report = sn.gradcheck.check_op(lambda x, w: sn.ops.conv2d(x, w, padding="SAME"), x, w)
+    assert report["x"].max_rel_error < 1e-6 and report["w"].max_rel_error < 1e-6
+
+
+def test_check_op_on_lstm_with_four_inputs_leaves_the_initial_state_out(rng):
+    x, kernel = rng.normal(size=(2, 3, 4)), rng.normal(size=(4, 20), scale=0.5)
+    recurrent_kernel, bias = rng.normal(size=(5, 20), scale=0.5), rng.normal(size=20)
+    with sn.use_backend("numpy"):
+        report = sn.gradcheck.check_op(sn.ops.lstm, x, kernel, recurrent_kernel, bias)
+    assert report["recurrent_kernel"].max_rel_error < 1e-6
+
+
+def test_check_op_names_gradients_past_the_inputs_that_are_not_none(rng):
+    x, kernel = rng.normal(size=(2, 3, 4)), rng.normal(size=(4, 20), scale=0.5)
+    recurrent_kernel, bias = rng.normal(size=(5, 20), scale=0.5), rng.normal(size=20)
+    with sn.use_backend("numpy"), pytest.raises(sn.gradcheck.GradcheckError,
+                                                match=r"returned 6 gradients for 4 inputs .* the 2 past the last "
+                                                      r"input are not None"):
+        sn.gradcheck.check_op(lambda x, k, r, b: sn.ops.lstm(x, k, r, b), x, kernel, recurrent_kernel, bias)

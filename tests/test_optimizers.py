@@ -301,3 +301,29 @@ def test_a_real_model_with_l2_and_clipped_adam_matches_keras_fit_step_by_step():
         kopt.apply_gradients(zip(tape.gradient(loss, dense.trainable_variables), dense.trainable_variables))
     for a, b in zip(ours, dense.get_weights()):
         assert_close(a, b, np.float32, "dense")
+
+
+@pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
+@pytest.mark.parametrize("cls, kernel", [(sn.optimizers.SGD, "sgd_momentum_update"),
+                                         (sn.optimizers.Momentum, "momentum_update")], ids=["sgd", "tf1"])
+def test_momentum_updates_go_through_the_backends_kernel(backend, monkeypatch, cls, kernel, nesterov):
+    """SGD's and Momentum's updates are the contract's kernels (one CUDA kernel each on the cupy backend)."""
+    calls = []
+    real = getattr(type(backend), kernel)
+    monkeypatch.setattr(type(backend), kernel, lambda self, *a: calls.append(a[3:]) or real(self, *a))
+    p = sn.Parameter("w", backend.xp.ones((3, 2), dtype=np.float32))
+    p.grad = backend.xp.full((3, 2), 0.5, dtype=np.float32)
+    opt = cls(0.1, momentum=0.9, nesterov=nesterov)
+    opt.step([p])
+    opt.step([p])
+    assert calls == [(0.1, 0.9, nesterov)] * 2
+    # Two steps of the class docstrings' rules, by hand.
+    lr, mu, w, g, slot = 0.1, 0.9, np.float32(1), np.float32(0.5), np.float32(0)
+    for _ in range(2):
+        if cls is sn.optimizers.SGD:
+            slot = slot * np.float32(mu) - np.float32(lr) * g
+            w = w + (np.float32(mu) * slot - np.float32(lr) * g if nesterov else slot)
+        else:
+            slot = slot * np.float32(mu) + g
+            w = w - np.float32(lr) * (g + np.float32(mu) * slot if nesterov else slot)
+    np.testing.assert_array_equal(sn.to_numpy(p.value), np.full((3, 2), w, np.float32))

@@ -18,7 +18,7 @@ from scratchnet.backend import cupy_unavailable_reason
 from scratchnet.data import write_idx
 from scratchnet.profiler import ProfileSteps, calibration, report
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TIMING_PAGE = Path(__file__).resolve().parents[1] / "docs" / "timing.md"
 SECTION = "## Profiling"
 PEAKS = {"sgemm_gflops": 100.0, "copy_gbs": 10.0}  # balance: 10 FLOPs per byte
 
@@ -143,7 +143,8 @@ def test_a_training_step_shows_its_ops_layers_and_regions():
     with sn.profile(peaks=PEAKS) as prof:
         model.train_on_batch(x, y)
     names = {r["name"] for r in prof.rows}
-    # The ReLU is a row of its own, unless the dense op fuses it.
+    # The ReLU is a row of its own, unless the dense op fuses it. check_finite: the step's check that the loss
+    # and gradients are finite before they are applied (a NaN stops training).
     assert names - {"relu forward", "relu backward"} == {
         "dense forward", "dense backward", "softmax_cross_entropy forward", "softmax_cross_entropy backward",
         "check_finite", "optimizer", "regularizer", "moving_average", "other"}
@@ -165,8 +166,9 @@ def test_table_has_the_columns_sorts_and_ends_with_other_and_the_total():
     assert header.split() == ["name", "calls", "total", "ms", "mean", "ms", "%", "wall", "GFLOP/s", "GB/s", "bound",
                               "%", "peak"]
     lines = text.splitlines()
-    assert lines[-1].startswith("total (wall)") and f"{1e3 * prof.wall_s:.2f}" in lines[-1]
-    assert lines[-3].startswith("other")
+    last = max(i for i, line in enumerate(lines) if line.startswith("total (wall)"))
+    assert f"{1e3 * prof.wall_s:.2f}" in lines[last] and lines[last + 1].startswith("% peak: ")
+    assert lines[last - 2].startswith("other")
     totals = [r["total_ms"] for r in prof.summary("total")[:-1]]
     assert totals == sorted(totals, reverse=True)
     names = [r["name"] for r in prof.summary("name")[:-1]]
@@ -185,6 +187,25 @@ def test_the_bound_is_compute_above_the_machine_balance_and_memory_below():
     assert report.roofline(50e6, 1e6, 1e-3, PEAKS) == pytest.approx((50.0, 1.0, "compute", 50.0))
     assert report.roofline(1e6, 5e6, 1e-3, PEAKS) == pytest.approx((1.0, 5.0, "memory", 50.0))
     assert report.roofline(0, 0, 1e-3, PEAKS) == (None, None, None, None)
+
+
+def test_a_row_over_100_percent_of_its_roof_is_marked_and_the_legend_says_why():
+    def row(name, op, bound, pct):
+        return {"name": name, "op": op, "kind": "forward", "calls": 1, "total_ms": 1.0, "mean_ms": 1.0,
+                "percent": 25.0, "gflops": 1.0, "gbs": 1.0, "bound": bound, "percent_of_peak": pct}
+
+    rows = [row("conv2d forward", "conv2d", "compute", 238.0), row("relu backward", "relu", "memory", 130.0),
+            row("dense forward", "dense", "compute", 120.0), row("dense backward", "dense", "compute", 80.0)]
+    text = report.table(rows, 4e-3, PEAKS, "profile")
+    assert "238.0*" in text and "130.0*" in text and "120.0*" in text and "80.0*" not in text
+    legend = text.splitlines()[-4:]
+    assert legend[0].startswith("% peak: a compute-bound row's GFLOP/s against the sgemm roof")
+    assert legend[1].startswith("* over 100%: conv2d forward: computed with fewer operations than its cost formula")
+    assert "Winograd" in legend[1]
+    assert legend[2].startswith("* over 100%: relu backward: its bytes stayed in the caches")
+    assert legend[3].startswith("* over 100%: dense forward: ran faster than the sgemm roof, which was measured "
+                                "while the machine was busier")
+    assert "* over 100%" not in report.table(rows[3:], 4e-3, PEAKS, "profile")
 
 
 # -- the Chrome trace -------------------------------------------------------------------------------
@@ -352,24 +373,21 @@ def test_train_refuses_a_profile_that_is_not_a_positive_int(value, capsys):
     assert "argument --profile: must be a positive int" in capsys.readouterr().err
 
 
-# -- README.md ------------------------------------------------------------------------------------------
-def readme_code():
-    """The ```python blocks of README.md's section ``SECTION``, in order, as one program."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(SECTION + "\n")
-    end = text.find("\n## ", start + len(SECTION))
-    section = text[start:] if end < 0 else text[start:end]
-    blocks = re.findall(r"^```python\n(.*?)^```", section, re.S | re.M)
-    assert blocks, f"README.md: no ```python block under {SECTION!r}"
-    return "\n".join(blocks)
+# -- the timing page ----------------------------------------------------------------------------------
+def timing_page_cells(upto):
+    """The code cells of docs/timing.md, in order, up to the one holding ``upto``, as one program."""
+    cells = re.findall(r"^```\{code-cell\} ipython3\n(.*?)^```", TIMING_PAGE.read_text(encoding="utf-8"), re.S | re.M)
+    last = next(i for i, cell in enumerate(cells) if upto in cell)
+    return "\n".join(cells[:last + 1])
 
 
-def test_readme_section_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # the section writes trace.json into the working directory
-    namespace = {"__name__": "readme_profiling"}
+def test_the_timing_pages_profile_uses_one_calibrated_roof_for_every_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))   # a fresh cache: the page measures its roofs itself
+    namespace = {"__name__": "timing_page"}
     with sn.use_backend("numba"):
-        exec(compile(readme_code(), "README.md", "exec"), namespace)
+        exec(compile(timing_page_cells("export_chrome_trace"), "docs/timing.md", "exec"), namespace)
     out = capsys.readouterr().out
-    assert "conv2d backward" in out and "total (wall)" in out
-    check_chrome_trace(tmp_path / "trace.json")
+    assert "conv2d backward" in out and "total (wall)" in out and "% peak: " in out
+    roofs = set(re.findall(r"sgemm ([\d.]+) GFLOP/s", out))
+    assert len(roofs) == 1, f"the page shows {len(roofs)} sgemm roofs: {sorted(roofs)}"
     assert {r["name"] for r in namespace["prof"].rows} >= {"conv2d forward", fused_update.REGION, "other"}

@@ -1,4 +1,4 @@
-"""TensorBoard as the seeds use it: graphs traced from the zoo models, shared variables, histograms, images.
+"""TensorBoard as the lessons use it: graphs traced from the zoo models, shared variables, histograms, images, text.
 
 Every run is read back with TensorBoard's own reader (``EventAccumulator``),
 as the GRAPHS, HISTOGRAMS and IMAGES tabs read it.
@@ -22,7 +22,7 @@ if not os.environ.get("CI"):
     pytest.importorskip("tensorboard", reason="TensorBoard reads the event files back; install scratchnet[test]")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "tensorboard.md"
 
 
 @pytest.fixture(autouse=True)
@@ -230,14 +230,54 @@ def test_prediction_grids_caption_predictions_and_rank_the_surest_mistakes():
     assert (mistakes == image_grid.RED).all(axis=-1).any()
 
 
-def test_readme_section_runs(tmp_path, monkeypatch):
+def test_the_tensorboard_page_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    text = README.read_text(encoding="utf-8")
-    start = text.index("## TensorBoard\n")
-    section = text[start:text.index("\n## ", start + 1)]
-    code = "\n".join(re.findall(r"^```python\n(.*?)^```", section, re.S | re.M))
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme_tensorboard"})
+    text = PAGE.read_text(encoding="utf-8")
+    code = "\n".join(re.findall(r"^```python\n(.*?)^```", text, re.S | re.M))
+    exec(compile(code, "docs/tensorboard.md", "exec"), {"__name__": "tensorboard_page"})
     assert read(tmp_path / "runs/tour/train").Tags()["histograms"]
     assert read(tmp_path / "runs/tour/test").Tags()["images"]
     assert "softmax_cross_entropy" in graph_of(tmp_path / "runs/tour/graph")
-    assert "model/lstm/kernel" in graph_of(tmp_path / "runs/seed000/shared")
+    assert "model/lstm/kernel" in graph_of(tmp_path / "runs/sharing/shared")
+
+
+# -- figures a learner reads -----------------------------------------------------------------------------
+def test_the_samples_held_out_digits_are_shuffled_so_the_images_grid_shows_all_ten_classes(monkeypatch):
+    from scratchnet.data import sample
+
+    monkeypatch.setattr(sample, "_real_test_set", lambda test_path: None)  # no real test set: hold 1,000 out
+    data = sample.load_sample(fetch=False)
+    labels = np.asarray(data.test.labels)
+    assert np.bincount(labels, minlength=10).tolist() == [100] * 10
+    assert set(labels[:32].tolist()) == set(range(10))       # the IMAGES grid's 32 digits (of the first 500 shown)
+    again = sample.load_sample(fetch=False)
+    np.testing.assert_array_equal(np.asarray(again.test.labels), labels)   # a fixed seed: the same split every time
+    images = np.asarray(data.test.images[:32]).reshape(-1, 28, 28)
+    grid = image_grid.prediction_grids(images, labels[:32], np.eye(10)[labels[:32]], count=32)["predictions"]
+    assert grid.shape[1] == 8 * 64                                  # 8 columns of captioned digits, 4 rows
+    assert not (grid == image_grid.RED).all(axis=-1).any()           # every caption right: all green
+
+
+def test_the_text_tab_says_why_test_accuracy_can_beat_train_accuracy(tmp_path):
+    sn.random.seed(0)
+    recipe = sn.zoo.build("lenet")                       # dropout 0.5 and a moving average of the weights
+    x, y = digits(20)
+    recipe.train_step(x, y)
+    tb = sn.callbacks.TensorBoard(str(tmp_path))
+    tb.set_model(recipe.model)
+    with recipe.ema.averaged(recipe.model):             # as recipe.evaluate: on the moving averages
+        tb.on_test_end({"accuracy": 0.5, "loss": 1.0})
+    tb.on_test_end({"accuracy": 0.6, "loss": 0.9})       # written once per run
+    tb.close()
+    (event,) = read(tmp_path / "test").Tensors("about/test_vs_train/text_summary")
+    note = event.tensor_proto.string_val[0].decode()
+    assert note.startswith("**Why the test curve can sit above the train curve.**")
+    assert "with dropout on (`dropout` drops 50% of its inputs)" in note
+    assert "with dropout off" in note and "on the moving averages of the weights (decay 0.99)" in note
+    assert "not a sign that test examples leaked into training" in note
+
+    plain = sn.Sequential([sn.layers.Dense(3)])
+    plain.build((None, 4))
+    note = sn.callbacks.tensorboard.why_test_beats_train(plain, averaged=False)
+    assert "dropout" not in note and "moving averages" not in note
+    assert "Test accuracy can still be above training accuracy" in note

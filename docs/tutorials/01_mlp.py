@@ -12,7 +12,7 @@
 # {download}`Download this notebook (.ipynb) </_build/notebooks/01_mlp.ipynb>` ·
 # {download}`the jupytext script (.py) <01_mlp.py>`
 #
-# Seed lesson 002 (a TensorFlow 1 chapter on MNIST) trains a 784-500-10
+# The TensorFlow original of this lesson, post 002 (a TensorFlow 1 chapter on MNIST), trains a 784-500-10
 # network with three refinements, each of which slows the parameters down in
 # its own way:
 #
@@ -26,7 +26,7 @@
 #   evaluation uses instead of the weights themselves.
 #
 # scratchnet's zoo model `mlp` is that recipe. This page trains it for a
-# small budget (the seed trains 30,000 steps; here 1,500) and looks at each
+# small budget (the original trains 30,000 steps; here 1,500) and looks at each
 # refinement.
 
 # %%
@@ -46,7 +46,7 @@ data = sn.zoo.load_data("mlp", test_data=os.environ.get("MNIST_TEST"), download=
 print("data:", data.source)
 
 # %% [markdown]
-# ## The model and the seed's hyperparameters
+# ## The model and the original's hyperparameters
 #
 # `sn.zoo.build(name, data=..., **overrides)` returns a *recipe*: the model,
 # its loss, optimizer, schedule and moving average, and its batches.
@@ -64,7 +64,7 @@ print(recipe.optimizer.learning_rate, "| steps per epoch:", recipe.steps_per_epo
 #
 # $$\eta(t) = 0.8 \cdot 0.99^{\,t / E}.$$
 #
-# **L2.** The seed's `l2_regularizer(λ)` adds $\lambda \sum w^2 / 2$ for each
+# **L2.** The original's `l2_regularizer(λ)` adds $\lambda \sum w^2 / 2$ for each
 # weight matrix (TensorFlow's `tf.nn.l2_loss` halves), whose gradient is
 # $\lambda w$; scratchnet writes it as Keras's `l2(λ / 2)`. The model adds the
 # penalty's gradient to each `p.grad` after the backward pass
@@ -130,13 +130,13 @@ plt.show()
 # %% [markdown]
 # Early on the averaged weights lag behind (they remember the random start);
 # once the weights settle, the average is as good or better, and smoother
-# from one evaluation to the next. On full MNIST and 30,000 steps, the seed
+# from one evaluation to the next. On full MNIST and 30,000 steps, the original
 # reports 98.4%.
 #
 # ## The test accuracy
 #
 # `recipe.evaluate` evaluates on the moving averages when the recipe keeps
-# them (as the seed's `average_y` does); `averaged=False` uses the weights.
+# them (as the original's `average_y` does); `averaged=False` uses the weights.
 
 # %%
 x_test, y_test = data.test.images, data.test.labels
@@ -161,3 +161,15 @@ for name, r in (("with L2", recipe), ("without L2", no_l2)):
     w = sn.to_numpy(r.model.layers[0].kernel.value)
     acc = r.evaluate(x_test, y_test)["accuracy"]
     print(f"{name:11s} |w1| rms {np.sqrt((w ** 2).mean()):.4f}   test accuracy {acc:.4f}")
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Evaluate the MLP on its raw weights as well as on its moving averages
+#    (`recipe.evaluate(x_test, y_test, averaged=False)`): how far apart are
+#    the two test accuracies after the same steps, and why does the averaged model start lower?
+# 2. Write the dense layer's backward pass yourself: the {doc}`dense exercise <../exercises/dense>`.
+#    When it passes, train this MLP on it with `sn.exercises.use("dense", backward=dense_backward)`:
+#    the curve is the built-in's.
+# 3. Double the learning rate, then halve it. Which of the two curves above changes first, the loss
+#    or the test accuracy?

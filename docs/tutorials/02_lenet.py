@@ -12,7 +12,7 @@
 # {download}`Download this notebook (.ipynb) </_build/notebooks/02_lenet.ipynb>` ·
 # {download}`the jupytext script (.py) <02_lenet.py>`
 #
-# Seed lesson 003 follows chapter 6.4 of a TensorFlow 1 book: a LeNet-5 style
+# The TensorFlow original of this lesson, post 003, follows chapter 6.4 of a TensorFlow 1 book: a LeNet-5 style
 # network for MNIST, and the two pitfalls its author fell into. The network,
 # as the book builds it (not LeCun's original 6- and 16-filter version on
 # 32×32 inputs):
@@ -75,10 +75,10 @@ for step in range(1, 13):
 # ## Training, logged to TensorBoard
 #
 # `sn.callbacks.TensorBoard(logdir, update_freq=N)` writes TensorBoard event
-# files, `logdir/train` and `logdir/test`, the layout of seed 000;
+# files, `logdir/train` and `logdir/test`, the layout of post 000;
 # `tensorboard --logdir` shows them, and `sn.plot.read_scalars` reads them
 # back without TensorBoard. The evaluation every 50 steps uses 500 test
-# digits; the final one all of them. 250 steps here (the seed: 30,000).
+# digits; the final one all of them. 250 steps here (the original: 30,000).
 
 # %%
 logdir = tempfile.mkdtemp(prefix="lenet-")
@@ -140,3 +140,12 @@ for ax, i in zip(np.atleast_1d(axes), wrong):
     ax.set_title(f"{y_test[i]} → {predictions[i]}", fontsize=9)
     ax.axis("off")
 plt.show()
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Write max-pool's backward pass (the {doc}`max-pool exercise <../exercises/max_pool>`) and train
+#    this LeNet on it: `with sn.exercises.use("max_pool", backward=max_pool_backward): ...`. The losses
+#    are the built-in's to the last digit: why exactly, when a convolution's would differ in the last bits?
+# 2. The same for the convolution: the {doc}`conv2d exercise <../exercises/conv2d>`.
+# 3. Find the largest learning rate, between 0.01 and 0.8, at which 12 steps still lower the loss.

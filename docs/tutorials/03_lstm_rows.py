@@ -12,18 +12,18 @@
 # {download}`Download this notebook (.ipynb) </_build/notebooks/03_lstm_rows.ipynb>` ·
 # {download}`the jupytext script (.py) <03_lstm_rows.py>`
 #
-# Seed lessons 001 and 000 classify MNIST with a recurrent network: each
+# The TensorFlow originals, posts 001 and 000, classify MNIST with a recurrent network: each
 # 28×28 image is read as a sequence of 28 rows, one row (28 pixels) per time
-# step. Seed 001's model is three `BasicLSTMCell`s of 256 units, each wrapped
+# step. Post 001's model is three `BasicLSTMCell`s of 256 units, each wrapped
 # in `DropoutWrapper(output_keep_prob=0.5)`, the last step's output fed to a
 # dense layer of 10, Adam with a rate of 1e-3, batches of 100, 2,000 steps.
-# Seed 000's point is how to run it: a **training model** and a **testing
+# Post 000's point is how to run it: a **training model** and a **testing
 # model** built separately (the testing one without dropout and without a
 # train op) that **share their weights** through
 # `tf.variable_scope(..., reuse=True)`, and TensorBoard summaries of both.
 #
 # **For the budget of this page the LSTMs have 64 units, not 256, and train
-# for 400 steps, not 2,000** (the seed's sizes are the zoo's defaults:
+# for 400 steps, not 2,000** (the original's sizes are the zoo's defaults:
 # `sn.zoo.build("lstm", data=data)`). The op's backward pass, backpropagation
 # through time, is derived on the {doc}`LSTM page <../derivations/lstm>`.
 
@@ -82,7 +82,7 @@ print(f"{train_model.count_params():,} parameters, Adam {recipe.hparams['learnin
 # ## The testing model: same weights, no dropout
 #
 # Built with the same layer names under `reuse=True`. It has no `Dropout`
-# layers at all (seed 000's testing model has no `DropoutWrapper`); it is
+# layers at all (post 000's testing model has no `DropoutWrapper`); it is
 # compiled only for its loss and metric, never trained.
 
 # %%
@@ -162,9 +162,9 @@ print(f"on 1,000 test digits: recipe.evaluate {same:.4f}, the testing model {oth
 assert np.isclose(same, other)
 
 # %% [markdown]
-# ## Seed 000's bug: weights that are not shared
+# ## Post 000's bug: weights that are not shared
 #
-# The seed's author first built his weights with `tf.Variable`, which ignores
+# The original's author first built his weights with `tf.Variable`, which ignores
 # `reuse`: each model got weights of its own, the training accuracy rose and
 # the testing accuracy stayed where it started, whatever he tuned.
 # TensorBoard's graph showed two sets of variables. The same mistake here is
@@ -182,3 +182,14 @@ print("shares the training model's weights:",
 untrained = sn.training.evaluate(lonely, test_batches(x_test[:1000], y_test[:1000]))
 print(f"on 1,000 test digits: the unshared testing model {untrained['accuracy']:.4f}, "
       f"the shared one {other:.4f}")
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Write one LSTM step's backward pass (the {doc}`LSTM exercise <../exercises/lstm_step>`), then train
+#    the row-by-row classifier on it with `sn.exercises.use("lstm_step", backward=lstm_step_backward)`:
+#    your step runs 28 times per layer and batch, forward and backward.
+# 2. Read the images column by column instead (transpose each 28×28 image before training): does the
+#    accuracy after the same steps change?
+# 3. Write a layer: the {doc}`LayerNormalization exercise <../exercises/layer_norm>`, graded with
+#    `check_layer`, and put it between two LSTM layers.

@@ -12,7 +12,7 @@
 # {download}`Download this notebook (.ipynb) </_build/notebooks/04_char_lm.ipynb>` ·
 # {download}`the jupytext script (.py) <04_char_lm.py>`
 #
-# Seed lesson 004 reads section 9.3 of a TensorFlow cookbook: a language model
+# The TensorFlow original of this lesson, post 004, reads section 9.3 of a TensorFlow cookbook: a language model
 # that predicts the next character of a text. Its `LSTM_Model` class is built
 # twice: once for training (batches of sequences, `training_seq_len` steps),
 # and once, with `infer_sample=True`, for generating text one character at a
@@ -23,10 +23,10 @@
 # norm of 4.5.
 #
 # scratchnet's zoo model `charlm` is that model, trained here for 250 steps
-# (the seed: 10 epochs) on Python's own help text, which ships with Python.
+# (the original: 10 epochs) on Python's own help text, which ships with Python.
 # **For the budget of this page the learning rate is 5e-3, five times the
-# seed's 1e-3**, so that the model gets further in those few steps
-# (`sn.zoo.build("charlm", data=data)` keeps the seed's).
+# original's 1e-3**, so that the model gets further in those few steps
+# (`sn.zoo.build("charlm", data=data)` keeps the original's).
 
 # %%
 import matplotlib.pyplot as plt
@@ -51,7 +51,7 @@ print(f"{recipe.model.count_params():,} parameters; {recipe.optimizer.__class__.
 # shifted by one. Row $i$ of batch $k+1$ continues row $i$ of batch $k$, so
 # the LSTM's state is carried from one batch to the next within an epoch
 # (and reset at each epoch, by the recipe's `CarryState` callback). For that
-# reason the batches are not shuffled, a fix over the seed, which shuffles
+# reason the batches are not shuffled, a fix over the original, which shuffles
 # them and carries the state anyway.
 
 # %%
@@ -116,7 +116,7 @@ print(f"test after {recipe.step} steps ({recipe.count_test(data.test.labels)}): 
 # %% [markdown]
 # ## Sampling with shared weights
 #
-# `sn.zoo.sampling_model(model)` is the seed's `infer_sample=True` model: a
+# `sn.zoo.sampling_model(model)` is the original's `infer_sample=True` model: a
 # batch-1, one-step network built in the training model's parameter store with
 # `reuse=True`. It holds the same `Parameter` objects (training moves both)
 # but its own LSTM state, so sampling never disturbs the training state.
@@ -137,7 +137,17 @@ for temperature in (0.5, 0.8, 1.0):
 # After 250 steps (three passes over the text) the model has learned which
 # characters are frequent, that words are separated by spaces, a few short
 # words and the look of the help text's quoted names and long runs of
-# indentation, but little else; the seed's ten epochs get further. Greedy
+# indentation, but little else; the original's ten epochs get further. Greedy
 # decoding falls into a loop at once (here, of spaces: the text's most common
 # character after a word); a low temperature keeps to the likeliest
 # characters, a high one invents more.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Sample at temperatures 0.2, 0.8 and 1.5 from the same model and prime: which one repeats itself,
+#    and which one invents words?
+# 2. Train without gradient clipping (`clipnorm=None` in `sn.zoo.build`): does the loss curve change
+#    in the first few hundred steps?
+# 3. The LSTM here is fused with its embedding (`sn.ops.embedding_lstm`). Check its gradients with
+#    `sn.gradcheck.check_op` on a tiny vocabulary, as the {doc}`gradient checks <../api/gradcheck>` do.

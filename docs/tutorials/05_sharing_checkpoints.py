@@ -12,7 +12,7 @@
 # {download}`Download this notebook (.ipynb) </_build/notebooks/05_sharing_checkpoints.ipynb>` ·
 # {download}`the jupytext script (.py) <05_sharing_checkpoints.py>`
 #
-# The second half of seed lesson 002 is about managing a model's variables:
+# The second half of the TensorFlow original of lesson 1, post 002, is about managing a model's variables:
 # `tf.get_variable` and `tf.variable_scope` to create and share them by name;
 # `tf.train.Saver` to save them, restore them all or some, restore them under
 # other names, and restore their moving averages in place of the weights; and
@@ -37,7 +37,7 @@ from scratchnet.plot import read_scalars
 
 sn.random.seed(0)
 work = tempfile.mkdtemp(prefix="lesson5-")
-print("backend:", sn.get_backend().name, "| working folder:", work)
+print("backend:", sn.get_backend().name, "| working folder: a new temporary folder (`work`); paths below are relative to it")
 
 # %% [markdown]
 # ## `get_variable` and `variable_scope`: a parameter store
@@ -65,7 +65,7 @@ for attempt in ("create foo/v again", "reuse foo/missing"):
 print("reuse=True returns the same object:", store.get("foo/v", (1,), "float32", ones, reuse=True) is v)
 
 # %% [markdown]
-# The seed's `inference(input_tensor, reuse)` builds the network's variables
+# The original's `inference(input_tensor, reuse)` builds the network's variables
 # the first time and reuses them afterwards. With a store, two models built
 # under the same scope name share every weight:
 
@@ -111,7 +111,7 @@ print(f"after {recipe.step} steps: test accuracy {recipe.evaluate(x_test, y_test
 ckpt_dir = os.path.join(work, "mlp")
 ckpt = sn.Checkpoint(model=recipe.model, optimizer=recipe.optimizer, ema=recipe.ema)
 path = ckpt.save(ckpt_dir, step=recipe.step)
-print("saved", path, "| newest:", sn.latest_checkpoint(ckpt_dir))
+print("saved", os.path.relpath(path, work), "| newest:", os.path.relpath(sn.latest_checkpoint(ckpt_dir), work))
 print(sorted(os.listdir(ckpt_dir)))
 for name, shape in sn.checkpoint.list_variables(path):
     print(f"  {name:40s} {shape}")
@@ -135,7 +135,7 @@ print(f"restored step {step}: accuracy {before:.4f} -> {after:.4f}; identical pr
 # %% [markdown]
 # ## Restoring some variables: `tf.train.Saver([v1])`
 #
-# The seed's use case: reuse the trained layers of one network in another and
+# The original's use case: reuse the trained layers of one network in another and
 # retrain only what is new. Here a network with the same first layer and a new
 # last layer takes `layer1`'s weights from the checkpoint (`include=`) and
 # keeps its own random `layer2`.
@@ -180,7 +180,7 @@ print("renamed model predicts like the saved one:",
 # %% [markdown]
 # ## Restoring the moving averages: `ema.variables_to_restore()`
 #
-# The seed's evaluator loads each weight's moving average *into the weight*,
+# The original's evaluator loads each weight's moving average *into the weight*,
 # `tf.train.Saver(ema.variables_to_restore())`, so the evaluation graph needs
 # no averaging at all. `ema.variables_to_restore(model)` is that mapping;
 # `ema_into_weights=True` is the shortcut `scratchnet eval` uses.
@@ -201,7 +201,7 @@ print(f"averages as weights: {by_mapping:.4f} (mapping), {by_flag:.4f} (ema_into
 # %% [markdown]
 # ## The trainer and the evaluator: `mnist_train.py` and `mnist_eval.py`
 #
-# The seed's best-practice layout runs two programs: the trainer saves a
+# The original's best-practice layout runs two programs: the trainer saves a
 # checkpoint every 1,000 steps; the evaluator wakes up every 10 seconds,
 # loads the newest checkpoint (its moving averages, into the weights) and
 # prints its accuracy. Here the trainer is `scratchnet train`, started in the
@@ -211,11 +211,13 @@ print(f"averages as weights: {by_mapping:.4f} (mapping), {by_flag:.4f} (ema_into
 
 # %%
 run_dir = os.path.join(work, "run")
-common = ["--no-download"] + (["--test-data", os.environ["MNIST_TEST"]] if os.environ.get("MNIST_TEST") else [])
+# The commands run in `work`, so that the paths they print are relative to it.
+test_data = os.path.relpath(os.environ["MNIST_TEST"], work) if os.environ.get("MNIST_TEST") else None
+common = ["--no-download"] + (["--test-data", test_data] if test_data else [])
 trainer = subprocess.Popen(
     [sys.executable, "-m", "scratchnet", "train", "mlp", "--steps", "600", "--checkpoint-every", "200",
-     "--logdir", run_dir, "--no-progress", *common],
-    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+     "--logdir", "run", "--no-progress", *common],
+    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
 
 evaluator = sn.zoo.build("mlp", data=data)
 seen, deadline = None, time.monotonic() + 300
@@ -240,9 +242,9 @@ print("trainer printed:\n  " + "\n  ".join(trainer.stdout.read().strip().splitli
 # keeps polling every S seconds; `--max-evals` and `--timeout` stop it):
 
 # %%
-command = ["scratchnet", "eval", "mlp", "--logdir", run_dir, "--watch", "1", "--max-evals", "1", *common]
+command = ["scratchnet", "eval", "--logdir", "run", "--watch", "1", "--max-evals", "1", *common]
 print("$", " ".join(command))
-result = subprocess.run([sys.executable, "-m", "scratchnet", *command[1:]], capture_output=True, text=True)
+result = subprocess.run([sys.executable, "-m", "scratchnet", *command[1:]], capture_output=True, text=True, cwd=work)
 print(result.stdout.strip() or result.stderr.strip())
 
 # %% [markdown]
@@ -269,3 +271,12 @@ for ax, tag in zip(axes, ("loss", "accuracy", "learning_rate")):
     ax.legend()
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Save a checkpoint, change one weight by hand, restore it: which call tells you the weights are back?
+# 2. Build a third model under `store.scope("mnist", reuse=True)` with 300 hidden units instead of 500:
+#    what does the store say, and why must it refuse?
+# 3. Evaluate the saved model on its raw weights and on its moving averages: which is better after
+#    600 steps, and after 60?

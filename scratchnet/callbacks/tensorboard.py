@@ -39,6 +39,9 @@ class TensorBoard(Callback):
         IMAGES, into ``test``: at each evaluation, the predictions on these
         labelled images (e.g. 500 test digits): a grid of the first 32
         captioned predicted/true, and the most confident mistakes.
+
+    TEXT, into ``test`` at the first evaluation: why the test curve can sit
+    above the train curve for this model (:func:`why_test_beats_train`).
     """
 
     def __init__(self, logdir, update_freq="epoch", epoch_logs=True, write_graph=True, histogram_freq=0,
@@ -58,6 +61,7 @@ class TensorBoard(Callback):
         self._files = {}
         self._last = None
         self._graph_due, self._histograms_now, self._epoch = False, False, 0
+        self._noted = False
         self._tracer = self._trace = None
 
     def event_file(self, run):
@@ -71,6 +75,12 @@ class TensorBoard(Callback):
     def write_scalars(self, run, scalars, step):
         """Write ``{tag: value}`` to ``run`` at ``step``."""
         self.event_file(run).add_scalars(scalars, step)
+
+    def write_text(self, run, texts, step):
+        """Write ``{tag: markdown}`` to ``run`` at ``step``: TensorBoard's TEXT tab."""
+        from tensorboardX.summary import text
+
+        self.event_file(run)._add_values([v for tag, body in texts.items() for v in text(tag, body).value], step)
 
     def on_train_begin(self, logs=None):
         self._graph_due = self.write_graph
@@ -136,6 +146,10 @@ class TensorBoard(Callback):
 
     def on_test_end(self, logs=None):
         self.write_scalars("test", {k: float(v) for k, v in (logs or {}).items()}, self._step())
+        if not self._noted:
+            self.write_text("test", {NOTE_TAG: why_test_beats_train(self.model, _on_averages(self.model))},
+                            self._step())
+            self._noted = True
         if self.images is not None:
             from ..summary import prediction_images
 
@@ -152,3 +166,48 @@ class TensorBoard(Callback):
         for f in self._files.values():
             f.close()
         self._files = {}
+
+
+#: The TEXT tab's tag of :func:`why_test_beats_train` (TensorBoard shows it as ``about/test_vs_train/text_summary``).
+NOTE_TAG = "about/test_vs_train"
+
+
+def _on_averages(model):
+    """Whether ``model``'s weights are its moving averages right now (an evaluation inside ``ema.averaged``)."""
+    ema = getattr(model, "ema", None)
+    if ema is None:
+        return False
+    params = [p for p in model.trainable_parameters if ema.tracks([p])]
+    return bool(params) and all(bool((p.value == ema.average(p)).all()) for p in params[:1])
+
+
+def why_test_beats_train(model, averaged):
+    """Why ``model``'s test accuracy can be above its training accuracy, as a paragraph of Markdown.
+
+    The train points are measured on training batches while the model trains:
+    with dropout on, and on the weights of that moment. The test points are
+    measured with dropout off and, where the model keeps moving averages and
+    the evaluation used them (``averaged``), on those steadier weights.
+    """
+    from ..layers import Dropout
+
+    dropouts = [f"`{layer.name}` drops {layer.rate:.0%} of its inputs" for layer in model.walk()
+                if isinstance(layer, Dropout) and layer.rate > 0]
+    train = ["measured on each training batch while the model trains, on the weights of that step"]
+    test = []
+    if dropouts:
+        train.append(f"with dropout on ({'; '.join(dropouts)})")
+        test.append("with dropout off, so every unit contributes")
+    if averaged:
+        test.append(f"on the moving averages of the weights (decay {model.ema.decay:g}), which are "
+                    f"steadier than the weights of any one step")
+    verdict = "So test accuracy above training accuracy is expected here"
+    if not test:
+        test.append("between training steps, on the weights of that moment")
+        verdict = "Test accuracy can still be above training accuracy"
+    return (
+        "**Why the test curve can sit above the train curve.** "
+        f"The train points are {', '.join(train)}. The test points are measured {', and '.join(test)}. "
+        f"{verdict}, and it is not a sign that test examples leaked into training. Overfitting shows as the test loss rising "
+        "while the train loss keeps falling."
+    )

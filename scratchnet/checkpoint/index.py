@@ -81,15 +81,23 @@ def own_name_pattern(prefix):
     return re.compile(re.escape(prefix) + r"-(0|[1-9][0-9]*)")
 
 
+def is_regular_file(path):
+    """Whether ``path`` is a regular file itself (not a link to one, not a folder)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def is_checkpoint_file(path):
     """Whether ``path`` is a regular file (not a link, not a folder) that starts as an archive does.
 
     The magic alone, not the checksum: cheap enough to ask before every
     deletion, and enough to tell a checkpoint from a user's file.
     """
+    if not is_regular_file(path):
+        return False
     try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return False
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
     except OSError:

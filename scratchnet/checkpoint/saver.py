@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import warnings
 
 import numpy
@@ -13,7 +12,7 @@ from ..archive import CheckpointError, read_archive, write_archive
 from ..backend import get_backend, to_numpy
 from ..training import NonFiniteError  # one error for a non-finite step and a non-finite save
 from .header import FORMAT_VERSION, parse_header, variable_names
-from .index import (INDEX_NAME, is_checkpoint_file, is_own_checkpoint, is_plain_name, own_name_pattern,
+from .index import (INDEX_NAME, is_checkpoint_file, is_regular_file, is_own_checkpoint, is_plain_name, own_name_pattern,
                     parse_checkpoint_name, read_index, write_index)
 
 
@@ -432,7 +431,7 @@ def _delete_own_checkpoint(directory, name, prefix):
 # -- temporaries left by a killed save -------------------------------------------------------
 
 
-def remove_stale_temporaries(directory, prefix="model"):
+def remove_stale_temporaries(directory, prefix="model", also=()):
     """Remove the temporary files a killed save left in ``directory``; return their names.
 
     :func:`scratchnet.archive.atomic_write` writes ``<name>`` through
@@ -441,16 +440,19 @@ def remove_stale_temporaries(directory, prefix="model"):
     ``<prefix>-<step>`` and of the index), only regular files, and only those
     whose writing process is gone: a live one may be saving right now. Call it
     holding the folder's lock (:meth:`scratchnet.folder.TrainingFolder.lock`).
+    ``also`` names other plain file names whose temporaries go too (the
+    training folder's ``run.json`` and metrics).
     """
     if not is_plain_name(prefix):
         raise ValueError(f"remove_stale_temporaries: prefix must be a plain file name, got {prefix!r}")
-    pattern = re.compile(r"\.(?:" + own_name_pattern(prefix).pattern + "|" + re.escape(INDEX_NAME)
+    names = "|".join(re.escape(n) for n in (INDEX_NAME, *also))
+    pattern = re.compile(r"\.(?:" + own_name_pattern(prefix).pattern + "|" + names
                          + r")\.(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}\.tmp")
     removed = []
     for name in sorted(os.listdir(directory)):
         match = pattern.fullmatch(name)
         path = os.path.join(directory, name)
-        if match is None or _process_alive(int(match["pid"])) or not _is_regular_file(path):
+        if match is None or _process_alive(int(match["pid"])) or not is_regular_file(path):
             continue
         try:
             os.remove(path)
@@ -468,10 +470,3 @@ def _process_alive(pid):
     except (PermissionError, OverflowError):
         return True  # someone else's live process (or a pid we cannot ask about): leave its file
     return True
-
-
-def _is_regular_file(path):
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False

@@ -4,11 +4,12 @@
 
     scratchnet train lenet --steps 2000 --logdir runs/lenet       # progress bar, checkpoints, TensorBoard
     scratchnet train lenet --steps 4000 --logdir runs/lenet --resume
-    scratchnet eval lenet --logdir runs/lenet --watch 10           # seed 002's mnist_eval.py
+    scratchnet eval --logdir runs/lenet --watch 10                 # lesson 2's mnist_eval.py; the model from run.json
     scratchnet train NAME --epochs 1 --logdir runs/lm               # any zoo name (scratchnet train --help)
-    scratchnet sample --logdir runs/lm --prime "def " --length 200 --temperature 0.8   # a language model
+    scratchnet sample --logdir runs/lm --prime "def " --length 200  # a language model, at temperature 0.8
     scratchnet plot --logdir runs/lenet                            # runs/lenet/curves.png
     scratchnet demo                                                # what `make demo` runs
+    scratchnet exercises max_pool                                  # an exercise notebook, opened in Jupyter
 
 A training folder (``--logdir``) holds ``run.json`` (the model, its
 hyperparameters, dtype, data, and what the recipe needs to rebuild the
@@ -31,8 +32,9 @@ import os
 import sys
 
 from .. import distributed, zoo
-from .checks import RunError, UsageError, non_negative_int, positive_float, positive_int
-from .commands import DEMO_STEPS, demo, evaluate, plot, sample
+from .checks import RunError, UsageError, non_negative_int, positive_float, positive_int, temperature
+from .commands import DEMO_STEPS, SAMPLE_TEMPERATURE, demo, evaluate, plot, sample
+from .exercises import add_parser as add_exercises_parser
 from .train import train
 
 __all__ = ["RunError", "UsageError", "build_parser", "main"]
@@ -104,15 +106,17 @@ def build_parser():
     p.set_defaults(func=train)
 
     p = sub.add_parser("eval", help="evaluate the newest checkpoint (on the moving averages where kept)")
-    p.add_argument("model", choices=zoo.NAMES)
+    p.add_argument("model", nargs="?", choices=zoo.NAMES,
+                   help="the zoo model (default: the one the folder's run.json records)")
     p.add_argument("--logdir", required=True)
     p.add_argument("--watch", type=positive_float, metavar="SECONDS",
                    help="keep evaluating each new checkpoint, checking every SECONDS")
     p.add_argument("--split", choices=("validation", "test"), default="validation",
-                   help="validation (default, as seed 002; test when there is none) or test")
+                   help="validation (default, as lesson 5's evaluator; test when there is none) or test")
     p.add_argument("--max-evals", type=positive_int, help="with --watch: stop after this many evaluations")
     p.add_argument("--timeout", type=positive_float, help="with --watch: stop after this many seconds")
-    p.add_argument("--fashion", action="store_true")
+    p.add_argument("--fashion", action="store_true", default=None,
+                   help="Fashion-MNIST instead of MNIST (default: what the run trained on)")
     _common(p)
     p.set_defaults(func=evaluate)
 
@@ -120,7 +124,13 @@ def build_parser():
     p.add_argument("--logdir", required=True)
     p.add_argument("--prime", default="The ", help="text to start from")
     p.add_argument("--length", type=positive_int, default=200, help="tokens to generate")
-    p.add_argument("--temperature", type=positive_float, help="sample at this temperature (default: argmax)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--temperature", type=temperature, default=SAMPLE_TEMPERATURE,
+                     help=f"draw each token from softmax(logits / T) (default {SAMPLE_TEMPERATURE}); lower is "
+                          f"safer, higher is wilder")
+    how.add_argument("--greedy", action="store_true",
+                     help="take the most likely token each time instead of sampling (deterministic; a young "
+                          "model repeats itself)")
     _common(p, data=False)
     p.set_defaults(func=sample)
 
@@ -139,6 +149,8 @@ def build_parser():
                    help="try the public mirrors for full MNIST before falling back to the sample")
     p.set_defaults(func=demo, steps=DEMO_STEPS, checkpoint_every=100, eval_every=50, eval_examples=1000,
                    no_download=True)
+
+    add_exercises_parser(sub)
     return parser
 
 

@@ -40,13 +40,14 @@ class TrainingStopped(RunError):
 def positive(kind):
     """An argparse type: a positive ``kind``; a float must also be finite (``inf`` and ``nan`` are refused)."""
 
+    finite = " finite" if kind is float else ""
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0 or (kind is float and not math.isfinite(value)):
-            finite = " finite" if kind is float else ""
+            value = None
+        if value is None or not value > 0 or (kind is float and not math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"must be a positive{finite} {kind.__name__}, got {text!r}")
         return value
 
@@ -55,6 +56,16 @@ def positive(kind):
 
 
 positive_int, positive_float = positive(int), positive(float)
+
+
+def temperature(text):
+    """An argparse type for ``sample --temperature``: a positive finite float; 0 is ``--greedy``'s job."""
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError as e:
+        if text.strip() in ("0", "0.0", "0."):
+            raise argparse.ArgumentTypeError(f"{e}; for the most likely token each time, give --greedy") from None
+        raise
 
 
 def non_negative_int(text):

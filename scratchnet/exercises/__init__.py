@@ -1,16 +1,20 @@
-"""Graded exercises, in cs231n's style: write a backward pass, and have it checked.
+"""Graded exercises, in cs231n's style: write a backward pass, have it checked, then train with it.
 
-Four exercises, each a function to fill in (:mod:`~scratchnet.exercises.stubs`):
+Five exercises. Four are backward passes (each a function to fill in, in
+:mod:`~scratchnet.exercises.stubs`); the fifth is a whole layer
+(:mod:`~scratchnet.exercises.layer`):
 
-==============  =========================================================================  =================
-name            your function                                                              its forward
-==============  =========================================================================  =================
-``dense``       ``dense_backward(dy, cache) -> (dx, dw, db)``                              ``dense_forward``
-``conv2d``      ``conv2d_backward(dy, cache) -> (dx, dw, db)``                             ``conv2d_forward``
-``max_pool``    ``max_pool_backward(dy, cache) -> dx``                                     ``max_pool_forward``
-``lstm_step``   ``lstm_step_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev, dkernel,     ``lstm_step_forward``
-                drecurrent_kernel, dbias)``
-==============  =========================================================================  =================
+==============  ==========================================================  =====================================
+name            you write                                                   then train with it
+==============  ==========================================================  =====================================
+``dense``       ``dense_backward(dy, cache) -> (dx, dw, db)``               the MLP (``use("dense", ...)``)
+``conv2d``      ``conv2d_backward(dy, cache) -> (dx, dw, db)``              LeNet (``use("conv2d", ...)``)
+``max_pool``    ``max_pool_backward(dy, cache) -> dx``                      LeNet (``use("max_pool", ...)``)
+``lstm_step``   ``lstm_step_backward(dh, dc, cache) -> (dx, dh_prev,        the row-by-row LSTM
+                dc_prev, dkernel, drecurrent_kernel, dbias)``               (``use("lstm_step", ...)``)
+``layer_norm``  ``class LayerNormalization(sn.Layer)``: ``build`` and        any model you put it in
+                ``call``
+==============  ==========================================================  =====================================
 
 The forwards (:mod:`~scratchnet.exercises.forward`) return ``(out, cache)``;
 :func:`grade` runs your backward through :mod:`scratchnet.gradcheck` (finite
@@ -19,36 +23,46 @@ gradient is wrong and where::
 
     import scratchnet as sn
 
-    def dense_backward(dy, cache):
-        x, w, b = cache
-        return dy @ w.T, x.T @ dy, dy.sum(axis=0)
+    print(sn.exercises.grade("max_pool", sn.exercises.stub("max_pool")))
+    # max_pool: not implemented yet: fill in max_pool_backward(dy, cache) -> dx
 
-    report = sn.exercises.grade("dense", dense_backward)
-    print(report)             # dense: passed: ...
-    report.wrong              # [] here; ["dw"] when dw is wrong
+    report = sn.exercises.grade("max_pool", max_pool_backward)   # yours
+    report.passed, report.wrong                                   # (False, ["dx"]) ...
+    sn.exercises.grade("max_pool", max_pool_backward, hint=1)     # more help; hint=2: the formula
 
-The solutions are in :mod:`~scratchnet.exercises.solutions` (read them after
-trying).
+Once it passes, :func:`use` puts it into the engine, so that ``MaxPool2D``
+layers (LeNet's) run on your code::
+
+    with sn.exercises.use("max_pool", backward=max_pool_backward):
+        ...  # train LeNet: the same curve as with the built-in op
+
+Each exercise is a notebook to work in: ``scratchnet exercises max_pool``
+copies it into the current folder and opens it
+(:func:`~scratchnet.exercises.notebooks.write`).
+
+The solutions are the teachers': they are not imported here, and no page
+shows them. A teacher grades them with
+``from scratchnet.exercises import solutions`` (docs/teaching.md).
 """
 from __future__ import annotations
 
-from . import forward, solutions, stubs
+from . import forward, notebook, stubs
 from .grader import ExerciseError, Finding, GradeReport, get_exercise, grade
+from .layer import LAYER_EXERCISES, grade_layer
 from .problems import EXERCISES
+from .swap import Swap, use
 
-#: The exercise names :func:`grade` takes.
+#: The exercise names :func:`grade` takes (the backward passes), then the layer exercise's.
 NAMES = tuple(EXERCISES)
+LAYER_NAMES = tuple(LAYER_EXERCISES)
 
 
 def stub(name):
     """The stub of exercise ``name`` (raises ``NotImplementedError`` until you fill it in)."""
+    if name in LAYER_EXERCISES:
+        return LAYER_EXERCISES[name].stub
     return getattr(stubs, f"{get_exercise(name).name}_backward")
 
 
-def solution(name):
-    """The kept solution of exercise ``name``."""
-    return getattr(solutions, f"{get_exercise(name).name}_backward")
-
-
-__all__ = ["EXERCISES", "ExerciseError", "Finding", "GradeReport", "NAMES", "forward", "get_exercise", "grade", "solution",
-           "solutions", "stub", "stubs"]
+__all__ = ["EXERCISES", "ExerciseError", "Finding", "GradeReport", "LAYER_NAMES", "NAMES", "Swap", "forward",
+           "get_exercise", "grade", "grade_layer", "notebook", "stub", "stubs", "use"]

@@ -16,12 +16,15 @@ on the NumPy backend:
 
 Every wrong gradient is reported with its worst element: yours, the right
 value (the reference op's, which finite differences confirm) and a pattern
-when one fits (the opposite sign, zero, a constant factor).
+when one fits (the opposite sign, zero, a constant factor). Hints come in
+three levels: ``hint=0`` (the default) a nudge, ``hint=1`` closer, ``hint=2``
+the formula.
 """
 from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -64,6 +67,7 @@ class Finding:
     message: str
     upstream: str | None = None
     details: str = ""
+    all_gradients: bool = False  # every gradient of the step is wrong along ``upstream``
 
 
 @dataclass
@@ -84,6 +88,7 @@ class GradeReport:
     status: str = "passed"
     cases: list = field(default_factory=list)
     findings: list = field(default_factory=list)
+    hint: int = 0
 
     @property
     def passed(self):
@@ -112,7 +117,13 @@ class GradeReport:
         elif self.status == "not implemented":
             head = f"{self.exercise}: not implemented yet: fill in {self.signature}"
         elif self.status == "error":
-            head = f"{self.exercise}: your backward raised an error"
+            what = "layer" if self.signature.startswith("class ") else "backward"
+            head = f"{self.exercise}: your {what} raised an error"
+        elif any(f.check == "call" for f in self.findings):
+            call = next(f for f in self.findings if f.check == "call")
+            head = f"{self.exercise}: FAILED: {call.message.splitlines()[0].split(': ')[0]}"
+        elif self.broken_path:
+            head = f"{self.exercise}: FAILED: the path from the incoming {self.broken_path} is broken"
         else:
             head = f"{self.exercise}: FAILED: {_are(self.wrong) if self.wrong else 'see below: something is'} wrong"
         lines = [head]
@@ -121,14 +132,45 @@ class GradeReport:
         for f in self.findings:
             key = (f.check, tuple(f.gradients), f.upstream)
             if key in shown:  # the same fault on another case: one line
-                lines.append(f"  {f.case} ({f.check}): the same {', '.join(f.gradients)} wrong, as above")
+                what = (f"broken {f.upstream} path" if f.all_gradients else "mistake" if f.check == "call"
+                        else f"{', '.join(f.gradients)} wrong")
+                lines.append(f"  {f.case} ({f.check}): the same {what}, as above")
                 continue
             shown.append(key)
             lines.append(f"  {f.case} ({f.check}):")
             lines += [f"    {line}" for line in f.message.splitlines()]
+        if self.status == "failed" and self.hint < 2:
+            lines.append(f"  (more help: grade(..., hint={self.hint + 1}){'; the formula: hint=2' if self.hint == 0 else ''})")
         return "\n".join(lines)
 
+    @property
+    def broken_path(self):
+        """The one incoming gradient (``"dc"``) along which EVERY gradient is wrong, or None.
+
+        Then the mistake is on that path, not in any one gradient: the report
+        says so first, instead of listing every gradient as wrong.
+        """
+        every = {f.upstream for f in self.findings if f.upstream and f.all_gradients}
+        return every.pop() if len(every) == 1 else None
+
     __repr__ = __str__
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # scratchnet/
+
+
+def where(error):
+    """``  at FILE, line N: CODE`` for the learner's line that failed (the last one outside scratchnet, if any).
+
+    A file inside scratchnet is named from the package (``scratchnet/layers/base.py``), any
+    other by its name alone: a report never shows the machine's folders.
+    """
+    frames = traceback.extract_tb(error.__traceback__)
+    theirs = [f for f in frames if not Path(f.filename).resolve().is_relative_to(_PACKAGE)]
+    frame = (theirs or frames)[-1]
+    path = Path(frame.filename).resolve()
+    name = path.relative_to(_PACKAGE.parent) if path.is_relative_to(_PACKAGE) else path.name
+    return f"  at {name}, line {frame.lineno}: {frame.line}"
 
 
 def get_exercise(name):
@@ -150,7 +192,13 @@ def _call_once(ex, case, op, inputs, rng):
     outputs, backprop = op(*inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     dys = [rng.normal(size=np.shape(o)) for o in outputs]
-    grads = _as_tuple(backprop(*dys), len(ex.inputs))
+    raw = backprop(*dys)
+    if raw is None:
+        grads = ex.gradients[0] if len(ex.gradients) == 1 else ", ".join(ex.gradients)
+        return Finding(case.name, "call", list(ex.gradients),
+                       f"{ex.name}_backward returned None: its `return` line is missing (a function without one "
+                       f"returns None); end it with `return {grads}`")
+    grads = _as_tuple(raw, len(ex.inputs))
     if len(grads) != len(ex.inputs):
         return Finding(case.name, "call", list(ex.gradients),
                        f"{ex.name}_backward returned {len(grads)} value(s); it must return {len(ex.inputs)}: "
@@ -182,7 +230,14 @@ def _pattern(got, want):
     return None
 
 
-def _diagnose(ex, case, op, reference, inputs, names, dy, rng):
+def _hint(levels, hint):
+    """The hint at level ``hint`` (0 a nudge, 1 closer, 2 the formula), or the last one there is."""
+    if isinstance(levels, str):
+        levels = (levels,)
+    return levels[min(hint, len(levels) - 1)] if levels else ""
+
+
+def _diagnose(ex, case, op, reference, inputs, names, dy, rng, hint=0):
     """One line per wrong gradient: its worst element, yours against the reference op's."""
     dy = dy or tuple(rng.normal(size=np.shape(o)) for o in _outputs(reference, inputs))
     dy = tuple(np.zeros(np.shape(o)) if d is None else d for d, o in zip(dy, _outputs(reference, inputs)))
@@ -204,8 +259,8 @@ def _diagnose(ex, case, op, reference, inputs, names, dy, rng):
         if pattern:
             line += f" ({pattern})"
         lines.append(line)
-        if ex.hints.get(gname):
-            lines.append(f"  hint: {ex.hints[gname]}")
+        if hint >= 0 and ex.hints.get(gname):
+            lines.append(f"  hint: {_hint(ex.hints[gname], hint)}")
     return lines
 
 
@@ -218,7 +273,7 @@ def _outputs(fn, inputs):
     return y if isinstance(y, tuple) else (y,)
 
 
-def _finite_differences(ex, case, op, reference, inputs, rng):
+def _finite_differences(ex, case, op, reference, inputs, rng, hint=0):
     """``check_op``; on a failure, the wrong gradients (and, for several outputs, the broken incoming path)."""
     try:
         check_op(op, *inputs)
@@ -235,21 +290,51 @@ def _finite_differences(ex, case, op, reference, inputs, rng):
             except GradcheckError as e:
                 names = [f"d{n}" for n in e.names]
                 others = ", ".join(f"d{o}" for o in ex.outputs if o != out)
-                msg = [f"with only d{out} coming in ({others} = 0), {_are(names)} wrong (finite differences): "
-                       f"the path from the incoming d{out} is broken"]
-                hint = UPSTREAM_HINTS.get((ex.name, f"d{out}"))
-                if hint:
-                    msg.append(f"  hint: {hint}")
-                msg += _diagnose(ex, case, op, reference, inputs, names, dy, rng)
-                findings.append(Finding(case.name, "finite differences", names, "\n".join(msg), f"d{out}", str(e)))
+                every = set(names) == set(ex.gradients)
+                if every:
+                    # Every gradient wrong along one path: the mistake is where that path enters the
+                    # step, not in dx (or any one gradient); say so, and show one gradient as the evidence.
+                    msg = [f"the path from the incoming d{out} is broken: with only d{out} coming in ({others} = 0), "
+                           f"every gradient is wrong (finite differences), so the mistake is where d{out} enters "
+                           f"the step, not in any one gradient"]
+                    shown = [g for g in names if g == f"d{out}_prev"] or names[:1]
+                else:
+                    msg = [f"with only d{out} coming in ({others} = 0), {_are(names)} wrong (finite differences)"]
+                    shown = names
+                upstream_hint = UPSTREAM_HINTS.get((ex.name, f"d{out}"))
+                if upstream_hint and every:
+                    msg.append(f"  hint: {_hint(upstream_hint, hint)}")
+                evidence = _diagnose(ex, case, op, reference, inputs, shown, dy, rng, hint if not every else -1)
+                msg += [f"for example, {line}" for line in evidence] if every else evidence
+                findings.append(Finding(case.name, "finite differences", names, "\n".join(msg), f"d{out}", str(e),
+                                        every))
         if findings:
             return findings
     msg = [f"{_are(wrong)} wrong: finite differences (sn.gradcheck.check_op) disagree"]
-    msg += _diagnose(ex, case, op, reference, inputs, wrong, None, rng)
+    msg += _diagnose(ex, case, op, reference, inputs, wrong, None, rng, hint)
     return [Finding(case.name, "finite differences", wrong, "\n".join(msg), None, first_error)]
 
 
-def _against_reference(ex, case, op, reference, inputs, rng):
+def _forward_outputs(ex, case, op, reference, inputs):
+    """Your forward's outputs against the reference op's (before any gradient: they depend on them)."""
+    lines = []
+    for name, got, want in zip(ex.outputs, _outputs(op, inputs), _outputs(reference, inputs)):
+        got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+        if got.shape != want.shape:
+            lines.append(f"{name} has shape {got.shape}; sn.ops gives {want.shape}")
+        elif not np.allclose(got, want, rtol=1e-9, atol=1e-12):
+            worst = np.unravel_index(int(np.argmax(np.abs(got - want))), want.shape)
+            where = f"{name}[{', '.join(str(int(k)) for k in worst)}]"
+            lines.append(f"{name} differs from sn.ops at {int((~np.isclose(got, want, 1e-9, 1e-12)).sum())} of "
+                         f"{want.size} elements; worst {where}: yours {float(got[worst]):.6g}, right {float(want[worst]):.6g}")
+    if not lines:
+        return []
+    wrong = [line.split(" ")[0] for line in lines]
+    return [Finding(case.name, "forward", wrong, "your forward is wrong: its outputs differ from sn.ops\n"
+                    + "\n".join(lines))]
+
+
+def _against_reference(ex, case, op, reference, inputs, rng, hint=0):
     try:
         check_against(op, reference, *inputs)
         return []
@@ -268,23 +353,31 @@ def _against_reference(ex, case, op, reference, inputs, rng):
     elif case.ties:
         msg.append("finite differences cannot judge this case (a maximum tied in two overlapping windows): "
                    "the reference decides")
-    msg += _diagnose(ex, case, op, reference, inputs, [w for w in wrong if w in ex.gradients], None, rng)
+    msg += _diagnose(ex, case, op, reference, inputs, [w for w in wrong if w in ex.gradients], None, rng, hint)
     if case.hint:
-        msg.append(f"  hint: {case.hint}")
+        msg.append(f"  hint: {_hint(case.hint, hint)}")
     return [Finding(case.name, "reference", wrong, "\n".join(msg), None, details)]
 
 
-def grade(name, backward, strict=False, seed=0):
-    """Grade your backward pass for exercise ``name``.
+def grade(name, backward, forward=None, *, hint=0, strict=False, seed=0):
+    """Grade your backward pass (and, if you wrote one, your forward) for exercise ``name``.
 
     Parameters
     ----------
-    name : {"dense", "conv2d", "max_pool", "lstm_step"}
+    name : {"dense", "conv2d", "max_pool", "lstm_step", "layer_norm"}
         The exercise (``"max_pool2d"`` and ``"lstm"`` are accepted too).
     backward : callable
-        Your ``<name>_backward``, with the stub's signature
+        Your ``<name>_backward``, with the stub's signature; for the layer
+        exercise ``"layer_norm"``, your layer class (:func:`~scratchnet.exercises.layer.grade_layer`)
         (:mod:`scratchnet.exercises.stubs`): ``backward(dy, cache)``, or
         ``backward(dh, dc, cache)`` for the LSTM step.
+    forward : callable, optional
+        Your ``<name>_forward``, with the signature of the given one
+        (:mod:`scratchnet.exercises.forward`); its outputs are graded against
+        ``sn.ops``. Default: the given forward.
+    hint : {0, 1, 2}
+        How much help a failure report gives: 0 a nudge (the default), 1
+        closer, 2 the formula.
     strict : bool
         Raise :class:`ExerciseError` (an ``AssertionError``) when it fails,
         instead of returning the report.
@@ -300,32 +393,39 @@ def grade(name, backward, strict=False, seed=0):
     Examples
     --------
     >>> import scratchnet as sn
-    >>> sn.exercises.grade("dense", sn.exercises.solutions.dense_backward).passed
-    True
+    >>> print(sn.exercises.grade("dense", sn.exercises.stub("dense")))
+    dense: not implemented yet: fill in dense_backward(dy, cache) -> (dx, dw, db)
     """
+    from .layer import LAYER_EXERCISES, grade_layer  # the layer exercise grades a class, not a function
+
+    if name in LAYER_EXERCISES:
+        return grade_layer(name, backward, hint=hint, strict=strict, seed=seed)
     ex = get_exercise(name)
-    report = GradeReport(ex.name, ex.signature)
+    if hint not in (0, 1, 2):
+        raise ValueError(f"grade: hint must be 0 (a nudge), 1 (closer) or 2 (the formula), got {hint!r}")
+    report = GradeReport(ex.name, ex.signature, hint=hint)
     with use_backend("numpy"):
         for k, case in enumerate(ex.cases):
             rng = np.random.default_rng([seed, k])
             inputs = case.make(rng)
-            op, reference = ex.make_op(backward, **case.settings), ex.make_reference(**case.settings)
+            op = ex.make_op(backward, **case.settings, **({} if forward is None else {"forward_pass": forward}))
+            reference = ex.make_reference(**case.settings)
             try:
                 found = _call_once(ex, case, op, inputs, rng)
                 found = [found] if found else []
+                if not found and forward is not None:
+                    found = _forward_outputs(ex, case, op, reference, inputs)
                 if not found and case.finite_differences:
-                    found = _finite_differences(ex, case, op, reference, inputs, rng)
+                    found = _finite_differences(ex, case, op, reference, inputs, rng, hint)
                 if not found:
-                    found = _against_reference(ex, case, op, reference, inputs, rng)
+                    found = _against_reference(ex, case, op, reference, inputs, rng, hint)
             except NotImplementedError:
                 report.status = "not implemented"
                 report.cases, report.findings = [], []
                 break
             except Exception as e:  # the learner's code failed: show where, and stop
-                where = traceback.extract_tb(e.__traceback__)[-1]
                 report.status = "error"
-                report.findings.append(Finding(case.name, "call", [], f"{type(e).__name__}: {e}\n"
-                                               f"  at {where.filename}, line {where.lineno}: {where.line}"))
+                report.findings.append(Finding(case.name, "call", [], f"{type(e).__name__}: {e}\n{where(e)}"))
                 report.cases.append((case.name, False))
                 break
             report.cases.append((case.name, not found))

@@ -1,12 +1,16 @@
-"""Solutions to the exercises of :mod:`scratchnet.exercises.stubs` (CI grades each one).
+"""The teachers' solutions to the exercises of :mod:`scratchnet.exercises.stubs` (CI grades each one).
 
-Try the exercise before reading these. Each solution is written for reading:
-index form first, then the array expression that computes it.
+Not imported by ``import scratchnet.exercises`` and shown on no page (a test,
+tests/test_learner_path.py, checks both): a teacher imports this module
+explicitly, ``from scratchnet.exercises import solutions``. Each solution is
+written for reading: index form first, then the array expression that
+computes it.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..layers.base import Layer
 from .forward import col2im, im2col
 
 
@@ -74,3 +78,33 @@ def lstm_step_backward(dh, dc, cache):
     drecurrent_kernel = h_prev.T @ dz
     dbias = dz.sum(axis=0)
     return dx, dh_prev, dc_prev, dkernel, drecurrent_kernel, dbias
+
+
+class LayerNormalization(Layer):
+    """``y = gamma * x_hat + beta`` with ``x_hat = (x - mean) / std`` over the last axis."""
+
+    def __init__(self, epsilon=1e-3, name=None, dtype=None):
+        super().__init__(name, dtype)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight("gamma", input_shape[-1:], "ones")
+        self.beta = self.add_weight("beta", input_shape[-1:], "zeros")
+
+    def call(self, x, training=False):
+        mean = x.mean(axis=-1, keepdims=True)
+        std = np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + self.epsilon)
+        x_hat = (x - mean) / std
+        y = self.gamma.value * x_hat + self.beta.value
+
+        def backprop(dy):
+            lead = tuple(range(dy.ndim - 1))  # every axis but the last
+            self.gamma.accumulate((dy * x_hat).sum(axis=lead))
+            self.beta.accumulate(dy.sum(axis=lead))
+            # x moves y directly and through mean and std, which every x[..., c] of its row moves:
+            # dx = (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) / std
+            dx_hat = dy * self.gamma.value
+            return (dx_hat - dx_hat.mean(axis=-1, keepdims=True)
+                    - x_hat * (dx_hat * x_hat).mean(axis=-1, keepdims=True)) / std
+
+        return y, backprop

@@ -1,4 +1,4 @@
-"""The exercises: four backward passes to write.
+"""The exercises: four backward passes and one layer to write.
 
 Copy a stub into your notebook, fill in its body, and grade it::
 
@@ -18,6 +18,8 @@ kept. The derivation pages of the documentation derive every formula; try
 first without them. Every array is float64 NumPy.
 """
 from __future__ import annotations
+
+from ..layers.base import Layer
 
 
 def dense_backward(dy, cache):
@@ -128,3 +130,27 @@ def lstm_step_backward(dh, dc, cache):
     x, h_prev, c_prev, kernel, recurrent_kernel, i, f, g, o, c = cache
     # TODO: 4b, 3b, 2b, 1b.
     raise NotImplementedError("lstm_step_backward: compute dx, dh_prev, dc_prev, dkernel, drecurrent_kernel, dbias")
+
+
+class LayerNormalization(Layer):
+    """Layer normalization over the last axis (Keras's ``LayerNormalization(axis=-1)``).
+
+    ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta``, with the mean and
+    the variance of each example (each position of a sequence) over its last
+    axis, and ``gamma``, ``beta`` of shape ``(C,)``.
+
+    Input ``(N, ..., C)``, output the same shape.
+    """
+
+    def __init__(self, epsilon=1e-3, name=None, dtype=None):
+        super().__init__(name, dtype)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        # TODO: self.gamma (ones) and self.beta (zeros), each of shape input_shape[-1:], with self.add_weight.
+        raise NotImplementedError("LayerNormalization.build: create gamma and beta")
+
+    def call(self, x, training=False):
+        # TODO: y, and a backprop(dy) that ADDS dgamma and dbeta to the parameters
+        # (self.gamma.accumulate(...)) and returns dx. Then: return y, backprop
+        raise NotImplementedError("LayerNormalization.call: compute y and its backprop")

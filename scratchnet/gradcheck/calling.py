@@ -107,23 +107,30 @@ def _host_dtype(y):
 def per_input(caller, raw, names, floats, n_positional=0):
     """Map what backprop returned to one gradient (or None) per input.
 
-    ``n_positional``: the function's positional parameters; gradients past the
-    inputs given, for parameters left at their defaults (``lstm``'s ``h0``,
-    ``c0``), are dropped.
+    Gradients past the inputs given are dropped when they belong to optional
+    inputs left out: to parameters of ``fn`` left at their defaults
+    (``lstm``'s ``h0``, ``c0``; ``n_positional`` is the number of positional
+    parameters), or ``None`` (what an op returns for an input it was not
+    given: ``lambda x, w: sn.ops.conv2d(x, w, padding="SAME")`` gets
+    ``(dx, dw, None)``, the ``None`` for ``b``).
     """
     n, float_ix = len(names), [i for i, f in enumerate(floats) if f]
     if isinstance(raw, (tuple, list)):
         raw = list(raw)
-        if len(raw) == n or n < len(raw) <= n_positional:
+        if len(raw) == n or n < len(raw) <= n_positional or (len(raw) > n and all(g is None for g in raw[n:])):
             return raw[:n]
         if len(raw) == len(float_ix):
             grads = [None] * n
             for i, g in zip(float_ix, raw):
                 grads[i] = g
             return grads
+        extra = ""
+        if len(raw) > n:
+            extra = (f"; the {len(raw) - n} past the last input are not None (an op's gradients for optional inputs "
+                     f"the function does not take: give the function those parameters, or return grads[:{n}])")
         raise GradcheckError(
             f"{caller}: backprop returned {len(raw)} gradients for {n} inputs ({', '.join(names)}); return one per "
-            f"input (None for those without a gradient)", [names[i] for i in float_ix])
+            f"input (None for those without a gradient){extra}", [names[i] for i in float_ix])
     if n == 1:
         return [raw]
     if len(float_ix) == 1:

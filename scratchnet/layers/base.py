@@ -166,7 +166,8 @@ class Layer:
         if self.takes_need_dx:
             kwargs["need_dx"] = need_dx
         with recording.scope(self.name, self):
-            y, backprop = self.call(x, training, **kwargs)
+            result = self.call(x, training, **kwargs)
+        y, backprop = _y_and_backprop(self, result)
         if self.output_shape is None:
             self.output_shape = shape_of(y)
         return y, backprop
@@ -295,6 +296,24 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name!r}{'' if self.built else ' (not built)'}>"
+
+
+def _y_and_backprop(layer, result):
+    """``call``'s ``(y, backprop)``, or a TypeError saying what it returned instead.
+
+    Unpacking is not enough: an array ``y`` of 2 rows would unpack into its
+    rows, and the mistake would surface later, in the next layer.
+    """
+    if isinstance(result, tuple) and len(result) == 2 and callable(result[1]):
+        return result
+    if isinstance(result, tuple):
+        what = f"a tuple of {len(result)}" if len(result) != 2 else f"(y, {type(result[1]).__name__})"
+    elif result is None:
+        what = "None (is its `return` missing?)"
+    else:
+        what = f"{type(result).__name__}{f' of shape {tuple(result.shape)}' if hasattr(result, 'shape') else ''}"
+    raise TypeError(f"{type(layer).__name__} {layer.name!r}: call must return (y, backprop), the output and the "
+                    f"function that takes dy and returns dx; it returned {what}. End call with `return y, backprop`")
 
 
 def as_backend_array(x, dtype):

@@ -300,7 +300,8 @@ class Ops:
         raise NotImplementedError
 
     # --- parameter updates (``scratchnet/ops/updates.py``) ----------------------
-    # In place, on arrays of one shape and dtype; each returns None (but sum_of_squares).
+    # In place, on arrays of one shape and dtype; each returns None (but the sums: sum_of_squares,
+    # sum_of_squares_on_device and sgd_l2_ema_update's).
 
     def scaled_add(self, y, x, alpha):
         """``y += alpha * x``: plain SGD's step (``alpha = -lr``), an L2 penalty's gradient.
@@ -323,6 +324,15 @@ class Ops:
         """
         raise NotImplementedError
 
+    def sum_of_squares_on_device(self, x):
+        """:meth:`sum_of_squares` left where it was computed: a 0-d float64 array of the backend's module
+        (a NumPy scalar on the CPU backends). On a GPU nothing waits for the device; a training step reads
+        its sums with the loss and the checks in its one transfer (``Model.train_on_shard``).
+
+        x : any shape;  returns : a 0-d float64 array
+        """
+        raise NotImplementedError
+
     def sgd_l2_ema_update(self, w, g, lr, l2, shadow, decay):
         """The seeds' whole update of one parameter, in one pass: ``s = sum(w**2)`` (before the step),
         ``g += 2 l2 w``, ``w -= lr g``, and ``shadow -= (1 - decay) (shadow - w)`` when ``shadow`` is given.
@@ -331,6 +341,31 @@ class Ops:
 
         w, g : the same shape;  lr, l2 : float;  shadow : like w, or None;  decay : float in [0, 1]
         returns : s, a Python float (the L2 penalty is ``l2 * s``)
+        """
+        raise NotImplementedError
+
+    def sgd_l2_ema_apply(self, w, g, lr, l2, shadow, decay):
+        """:meth:`sgd_l2_ema_update` without the sum: the same updates, bit for bit, returning None.
+
+        For a caller that has the penalty already: a device step sums the
+        weights (:meth:`sum_of_squares_on_device`) before its one transfer,
+        which comes before any update, so the kernel need not sum them again.
+        """
+        raise NotImplementedError
+
+    def sgd_momentum_update(self, w, g, m, lr, momentum, nesterov):
+        """Keras's SGD with momentum: ``m = momentum m - lr g``, then ``w += m``, or
+        ``w += momentum m - lr g`` when ``nesterov``.
+
+        w, g, m : the same shape;  lr, momentum : float;  nesterov : bool
+        """
+        raise NotImplementedError
+
+    def momentum_update(self, w, g, a, lr, momentum, nesterov):
+        """TensorFlow 1's momentum: ``a = momentum a + g``, then ``w -= lr a``, or
+        ``w -= lr (g + momentum a)`` when ``nesterov``.
+
+        w, g, a : the same shape;  lr, momentum : float;  nesterov : bool
         """
         raise NotImplementedError
 

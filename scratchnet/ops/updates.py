@@ -30,20 +30,49 @@ class UpdateReference:
     def sum_of_squares(self, x):
         """``sum(x**2)`` (an L2 penalty's sum, a global norm's square), as a Python float, accumulated in float64:
         float32 sums of many squares lose digits."""
+        return float(self.sum_of_squares_on_device(x))
+
+    def sum_of_squares_on_device(self, x):
+        """:meth:`sum_of_squares` as a 0-d float64 array of ``xp`` (a NumPy scalar here): on a GPU, no wait."""
         x = x.astype(self.xp.float64)
-        return float((x * x).sum())
+        return (x * x).sum()
 
     def sgd_l2_ema_update(self, w, g, lr, l2, shadow, decay):
-        """The three updates of a seed's step, one after the other (the Numba backend fuses them into one pass):
+        """The three updates of a seed's step, one after the other (the Numba and CuPy backends fuse them into one pass):
         the L2 penalty's gradient ``g += 2 l2 w``, plain SGD ``w -= lr g``, the moving average of ``w``.
-        Returns ``sum(w**2)`` of ``w`` before the step, the penalty's sum."""
-        total = self.sum_of_squares(w)
+        Returns ``sum(w**2)`` of ``w`` before the step, the penalty's sum, when ``l2`` is set, and 0.0 without
+        one: the sum is a reduction to a Python float, which on a GPU is a wait for the device, and the caller
+        multiplies it by ``l2`` anyway."""
+        total = self.sum_of_squares(w) if l2 else 0.0
+        self.sgd_l2_ema_apply(w, g, lr, l2, shadow, decay)
+        return total
+
+    def sgd_l2_ema_apply(self, w, g, lr, l2, shadow, decay):
+        """:meth:`sgd_l2_ema_update` without the sum (a device step has summed the weights before its transfer)."""
         if l2:
             self.scaled_add(g, w, 2 * l2)
         self.scaled_add(w, g, -lr)
         if shadow is not None:
             self.moving_average_update(shadow, w, decay)
-        return total
+
+    def sgd_momentum_update(self, w, g, m, lr, momentum, nesterov):
+        """Keras's SGD with momentum (``scratchnet/optimizers.py`` derives it): ``m = momentum m - lr g``;
+        ``w += m``, or ``w += momentum m - lr g`` with Nesterov."""
+        m *= momentum
+        m -= lr * g
+        if nesterov:
+            w += momentum * m - lr * g
+        else:
+            w += m
+
+    def momentum_update(self, w, g, a, lr, momentum, nesterov):
+        """TensorFlow 1's momentum: ``a = momentum a + g``; ``w -= lr a``, or ``w -= lr (g + momentum a)`` with Nesterov."""
+        a *= momentum
+        a += g
+        if nesterov:
+            w -= lr * (g + momentum * a)
+        else:
+            w -= lr * a
 
     def adam_update(self, w, g, m, v, alpha, beta_1, beta_2, epsilon):
         """``m += (1 - beta_1) (g - m)``; ``v += (1 - beta_2) (g^2 - v)``; ``w -= alpha m / (sqrt(v) + epsilon)``."""

@@ -6,6 +6,12 @@ bytes has arithmetic intensity ``I = F / B``. The machine balance
 meet: below it the op cannot go faster than memory feeds it (memory-bound,
 measured against the copy rate, in GB/s); above it, than the arithmetic
 units (compute-bound, against the sgemm rate, in GFLOP/s).
+
+A row can read above 100% of its roof, and the table's legend says why:
+a compute-bound op that does fewer operations than its cost formula counts
+(Winograd's convolution), a memory-bound op whose bytes stay in the
+caches, which are faster than the main-memory copy that measured the roof,
+or roofs measured while the machine was busier than when the op ran.
 """
 from __future__ import annotations
 
@@ -100,12 +106,45 @@ def _num(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+#: Why a row can read above 100% of its roof: ``(bound, op or None)`` -> the reason.
+OVER_THE_ROOF = {
+    ("compute", "conv2d"): "computed with fewer operations than its cost formula counts (Winograd's convolution "
+                           "does 6.25 times fewer multiplications than the direct sum the formula counts)",
+    ("compute", None): "ran faster than the sgemm roof, which was measured while the machine was busier; measure "
+                       "the roofs again on a quiet machine (sn.profile.calibrate(force=True))",
+    ("memory", None): "its bytes stayed in the caches, which are faster than the main-memory copy (64 MiB) that "
+                      "measured the copy roof",
+}
+
+
+def over_the_roof(row):
+    """Why ``row`` (a :func:`rows` dict) reads above 100% of its roof, or None when it does not."""
+    if not (row["percent_of_peak"] or 0) > 100:
+        return None
+    op = "conv2d" if row["bound"] == "compute" and "conv2d" in (row.get("op") or "").split(",") else None
+    return OVER_THE_ROOF[row["bound"], op]
+
+
+def legend(rows_):
+    """The lines under the table: what ``% peak`` is of, and why each row above 100% is (marked ``*``)."""
+    lines = ["% peak: a compute-bound row's GFLOP/s against the sgemm roof, a memory-bound row's GB/s against "
+             "the copy roof."]
+    reasons = {}
+    for r in rows_:
+        reason = over_the_roof(r)
+        if reason:
+            reasons.setdefault(reason, []).append(r["name"])
+    lines += [f"* over 100%: {', '.join(names)}: {reason}." for reason, names in reasons.items()]
+    return lines
+
+
 def table(rows_, wall_s, peaks, title):
-    """The rows as aligned text, with the machine's roofs above and the wall time below."""
+    """The rows as aligned text, with the machine's roofs above and the wall time and a legend below."""
     headers = ["name", "calls", "total ms", "mean ms", "% wall", "GFLOP/s", "GB/s", "bound", "% peak"]
     cells = [[r["name"], str(r["calls"]) if r["kind"] != "other" else "", _num(r["total_ms"], ".2f"),
               _num(r["mean_ms"], ".3f"), _num(r["percent"], ".1f"), _num(r["gflops"], ".1f"), _num(r["gbs"], ".1f"),
-              r["bound"] or "-", _num(r["percent_of_peak"], ".1f")] for r in rows_]
+              r["bound"] or "-", _num(r["percent_of_peak"], ".1f") + ("*" if over_the_roof(r) else "")]
+             for r in rows_]
     total = ["total (wall)", str(sum(r["calls"] for r in rows_)), f"{1e3 * wall_s:.2f}", "", "100.0", "", "", "", ""]
     widths = [max(len(c[i]) for c in [headers, *cells, total]) for i in range(len(headers))]
 
@@ -116,7 +155,8 @@ def table(rows_, wall_s, peaks, title):
     roofs = (f"roofs: sgemm {peaks['sgemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbs']:.1f} GB/s "
              f"(balance {peaks['sgemm_gflops'] / peaks['copy_gbs']:.1f} FLOP/byte)"
              + (f"; {peaks['key']}" if peaks.get("key") else ""))
-    return "\n".join([title, roofs, rule, line(headers), rule, *(line(c) for c in cells), rule, line(total)])
+    return "\n".join([title, roofs, rule, line(headers), rule, *(line(c) for c in cells), rule, line(total),
+                      *legend(rows_)])
 
 
 def _jsonable(value):

@@ -1,0 +1,235 @@
+"""Each exercise as a Jupyter notebook to work in: the stub to fill in, the grader, and a model to train with it.
+
+:func:`build` makes the notebook (nbformat 4, no outputs) from the
+exercise's stub and forward, so that it always matches the package;
+:func:`write` saves it, and ``scratchnet exercises NAME`` calls
+:func:`write` in the current folder and opens it. The documentation offers
+the same notebooks for download: copies kept in
+``scratchnet/exercises/notebooks/`` (``python -m
+scratchnet.exercises.notebook`` rewrites them; a test checks they are up to
+date).
+
+No notebook holds a solution: its one function to fill in is the stub.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from pathlib import Path
+
+from . import forward, stubs
+
+#: Where the documentation's download copies live.
+FOLDER = Path(__file__).resolve().parent / "notebooks"
+
+# What each notebook says and trains: (title, what you write, the forward's name, the stub's name, training).
+_TRAIN_LENET = """\
+STEPS = 200  # more steps, higher accuracy: the two runs stay equal
+data = sn.zoo.load_data("lenet", download=True, progress=False)
+print(data.source)
+
+
+def train_lenet(steps):
+    \"\"\"LeNet from the same seed, trained `steps` steps; its test accuracy.\"\"\"
+    sn.random.seed(0)
+    recipe = sn.zoo.build("lenet", data=data)
+    sn.training.train(recipe.model, recipe.batches(), steps)
+    return recipe.evaluate(data.test.images, data.test.labels)["accuracy"]
+
+
+builtin_accuracy = train_lenet(STEPS)
+with sn.exercises.use("{name}", backward={stub}):  # refused unless it passes the grader
+    your_accuracy = train_lenet(STEPS)
+print(f"LeNet, {{STEPS}} steps: test accuracy {{builtin_accuracy:.4f}} with the built-in {name}, "
+      f"{{your_accuracy:.4f}} with yours")
+"""
+
+_TRAIN_MLP = """\
+STEPS = 200
+data = sn.zoo.load_data("mlp", download=True, progress=False)
+print(data.source)
+
+
+def train_mlp(steps):
+    \"\"\"The 784-500-10 MLP from the same seed, trained `steps` steps; its test accuracy.\"\"\"
+    sn.random.seed(0)
+    recipe = sn.zoo.build("mlp", data=data)
+    sn.training.train(recipe.model, recipe.batches(), steps)
+    return recipe.evaluate(data.test.images, data.test.labels)["accuracy"]
+
+
+builtin_accuracy = train_mlp(STEPS)
+with sn.exercises.use("dense", backward=dense_backward):  # refused unless it passes the grader
+    your_accuracy = train_mlp(STEPS)
+print(f"MLP, {STEPS} steps: test accuracy {builtin_accuracy:.4f} with the built-in dense, "
+      f"{your_accuracy:.4f} with yours")
+"""
+
+_TRAIN_LSTM = """\
+STEPS = 20  # your step runs in NumPy, 28 times per batch: a few steps take a minute
+data = sn.zoo.load_data("lstm", download=True, progress=False)
+print(data.source)
+
+
+def train_lstm(steps):
+    \"\"\"The row-by-row LSTM classifier from the same seed, trained `steps` steps; its losses.\"\"\"
+    sn.random.seed(0)
+    recipe = sn.zoo.build("lstm", data=data)
+    batches = recipe.batches()
+    losses = []
+    for _ in range(steps):
+        _, x, y = next(batches)
+        losses.append(recipe.train_step(x, y)["loss"])
+    return losses
+
+
+builtin_losses = train_lstm(STEPS)
+with sn.exercises.use("lstm_step", backward=lstm_step_backward):  # refused unless it passes the grader
+    your_losses = train_lstm(STEPS)
+for step in range(0, STEPS, 5):
+    print(f"step {step + 1:3d}: loss {builtin_losses[step]:.5f} built-in, {your_losses[step]:.5f} yours")
+"""
+
+_TRAIN_LAYER = """\
+STEPS = 300
+data = sn.zoo.load_data("mlp", download=True, progress=False)
+print(data.source)
+
+sn.random.seed(0)
+model = sn.Sequential([sn.layers.Dense(128, activation="relu"), LayerNormalization(), sn.layers.Dense(10)])
+model.compile(sn.optimizers.SGD(0.1), loss=sn.losses.SparseCategoricalCrossentropy(from_logits=True))
+rng = np.random.default_rng(0)
+for step in range(STEPS):
+    batch = rng.integers(0, len(data.train.images), 100)
+    logs = model.train_on_batch(data.train.images[batch], data.train.labels[batch])
+predictions = model.predict(data.test.images).argmax(axis=1)
+print(f"after {STEPS} steps: loss {logs['loss']:.4f}, test accuracy {(predictions == data.test.labels).mean():.4f}")
+"""
+
+# A first look at each forward, on an input small enough to read.
+_TRY = {
+    "dense": "y, cache = dense_forward(np.arange(6.0).reshape(2, 3), np.ones((3, 4)), np.zeros(4))\nprint(y)",
+    "conv2d": "y, cache = conv2d_forward(np.ones((1, 5, 5, 1)), np.ones((3, 3, 1, 1)), np.zeros(1), 1, \"SAME\")\n"
+              "print(y[0, :, :, 0])  # 9 inside, fewer at the padded border",
+    "max_pool": "x = np.arange(16.0).reshape(1, 4, 4, 1)\ny, cache = max_pool_forward(x, 2, 2)\n"
+                "print(x[0, :, :, 0], y[0, :, :, 0], sep=\"\\n\\n\")",
+    "lstm_step": "(h, c), cache = lstm_step_forward(np.ones((2, 3)), np.zeros((2, 4)), np.zeros((2, 4)),\n"
+                 "                                  np.full((3, 16), 0.1), np.zeros((4, 16)), np.zeros(16))\n"
+                 "print(h.shape, c.shape, len(cache))",
+}
+
+NOTEBOOKS = {
+    "dense": ("Dense layer", "dense_backward(dy, cache) -> (dx, dw, db)", "dense_forward", _TRAIN_MLP),
+    "conv2d": ("2-D convolution", "conv2d_backward(dy, cache) -> (dx, dw, db)", "conv2d_forward",
+               _TRAIN_LENET.format(name="conv2d", stub="conv2d_backward")),
+    "max_pool": ("Max-pool", "max_pool_backward(dy, cache) -> dx", "max_pool_forward",
+                 _TRAIN_LENET.format(name="max_pool", stub="max_pool_backward")),
+    "lstm_step": ("One LSTM step", "lstm_step_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev, dkernel, "
+                  "drecurrent_kernel, dbias)", "lstm_step_forward", _TRAIN_LSTM),
+    "layer_norm": ("Write a layer: LayerNormalization", "class LayerNormalization(sn.Layer), its build and call",
+                   None, _TRAIN_LAYER),
+}
+NAMES = tuple(NOTEBOOKS)
+
+
+def _markdown(text):
+    return {"cell_type": "markdown", "metadata": {}, "source": text.strip("\n").splitlines(keepends=True)}
+
+
+def _code(text):
+    return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+            "source": text.strip("\n").splitlines(keepends=True)}
+
+
+def _stub_source(name):
+    obj = stubs.LayerNormalization if name == "layer_norm" else getattr(stubs, f"{name}_backward")
+    return inspect.getsource(obj)
+
+
+def build(name):
+    """The notebook of exercise ``name``, as an nbformat-4 dict (no outputs)."""
+    if name not in NOTEBOOKS:
+        raise ValueError(f"exercises: unknown exercise {name!r}; choose one of {', '.join(NOTEBOOKS)}")
+    title, you_write, forward_name, train = NOTEBOOKS[name]
+    stub = "LayerNormalization" if name == "layer_norm" else f"{name}_backward"
+    cells = [_markdown(f"""
+# Exercise: {title}
+
+You write `{you_write}`. The exercise's page in the documentation (Exercises, {title}) explains it
+and shows what the grader says about wrong answers.
+
+1. Read the given forward pass, then fill in the function below: replace the `raise NotImplementedError` line.
+2. Run the grading cell. It says which gradient is wrong, where, and by how much; run it again after each fix.
+   Stuck? `hint=1` gives more help, `hint=2` the formula.
+3. When it passes, the last cell trains a model with your code in place of scratchnet's.
+""")]
+    imports = "import numpy as np\n\nimport scratchnet as sn"
+    if forward_name:
+        imports += f"\nfrom scratchnet.exercises.forward import {forward_name}  # the forward pass, given"
+        if name == "conv2d":
+            imports += "\nfrom scratchnet.exercises.forward import col2im, im2col  # noqa: F401 (helpers you may use)"
+        cells += [_code(imports), _markdown(f"""
+## The forward pass (given)
+
+```python
+{inspect.getsource(getattr(forward, forward_name)).rstrip()}
+```
+
+Try it on a small input, and look at what it keeps in `cache`:
+"""), _code(_TRY[name])]
+    else:
+        imports += "\nfrom scratchnet import Layer"
+        cells += [_code(imports), _markdown("""
+## How a layer is written
+
+A layer creates its weights in `build` with `self.add_weight(name, shape, initializer)`, and its
+`call(x, training)` returns `(y, backprop)`: `backprop(dy)` ADDS each weight's gradient to it
+(`self.gamma.accumulate(g)`) and returns `dx`. `help(sn.Layer)` shows a whole small layer.
+""")]
+    cells += [_markdown("## Your code\n\nFill it in, then run the cell."), _code(_stub_source(name)),
+              _markdown("## Grade it"),
+              _code(f'report = sn.exercises.grade("{name}", {stub})  # hint=1 for more help, hint=2 for the formula\n'
+                    f"print(report)"),
+              _markdown("## Train with it\n\nOnce your code passes, a model trains on it; the built-in op gives "
+                        "the same curve."),
+              _code(train)]
+    return {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                                        "name": "python3"},
+                                         "language_info": {"name": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def dumps(notebook):
+    """The notebook's JSON text, as Jupyter writes it (one space indent, a final newline)."""
+    for k, cell in enumerate(notebook["cells"]):
+        cell.setdefault("id", f"cell-{k}")
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+
+
+def write(name, folder=".", overwrite=False):
+    """Save the notebook of exercise ``name`` as ``folder/<name>.ipynb``; never over an existing file.
+
+    Returns
+    -------
+    (Path, bool)
+        The file, and whether it was written now (False: it was there already,
+        kept as it was, your work in it).
+    """
+    path = Path(folder) / f"{name}.ipynb"
+    text = dumps(build(name))
+    if path.exists() and not overwrite:
+        return path, False
+    path.write_text(text, encoding="utf-8")
+    return path, True
+
+
+def code_cells(notebook):
+    """The source of each code cell, in order."""
+    return ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+if __name__ == "__main__":  # python -m scratchnet.exercises.notebook: rewrite the documentation's copies
+    FOLDER.mkdir(exist_ok=True)
+    for exercise in NAMES:
+        print(write(exercise, FOLDER, overwrite=True)[0], file=sys.stderr)
