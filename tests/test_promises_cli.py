@@ -481,7 +481,8 @@ def test_ctrl_c_before_training_begins_is_one_line_exit_130(tiny_mnist, tmp_path
 
 @pytest.mark.parametrize("delay", [0.3, 0.8])
 def test_ctrl_c_in_the_first_moments_prints_no_traceback(tiny_mnist, tmp_path, delay):
-    proc = _start(_args(tiny_mnist, tmp_path / "run", 5))
+    # A run far longer than the test, so that the signal never lands in the interpreter's own shutdown.
+    proc = _start(_args(tiny_mnist, tmp_path / "run", 100_000))
     time.sleep(delay)  # while NumPy and the package load, or the command starts (Python itself starts in ~0.05 s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
