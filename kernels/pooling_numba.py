@@ -1,4 +1,4 @@
-"""Numba kernels for max pooling: max and argmax in one pass, and the scatter back.
+"""Numba kernels for max pooling (max and argmax in one pass, and the scatter back) and average pooling.
 
 Channels are the innermost loop (NHWC), so each window offset compares a
 contiguous run of C values.
@@ -76,9 +76,52 @@ def _maxpool_backward(dy, argmax, dx):
                     dxf[n, argmax[n, oh, ow, c], c] += dy[n, oh, ow, c]
 
 
+@njit(cache=True, nogil=True)
+def _avgpool_forward(x, kh, kw, sh, sw, top, left, y):
+    """``y`` = the sum of each window's cells inside the input over their count (padding not counted)."""
+    N, H, W, C = x.shape
+    _, OH, OW, _ = y.shape
+    for n in range(N):
+        for oh in range(OH):
+            # The window clipped to the input: rows [ih0, ih1), columns [iw0, iw1).
+            ih0, ih1 = max(oh * sh - top, 0), min(oh * sh - top + kh, H)
+            for ow in range(OW):
+                iw0, iw1 = max(ow * sw - left, 0), min(ow * sw - left + kw, W)
+                for c in range(C):
+                    y[n, oh, ow, c] = 0
+                for ih in range(ih0, ih1):
+                    for iw in range(iw0, iw1):
+                        for c in range(C):
+                            y[n, oh, ow, c] += x[n, ih, iw, c]
+                count = (ih1 - ih0) * (iw1 - iw0)
+                for c in range(C):
+                    y[n, oh, ow, c] /= count
+
+
+@njit(cache=True, nogil=True)
+def _avgpool_backward(dy, kh, kw, sh, sw, top, left, dx):
+    """``dx[n, ih, iw, c] += dy[n, oh, ow, c] / count[oh, ow]`` over each window's cells inside the input."""
+    N, H, W, C = dx.shape
+    _, OH, OW, _ = dy.shape
+    for n in range(N):
+        dx[n] = 0
+        for oh in range(OH):
+            ih0, ih1 = max(oh * sh - top, 0), min(oh * sh - top + kh, H)
+            for ow in range(OW):
+                iw0, iw1 = max(ow * sw - left, 0), min(ow * sw - left + kw, W)
+                count = (ih1 - ih0) * (iw1 - iw0)
+                for ih in range(ih0, ih1):
+                    for iw in range(iw0, iw1):
+                        for c in range(C):
+                            dx[n, ih, iw, c] += dy[n, oh, ow, c] / count
+
+
 class PoolingNumba:
-    """Overrides ``PoolingReference.maxpool_forward`` / ``maxpool_backward`` with compiled loops
-    (the tie rule and the gradient's routing are derived in ``scratchnet/ops/pooling.py``)."""
+    """Overrides the reference pooling kernels (``PoolingReference``) with compiled loops: the
+    tie rule, the gradient's routing and average pooling's divisor are derived in
+    ``scratchnet/ops/pooling.py``. Average pooling sums a window in the reference's order
+    (row-major) and divides by the same count; overlapping windows may add their gradients
+    in another order."""
 
     def maxpool_forward(self, x, kh, kw, sh, sw, pads):
         top, _, left, _ = pads
@@ -100,6 +143,30 @@ class PoolingNumba:
 
         def part(lo, hi):
             _maxpool_backward(dy[lo:hi], argmax[lo:hi], dx[lo:hi])
+
+        threads.split(part, x_shape[0], threads.rows_for(dx[0].size, MIN_PART_ELEMENTS))
+        return dx
+
+    def avgpool_forward(self, x, kh, kw, sh, sw, pads):
+        top, _, left, _ = pads
+        N, _, _, C = x.shape
+        OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
+        x = np.ascontiguousarray(x)
+        y = np.empty((N, OH, OW, C), dtype=x.dtype)
+
+        def part(lo, hi):
+            _avgpool_forward(x[lo:hi], kh, kw, sh, sw, top, left, y[lo:hi])
+
+        threads.split(part, N, threads.rows_for(x[0].size, MIN_PART_ELEMENTS))
+        return y
+
+    def avgpool_backward(self, dy, x_shape, kh, kw, sh, sw, pads):
+        top, _, left, _ = pads
+        dx = np.empty(x_shape, dtype=dy.dtype)
+        dy = np.ascontiguousarray(dy)
+
+        def part(lo, hi):
+            _avgpool_backward(dy[lo:hi], kh, kw, sh, sw, top, left, dx[lo:hi])
 
         threads.split(part, x_shape[0], threads.rows_for(dx[0].size, MIN_PART_ELEMENTS))
         return dx

@@ -279,7 +279,9 @@ def _output_shape(layer, shape):
         steps, units = shape[0], layer.units
         out = (steps, units) if layer.return_sequences else (units,)
         return out, max(math.prod(out), 4 * steps * units)
-    elif isinstance(layer, (L.Conv2D, L.MaxPool2D)) and len(shape) == 3:
+    elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)) and len(shape) == 3:
+        out = (1, 1, shape[2]) if layer.keepdims else (shape[2],)
+    elif isinstance(layer, (L.Conv2D, L.MaxPool2D, L.AveragePooling2D)) and len(shape) == 3:
         (h, w, c), (kh, kw) = shape, layer.kernel_size if isinstance(layer, L.Conv2D) else layer.pool_size
         sh, sw = layer.strides
         oh, ow = ((-(-h // sh), -(-w // sw)) if layer.padding == "same"

@@ -45,8 +45,9 @@ _REGULARIZERS = {
     "LSTM": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
     "Embedding": ("embeddings_regularizer",),
 }
-_SUPPORTED = ("Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "LSTM", "Embedding", "Dropout", "Flatten", "Reshape",
-              "Activation")
+_SUPPORTED = ("Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
+              "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "LSTM",
+              "Embedding", "Dropout", "Flatten", "Reshape", "Activation")
 _CONSTRAINTS = ("kernel_constraint", "bias_constraint", "recurrent_constraint", "embeddings_constraint")
 
 
@@ -111,8 +112,8 @@ def _check_supported(kl):
     kind = type(kl).__name__
     if kind not in _SUPPORTED:
         raise ValueError(
-            f"from_keras: layer {kl.name!r} is a {kind}; supported: Dense, Conv2D, MaxPooling2D, LSTM, Embedding, "
-            f"Dropout, Flatten, Reshape, Activation"
+            f"from_keras: layer {kl.name!r} is a {kind}; supported: Dense, Conv2D, MaxPooling2D, AveragePooling2D, "
+            f"GlobalAveragePooling2D, GlobalMaxPooling2D, LSTM, Embedding, Dropout, Flatten, Reshape, Activation"
         )
 
 
@@ -148,8 +149,19 @@ def _from_keras_layer(kl, dtype):
             raise ValueError(f"from_keras: Conv2D {name!r} has groups={c['groups']}; only 1 is supported")
         return L.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
                         activation=activation(), use_bias=c["use_bias"], **regs, **common)
+    if kind in ("MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
+                "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D"):
+        if c.get("data_format") not in (None, "channels_last"):
+            raise ValueError(f"from_keras: {kind} {name!r} has data_format={c['data_format']!r}; "
+                             f"only channels_last (NHWC) is supported")
     if kind in ("MaxPooling2D", "MaxPool2D"):
         return L.MaxPool2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
+    if kind in ("AveragePooling2D", "AvgPool2D"):
+        return L.AveragePooling2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
+    if kind in ("GlobalAveragePooling2D", "GlobalAvgPool2D"):
+        return L.GlobalAveragePooling2D(keepdims=bool(c.get("keepdims", False)), **common)
+    if kind in ("GlobalMaxPooling2D", "GlobalMaxPool2D"):
+        return L.GlobalMaxPooling2D(keepdims=bool(c.get("keepdims", False)), **common)
     if kind == "LSTM":
         if c.get("activation") != "tanh" or c.get("recurrent_activation") != "sigmoid" or not c.get("use_bias", True):
             raise ValueError(f"from_keras: LSTM {name!r} must use tanh / sigmoid activations and a bias")
@@ -229,6 +241,12 @@ def _to_keras_layer(keras, layer, dtype):
                          activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
     if isinstance(layer, L.MaxPool2D):
         return kl.MaxPooling2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
+    if isinstance(layer, L.AveragePooling2D):
+        return kl.AveragePooling2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
+    if isinstance(layer, L.GlobalAveragePooling2D):
+        return kl.GlobalAveragePooling2D(keepdims=c["keepdims"], **common)
+    if isinstance(layer, L.GlobalMaxPooling2D):
+        return kl.GlobalMaxPooling2D(keepdims=c["keepdims"], **common)
     if isinstance(layer, L.LSTM):
         return kl.LSTM(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
                        stateful=c["stateful"], **regs, **common)

@@ -9,6 +9,8 @@ call                                                 ``backprop(...)`` returns
 ``dense(x, w, b=None)``                              ``(dx, dw, db)``
 ``conv2d(x, w, b=None, strides=1, padding)``         ``(dx, dw, db)``
 ``max_pool2d(x, ksize, strides, padding)``           ``dx``
+``avg_pool2d(x, ksize, strides, padding)``           ``dx``
+``global_avg_pool2d`` / ``global_max_pool2d(x)``     ``dx``
 ``lstm(x, kernel, recurrent_kernel, bias, h0, c0)``  ``(dx, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
 ``embedding(ids, table)``                            ``dtable``
 ``embedding_lstm(ids, table, kernel, ...)``          ``(dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
@@ -33,14 +35,17 @@ from .dropout import dropout
 from .embedding import embedding
 from .losses import softmax_cross_entropy
 from .lstm import embedding_lstm, lstm
-from .pooling import max_pool2d
+from .pooling import avg_pool2d, global_avg_pool2d, global_max_pool2d, max_pool2d
 
 __all__ = [
+    "avg_pool2d",
     "conv2d",
     "dense",
     "dropout",
     "embedding",
     "embedding_lstm",
+    "global_avg_pool2d",
+    "global_max_pool2d",
     "lstm",
     "max_pool2d",
     "relu",

@@ -172,6 +172,26 @@ class Ops:
         """
         raise NotImplementedError
 
+    # --- average pooling -------------------------------------------------------
+
+    def avgpool_forward(self, x, kh, kw, sh, sw, pads):
+        """Mean over each (kh, kw) window of the cells inside the input.
+
+        x : (N, H, W, C); padded positions belong to the windows but are not counted.
+        returns y : (N, OH, OW, C), ``y[n, oh, ow, c] = sum of the window's real cells / count[oh, ow]``,
+            ``count`` the number of them (``scratchnet.ops.pooling.window_counts``).
+        """
+        raise NotImplementedError
+
+    def avgpool_backward(self, dy, x_shape, kh, kw, sh, sw, pads):
+        """Spread each output's gradient evenly over its window's real cells.
+
+        dy : (N, OH, OW, C);  x_shape : (N, H, W, C);  kh, kw, sh, sw, pads : as for the forward
+        returns dx : (N, H, W, C), ``dx[n, ih, iw, c] = sum of dy[n, oh, ow, c] / count[oh, ow]
+            over the windows that hold (ih, iw)``
+        """
+        raise NotImplementedError
+
     # --- LSTM ------------------------------------------------------------------
 
     def swap_batch_time(self, a):
