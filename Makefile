@@ -34,7 +34,8 @@ $(TEST_STAMP): $(STAMP)
 # handed to a cupy op, as a GPU does.
 CUPY_STAND_IN_TESTS := tests/test_dense.py tests/test_activations.py tests/test_conv.py tests/test_pooling.py \
 	tests/test_lstm.py tests/test_losses.py tests/test_embedding.py tests/test_embedding_lstm.py \
-	tests/test_dropout.py tests/test_layers.py tests/test_checkpoint.py tests/test_avg_pooling.py
+	tests/test_dropout.py tests/test_layers.py tests/test_checkpoint.py tests/test_avg_pooling.py \
+	tests/test_loss_options.py
 
 # Includes compiling every kernels/*.cu with nvcc (tests/test_cuda.py), then the cupy backend on the
 # stand-in (tests/conftest.py: SCRATCHNET_FAKE_CUPY=1), with its kernels on the host shim.

@@ -27,6 +27,10 @@ to the weights' dtype through float32, so a float64 Keras model penalises with
 ``float32(s)``: 2.5e-8 relative off for ``5e-5``); activity regularizers,
 weight constraints and other regularizers are refused, since the trained
 weights would differ.
+
+Keras has no LogSoftmax layer: ``to_keras`` writes ``sn.layers.LogSoftmax()``
+(``axis=-1``) as ``Activation("log_softmax")``, which ``from_keras`` reads
+back as ``sn.layers.Activation("log_softmax")``; another axis is refused.
 """
 from __future__ import annotations
 
@@ -260,6 +264,12 @@ def _to_keras_layer(keras, layer, dtype):
         return kl.Reshape(c["target_shape"], **common)
     if isinstance(layer, L.Activation):
         return kl.Activation(c["activation"] or "linear", **common)
+    if isinstance(layer, L.LogSoftmax):
+        # Keras has no LogSoftmax layer; its Activation("log_softmax") is one along the last axis.
+        if c["axis"] != -1:
+            raise ValueError(f"to_keras: LogSoftmax {name!r} has axis={c['axis']}; Keras's Activation('log_softmax') "
+                             f"works along the last axis only (axis=-1)")
+        return kl.Activation("log_softmax", **common)
     raise ValueError(f"to_keras: layer {name!r} is a {type(layer).__name__}, which has no Keras counterpart here")
 
 

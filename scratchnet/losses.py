@@ -8,13 +8,20 @@ training step makes once for all its numbers (``Model.train_on_shard``).
 The cross-entropies with ``from_logits=True`` (the default here, unlike
 Keras) run :func:`scratchnet.ops.softmax_cross_entropy`: log-sum-exp, finite
 for any finite logits, and the fused ``softmax - onehot`` gradient.
+
+:class:`SparseCategoricalCrossentropy` also takes PyTorch's options:
+``ignore_index``, ``class_weight`` (PyTorch's ``weight=``) and ``reduction``.
 """
 from __future__ import annotations
+
+import numbers
+
+import numpy
 
 from . import ops
 from ._checks import check_ids, scalar_grad
 from ._config import Configurable
-from .backend import get_backend
+from .backend import get_backend, to_numpy
 
 # Keras clips probabilities to [EPSILON, 1 - EPSILON] before taking their log.
 EPSILON = 1e-7
@@ -74,13 +81,61 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     """Cross-entropy against integer class ids of shape ``y_pred.shape[:-1]``.
 
     A trailing axis of size 1 on the ids (``(N, 1)``, Keras's habit) is dropped.
+    ``y_pred`` may be ``(N, K)`` or a sequence's ``(N, T, K)`` with ids ``(N, T)``.
+
+    Parameters
+    ----------
+    from_logits : bool
+        As in :class:`CategoricalCrossentropy`.
+    ignore_index : int, optional
+        PyTorch's: positions whose id equals it count for nothing, neither in
+        the sum nor in the mean's divisor (padding, ``-100``). It need not be a
+        class id; the other ids must be.
+    class_weight : sequence of K non-negative floats, optional
+        PyTorch's ``weight=``: position ``m`` counts ``w[m] = class_weight[y[m]]``
+        times. The mean is the weighted mean ``sum_m w[m] loss_m / sum_m w[m]``
+        over the counted positions, as PyTorch divides.
+    reduction : {"mean", "sum", "none"}
+        ``"mean"`` (Keras's ``"sum_over_batch_size"`` is the same here): the
+        (weighted) mean over counted positions; ``"sum"``: ``sum_m w[m] loss_m``;
+        ``"none"``: the array ``w[m] loss_m`` of the ids' shape (0 where ignored),
+        whose ``backprop(dloss)`` takes a ``dloss`` of that shape (or a scalar).
+        ``__call__`` returns it as a NumPy array; a model's ``compile`` needs a
+        scalar loss, so ``"none"`` is for calling the loss yourself.
+
+    When every position is ignored (or has weight 0) the mean is 0 with a zero
+    gradient: a batch of padding teaches nothing. PyTorch returns nan (0/0)
+    there, which would poison a training step. Without options (and for
+    ``"sum"`` without ``ignore_index`` and ``class_weight``) the loss is
+    :func:`scratchnet.ops.softmax_cross_entropy`, the fused op; with them it
+    is built from :func:`scratchnet.ops.log_softmax` (per-position losses
+    times ``w``, then the reduction, and the gradient
+    ``(softmax - onehot) * w / divisor``).
     """
 
     name = "sparse_categorical_crossentropy"
 
+    def __init__(self, from_logits=True, ignore_index=None, class_weight=None, reduction="mean"):
+        super().__init__(from_logits)
+        op = type(self).__name__
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)):
+            raise ValueError(f"{op}: ignore_index must be an int or None, got {ignore_index!r}")
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
+        self.class_weight = _check_class_weight(op, class_weight)
+        if not isinstance(reduction, str) or reduction.lower() not in _REDUCTIONS:
+            raise ValueError(f"{op}: reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        self.reduction = _REDUCTIONS[reduction.lower()]
+
+    def __call__(self, y_true, y_pred):
+        if self.reduction != "none":
+            return super().__call__(y_true, y_pred)
+        value, backprop = self.on_device(y_true, y_pred)
+        return to_numpy(value), backprop
+
     def on_device(self, y_true, y_pred):
         op = type(self).__name__
-        xp = get_backend().xp
+        be = get_backend()
+        xp = be.xp
         ids = y_true
         if ids.ndim == y_pred.ndim and ids.shape[-1] == 1:
             ids = ids.reshape(ids.shape[:-1])
@@ -89,32 +144,140 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
                 f"{op}: y_true must hold one class id per row of y_pred, shape {tuple(y_pred.shape[:-1])}; "
                 f"got {tuple(y_true.shape)} (y_pred: {tuple(y_pred.shape)})"
             )
+        K = y_pred.shape[-1]
+        if self.ignore_index is None and self.class_weight is None and self.reduction != "none":
+            value, backprop = self._plain(op, ids, y_pred)
+            if self.reduction == "mean":
+                return value, backprop
+            M = y_pred.size // K  # "sum" = M * mean: the fused op still serves
+            return value * M, lambda dloss=1.0: backprop(scalar_grad(op, be, dloss) * M)
+        ids = be.native(op, "y_true", ids)
+        counted = None if self.ignore_index is None else ids != self.ignore_index
+        if counted is not None:
+            ids = xp.where(counted, ids, 0)  # an ignored position's id may be any int (-100): read as class 0
+        ids = check_ids(op, be, "y_true", ids, K, f"y_pred has {K} classes", floats=True)
+        if self.class_weight is not None:
+            if len(self.class_weight) != K:
+                raise ValueError(
+                    f"{op}: class_weight has {len(self.class_weight)} entries but y_pred has {K} classes "
+                    f"(class_weight: ({len(self.class_weight)},), y_pred: {tuple(y_pred.shape)})"
+                )
+            w = xp.asarray(self.class_weight, dtype=y_pred.dtype)[ids]
+            if counted is not None:
+                w = w * counted
+        else:
+            w = (xp.ones(ids.shape, y_pred.dtype) if counted is None else counted.astype(y_pred.dtype))
+        onehot = ids[..., None] == xp.arange(K)
+        if self.from_logits:
+            losses, rows_backprop = _crossentropy_rows_from_logits(ids, onehot, y_pred)
+        else:
+            losses, rows_backprop = _crossentropy_rows_from_probabilities(op, onehot.astype(y_pred.dtype), y_pred)
+        return _reduce(op, be, losses * w, w, self.reduction, rows_backprop)
+
+    def _plain(self, op, ids, y_pred):
+        """The mean without options: the fused op for logits."""
         if ids.dtype.kind == "f":  # float labels (Keras takes them): 1.0 is class 1; 1.7 is refused, not truncated
             K = y_pred.shape[-1]
             ids = check_ids(op, get_backend(), "y_true", ids, K, f"y_pred has {K} classes", floats=True)
         if self.from_logits:
             return ops.softmax_cross_entropy(y_pred, ids)
-        K = y_pred.shape[-1]
-        onehot = (ids[..., None] == xp.arange(K)).astype(y_pred.dtype)
+        xp = get_backend().xp
+        onehot = (ids[..., None] == xp.arange(y_pred.shape[-1])).astype(y_pred.dtype)
         return _crossentropy_from_probabilities(op, onehot, y_pred)
 
+    def get_config(self):
+        return {**super().get_config(), "ignore_index": self.ignore_index,
+                "class_weight": None if self.class_weight is None else [float(v) for v in self.class_weight],
+                "reduction": self.reduction}
 
-def _crossentropy_from_probabilities(op, labels, P):
-    """Mean of ``-sum(labels * log(clip(P / sum(P))))`` and its gradient with respect to ``P``."""
+
+# Keras's "sum_over_batch_size" is the mean over every position: "mean" here.
+_REDUCTIONS = {"mean": "mean", "sum_over_batch_size": "mean", "sum": "sum", "none": "none"}
+
+
+def _check_class_weight(op, class_weight):
+    """``class_weight`` as a host float64 vector of finite non-negative weights, or None."""
+    if class_weight is None:
+        return None
+    try:
+        w = numpy.asarray(to_numpy(class_weight), dtype=numpy.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: class_weight must be a vector of K non-negative numbers, got {class_weight!r}") from None
+    if w.ndim != 1 or w.size == 0:
+        raise ValueError(f"{op}: class_weight must be a vector of K non-negative numbers, got shape {w.shape}")
+    if not numpy.all(numpy.isfinite(w)) or numpy.any(w < 0):
+        raise ValueError(f"{op}: class_weight must hold finite non-negative weights, got {w.tolist()}")
+    return w
+
+
+def _crossentropy_rows_from_logits(ids, onehot, z):
+    """Per-position ``-log softmax(z)[y]`` and ``rows_backprop(g) -> g * (softmax(z) - onehot)``."""
+    xp = get_backend().xp
+    log_p, log_softmax_backprop = ops.log_softmax(z)
+    losses = -xp.take_along_axis(log_p, ids[..., None], axis=-1)[..., 0]
+
+    def rows_backprop(g):
+        # d(-log p[y]) / d log p = -onehot; log_softmax's backprop adds the softmax term.
+        return log_softmax_backprop(onehot * -g[..., None])
+
+    return losses, rows_backprop
+
+
+def _reduce(op, be, weighted, w, reduction, rows_backprop):
+    """``(value, backprop)`` of ``reduction`` over the weighted per-position losses.
+
+    ``backprop(dloss)`` hands ``rows_backprop`` the gradient of each position's
+    (unweighted) loss: ``dloss * w`` for "sum", ``dloss * w / sum(w)`` for
+    "mean" (0 where ``sum(w) == 0``), ``dloss[m] * w[m]`` for "none".
+    """
+    xp = be.xp
+    if reduction == "none":
+        def backprop(dloss=1.0):
+            if not isinstance(dloss, numbers.Number):
+                dloss = be.native(op, "dloss", dloss)
+                if dloss.size != 1 and tuple(dloss.shape) != tuple(w.shape):
+                    raise ValueError(f"{op}: dloss of reduction='none' must be a scalar or have the losses' shape "
+                                     f"{tuple(w.shape)}, got {tuple(dloss.shape)}")
+                dloss = dloss.reshape(w.shape) if dloss.size != 1 else dloss.reshape(())
+            return rows_backprop(w * dloss)
+
+        return weighted, backprop
+    total = weighted.sum()
+    if reduction == "sum":
+        return total, lambda dloss=1.0: rows_backprop(w * scalar_grad(op, be, dloss))
+    # An empty divisor (every position ignored) gives 0, not 0/0, without reading it on the device.
+    count = w.sum()
+    divisor = xp.where(count > 0, count, 1)
+    return total / divisor, lambda dloss=1.0: rows_backprop(w * (scalar_grad(op, be, dloss) / divisor))
+
+
+def _crossentropy_rows_from_probabilities(op, labels, P):
+    """Per-position ``-sum(labels * log(clip(P / sum(P))))`` and ``rows_backprop(g)`` (``g`` per position)."""
     xp = get_backend().xp
     S = P.sum(axis=-1, keepdims=True)
     Q = P / S
     inside = (Q > EPSILON) & (Q < 1 - EPSILON)
     Qc = xp.clip(Q, EPSILON, 1 - EPSILON)
-    M = P.size // P.shape[-1]
-    loss = -(labels * xp.log(Qc)).sum() / M
+    losses = -(labels * xp.log(Qc)).sum(axis=-1)
+
+    def rows_backprop(g):
+        # dL/dQ = -labels / Q where unclipped; Q = P / S gives dL/dP_j = (g_j - sum_k g_k Q_k) / S.
+        dQ = xp.where(inside, -labels / Qc, 0) * g[..., None]
+        return ((dQ - (dQ * Q).sum(axis=-1, keepdims=True)) / S).astype(P.dtype, copy=False)
+
+    return losses, rows_backprop
+
+
+def _crossentropy_from_probabilities(op, labels, P):
+    """Mean of ``-sum(labels * log(clip(P / sum(P))))`` and its gradient with respect to ``P``."""
+    losses, rows_backprop = _crossentropy_rows_from_probabilities(op, labels, P)
+    M = losses.size
 
     def backprop(dloss=1.0):
-        # dL/dQ = -labels / Q where unclipped; Q = P / S gives dL/dP_j = (g_j - sum_k g_k Q_k) / S.
-        g = xp.where(inside, -labels / Qc, 0) * (scalar_grad(op, get_backend(), dloss) / M)
-        return ((g - (g * Q).sum(axis=-1, keepdims=True)) / S).astype(P.dtype, copy=False)
+        g = get_backend().xp.full(losses.shape, scalar_grad(op, get_backend(), dloss) / M, dtype=P.dtype)
+        return rows_backprop(g)
 
-    return loss, backprop
+    return losses.sum() / M, backprop
 
 
 class MeanSquaredError(Loss):

@@ -12,7 +12,7 @@ layer                   file                weights (Keras order and layout)
 ``AveragePooling2D``    ``pooling.py``      none (likewise ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``)
 ``LSTM``                ``recurrent.py``    ``kernel`` (D, 4H), ``recurrent_kernel`` (H, 4H), ``bias`` (4H,); gates i, f, c, o
 ``Embedding``           ``embedding.py``    ``embeddings`` (V, D)
-``Dropout``             ``core.py``         none (likewise ``Flatten``, ``Reshape``, ``Activation``)
+``Dropout``             ``core.py``         none (likewise ``Flatten``, ``Reshape``, ``Activation``, ``LogSoftmax``)
 ======================  ==================  ==================================================================================
 
 Every layer's ``forward(x, training) -> (y, backprop)``; ``backprop(dy)``
@@ -24,7 +24,7 @@ serializable like a built-in one.
 from ..serialization import deserialize, register, serialize
 from .base import Layer
 from .conv import Conv2D, MaxPool2D, MaxPooling2D
-from .core import Activation, Dense, Dropout, Flatten, Reshape
+from .core import Activation, Dense, Dropout, Flatten, LogSoftmax, Reshape
 from .embedding import Embedding
 from .pooling import (
     AveragePooling2D,
@@ -38,6 +38,6 @@ from .recurrent import LSTM
 
 __all__ = [
     "LSTM", "Activation", "AveragePooling2D", "AvgPool2D", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",
-    "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D", "GlobalMaxPooling2D", "Layer", "MaxPool2D",
+    "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D", "GlobalMaxPooling2D", "Layer", "LogSoftmax", "MaxPool2D",
     "MaxPooling2D", "Reshape", "deserialize", "register", "serialize",
 ]

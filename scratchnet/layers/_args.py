@@ -6,7 +6,8 @@ import numbers
 from .. import ops
 
 # Activations by Keras name; None and "linear" are the identity.
-_ACTIVATIONS = {"relu": ops.relu, "sigmoid": ops.sigmoid, "tanh": ops.tanh, "softmax": ops.softmax}
+_ACTIVATIONS = {"relu": ops.relu, "sigmoid": ops.sigmoid, "tanh": ops.tanh, "softmax": ops.softmax,
+                "log_softmax": ops.log_softmax}
 
 
 def activation_name(layer, name):

@@ -1,4 +1,4 @@
-"""Dense, Activation, Dropout, Flatten and Reshape: Keras's core layers."""
+"""Dense, Activation, LogSoftmax, Dropout, Flatten and Reshape: Keras's core layers."""
 from __future__ import annotations
 
 import math
@@ -22,7 +22,7 @@ class Dense(Layer):
     ----------
     units : int
         K, the output size.
-    activation : {None, "linear", "relu", "sigmoid", "tanh", "softmax"}
+    activation : {None, "linear", "relu", "sigmoid", "tanh", "softmax", "log_softmax"}
     use_bias : bool
     kernel_initializer, bias_initializer : name or callable
     kernel_regularizer, bias_regularizer : Regularizer, optional
@@ -94,6 +94,27 @@ class Activation(Layer):
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}
+
+
+@register
+class LogSoftmax(Layer):
+    """``y = log softmax(x)`` along ``axis``: :func:`scratchnet.ops.log_softmax` as a layer.
+
+    Keras has no LogSoftmax layer; ``Activation("log_softmax")`` is its
+    equivalent for ``axis=-1``, and ``to_keras`` writes this layer as that.
+    """
+
+    def __init__(self, axis=-1, name=None, dtype=None):
+        super().__init__(name, dtype)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise ValueError(f"LogSoftmax: axis must be an int, got {axis!r}")
+        self.axis = axis
+
+    def call(self, x, training=False):
+        return ops.log_softmax(x, axis=self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
 
 
 @register

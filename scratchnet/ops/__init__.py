@@ -15,6 +15,7 @@ call                                                 ``backprop(...)`` returns
 ``embedding(ids, table)``                            ``dtable``
 ``embedding_lstm(ids, table, kernel, ...)``          ``(dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
 ``relu`` / ``sigmoid`` / ``tanh`` / ``softmax``      ``dx``
+``log_softmax(x, axis=-1)``                          ``dx``
 ``dropout(x, rate, seed=None)``                      ``dx``
 ``softmax_cross_entropy(logits, labels)``            ``dlogits``
 ===================================================  ======================================
@@ -28,7 +29,7 @@ its derivation and its NumPy reference kernels. The rest of this folder:
 - ``backends.py``: how each backend (numpy, numba, cupy) is built;
 - ``shapes.py``: output sizes and TensorFlow's padding rule.
 """
-from .activations import relu, sigmoid, softmax, tanh
+from .activations import log_softmax, relu, sigmoid, softmax, tanh
 from .conv import conv2d
 from .dense import dense
 from .dropout import dropout
@@ -46,6 +47,7 @@ __all__ = [
     "embedding_lstm",
     "global_avg_pool2d",
     "global_max_pool2d",
+    "log_softmax",
     "lstm",
     "max_pool2d",
     "relu",

@@ -14,8 +14,8 @@ is cheaper than recomputing from ``x``::
     sigmoid  f(x) = 1 / (1 + e^-x)     f'(x) = e^-x / (1 + e^-x)^2 = y (1 - y)
     tanh     f(x) = tanh(x)            f'(x) = 1 - tanh(x)^2 = 1 - y^2
 
-Softmax is not elementwise: every output depends on every input of its row
-(derived at :func:`softmax`).
+Softmax and log-softmax are not elementwise: every output depends on every
+input of its row (derived at :func:`softmax` and :func:`log_softmax`).
 """
 from __future__ import annotations
 
@@ -60,11 +60,23 @@ def _elementwise_cost(flops_per_element, backward_flops_per_element):
 
 relu_cost, sigmoid_cost, tanh_cost, softmax_cost = (_elementwise_cost(1, 1), _elementwise_cost(4, 2),
                                                     _elementwise_cost(4, 2), _elementwise_cost(5, 4))
+# log_softmax: max, subtract, exp, sum, log-subtract forward; exp(y), sum(dy), multiply, subtract backward.
+log_softmax_cost = _elementwise_cost(5, 4)
 
 
 def _unary(op, x):
     be = get_backend()
     (x,) = as_float_arrays(op, be, x=x)
+    return be, x
+
+
+def _along_axis(op, x, axis):
+    """``_unary`` for an op over slices along ``axis``: ``x`` of rank >= 1 and ``axis`` in range."""
+    be, x = _unary(op, x)
+    if x.ndim == 0:
+        raise ValueError(f"{op}: x must have rank >= 1, got a scalar")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for x of shape {tuple(x.shape)}")
     return be, x
 
 
@@ -154,11 +166,7 @@ def softmax(x, axis=-1):
 
     so ``backprop(dy) -> dx = y * (dy - sum(dy * y, axis))``, without forming ``J``.
     """
-    be, x = _unary("softmax", x)
-    if x.ndim == 0:
-        raise ValueError("softmax: x must have rank >= 1, got a scalar")
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"softmax: axis {axis} is out of range for x of shape {tuple(x.shape)}")
+    be, x = _along_axis("softmax", x, axis)
     xp = be.xp
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
     y = e / e.sum(axis=axis, keepdims=True)
@@ -166,5 +174,38 @@ def softmax(x, axis=-1):
     def backprop(dy):
         dy = check_grad("softmax", dy, y, be)
         return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+    return y, backprop
+
+
+@recorded_op("log_softmax", cost=log_softmax_cost)
+def log_softmax(x, axis=-1):
+    """``y = log softmax(x) = x - max x - log sum exp(x - max x)`` along ``axis``, any shape.
+
+    Log-sum-exp after subtracting the max: every ``exp`` is at most 1 and one
+    of them is exactly 1, so the ``log`` never sees 0 and ``y`` is finite for
+    any finite ``x``, even where ``softmax(x)`` underflows to 0 (never
+    ``log(softmax(x) + eps)``).
+
+    Backward, for one slice along ``axis`` (``y_i = x_i - log sum_k e^{x_k}``,
+    ``p = softmax(x) = exp(y)``). Since ``∂/∂x_j log sum_k e^{x_k} = p_j``, the Jacobian::
+
+        ∂y_i/∂x_j = delta_ij - p_j,   i.e.  J = I - 1 p^T   (not symmetric)
+
+    and its product with the incoming gradient::
+
+        dx_j = sum_i dy_i * ∂y_i/∂x_j = sum_i dy_i (delta_ij - p_j)
+             = dy_j - p_j sum_i dy_i
+
+    so ``backprop(dy) -> dx = dy - exp(y) * sum(dy, axis)``, without forming ``J``.
+    """
+    be, x = _along_axis("log_softmax", x, axis)
+    xp = be.xp
+    shifted = x - x.max(axis=axis, keepdims=True)
+    y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+    def backprop(dy):
+        dy = check_grad("log_softmax", dy, y, be)
+        return dy - xp.exp(y) * dy.sum(axis=axis, keepdims=True)
 
     return y, backprop
