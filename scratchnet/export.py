@@ -264,7 +264,7 @@ def _output_shape(layer, shape):
     build to report (None).
     """
     L = layers
-    if isinstance(layer, (L.Activation, L.Dropout)):
+    if isinstance(layer, (L.Activation, L.Dropout, L.LogSoftmax)):
         out = shape
     elif isinstance(layer, L.Flatten):
         out = (math.prod(shape),)

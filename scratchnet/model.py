@@ -204,8 +204,13 @@ class Model(Layer):
             raise ValueError(f"compile: optimizer must have a step(params) method, got {optimizer!r}")
         if loss is None:
             raise ValueError("compile: loss is required (e.g. sn.losses.SparseCategoricalCrossentropy())")
+        loss = _losses.get(loss)
+        if getattr(loss, "reduction", None) == "none":
+            raise ValueError(f"compile: the loss {type(loss).__name__} has reduction='none', which returns one loss per "
+                             "example; training needs one number per step: use reduction='mean' or 'sum' (call the "
+                             "loss yourself for per-example values)")
         self.optimizer = optimizer
-        self.loss = _losses.get(loss)
+        self.loss = loss
         self.metrics = [_metrics.get(m) for m in (metrics or ())]
 
     def _require_compiled(self, what):

@@ -340,3 +340,20 @@ def test_a_model_trains_with_ignore_index_0(backend):
                   loss=sn.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_index=0), metrics=[])
     losses = [model.train_on_batch(to_backend(backend, x), to_backend(backend, y))["loss"] for _ in range(5)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_compile_refuses_a_loss_that_returns_one_value_per_example():
+    model = sn.Sequential([sn.layers.Dense(3)])
+    loss = sn.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    with pytest.raises(ValueError, match=r"compile: the loss SparseCategoricalCrossentropy has reduction='none'"):
+        model.compile("sgd", loss)
+
+
+def test_a_model_ending_in_log_softmax_exports_and_loads(tmp_path):
+    model = sn.Sequential([sn.layers.Dense(4), sn.layers.LogSoftmax()])
+    model.build((None, 3))
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    path = str(tmp_path / "model.snx")
+    sn.export.save_model(model, path)
+    loaded = sn.export.load_model(path)
+    np.testing.assert_array_equal(sn.to_numpy(loaded(x)), sn.to_numpy(model(x)))
