@@ -34,6 +34,9 @@ import scratchnet
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
+_spec = importlib.util.spec_from_file_location("build_paths", DOCS / "_ext" / "build_paths.py")
+build_paths = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_paths)
 
 # -- what the executed pages see (the kernels inherit this environment) ------------------------------
 _mnist_test = ROOT.parent / "shared" / "datasets" / "mnist-test"
@@ -176,10 +179,23 @@ def skip_modules(app, what, name, obj, skip, options):
     return True if inspect.ismodule(obj) else None
 
 
+def refuse_build_paths(app, exception):
+    """Fail the build when a page shows the build machine's paths (:func:`build_paths.leaks`)."""
+    if exception is not None or app.builder.format != "html":
+        return
+    found = build_paths.leaks(app.outdir, ROOT)
+    if found:
+        from sphinx.errors import ExtensionError
+
+        raise ExtensionError("pages show the build machine's paths: "
+                             + "; ".join(f"{page} shows {text!r}" for page, text in found))
+
+
 def setup(app):
     _mathjax_source()  # fail at once, not after the pages have run
     app.connect("autodoc-process-docstring", shape_notes_as_literal)
     app.connect("autodoc-skip-member", skip_modules)
     app.connect("builder-inited", write_notebooks)
     app.connect("build-finished", copy_mathjax)
+    app.connect("build-finished", refuse_build_paths)
     return {"parallel_read_safe": True}
