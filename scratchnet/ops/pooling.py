@@ -145,15 +145,32 @@ class PoolingReference:
         return xp.ascontiguousarray(dxpad[:, top : top + H, left : left + W, :])
 
 
+def _window_args(op, be, x, ksize, strides, padding):
+    """The checked arguments of a pooling op: ``x`` as a float array, ``(kh, kw)``, ``(sh, sw)`` and the pads."""
+    (x,) = as_float_arrays(op, be, x=x)
+    check_rank(op, "x", x, 4, "[N, H, W, C]")
+    kh, kw = pair(op, "ksize", ksize)
+    sh, sw = pair(op, "strides", strides)
+    padding = check_padding(op, padding)
+    shapes = f"x: {tuple(x.shape)}, ksize: {(kh, kw)}"
+    _, _, pads = tf_padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
+    return x, (kh, kw), (sh, sw), pads
+
+
+def _window_sizes(op, x, ksize, strides, padding):
+    """``(windows, cells per window, bytes of x and y)`` of a pooling op, for its cost formula."""
+    kh, kw = pair(op, "ksize", ksize)
+    OH, OW, _ = tf_padding_2d(op, x.shape, (kh, kw), pair(op, "strides", strides), padding.upper())
+    N, _, _, C = x.shape
+    windows = N * OH * OW * C
+    return windows, kh * kw, nbytes(x) + windows * x.dtype.itemsize
+
+
 def max_pool2d_cost(x, ksize, strides, padding="VALID"):
     """Comparisons and bytes of :func:`max_pool2d`: one comparison per window element; memory-bound."""
-    kh, kw = pair("max_pool2d", "ksize", ksize)
-    OH, OW, _ = tf_padding_2d("max_pool2d", x.shape, (kh, kw), pair("max_pool2d", "strides", strides),
-                              padding.upper())
-    N, _, _, C = x.shape
-    y_bytes = N * OH * OW * C * x.dtype.itemsize
-    return Cost(flops=float(N * OH * OW * C * kh * kw), bytes=nbytes(x) + y_bytes,
-                backward_flops=float(N * OH * OW * C), backward_bytes=nbytes(x) + y_bytes)
+    windows, window_size, io_bytes = _window_sizes("max_pool2d", x, ksize, strides, padding)
+    return Cost(flops=float(windows * window_size), bytes=io_bytes, backward_flops=float(windows),
+                backward_bytes=io_bytes)
 
 
 @recorded_op("max_pool2d", cost=max_pool2d_cost)
@@ -181,13 +198,7 @@ def max_pool2d(x, ksize, strides, padding="VALID"):
     """
     op = "max_pool2d"
     be = get_backend()
-    (x,) = as_float_arrays(op, be, x=x)
-    check_rank(op, "x", x, 4, "[N, H, W, C]")
-    kh, kw = pair(op, "ksize", ksize)
-    sh, sw = pair(op, "strides", strides)
-    padding = check_padding(op, padding)
-    shapes = f"x: {tuple(x.shape)}, ksize: {(kh, kw)}"
-    _, _, pads = tf_padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
+    x, (kh, kw), (sh, sw), pads = _window_args(op, be, x, ksize, strides, padding)
 
     y, argmax = be.maxpool_forward(x, kh, kw, sh, sw, pads)
 
@@ -200,14 +211,9 @@ def max_pool2d(x, ksize, strides, padding="VALID"):
 
 def avg_pool2d_cost(x, ksize, strides, padding="VALID"):
     """Additions and bytes of :func:`avg_pool2d`: one addition per window element each way; memory-bound."""
-    kh, kw = pair("avg_pool2d", "ksize", ksize)
-    OH, OW, _ = tf_padding_2d("avg_pool2d", x.shape, (kh, kw), pair("avg_pool2d", "strides", strides),
-                              padding.upper())
-    N, _, _, C = x.shape
-    y_bytes = N * OH * OW * C * x.dtype.itemsize
-    window_flops = float(N * OH * OW * C * (kh * kw + 1))  # the sum, then one division
-    return Cost(flops=window_flops, bytes=nbytes(x) + y_bytes,
-                backward_flops=window_flops, backward_bytes=nbytes(x) + y_bytes)
+    windows, window_size, io_bytes = _window_sizes("avg_pool2d", x, ksize, strides, padding)
+    window_flops = float(windows * (window_size + 1))  # the sum, then one division
+    return Cost(flops=window_flops, bytes=io_bytes, backward_flops=window_flops, backward_bytes=io_bytes)
 
 
 @recorded_op("avg_pool2d", cost=avg_pool2d_cost)
@@ -235,13 +241,7 @@ def avg_pool2d(x, ksize, strides, padding="VALID"):
     """
     op = "avg_pool2d"
     be = get_backend()
-    (x,) = as_float_arrays(op, be, x=x)
-    check_rank(op, "x", x, 4, "[N, H, W, C]")
-    kh, kw = pair(op, "ksize", ksize)
-    sh, sw = pair(op, "strides", strides)
-    padding = check_padding(op, padding)
-    shapes = f"x: {tuple(x.shape)}, ksize: {(kh, kw)}"
-    _, _, pads = tf_padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
+    x, (kh, kw), (sh, sw), pads = _window_args(op, be, x, ksize, strides, padding)
 
     y = be.avgpool_forward(x, kh, kw, sh, sw, pads)
 
