@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import os
 import sys
 
@@ -282,13 +281,13 @@ def _run(sn, args, recipe, data, total, restored, logdir, world):
             recipe.model, recipe.batches(recipe.step), max(0, total - recipe.step), cbs,
             validate=(lambda: recipe.evaluate(test_x[:n_eval], test_y[:n_eval], callbacks=loggers))
             if world.is_root else None,
-            validate_every=args.eval_every or every, batch_logs="last", **_finite_option(args),
+            validate_every=args.eval_every or every, batch_logs="last",
+            check_finite=not getattr(args, "allow_nonfinite", False),
         )
-    except _nonfinite_errors() as e:
+    except training.NonFiniteError as e:  # the loop's (a step) or the saver's (a checkpoint): one class
         _close(loggers)
-        step = getattr(e, "step", None)
-        raise TrainingStopped(f"stopped at step {recipe.step if step is None else step}: {e}; "
-                              f"{_last_checkpoint(logdir)}") from None
+        reason = str(e).removeprefix(f"step {e.step}: ")  # the loop's message starts with its step
+        raise TrainingStopped(f"stopped at step {e.step}: {reason}; {_last_checkpoint(logdir)}") from None
     except OSError as e:  # a full disk or an I/O error; what was saved before is intact
         _close(loggers)
         raise RunError(f"{e.strerror if isinstance(e, callbacks.CheckpointWriteError) else e} "
@@ -317,33 +316,9 @@ def _close(loggers):
 
 
 def _checkpoints(args, logdir, every):
-    """The ModelCheckpoint callback; with ``--allow-nonfinite`` it saves NaN weights too, where it can."""
-    kwargs = {}
-    if getattr(args, "allow_nonfinite", False) and _accepts(callbacks.ModelCheckpoint, "allow_nonfinite"):
-        kwargs["allow_nonfinite"] = True
-    return callbacks.ModelCheckpoint(logdir, every_n_steps=every, max_to_keep=args.max_to_keep, **kwargs)
-
-
-def _finite_option(args):
-    """``check_finite=False`` for the loop with ``--allow-nonfinite``, where the loop has the option (a loop
-    without it never checks, which is what the flag asks for)."""
-    if getattr(args, "allow_nonfinite", False) and _accepts(training.train, "check_finite"):
-        return {"check_finite": False}
-    return {}
-
-
-def _accepts(function, keyword):
-    """Whether ``function`` takes ``keyword`` (by name, or through ``**kwargs``)."""
-    parameters = inspect.signature(function).parameters.values()
-    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-def _nonfinite_errors():
-    """The errors that mean "training produced NaN or Inf": the loop's and the saver's, where they exist."""
-    from .. import checkpoint
-
-    found = (getattr(training, "NonFiniteError", None), getattr(checkpoint, "NonFiniteError", None))
-    return tuple(e for e in found if isinstance(e, type) and issubclass(e, BaseException))
+    """The ModelCheckpoint callback; with ``--allow-nonfinite`` it saves NaN weights too."""
+    return callbacks.ModelCheckpoint(logdir, every_n_steps=every, max_to_keep=args.max_to_keep,
+                                     allow_nonfinite=bool(getattr(args, "allow_nonfinite", False)))
 
 
 def _last_checkpoint(logdir):
