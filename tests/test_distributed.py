@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mpi_helpers
 import scratchnet as sn
 from scratchnet import cli
 from scratchnet.archive import read_archive
@@ -30,42 +30,13 @@ WORKER = str(Path(__file__).with_name("mpi_worker.py"))
 TIMEOUT = 90
 
 
-def _launcher_free_env(**extra):
-    """This environment without the variables that would make a child think mpiexec launched it."""
-    from scratchnet.distributed.world import LAUNCHED_VARIABLES, SIZE_VARIABLES
-
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHED_VARIABLES + SIZE_VARIABLES and k != "SCRATCHNET_MPI"}
-    env.update(extra)
-    return env
-
-
 def _run(cmd, timeout=TIMEOUT, env=None):
-    """Run ``cmd``; a run past ``timeout`` is killed, with its whole process group, and fails the test."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env or _launcher_free_env(), start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"hung: {' '.join(cmd)} ran past {timeout} s\n{out[-3000:]}")
-    return proc.returncode, out
+    return mpi_helpers.run(cmd, timeout, env=env)
 
 
 @pytest.fixture(scope="module")
 def mpiexec():
-    """The ``mpiexec`` beside this Python (the mpich wheel puts it there), with mpi4py importable."""
-    import importlib.util
-
-    exe = shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-    missing = [name for name, ok in (("mpi4py", importlib.util.find_spec("mpi4py") is not None),
-                                     ("mpiexec", exe is not None)) if not ok]
-    if missing:
-        reason = f"{' and '.join(missing)} not installed; pip install 'scratchnet[mpi]' (make test does)"
-        if os.environ.get("CI"):
-            pytest.fail(f"the MPI tests are required in CI: {reason}")
-        pytest.skip(reason)
-    return exe
+    return mpi_helpers.find_mpiexec()
 
 
 # ----------------------------------------------------------------------------
@@ -77,7 +48,7 @@ def test_importing_scratchnet_never_imports_mpi4py_and_outside_mpiexec_the_world
             "assert 'mpi4py' not in sys.modules; w = d.world(); "
             "assert (w.rank, w.size, d.rank(), d.world_size()) == (0, 1, 0, 1), w; "
             "assert 'mpi4py' not in sys.modules; print('ok')")
-    for env in (_launcher_free_env(), _launcher_free_env(PMI_SIZE="1", PMI_RANK="0")):
+    for env in (mpi_helpers.launcher_free_env(), mpi_helpers.launcher_free_env(PMI_SIZE="1", PMI_RANK="0")):
         rc, out = _run([sys.executable, "-c", code], env=env)
         assert rc == 0 and out.strip() == "ok", out
 
@@ -85,7 +56,7 @@ def test_importing_scratchnet_never_imports_mpi4py_and_outside_mpiexec_the_world
 def test_launched_by_mpiexec_without_mpi4py_is_an_error_naming_the_extra():
     code = ("import sys; sys.modules['mpi4py'] = None; import scratchnet.distributed as d\n"
             "try:\n    d.world()\nexcept d.DistributedError as e:\n    print(e)")
-    rc, out = _run([sys.executable, "-c", code], env=_launcher_free_env(PMI_SIZE="2", PMI_RANK="0"))
+    rc, out = _run([sys.executable, "-c", code], env=mpi_helpers.launcher_free_env(PMI_SIZE="2", PMI_RANK="0"))
     assert rc == 0 and "2 ranks" in out and "pip install 'scratchnet[mpi]'" in out, out
 
 
@@ -95,7 +66,7 @@ def test_under_a_launcher_importing_scratchnet_pins_each_rank_to_its_share_of_th
         pytest.skip("one core: nothing to share")
     code = "import os, sys, scratchnet; print(sorted(os.sched_getaffinity(0)), 'mpi4py' in sys.modules)"
     for rank in (0, 1):
-        env = _launcher_free_env(PMI_SIZE="2", PMI_RANK=str(rank), MPI_LOCALNRANKS="2", MPI_LOCALRANKID=str(rank))
+        env = mpi_helpers.launcher_free_env(PMI_SIZE="2", PMI_RANK=str(rank), MPI_LOCALNRANKS="2", MPI_LOCALRANKID=str(rank))
         rc, out = _run([sys.executable, "-c", code], env=env)
         half = cores[rank * len(cores) // 2:(rank + 1) * len(cores) // 2]
         assert rc == 0 and out.strip() == f"{half} False", out
@@ -108,12 +79,12 @@ def test_importing_scratchnet_never_fails_on_incomplete_or_inconsistent_launcher
     for local in ({"MPI_LOCALNRANKS": "2"}, {"MPI_LOCALRANKID": "1"}, {"MPI_LOCALRANKID": "2", "MPI_LOCALNRANKS": "2"},
                   {"MPI_LOCALRANKID": "x", "MPI_LOCALNRANKS": "2"}, {"MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "\u00b2"},
                   {"MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "3"}):  # the last: more local ranks than the world's 2
-        rc, out = _run([sys.executable, "-c", code], env=_launcher_free_env(PMI_SIZE="2", PMI_RANK="1", **local))
+        rc, out = _run([sys.executable, "-c", code], env=mpi_helpers.launcher_free_env(PMI_SIZE="2", PMI_RANK="1", **local))
         assert rc == 0 and out.strip() == str(cores), (local, out)
     if len(cores) < 2:
         return
     # An incomplete MPICH pair, then Open MPI's complete one: the complete one pins.
-    env = _launcher_free_env(PMI_SIZE="2", PMI_RANK="1", MPI_LOCALNRANKS="2", OMPI_COMM_WORLD_LOCAL_RANK="1",
+    env = mpi_helpers.launcher_free_env(PMI_SIZE="2", PMI_RANK="1", MPI_LOCALNRANKS="2", OMPI_COMM_WORLD_LOCAL_RANK="1",
                              OMPI_COMM_WORLD_LOCAL_SIZE="2")
     rc, out = _run([sys.executable, "-c", code], env=env)
     assert rc == 0 and out.strip() == str(cores[len(cores) // 2:]), out
@@ -290,7 +261,7 @@ def test_a_rank_killed_mid_run_ends_the_job_non_zero_within_60_s_and_the_last_ch
     mark = uuid.uuid4().hex
     args = _train(tiny_mnist, tmp_path, 100000, "--checkpoint-every", "2", dtype="float32")
     proc = subprocess.Popen([mpiexec, "-n", "2", sys.executable, "-m", "scratchnet", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=_launcher_free_env(SCRATCHNET_TEST_MARK=mark),
+                            stderr=subprocess.STDOUT, env=mpi_helpers.launcher_free_env(SCRATCHNET_TEST_MARK=mark),
                             start_new_session=True)
     try:
         deadline = time.monotonic() + TIMEOUT

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mpi_helpers
 import scratchnet as sn
 from scratchnet.data import write_idx
 from scratchnet.distributed.agree import config_digest, describe_disagreement, fingerprint
@@ -38,43 +38,13 @@ TIMEOUT = 60
 DEADLINE, SLACK = 5, 10
 
 
-def _launcher_free_env(**extra):
-    """This environment without the variables that would make a child think mpiexec launched it."""
-    from scratchnet.distributed.world import LAUNCHED_VARIABLES, SIZE_VARIABLES
-
-    env = {k: v for k, v in os.environ.items()
-           if k not in LAUNCHED_VARIABLES + SIZE_VARIABLES and k not in ("SCRATCHNET_MPI", "SCRATCHNET_MPI_TIMEOUT")}
-    env.update(extra)
-    return env
-
-
 def _run(cmd, timeout=TIMEOUT, env=None, cwd=None):
-    """Run ``cmd``; a run past ``timeout`` is killed, with its whole process group, and fails the test."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-                            env=env or _launcher_free_env(), start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"hung: {' '.join(cmd)} ran past {timeout} s\n{out[-3000:]}")
-    return proc.returncode, out
+    return mpi_helpers.run(cmd, timeout, env=env, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
 def mpiexec():
-    """The ``mpiexec`` beside this Python (the mpich wheel puts it there), with mpi4py importable."""
-    import importlib.util
-
-    exe = shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-    missing = [name for name, ok in (("mpi4py", importlib.util.find_spec("mpi4py") is not None),
-                                     ("mpiexec", exe is not None)) if not ok]
-    if missing:
-        reason = f"{' and '.join(missing)} not installed; pip install 'scratchnet[mpi]' (make test does)"
-        if os.environ.get("CI"):
-            pytest.fail(f"the MPI tests are required in CI: {reason}")
-        pytest.skip(reason)
-    return exe
+    return mpi_helpers.find_mpiexec()
 
 
 def _write_digits(folder, n_train, seed=0):
@@ -118,7 +88,7 @@ class Job:
         command = [sys.executable, "-m", "scratchnet", *args]
         self.proc = subprocess.Popen([mpiexec, "-n", "1", *rank_0, *command, ":", "-n", "1", *command],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=_launcher_free_env(SCRATCHNET_TEST_MARK=self.mark), start_new_session=True)
+                                     env=mpi_helpers.launcher_free_env(SCRATCHNET_TEST_MARK=self.mark), start_new_session=True)
         self.stopped = []
 
     def wait_for_checkpoint(self, logdir):
@@ -229,7 +199,7 @@ def test_a_rank_that_leaves_early_is_named_and_the_job_ends(mpiexec):
     """Rank 0 makes two barriers and exits; rank 1 waits at its third (as with a shorter --steps on rank 0)."""
     start = time.monotonic()
     rc, out = _run([mpiexec, "-n", "2", sys.executable, WORKER, "uneven"],
-                   env=_launcher_free_env(SCRATCHNET_MPI_TIMEOUT="3"))
+                   env=mpi_helpers.launcher_free_env(SCRATCHNET_MPI_TIMEOUT="3"))
     assert time.monotonic() - start < 3 + SLACK
     assert rc == 1, out
     assert ("rank 0 stopped answering: it did not reach collective #3 (barrier of the test) within 3.0 s"
@@ -369,10 +339,10 @@ def test_the_timeout_is_300_s_by_default_and_set_by_set_timeout_or_the_environme
     assert rc == 0 and out.splitlines()[:2] == ["300.0", "7.5"], out
     assert out.count("timeout must be a positive number of seconds (or inf)") == 4, out
     rc, out = _run([sys.executable, "-c", "import scratchnet.distributed as d; print(d.get_timeout())"],
-                   env=_launcher_free_env(SCRATCHNET_MPI_TIMEOUT="12"))
+                   env=mpi_helpers.launcher_free_env(SCRATCHNET_MPI_TIMEOUT="12"))
     assert rc == 0 and out.strip() == "12.0", out
     # Under a launcher, a bad value is an error naming the variable before MPI starts.
     code = "import scratchnet.distributed as d\ntry:\n    d.world()\nexcept d.DistributedError as e:\n    print(e)"
     rc, out = _run([sys.executable, "-c", code],
-                   env=_launcher_free_env(PMI_SIZE="2", PMI_RANK="0", SCRATCHNET_MPI_TIMEOUT="soon"))
+                   env=mpi_helpers.launcher_free_env(PMI_SIZE="2", PMI_RANK="0", SCRATCHNET_MPI_TIMEOUT="soon"))
     assert rc == 0 and out.strip() == "SCRATCHNET_MPI_TIMEOUT must be a positive number of seconds (or inf), got 'soon'"
