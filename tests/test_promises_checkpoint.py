@@ -400,3 +400,50 @@ def test_remove_stale_temporaries_removes_only_what_a_killed_save_left(tmp_path)
     assert snapshot(tmp_path) == {k: v for k, v in before.items() if k not in (index_temporary, left[0])}
     assert os.path.isdir(os.path.join(d, f".model-5.{dead.pid}-0123abcd.tmp"))
     assert remove_stale_temporaries(d, "model") == []
+
+
+# -- the LSTM state carried between batches (charlm) -----------------------------------------
+
+
+def _charlm_with_a_carried_state(tmp_path):
+    recipe = sn.zoo.build("charlm", vocab_size=20, batch_size=4)
+    rng = np.random.default_rng(0)
+    recipe.model.train_on_batch(rng.integers(0, 20, (4, 50)), rng.integers(0, 20, (4, 50)))
+    return recipe, recipe.checkpoint().save(str(tmp_path / "ck"), step=1)
+
+
+def test_a_checkpoint_carries_the_lstm_state_and_a_restore_brings_it_back(tmp_path):
+    recipe, path = _charlm_with_a_carried_state(tmp_path)
+    lstm = recipe.model.layers[1]
+    saved = [sn.to_numpy(s).copy() for s in lstm.states]
+    lstm.reset_states()
+    recipe.checkpoint().restore(path)
+    for got, want in zip(lstm.states, saved):
+        np.testing.assert_array_equal(sn.to_numpy(got), want)
+    assert sorted(read_archive(path)[0]["states"]) == ["charlm/lstm"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda meta, arrays: arrays.__setitem__("state/charlm/lstm/0", np.zeros((3, 7), np.float32)),
+     r"carried state of 'charlm/lstm': shapes"),
+    (lambda meta, arrays: arrays.__setitem__("state/charlm/lstm/1", np.zeros((4, 128), np.int32)),
+     r"header field 'states.charlm/lstm' names an array that is not floats"),
+    (lambda meta, arrays: meta["states"].__setitem__("charlm/other", list(meta["states"]["charlm/lstm"])),
+     r"the model has no stateful layer 'charlm/other'"),
+    (lambda meta, arrays: meta.__setitem__("states", ["x"]), r"header field 'states' must be"),
+    (lambda meta, arrays: meta["states"].__setitem__("charlm/lstm", ["nope", "nope"]),
+     r"names 'nope', which is not an array of the file"),
+], ids=["shape", "ints", "unknown-layer", "not-a-dict", "missing-array"])
+def test_a_crafted_carried_state_is_refused_and_changes_nothing(tmp_path, edit, message):
+    from scratchnet.archive import write_archive
+
+    recipe, path = _charlm_with_a_carried_state(tmp_path)
+    meta, arrays = read_archive(path)
+    edit(meta, arrays)
+    write_archive(str(tmp_path / "crafted"), meta, arrays)
+    lstm = recipe.model.layers[1]
+    before = [sn.to_numpy(s).copy() for s in lstm.states]
+    with pytest.raises(CheckpointError, match=message):
+        recipe.checkpoint().restore(str(tmp_path / "crafted"))
+    for got, want in zip(lstm.states, before):
+        np.testing.assert_array_equal(sn.to_numpy(got), want)
