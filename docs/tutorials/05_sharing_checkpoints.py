@@ -211,8 +211,12 @@ print(f"averages as weights: {by_mapping:.4f} (mapping), {by_flag:.4f} (ema_into
 
 # %%
 run_dir = os.path.join(work, "run")
-# The commands run in `work`, so that the paths they print are relative to it.
-test_data = os.path.relpath(os.environ["MNIST_TEST"], work) if os.environ.get("MNIST_TEST") else None
+# The commands run in `work`, so that the paths they print are relative to it; the test set is
+# linked into it as `mnist-test`, so they print that name and not where this machine keeps it.
+test_data = None
+if os.environ.get("MNIST_TEST"):
+    test_data = "mnist-test"
+    os.symlink(os.path.abspath(os.environ["MNIST_TEST"]), os.path.join(work, test_data))
 common = ["--no-download"] + (["--test-data", test_data] if test_data else [])
 trainer = subprocess.Popen(
     [sys.executable, "-m", "scratchnet", "train", "mlp", "--steps", "600", "--checkpoint-every", "200",
