@@ -1,7 +1,7 @@
 """Train each zoo model in scratchnet, Keras and PyTorch, side by side.
 
 For every model named in ``--models``, the three frameworks train the same
-architecture with the same hyperparameters (the zoo's, taken from the seed
+architecture with the same hyperparameters (the zoo's, taken from the lessons'
 tutorials), on the same batches of the same data split, in this one process
 on this one machine. The frameworks each own a thread pool, so they train in
 alternating blocks of ``--block`` steps (scratchnet's, then Keras's, then
@@ -119,7 +119,7 @@ def keras_model(name, hp, vocab_size=None):
 
     tn = keras.initializers.TruncatedNormal(stddev=hp.get("init_stddev", 0.1))
     const = keras.initializers.Constant
-    # The zoo's l2 is the seed's tf.contrib.layers.l2_regularizer(scale) = scale * sum(w**2) / 2.
+    # The zoo's l2 is the originals' tf.contrib.layers.l2_regularizer(scale) = scale * sum(w**2) / 2.
     l2 = keras.regularizers.l2(hp["l2"] / 2) if hp.get("l2") else None
     if name == "mlp":
         return keras.Sequential([
@@ -265,7 +265,7 @@ def torch_model(name, hp, vocab_size=None):
         class StackedLSTM(nn.Module):
             def __init__(self):
                 super().__init__()
-                # torch's dropout= acts between layers only; the seed also drops the last layer's output
+                # torch's dropout= acts between layers only; the original also drops the last layer's output
                 self.rnn = nn.LSTM(28, hp["units"], num_layers=hp["layers"], dropout=hp["dropout"], batch_first=True)
                 self.drop = nn.Dropout(hp["dropout"])
                 self.out = tn_(nn.Linear(hp["units"], 10), 0.1)

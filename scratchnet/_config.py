@@ -25,7 +25,7 @@ pixels, most of an MNIST digit, in a tile that reaches a stroke) comes out
 as a tiny nonzero (up to 1e-14 of the layer's largest output). A ReLU passes
 the positive ones, and their gradient, which TensorFlow's ReLU stops; a
 max-pool over them sends its gradient to another pixel than TensorFlow's;
-and training amplifies that: the seed LeNet in float64 was
+and training amplifies that: lesson 2's LeNet in float64 was
 0.3 to 0.7 away from Keras (relative, worst weight) after 200 SGD steps, and
 is 1e-15 away with the direct algorithm (``tests/test_conv_algorithm.py``).
 

@@ -5,7 +5,7 @@ The file holds the architecture (the layers' configs as JSON, from
 order. :func:`load_model` rebuilds the :class:`scratchnet.Sequential` from the
 registry of layers (the built-in ones and those decorated with
 ``@sn.layers.register``) and loads the weights: the counterpart of TF 1's
-frozen ``combined_model.pb`` (seed 002, section 4.6), in the same checksummed,
+frozen ``combined_model.pb`` (lesson 1's original, post 002, section 4.6), in the same checksummed,
 pickle-free format as the checkpoints (:func:`scratchnet.checkpoint.write_archive`).
 
 A subclassed :class:`scratchnet.Model` is code, not configuration: save its
@@ -26,14 +26,14 @@ from .serialization import deserialize, serialize
 FORMAT = "scratchnet.model"
 VERSION = 1
 #: The most numbers one example of a loaded model's input may hold (2**20: a
-#: 1024 x 1024 grey image; the seed models take 784 or 50). Loading builds the
+#: 1024 x 1024 grey image; the lessons' models take 784 or 50). Loading builds the
 #: model by running one zero example through it, so a crafted ``input_shape``
 #: must not make that example, and the activations it flows into, huge.
 MAX_INPUT_ELEMENTS = 2**20
 #: The most axes an input may have, the batch axis included (images have 4).
 MAX_INPUT_RANK = 8
 #: The most numbers one activation of the build pass may hold (2**22: 16 MB
-#: in float32). The pass runs one example; the seed models' largest is
+#: in float32). The pass runs one example; the lessons' models' largest is
 #: LeNet's second convolution, 14 x 14 patches of 5 x 5 x 32 (156,800
 #: numbers). A crafted config (a Dense of 200,000 units on 1,000 steps of one
 #: number, its kernel 800 KB) could otherwise make 800 MB from a 1 MB file.

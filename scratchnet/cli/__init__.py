@@ -66,9 +66,9 @@ def _train_options(p):
     p.add_argument("--mpi-timeout", type=positive_float, metavar="SECONDS",
                    help="under mpiexec: seconds a rank waits for the others at a collective before the job ends, "
                         "naming the rank that stopped answering (default: $SCRATCHNET_MPI_TIMEOUT, else 300)")
-    p.add_argument("--steps", type=positive_int, help="training steps (default: the seed's)")
+    p.add_argument("--steps", type=positive_int, help="training steps (default: the lesson's)")
     p.add_argument("--epochs", type=positive_int, help="training epochs, instead of --steps")
-    p.add_argument("--batch-size", type=positive_int, help="default: the seed's (100)")
+    p.add_argument("--batch-size", type=positive_int, help="default: the lesson's (100)")
     p.add_argument("--checkpoint-every", type=positive_int,
                    help="save a checkpoint every N steps (default: total/5, at most 1000)")
     p.add_argument("--eval-every", type=positive_int, help="log test metrics every N steps (default: as checkpoints)")

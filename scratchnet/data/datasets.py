@@ -15,7 +15,7 @@ from ._rng import generator
 from .errors import DataError
 from .idx import read_idx, read_idx_header
 
-#: The size of an MNIST or Fashion-MNIST image; the seed models expect it.
+#: The size of an MNIST or Fashion-MNIST image; the lessons' models expect it.
 IMAGE_SHAPE = (28, 28)
 #: The number of classes: labels are 0..9.
 NUM_CLASSES = 10

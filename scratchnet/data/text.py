@@ -1,6 +1,6 @@
 """Text corpora for language models: vocabulary, encode/decode, ``[batch, seq_len]`` batches.
 
-Follows the TensorFlow cookbook's LSTM text model (seed 004): the text
+Follows the TensorFlow cookbook's LSTM text model (lesson 4, post 004): the text
 becomes a stream of ids, cut into batches of ``[batch_size, seq_len]``
 inputs whose targets are the same stream shifted by one, and the batch
 order is reshuffled every epoch. Unlike the cookbook's ``np.roll`` (whose
@@ -32,7 +32,7 @@ _WORD = re.compile(r"[\w']+")
 
 #: The largest text file :func:`load_text` reads (64 MiB; pass ``max_bytes=``
 #: to change it). Twelve times Shakespeare's complete works (5.4 MB), the
-#: corpus of the seed's cookbook; a character-level load takes about 24
+#: corpus of lesson 4's cookbook; a character-level load takes about 24
 #: bytes of memory a character, so about 1.5 GiB at the cap. A file, pipe or
 #: device (``/dev/zero``) that holds more is refused after reading at most
 #: this plus one byte.

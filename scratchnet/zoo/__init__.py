@@ -1,4 +1,4 @@
-"""The model zoo: the four models of the seed tutorials, ready to train.
+"""The model zoo: the four models of the lessons, ready to train.
 
 Each model is a :class:`~scratchnet.zoo.recipe.Recipe` (its model, loss,
 optimizer and schedule, moving average, data and evaluation). ``scratchnet
@@ -7,13 +7,13 @@ one loop of :mod:`scratchnet.training`, so there is one definition of each
 model.
 
 ==============  =====================  =========================================================  ====================
-name            class (file)           model                                                      seed tutorial
+name            class (file)           model                                                      lesson (original)
 ==============  =====================  =========================================================  ====================
-``mlp``         ``MLP`` (mnist.py)     784-500-10 ReLU, SGD + exponential decay, L2, EMA          002 (TF book ch. 5)
-``lenet``       ``LeNet`` (mnist.py)   conv 5x5x32, pool, conv 5x5x64, pool, FC 512, dropout, FC  003 (TF book ch. 6.4)
-``lstm``        ``LSTMClassifier``     28 rows as 28 steps, 3 x LSTM 256 + dropout, FC 10, Adam   001, 000
+``mlp``         ``MLP`` (mnist.py)     784-500-10 ReLU, SGD + exponential decay, L2, EMA          1 (post 002, TF book ch. 5)
+``lenet``       ``LeNet`` (mnist.py)   conv 5x5x32, pool, conv 5x5x64, pool, FC 512, dropout, FC  2 (post 003, TF book ch. 6.4)
+``lstm``        ``LSTMClassifier``     28 rows as 28 steps, 3 x LSTM 256 + dropout, FC 10, Adam   3 (posts 001, 000)
                 (mnist.py)
-the char LM     ``CharLM``             embedding, LSTM 128, dense to the vocabulary, Adam + clip  004 (TF cookbook 9.3)
+the char LM     ``CharLM``             embedding, LSTM 128, dense to the vocabulary, Adam + clip  4 (post 004, TF cookbook 9.3)
                 (language_model.py)
 ==============  =====================  =========================================================  ====================
 
@@ -34,7 +34,7 @@ from .recipe import Recipe
 #: The recipes by zoo name, in the order the CLI lists them.
 RECIPES = {cls.name: cls for cls in (MLP, LeNet, LSTMClassifier, CharLM)}
 NAMES = tuple(RECIPES)
-#: The seeds' hyperparameters by zoo name.
+#: The lessons' hyperparameters by zoo name.
 HPARAMS = {name: dict(cls.hparams) for name, cls in RECIPES.items()}
 
 
@@ -60,12 +60,12 @@ def build(name, data=None, batch_size=None, seed=0, dtype=None, **overrides):
     data : optional
         What :func:`load_data` returned.
     batch_size : int, optional
-        Default: the seed's (100).
+        Default: the lesson's (100).
     seed : int
         Seeds the order of the batches.
     dtype : {"float32", "float64"}, optional
     **overrides
-        Hyperparameters replacing the seed's.
+        Hyperparameters replacing the lesson's.
     """
     return recipe_class(name)(data=data, batch_size=batch_size, seed=seed, dtype=dtype, **overrides)
 

@@ -1,4 +1,4 @@
-"""Seed 004's character language model, ``charlm``: its data, its carried state and its sampling.
+"""Lesson 4's character language model (post 004), ``charlm``: its data, its carried state and its sampling.
 
 Everything that is special about a language model lives here: the text corpus
 split into ordered batches (:class:`TextData`), the LSTM state carried from
@@ -26,7 +26,7 @@ SCOPE = "charlm"
 #: step (2 GiB): the logits, their softmax and their gradient (3 x batch x
 #: seq_len x vocabulary numbers), and the embedding and softmax weights with
 #: their gradients and Adam's two slots (4 x vocabulary x (embedding + units
-#: + 1)). At the seed's sizes (batches of 100 x 50, embedding 100, LSTM 128)
+#: + 1)). At the lesson's sizes (batches of 100 x 50, embedding 100, LSTM 128)
 #: in float32 that allows about 33,000 distinct characters; English text has
 #: about 100, and 1.1 million would ask for 65 GiB.
 VOCABULARY_BUDGET_BYTES = 2 * 2**30
@@ -138,15 +138,15 @@ def _network(hp, vocab_size, dtype=None):
 
 
 class CharLM(Recipe):
-    """Seed 004's language model: embedding 100, LSTM 128, dense to the vocabulary.
+    """Lesson 4's language model (post 004): embedding 100, LSTM 128, dense to the vocabulary.
 
     Sequence loss (mean cross-entropy over every position), Adam 1e-3 with
     global-norm clipping 4.5, batches of 100 x 50 tokens, 10 epochs. The LSTM
     state carries from one batch to the next within an epoch and is reset each
-    epoch. One fix from the seed: batches are not shuffled, since a carried
+    epoch. One fix from the original: batches are not shuffled, since a carried
     state is only meaningful when batch ``i + 1`` continues the text of batch
-    ``i`` (the seed shuffles them and carries the state anyway). Weights use
-    Keras's initializers rather than the seed's ``random_normal`` (stddev 1),
+    ``i`` (the original shuffles them and carries the state anyway). Weights use
+    Keras's initializers rather than the original's ``random_normal`` (stddev 1),
     which starts the softmax saturated. Sample with :func:`sample`.
 
     Without data, pass ``vocab_size=``.
@@ -230,9 +230,9 @@ class CharLM(Recipe):
 
 
 def sampling_model(model):
-    """A batch-1, one-step ``charlm`` that shares ``model``'s weights (seed 004's ``infer_sample``).
+    """A batch-1, one-step ``charlm`` that shares ``model``'s weights (post 004's ``infer_sample``).
 
-    It is built in ``model``'s parameter store with ``reuse=True``, as the seed
+    It is built in ``model``'s parameter store with ``reuse=True``, as the original
     builds its test model under ``variable_scope(..., reuse=True)``: the same
     :class:`~scratchnet.Parameter` objects, so training moves both, but a
     state of its own, so sampling never disturbs the training state.

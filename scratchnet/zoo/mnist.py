@@ -1,7 +1,7 @@
-"""The three MNIST models of the seeds: an MLP (002), LeNet-5 (003) and an LSTM over image rows (001, 000).
+"""The three MNIST models of the lessons: an MLP (lesson 1), LeNet-5 (lesson 2) and an LSTM over image rows (lesson 3).
 
 Every model takes flat ``(N, 784)`` rows and returns ``(N, 10)`` logits. The
-defaults are the seeds' hyperparameters, except where a seed's advice is known
+defaults are the originals' hyperparameters, except where an original's advice is known
 to be wrong; each such fix is stated in the class docstring.
 """
 from __future__ import annotations
@@ -69,13 +69,13 @@ class MnistRecipe(Recipe):
 
 
 class MLP(MnistRecipe):
-    """Seed 002's MNIST MLP: 784-500-10 ReLU.
+    """Lesson 1's MNIST MLP (post 002): 784-500-10 ReLU.
 
     SGD with ``ExponentialDecay(0.8, one epoch of steps, 0.99)``, L2 1e-4 in the
-    seed's sense (``tf.contrib.layers.l2_regularizer(1e-4)``, i.e.
+    original's sense (``tf.contrib.layers.l2_regularizer(1e-4)``, i.e.
     ``sn.regularizers.l2(5e-5)``) on both weight matrices, EMA 0.99 with
     ``num_updates`` = global step, evaluated on the averaged weights.
-    Batch 100, 30,000 steps; the seed reaches 98.4% test accuracy.
+    Batch 100, 30,000 steps; the original reaches 98.4% test accuracy.
     """
 
     name = "mlp"
@@ -101,10 +101,10 @@ class MLP(MnistRecipe):
 
 
 class LeNet(MnistRecipe):
-    """Seed 003's LeNet-5: conv 5x5x32 SAME, max-pool 2x2 SAME, conv 5x5x64 SAME, max-pool, FC 512, dropout 0.5, FC 10.
+    """Lesson 2's LeNet-5 (post 003): conv 5x5x32 SAME, max-pool 2x2 SAME, conv 5x5x64 SAME, max-pool, FC 512, dropout 0.5, FC 10.
 
-    Two fixes from the seed: the base learning rate is 0.01, not the book's
-    0.8, which diverges; and L2 (1e-4, seed sense) is on the last layer only.
+    Two fixes from the original: the base learning rate is 0.01, not the book's
+    0.8, which diverges; and L2 (1e-4, the original's sense) is on the last layer only.
     SGD with exponential decay 0.99 per epoch, EMA 0.99, batch 100.
     """
 
@@ -139,13 +139,13 @@ class LeNet(MnistRecipe):
 
 
 class LSTMClassifier(MnistRecipe):
-    """Seed 001's MNIST LSTM: 28 rows as time steps, 3 LSTM layers of 256, output dropout keep 0.5, FC 10.
+    """Lesson 3's MNIST LSTM (post 001): 28 rows as time steps, 3 LSTM layers of 256, output dropout keep 0.5, FC 10.
 
     ``DropoutWrapper(cell, output_keep_prob=0.5)`` on every cell is a
     :class:`~scratchnet.layers.Dropout` (rate 0.5) after every LSTM layer; the
     last layer returns its last step only (``output[:, -1, :]``). Adam 1e-3,
     batch 100, 2,000 steps. Training and evaluation run the same model
-    object, so they share every weight (seed 000's point), and dropout acts
+    object, so they share every weight (post 000's point), and dropout acts
     only with ``training=True``.
     """
 

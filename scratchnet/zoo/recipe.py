@@ -1,7 +1,7 @@
 """``Recipe``: everything one zoo model trains with, as data plus small functions.
 
 A recipe holds the model, its loss, its optimizer and schedule, its moving
-average (EMA) when the seed keeps one, and its data. It answers the few
+average (EMA) when the lesson keeps one, and its data. It answers the few
 questions the training loop, the CLI, the demo and ``bench/train.py`` ask:
 
 - :meth:`Recipe.batches`: the training batches from a global step on;
@@ -33,7 +33,7 @@ class Recipe:
         What :meth:`load_data` returned; without it the recipe still trains
         on arrays given to :meth:`train_step`.
     batch_size : int, optional
-        Default: the seed's.
+        Default: the lesson's.
     seed : int
         Seeds the order of the batches (weights draw from ``scratchnet.random``).
     dtype : {"float32", "float64"}, optional
@@ -52,7 +52,7 @@ class Recipe:
 
     #: The zoo name (``scratchnet train NAME``).
     name = None
-    #: The seed's hyperparameters.
+    #: The lesson's hyperparameters.
     hparams = {}
 
     def __init__(self, data=None, batch_size=None, seed=0, dtype=None, **overrides):
@@ -95,7 +95,7 @@ class Recipe:
         raise NotImplementedError
 
     def make_ema(self, hp):
-        """``tf.train.ExponentialMovingAverage(decay, global_step)`` when the seed keeps one.
+        """``tf.train.ExponentialMovingAverage(decay, global_step)`` when the lesson keeps one.
 
         The average starts fast, ``decay = min(decay, (1 + step) / (10 + step))``,
         and settles to ``decay``.
@@ -124,16 +124,16 @@ class Recipe:
         return self.model.step
 
     def default_steps(self):
-        """The seed's training length in steps."""
+        """The lesson's training length in steps."""
         if self.hparams.get("steps"):
             return int(self.hparams["steps"])
         return int(self.hparams["epochs"]) * self.steps_per_epoch
 
     def train_step(self, x, y):
-        """One step of the seed's ``train_op``: :meth:`scratchnet.Model.train_on_batch`.
+        """One step of the original's ``train_op``: :meth:`scratchnet.Model.train_on_batch`.
 
         Returns ``{"loss", "accuracy"}`` on this batch (the loss with the
-        regularization penalty, as the seeds report it).
+        regularization penalty, as the originals report it).
         """
         return self.model.train_on_batch(x, y)
 
@@ -141,7 +141,7 @@ class Recipe:
         """Mean loss and accuracy on ``(x, y)`` in inference mode (no dropout).
 
         With ``averaged`` (the default) a model that keeps moving averages is
-        evaluated on them, as the seeds' ``average_y`` and ``mnist_eval.py``
+        evaluated on them, as the originals' ``average_y`` and ``mnist_eval.py``
         do. ``callbacks`` receive ``on_test_begin``/``on_test_end``.
         """
         if self.ema is not None and averaged:
@@ -170,5 +170,5 @@ class Recipe:
 
 
 def l2(hp):
-    """The seeds' ``tf.contrib.layers.l2_regularizer(l2)`` = ``l2 * sum(w**2) / 2`` = Keras's ``l2(l2 / 2)``."""
+    """The originals' ``tf.contrib.layers.l2_regularizer(l2)`` = ``l2 * sum(w**2) / 2`` = Keras's ``l2(l2 / 2)``."""
     return regularizers.l2(hp["l2"] / 2) if hp.get("l2") else None

@@ -1,6 +1,6 @@
-"""Seed 000's lesson: a training and a test model that share their weights, seen in TensorBoard's GRAPHS tab.
+"""Lesson 3's second half (post 000): a training and a test model that share their weights, seen in TensorBoard's GRAPHS tab.
 
-The seed's author trained an LSTM classifier on MNIST rows with two models:
+The original's author trained an LSTM classifier on MNIST rows with two models:
 a training model (batch 100, dropout) under ``name_scope("Train")`` and a
 test model (another batch size, no dropout) under ``name_scope("Test")``,
 both in ``variable_scope("Model")``, the second with ``reuse=True``. The
@@ -39,12 +39,12 @@ from ..model import Sequential
 from ..parameters import ParameterStore
 from ..summary import write_graph
 
-#: The parameter-store scope of both models' weights (the seed's ``variable_scope("Model")``).
+#: The parameter-store scope of both models' weights (the original's ``variable_scope("Model")``).
 SCOPE = "model"
 
 
 def lstm_classifier(units=32, dropout=0.5):
-    """The seed's network: rows (28 steps of 28 pixels), ``in`` dense, an LSTM, dropout, ``out`` dense to 10."""
+    """The original's network: rows (28 steps of 28 pixels), ``in`` dense, an LSTM, dropout, ``out`` dense to 10."""
     return Sequential([
         layers.Reshape((28, 28)),
         layers.Dense(units, name="in"),
