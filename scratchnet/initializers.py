@@ -47,7 +47,10 @@ class Initializer(Configurable):
         if any(s < 0 for s in shape):
             raise ValueError(f"{type(self).__name__}: shape must be non-negative, got {shape}")
         rng = _random.generator() if self.seed is None else numpy.random.default_rng(self.seed)
-        return numpy.asarray(self.draw(shape, rng), dtype=numpy.float64).astype(dtype)
+        # Always row-major (C order): Orthogonal's draw is a transposed view, and a weight's memory layout picks the
+        # BLAS kernel (NN or NT), whose rounding differs. A checkpoint restores weights row-major, so a weight born
+        # column-major would make a resumed run round differently from an uninterrupted one.
+        return numpy.asarray(self.draw(shape, rng), dtype=numpy.float64).astype(dtype, order="C")
 
     def draw(self, shape, rng):
         raise NotImplementedError

@@ -103,3 +103,15 @@ def test_layers_accept_initializers_by_name_object_or_callable():
         I.get("xavier")
     with pytest.raises(ValueError, match="stddev must be positive"):
         I.random_normal(stddev=0)
+
+
+@pytest.mark.parametrize("make", [I.orthogonal, I.glorot_uniform, I.glorot_normal, I.he_normal, I.random_normal,
+                                  I.truncated_normal, I.zeros], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("shape", [(4, 16), (16, 4), (3, 3, 2, 8)], ids=["wide", "tall", "conv"])
+def test_every_initializer_returns_a_row_major_array(make, shape):
+    """A weight's layout picks the BLAS kernel (NN or NT) and so its rounding; a checkpoint restores row-major
+    arrays, so a weight born column-major (Orthogonal's transposed draw, before the fix) made a resumed run of a
+    recurrent model round differently from an uninterrupted one (seen as a failed resume test on an AVX-512
+    machine)."""
+    for dtype in ("float32", "float64"):
+        assert make()(shape, dtype).flags["C_CONTIGUOUS"]
