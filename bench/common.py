@@ -79,8 +79,8 @@ def sgemm_gflops(xp=np, n=2048, repeats=5, sync=None):
 
 def blas_line():
     """The BLAS NumPy calls, as threadpoolctl sees it (library, version, kernel, threads), and the one
-    behind the Numba backend's products (``kernels/blas.py``: MKL when installed)."""
-    from scratchnet.kernels import blas
+    behind the Numba backend's products (``kernels/runtime/blas.py``: MKL when installed)."""
+    from scratchnet.kernels.runtime import blas
 
     ours = f"scratchnet's Numba GEMMs: {blas.describe()}"
     try:
@@ -113,7 +113,7 @@ def import_peers_first(names):
 
     PyTorch binds its own MKL when it is loaded; imported after scratchnet has
     loaded MKL it would bind scratchnet's sequential one and run slower than it
-    is (``kernels/blas.py``). Those not installed are skipped here; the bench
+    is (``kernels/runtime/blas.py``). Those not installed are skipped here; the bench
     reports them later.
     """
     for name in names:

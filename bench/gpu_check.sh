@@ -6,7 +6,7 @@
 #
 # Stages (bench/GPU.md says what each records and why):
 #   1 versions     GPU, driver, CUDA, CuPy, torch, cuDNN
-#   2 compile      a cold NVRTC compile of every kernels/*.cu, registers and local memory per kernel
+#   2 compile      a cold NVRTC compile of every kernels/cuda/*.cu, registers and local memory per kernel
 #   3 pytest-gpu   pytest -m gpu on the cupy backend, in parallel, each test time-boxed
 #   4 parity       LeNet and LSTM steps, numpy against cupy, float64 and float32, under CuPy's sync guard
 #   5 torch-train  training steps against PyTorch on CUDA (TF32 off on both sides)
@@ -136,7 +136,7 @@ versions() {
 cat >"$WORK/compile.py" <<'EOF'
 import re, time
 import numpy
-from scratchnet.kernels import cuda
+from scratchnet.kernels.cuda import compiler as cuda
 
 total = 0.0
 print(f"{'module':10s} {'dtype':8s} {'kernel':28s} {'regs':>5s} {'local B':>8s} {'compile s':>9s}")
@@ -191,7 +191,7 @@ labels = rng.integers(0, 10, BATCH)
 def run(backend, model, dtype, guard=False):
     with sn.use_backend(backend):
         sn.random.seed(0)
-        # Dropout off: the GPU draws its masks by its own hash (kernels/dropout.cu), not NumPy's bits.
+        # Dropout off: the GPU draws its masks by its own hash (kernels/cuda/dropout.cu), not NumPy's bits.
         extra = {"units": 32} if model == "lstm" and BATCH < 16 else {}
         recipe = sn.zoo.build(model, batch_size=BATCH, dtype=dtype, dropout=0.0, **extra)
         xp = sn.get_backend().xp

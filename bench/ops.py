@@ -58,6 +58,17 @@ def cases(batch, large):
         T = 28
         out.append(("lstm", f"{N}x{T}x{D}, hidden {Hd}", dict(N=N, T=T, D=D, H=Hd),
                     sn.ops.lstm.cost(x=f(N, T, D), kernel=f(D, 4 * Hd), recurrent_kernel=f(Hd, 4 * Hd), bias=f(4 * Hd))))
+    # Issue 27's sequence ops: the GRU at the row LSTM's and the character model's shapes, and lesson 6's
+    # causal attention (4 heads of 16 over 50 characters) and layer norm (64 channels).
+    for T, D, Hd in ((28, 28, 128), (50, 100, 128)):
+        out.append(("gru", f"{N}x{T}x{D}, hidden {Hd}", dict(N=N, T=T, D=D, H=Hd),
+                    sn.ops.gru.cost(x=f(N, T, D), kernel=f(D, 3 * Hd), recurrent_kernel=f(Hd, 3 * Hd),
+                                    bias=f(2, 3 * Hd))))
+    heads, T, d = 4, 50, 16
+    out.append(("attention causal", f"{N}x{heads}x{T}x{d}", dict(N=N, h=heads, T=T, d=d),
+                sn.ops.attention.cost(q=f(N, heads, T, d), k=f(N, heads, T, d), v=f(N, heads, T, d))))
+    out.append(("layer_norm", f"{N * 50}x64", dict(N=N * 50, C=64),
+                sn.ops.layer_norm.cost(x=f(N * 50, 64), gamma=f(64), beta=f(64))))
     return out
 
 
@@ -75,6 +86,14 @@ def make_inputs(op, s, rng):
     if op == "lstm":
         return dict(x=f(N, s["T"], s["D"]), k=f(s["D"], 4 * s["H"]), rk=f(s["H"], 4 * s["H"]), b=f(4 * s["H"]),
                     dy=f(N, s["T"], s["H"]))
+    if op == "gru":
+        return dict(x=f(N, s["T"], s["D"]), k=f(s["D"], 3 * s["H"]), rk=f(s["H"], 3 * s["H"]), b=f(2, 3 * s["H"]),
+                    dy=f(N, s["T"], s["H"]))
+    if op.startswith("attention"):
+        shape = (N, s["h"], s["T"], s["d"])
+        return dict(q=f(*shape), k=f(*shape), v=f(*shape), dy=f(*shape))
+    if op == "layer_norm":
+        return dict(x=f(N, s["C"]), g=1 + f(s["C"]), b=f(s["C"]), dy=f(N, s["C"]))
     raise ValueError(op)
 
 
@@ -95,6 +114,18 @@ def scratchnet_step(op, a, be):
         def step():
             y, bp = sn.ops.max_pool2d(a["x"], 2, 2, padding="SAME")
             return bp(a["dy"])
+    elif op == "gru":
+        def step():
+            (ys, h), bp = sn.ops.gru(a["x"], a["k"], a["rk"], a["b"])
+            return bp(a["dy"])
+    elif op.startswith("attention"):
+        def step():
+            y, bp = sn.ops.attention(a["q"], a["k"], a["v"], causal=True)
+            return bp(a["dy"])
+    elif op == "layer_norm":
+        def step():
+            y, bp = sn.ops.layer_norm(a["x"], a["g"], a["b"], 1e-5)
+            return bp(a["dy"])
     else:
         def step():
             (ys, h, c), bp = sn.ops.lstm(a["x"], a["k"], a["rk"], a["b"])
@@ -104,12 +135,40 @@ def scratchnet_step(op, a, be):
 
 def tf_step(op, a, tf):
     t = {k: tf.constant(v) for k, v in a.items()}
-    if op == "lstm":
+    layer = None
+    if op in ("lstm", "gru"):
         import keras
 
-        layer = keras.layers.LSTM(a["rk"].shape[0], return_sequences=True)
+        layer = getattr(keras.layers, op.upper())(a["rk"].shape[0], return_sequences=True)
         layer.build(a["x"].shape)
         layer.set_weights([a["k"], a["rk"], a["b"]])
+    if op.startswith("attention"):
+        T = a["q"].shape[2]
+        causal = tf.constant(np.tril(np.ones((T, T), bool)))
+        scale = np.float32(1 / np.sqrt(a["q"].shape[-1]))
+        q, k, v = t["q"], t["k"], t["v"]
+
+        @tf.function
+        def attention_step(dy):
+            with tf.GradientTape() as tape:
+                tape.watch([q, k, v])
+                s_ = tf.where(causal, tf.matmul(q, k, transpose_b=True) * scale, -np.inf)
+                loss = tf.reduce_sum(tf.matmul(tf.nn.softmax(s_), v) * dy)
+            return tape.gradient(loss, [q, k, v])
+
+        return lambda: attention_step(t["dy"])
+    if op == "layer_norm":
+        g, b = t["g"], t["b"]
+
+        @tf.function
+        def norm_step(x, dy):
+            with tf.GradientTape() as tape:
+                tape.watch([x, g, b])
+                mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+                loss = tf.reduce_sum(tf.nn.batch_normalization(x, mean, var, b, g, 1e-5) * dy)
+            return tape.gradient(loss, [x, g, b])
+
+        return lambda: norm_step(t["x"], t["dy"])
 
     def forward(x, w, b):
         if op == "dense":
@@ -130,7 +189,7 @@ def tf_step(op, a, tf):
             tape.watch(params)
             y = forward(x, w, b)
             loss = tf.reduce_sum(y * dy)
-        sources = [x] + (layer.trainable_variables if op == "lstm" else params)
+        sources = [x] + (layer.trainable_variables if layer is not None else params)
         return tape.gradient(loss, sources)
 
     return lambda: step(t["x"], t["dy"])
@@ -154,11 +213,17 @@ def torch_step(op, a, torch, device):
     elif op.startswith("max_pool2d"):
         x, dy = T(a["x"].transpose(0, 3, 1, 2).copy()), T(a["dy"].transpose(0, 3, 1, 2).copy(), False)
         fwd = lambda: F.max_pool2d(x, 2, 2)  # noqa: E731
+    elif op.startswith("attention"):
+        q, k, v, dy = T(a["q"]), T(a["k"]), T(a["v"]), T(a["dy"], False)
+        fwd = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    elif op == "layer_norm":
+        x, g, b, dy = T(a["x"]), T(a["g"]), T(a["b"]), T(a["dy"], False)
+        fwd = lambda: F.layer_norm(x, (x.shape[-1],), g, b, 1e-5)  # noqa: E731
     else:
         H = a["rk"].shape[0]
-        lstm = torch.nn.LSTM(a["x"].shape[2], H, batch_first=True).to(device)
+        rnn = getattr(torch.nn, op.upper())(a["x"].shape[2], H, batch_first=True).to(device)
         x, dy = T(a["x"]), T(a["dy"], False)
-        fwd = lambda: lstm(x)[0]  # noqa: E731
+        fwd = lambda: rnn(x)[0]  # noqa: E731
 
     def step():
         y = fwd()

@@ -129,8 +129,8 @@ def main(argv=None):
         fw, model, batch, seq, steps = args.child
         child(fw, model, int(batch), int(seq) or None, int(steps))
         return
-    import_peers_first(["torch"])  # before scratchnet loads MKL (kernels/blas.py)
-    from scratchnet.kernels import blas
+    import_peers_first(["torch"])  # before scratchnet loads MKL (kernels/runtime/blas.py)
+    from scratchnet.kernels.runtime import blas
 
     # The memory children run scratchnet alone: on the BLAS the timed steps use here.
     os.environ["SCRATCHNET_BLAS"] = blas.name()

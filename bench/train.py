@@ -392,7 +392,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    # The peers first: PyTorch must bind its own MKL before scratchnet loads one (kernels/blas.py).
+    # The peers first: PyTorch must bind its own MKL before scratchnet loads one (kernels/runtime/blas.py).
     import_peers_first([m for f, m in (("torch", "torch"), ("keras", "tensorflow")) if f in args.frameworks])
     import scratchnet as sn
     from scratchnet import zoo

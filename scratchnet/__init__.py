@@ -15,6 +15,18 @@ import os as _os
 import signal as _signal
 import sys as _sys
 
+# --- where scratchnet.kernels is found (kernels/__init__.py) ------------------------------------------
+# A wheel installs the top-level kernels/ folder as scratchnet/kernels/ (pyproject.toml's package-dir).
+# A plain checkout on PYTHONPATH has it beside this folder instead; there the package's search path also
+# takes in the checkout's root, so that ``import scratchnet.kernels...`` finds <checkout>/kernels as the
+# import system finds any subpackage. Where scratchnet/kernels/ exists, nothing changes.
+_checkout = _os.path.dirname(__path__[0])
+if not _os.path.isdir(_os.path.join(__path__[0], "kernels")) and _os.path.isfile(
+        _os.path.join(_checkout, "kernels", "numba", "backend.py")):
+    __path__.append(_checkout)
+del _checkout
+# --- end of where scratchnet.kernels is found ----------------------------------------------------------
+
 
 def _interrupted_while_loading(signum, frame):
     """Ctrl-C while the ``scratchnet`` command is still loading: one line and exit 130, nothing written yet."""
@@ -30,19 +42,21 @@ def _started_as_the_command():
     return bool(_sys.argv) and _os.path.basename(_sys.argv[0]) == "scratchnet"
 
 
-# Run as the command, a Ctrl-C in the first moments (while NumPy and the
-# backends load) would print a traceback from inside an import; it ends the
-# command quietly instead, and ``cli.main`` gives Python's handler back as soon
-# as it can handle the interrupt itself. Imported as a library, nothing changes.
+# Importing scratchnet changes no process state: no signal handler, no
+# environment variable, no CPU affinity (a rank under mpiexec pins itself to
+# its cores by an explicit call, scratchnet.distributed.pin_cores(), which the
+# command's MPI path makes). The one exception below is not a library's: it
+# applies only when this process *is* the ``scratchnet`` command (the console
+# script or ``python -m scratchnet``), whose process is its own. A Ctrl-C in
+# its first moments (while NumPy and the backends load) would print a
+# traceback from inside an import; it ends the command quietly instead, and
+# ``cli.main`` gives Python's handler back as soon as it can handle the
+# interrupt itself. Imported as a library, nothing changes.
 if _started_as_the_command() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
     _signal.signal(_signal.SIGINT, _interrupted_while_loading)
 
 from .backend import available_backends, get_backend, to_numpy, use_backend  # noqa: E402  (after the handler)
 from .ops import backends as _backends  # noqa: F401, E402  (registers the numpy, numba and cupy backends)
-from .distributed.world import take_cores as _take_cores  # noqa: E402
-
-# Under mpiexec: this rank's share of the machine's cores, before any kernel starts its threads.
-_take_cores()
 
 __version__ = "0.1.0"
 

@@ -162,7 +162,7 @@ def deferred_checks():
 
     The caller must read every flag and call :meth:`DeferredChecks.raise_first`
     before it lets anything the checked arrays fed reach the model's state
-    (``Model.train_on_shard`` does so before its updates). On the CPU backends
+    (``scratchnet.model.step.train_step`` does so before its updates). On the CPU backends
     checks answer at once, as outside.
     """
     previous = getattr(_deferred, "checks", None)

@@ -264,8 +264,21 @@ def _output_shape(layer, shape):
     build to report (None).
     """
     L = layers
-    if isinstance(layer, (L.Activation, L.Dropout, L.LogSoftmax)):
+    if isinstance(layer, (L.Activation, L.Dropout, L.LogSoftmax, L.LayerNormalization, L.BatchNormalization)):
         out = shape
+    elif isinstance(layer, L.TokenAndPositionEmbedding) and len(shape) == 1 and shape[0] <= layer.sequence_length:
+        out = shape + (layer.embedding_dim,)
+    elif isinstance(layer, L.MultiHeadAttention) and len(shape) == 2:
+        steps = shape[0]
+        out = (steps, layer.output_dim or shape[1])
+        return out, max(math.prod(out), layer.num_heads * steps * steps)  # the attention weights
+    elif isinstance(layer, L.ResidualBlock) and len(shape) == 3:
+        (h, w, _), s = shape, layer.strides
+        out = (-(-h // s), -(-w // s), layer.filters)
+        return out, max(math.prod(out), math.prod(out) * 9 * max(shape[2], layer.filters))  # its im2col patches
+    elif isinstance(layer, L.TransformerBlock) and len(shape) == 2:
+        steps = shape[0]
+        return shape, max(math.prod(shape), steps * layer.intermediate_dim, layer.num_heads * steps * steps)
     elif isinstance(layer, L.Flatten):
         out = (math.prod(shape),)
     elif isinstance(layer, L.Reshape):

@@ -1,24 +1,27 @@
-"""The seeds' update in one pass per parameter: L2 penalty, plain SGD and the moving average together.
+"""Plain SGD's fast update: the L2 penalty, the SGD step and the moving average in one pass per parameter.
 
-A training step ends with three phases, each a pass over every parameter
-(``Model.train_on_shard``): the penalties add their gradients
-(``g += 2 l2 w``), the optimizer steps (``w -= lr g``), and the moving
+:meth:`scratchnet.optimizers.Optimizer.step` runs the end of a training step
+in three phases, each a pass over every parameter: the penalties add their
+gradients (``g += 2 l2 w``), the rule steps (``w -= lr g``), and the moving
 average follows the new weights (``shadow -= (1 - decay) (shadow - w)``).
 Each pass reads and writes whole parameters, and for the MLP and LeNet seeds,
 which use all three, that memory traffic is a sixth of the step.
 
 When the combination is exactly that one (plain SGD without momentum or
-clipping; L2 penalties only; a moving average whose shadows exist), the
-three phases are one kernel call per parameter, ``sgd_l2_ema_update``, which
-the Numba backend runs as one pass. It does the same arithmetic in the same
-order, so the weights, gradients and shadows come out bit for bit as the
-three phases leave them; only the penalty's float64 sum is added up in
-another order. Anything else (momentum, Adam, an L1 term, data-parallel
-training, the first step, before the shadows exist) takes the three phases.
+clipping; L2 penalties only; a moving average whose shadows exist), and the
+backend has the kernel, :meth:`scratchnet.optimizers.SGD.step` chooses to run
+the three phases as one kernel call per parameter, the backend's
+``sgd_l2_ema_update`` (the Numba backend runs it as one pass). It is the
+optimizer's choice, not a part of the backend contract nor of the training
+step: the kernel does the same arithmetic in the same order, so the weights,
+gradients and shadows come out bit for bit as the three phases leave them;
+only the penalty's float64 sum is added up in another order. Anything else
+(momentum, Adam, an L1 term, the first step, before the shadows exist) takes
+the three phases.
 
-On a GPU (``Model._train_on_device``) the penalty's sums are taken before the
-step's one transfer, with the loss and the checks, and the kernel is
-``sgd_l2_ema_apply``, which does not sum again (``sgd_l2_ema_step(..., summed=True)``).
+When the caller has summed the penalty already (a GPU step sums the weights
+before its one transfer, with the loss and the checks), the kernel is
+``sgd_l2_ema_apply``, which does not sum again.
 
 Either way the gradients are checked for NaN and infinities before any weight
 is updated (``Model.check_finite``, :func:`scratchnet.training.check_step`): the
@@ -28,7 +31,6 @@ from __future__ import annotations
 
 from . import recording
 from .backend import get_backend
-from .optimizers import SGD
 from .regularizers import L1L2
 
 #: The profiler's row for the fused pass (``regularizer``, ``optimizer`` and ``moving_average`` otherwise).
@@ -45,66 +47,57 @@ def _l2_scale(p):
     return None
 
 
-def fusable(model, params):
-    """Whether :func:`sgd_l2_ema_step` can stand in for the three phases of ``model``'s step."""
-    opt = model.optimizer
-    if type(opt) is not SGD or opt.momentum or opt.global_clipnorm is not None or model.data_parallel is not None:
+def fusable(optimizer, params, average=None):
+    """Whether :func:`sgd_l2_ema_step` can stand in for ``optimizer.step(params, regularize=True, average=average)``."""
+    from .optimizers import SGD
+
+    if type(optimizer) is not SGD or optimizer.momentum or optimizer.global_clipnorm is not None:
         return False
-    if any(p.regularizer is not None and _l2_scale(p) is None for p in model.parameters()):
+    if not hasattr(get_backend(), "sgd_l2_ema_update"):  # a backend without the fused kernel: the three phases
         return False
-    if any(p.grad is not None and p.grad.dtype != p.value.dtype for p in params):
-        return False
-    return model.ema is None or model.ema.tracks(params)
+    trainable = []
+    for p in params:
+        if p.regularizer is not None and _l2_scale(p) is None:
+            return False
+        if p.trainable:
+            if p.grad is None and p.regularizer is not None:  # the three phases step it on its penalty alone
+                return False
+            if p.grad is not None and p.grad.dtype != p.value.dtype:
+                return False
+            trainable.append(p)
+    return average is None or average.tracks(trainable)
 
 
-def sgd_l2_ema_step(model, params, summed=False):
+def sgd_l2_ema_step(optimizer, params, average=None, penalty=None):
     """The penalty's gradient, the SGD step and the moving average of ``params``, one call per parameter.
 
-    Returns the regularization penalty of the weights before the step (what
-    ``model.regularization_loss()`` would have returned). Call only when
-    :func:`fusable` says so. With ``summed`` the caller has the penalty
-    already (a device step sums the weights before its one transfer, which
-    comes before any update): nothing is summed, the kernel is
-    ``sgd_l2_ema_apply``, and the return value is None.
+    Returns the regularization penalty of ``params`` before the step (what
+    the three phases would have summed). Call only when :func:`fusable`
+    says so. With ``penalty`` the caller has the penalty already (a device
+    step sums the weights before its one transfer, which comes before any
+    update): nothing is summed, the kernel is ``sgd_l2_ema_apply``, and
+    ``penalty`` is returned.
     """
-    if summed:
-        return _apply(model, params)
     be = get_backend()
-    opt, ema = model.optimizer, model.ema
-    lr = opt.learning_rate_now
-    decay = ema.decay_at() if ema is not None else 0.0
-    trainable = {id(p) for p in params}
-    penalty = 0.0
+    lr = optimizer.learning_rate_now
+    decay = average.decay_at() if average is not None else 0.0
+    summed = penalty is not None
+    total = 0.0
     with recording.region(REGION):
         for p in params:
-            shadow = ema.average(p) if ema is not None else None
             l2 = _l2_scale(p)
-            if p.grad is None:  # not stepped, but its penalty counts and its average moves
-                penalty += l2 * be.sum_of_squares(p.value) if l2 else 0.0
+            if not p.trainable:  # not stepped, but its penalty counts
+                if l2 and not summed:
+                    total += p.regularizer(p.value)
+                continue
+            shadow = average.average(p) if average is not None else None
+            if p.grad is None:  # not stepped (and without a penalty), but its average moves
                 if shadow is not None:
                     be.moving_average_update(shadow, p.value, decay)
                 continue
-            total = be.sgd_l2_ema_update(p.value, p.grad, lr, l2, shadow, decay)
-            penalty += l2 * total
-        for p in model.parameters():  # penalties of the parameters that are not trained
-            if id(p) not in trainable and p.regularizer is not None:
-                penalty += p.regularizer(p.value)
-    opt.iterations += 1
-    return penalty
-
-
-def _apply(model, params):
-    """:func:`sgd_l2_ema_step` without the sums: launches only, no wait for the device."""
-    be = get_backend()
-    opt, ema = model.optimizer, model.ema
-    lr = opt.learning_rate_now
-    decay = ema.decay_at() if ema is not None else 0.0
-    with recording.region(REGION):
-        for p in params:
-            shadow = ema.average(p) if ema is not None else None
-            if p.grad is None:
-                if shadow is not None:
-                    be.moving_average_update(shadow, p.value, decay)
-                continue
-            be.sgd_l2_ema_apply(p.value, p.grad, lr, _l2_scale(p), shadow, decay)
-    opt.iterations += 1
+            if summed:
+                be.sgd_l2_ema_apply(p.value, p.grad, lr, l2, shadow, decay)
+            else:
+                total += l2 * be.sgd_l2_ema_update(p.value, p.grad, lr, l2, shadow, decay)
+    optimizer.iterations += 1
+    return penalty if summed else total

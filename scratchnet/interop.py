@@ -28,6 +28,11 @@ to the weights' dtype through float32, so a float64 Keras model penalises with
 weight constraints and other regularizers are refused, since the trained
 weights would differ.
 
+GRU and SimpleRNN (Keras's defaults: tanh, sigmoid, ``reset_after=True``),
+``Bidirectional`` around a GRU, SimpleRNN or LSTM, ``LayerNormalization`` and
+``BatchNormalization`` (last axis; the moving averages travel with the
+weights) convert both ways.
+
 Keras has no LogSoftmax layer: ``to_keras`` writes ``sn.layers.LogSoftmax()``
 (``axis=-1``) as ``Activation("log_softmax")``, which ``from_keras`` reads
 back as ``sn.layers.Activation("log_softmax")``; another axis is refused.
@@ -48,11 +53,17 @@ _REGULARIZERS = {
     "Conv2D": ("kernel_regularizer", "bias_regularizer"),
     "LSTM": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
     "Embedding": ("embeddings_regularizer",),
+    "GRU": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
+    "SimpleRNN": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
+    "LayerNormalization": ("beta_regularizer", "gamma_regularizer"),
+    "BatchNormalization": ("beta_regularizer", "gamma_regularizer"),
 }
 _SUPPORTED = ("Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
               "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "LSTM",
-              "Embedding", "Dropout", "Flatten", "Reshape", "Activation")
-_CONSTRAINTS = ("kernel_constraint", "bias_constraint", "recurrent_constraint", "embeddings_constraint")
+              "Embedding", "Dropout", "Flatten", "Reshape", "Activation", "GRU", "SimpleRNN", "Bidirectional",
+              "LayerNormalization", "BatchNormalization")
+_CONSTRAINTS = ("kernel_constraint", "bias_constraint", "recurrent_constraint", "embeddings_constraint",
+                "beta_constraint", "gamma_constraint")
 
 
 def _keras():
@@ -117,7 +128,8 @@ def _check_supported(kl):
     if kind not in _SUPPORTED:
         raise ValueError(
             f"from_keras: layer {kl.name!r} is a {kind}; supported: Dense, Conv2D, MaxPooling2D, AveragePooling2D, "
-            f"GlobalAveragePooling2D, GlobalMaxPooling2D, LSTM, Embedding, Dropout, Flatten, Reshape, Activation"
+            f"GlobalAveragePooling2D, GlobalMaxPooling2D, LSTM, GRU, SimpleRNN, Bidirectional, LayerNormalization, "
+            f"BatchNormalization, Embedding, Dropout, Flatten, Reshape, Activation"
         )
 
 
@@ -173,6 +185,43 @@ def _from_keras_layer(kl, dtype):
             raise ValueError(f"from_keras: LSTM {name!r}: go_backwards and (recurrent) dropout are not supported")
         return L.LSTM(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
                       stateful=c["stateful"], **regs, **common)
+    if kind in ("GRU", "SimpleRNN"):
+        if c.get("activation") != "tanh" or c.get("recurrent_activation", "sigmoid") != "sigmoid" \
+                or not c.get("use_bias", True) or not c.get("reset_after", True):
+            raise ValueError(f"from_keras: {kind} {name!r} must use tanh / sigmoid activations, a bias and "
+                             f"reset_after=True (Keras's defaults)")
+        if c.get("stateful") or c.get("dropout") or c.get("recurrent_dropout"):
+            raise ValueError(f"from_keras: {kind} {name!r}: stateful and (recurrent) dropout are not supported")
+        return getattr(L, kind)(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
+                                go_backwards=c["go_backwards"], **regs, **common)
+    if kind == "Bidirectional":
+        inner = kl.forward_layer
+        back = kl.backward_layer
+        if type(back) is not type(inner) or back.get_config()["units"] != inner.get_config()["units"] \
+                or back.get_config().get("go_backwards") == inner.get_config().get("go_backwards"):
+            raise ValueError(f"from_keras: Bidirectional {name!r} has a backward_layer that is not the forward "
+                             f"layer's mirror; only Keras's own mirror (no backward_layer=) is supported")
+        inner_kind = type(inner).__name__
+        if inner_kind not in ("GRU", "SimpleRNN", "LSTM"):
+            raise ValueError(f"from_keras: Bidirectional {name!r} wraps a {inner_kind}; GRU, SimpleRNN and LSTM are "
+                             f"supported")
+        layer = _from_keras_layer(inner, dtype)
+        if c.get("merge_mode") not in ("concat", "sum", "ave", "mul"):
+            raise ValueError(f"from_keras: Bidirectional {name!r} has merge_mode={c.get('merge_mode')!r}; concat, "
+                             f"sum, ave and mul are supported")
+        return L.Bidirectional(layer, merge_mode=c["merge_mode"], **common)
+    if kind in ("LayerNormalization", "BatchNormalization"):
+        axis = c.get("axis", -1)
+        axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+        rank = len(kl.input.shape) if getattr(kl, "_inbound_nodes", None) else None
+        if axis != -1 and (rank is None or axis != rank - 1):
+            raise ValueError(f"from_keras: {kind} {name!r} normalizes axis {c.get('axis')!r}; only the last axis "
+                             f"(channels last) is supported")
+        if c.get("rms_scaling") or c.get("synchronized") or c.get("renorm"):
+            raise ValueError(f"from_keras: {kind} {name!r}: rms_scaling, synchronized and renorm are not supported")
+        extra = {"momentum": c["momentum"]} if kind == "BatchNormalization" else {}
+        return getattr(L, kind)(epsilon=c["epsilon"], center=c["center"], scale=c["scale"], **extra, **regs,
+                                **common)
     if kind == "Embedding":
         if c.get("mask_zero"):
             raise ValueError(f"from_keras: Embedding {name!r}: mask_zero is not supported")
@@ -254,6 +303,18 @@ def _to_keras_layer(keras, layer, dtype):
     if isinstance(layer, L.LSTM):
         return kl.LSTM(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
                        stateful=c["stateful"], **regs, **common)
+    if isinstance(layer, (L.GRU, L.SimpleRNN)):
+        return getattr(kl, kind)(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
+                                 go_backwards=c["go_backwards"], **regs, **common)
+    if isinstance(layer, L.Bidirectional):
+        inner = _to_keras_layer(keras, layer.forward_layer, dtype)
+        inner.name = layer.forward_layer.name[len("forward_"):] if layer.forward_layer.name.startswith("forward_") \
+            else layer.forward_layer.name
+        return kl.Bidirectional(inner, merge_mode=c["merge_mode"], **common)
+    if isinstance(layer, (L.LayerNormalization, L.BatchNormalization)):
+        extra = {"momentum": c["momentum"]} if kind == "BatchNormalization" else {}
+        return getattr(kl, kind)(epsilon=c["epsilon"], center=c["center"], scale=c["scale"], **extra, **regs,
+                                 **common)
     if isinstance(layer, L.Embedding):
         return kl.Embedding(c["input_dim"], c["output_dim"], **regs, **common)
     if isinstance(layer, L.Dropout):

@@ -4,7 +4,7 @@
 ``backprop(dloss=1.0)`` returns the gradient with respect to ``y_pred``.
 ``loss.on_device(y_true, y_pred)`` is the same with the value left a 0-d
 array of the backend: on a GPU, reading it is a wait for the device, which a
-training step makes once for all its numbers (``Model.train_on_shard``).
+training step makes once for all its numbers (``scratchnet.model.step.train_step``).
 The cross-entropies with ``from_logits=True`` (the default here, unlike
 Keras) run :func:`scratchnet.ops.softmax_cross_entropy`: log-sum-exp, finite
 for any finite logits, and the fused ``softmax - onehot`` gradient.

@@ -6,7 +6,7 @@ labels' shape, as Keras's ``"accuracy"`` does with the matching loss.
 
 :func:`on_device` gives a built-in metric's form that leaves its value a 0-d
 array of the backend, for a training step that reads all its numbers from
-the device in one transfer (``Model.train_on_shard``).
+the device in one transfer (``scratchnet.model.step.train_step``).
 """
 from __future__ import annotations
 

@@ -1,13 +1,23 @@
 """Optimizers: turn each parameter's gradient into an in-place update of its value.
 
-Every optimizer follows the same three steps per call of :meth:`Optimizer.step`:
+The optimizer owns the whole update of a training step. One call of
+:meth:`Optimizer.step` does, in order:
 
-1. collect ``(p.grad, p)`` for the trainable parameters that have a gradient;
-2. if ``global_clipnorm`` is set, scale all gradients together so that their
+1. with ``regularize=True``, sum the parameters' penalties (the number the
+   step reports with its loss) and add each penalty's gradient to its
+   parameter's ``.grad`` (as PyTorch's optimizers own ``weight_decay``);
+2. collect ``(p.grad, p)`` for the trainable parameters that have a gradient;
+3. if ``global_clipnorm`` is set, scale all gradients together so that their
    global norm ``sqrt(sum_p sum(g_p ** 2))`` is at most ``global_clipnorm``
    (``tf.clip_by_global_norm``);
-3. update each ``p.value`` in place with the rule of the optimizer, using the
-   learning rate of the current iteration, then count the iteration.
+4. update each ``p.value`` in place with the rule of the optimizer, using the
+   learning rate of the current iteration, then count the iteration;
+5. given ``average`` (an :class:`~scratchnet.ExponentialMovingAverage`),
+   move it towards the new weights.
+
+How is the optimizer's own choice: plain :class:`SGD` with L2 penalties and
+a moving average runs the five as one pass per parameter, where the backend
+has that kernel (:mod:`scratchnet.fused_update`), bit for bit the same.
 
 The update rules are those of Keras 3 (``keras/src/optimizers/*.py``), so a
 scratchnet optimizer and a Keras one fed the same gradients produce the same
@@ -25,6 +35,7 @@ import math
 
 import numpy
 
+from . import fused_update, recording
 from ._checks import check_fraction, check_positive
 from ._config import Configurable
 from .backend import get_backend, to_numpy
@@ -67,13 +78,44 @@ class Optimizer(Configurable):
             return float(self.learning_rate(self.iterations))
         return float(self.learning_rate)
 
-    def step(self, params):
-        """Apply each trainable parameter's ``.grad`` to its ``.value``.
+    def step(self, params, regularize=False, average=None, penalty=None):
+        """Apply each trainable parameter's ``.grad`` to its ``.value``: the whole update of a training step.
 
-        Parameters without a gradient (``grad is None``) are left alone; the
-        gradients themselves are never modified.
+        Parameters without a gradient (``grad is None``) or not trainable
+        are left alone. Without ``regularize`` the gradients themselves are
+        never modified.
+
+        Parameters
+        ----------
+        params : list of Parameter
+            A model's parameters (all of them: the frozen ones' penalties count).
+        regularize : bool
+            First add each parameter's penalty gradient to its ``.grad``
+            (a trainable parameter without a gradient gets the penalty's alone).
+        average : ExponentialMovingAverage, optional
+            Moved towards the trainable parameters' new values after the update.
+        penalty : float, optional
+            The penalty, already summed by the caller (a device step reads it
+            with its loss); it is not summed again.
+
+        Returns
+        -------
+        float or None
+            With ``regularize``: the sum of the penalties of ``params`` on the
+            weights before the update (``penalty`` when given).
         """
-        self.apply_gradients([(p.grad, p) for p in params if p.trainable and p.grad is not None])
+        if regularize:
+            with recording.region("regularizer"):
+                if penalty is None:
+                    penalty = float(sum(p.regularizer(p.value) for p in params if p.regularizer is not None))
+                add_penalty_gradients(params)
+        trainable = [p for p in params if p.trainable]
+        with recording.region("optimizer"):
+            self.apply_gradients([(p.grad, p) for p in trainable if p.grad is not None])
+        if average is not None:
+            with recording.region("moving_average"):
+                average.apply(trainable)
+        return penalty
 
     def apply_gradients(self, grads_and_params):
         """Apply explicit gradients: ``[(grad, param), ...]``; counts one iteration."""
@@ -188,6 +230,13 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.slot_names = ("momentum",) if self.momentum else ()
 
+    def step(self, params, regularize=False, average=None, penalty=None):
+        """:meth:`Optimizer.step`; plain SGD with L2 penalties (and a moving average) as one pass per parameter
+        where it can (:func:`scratchnet.fused_update.fusable`): the same arithmetic, the same result."""
+        if regularize and fused_update.fusable(self, params, average):
+            return fused_update.sgd_l2_ema_step(self, params, average, penalty)
+        return super().step(params, regularize, average, penalty)
+
     def update(self, p, g, lr, slots):
         if not self.momentum:
             get_backend().scaled_add(p.value, g, -lr)  # w -= lr * g, in one pass
@@ -298,6 +347,18 @@ class RMSProp(Optimizer):
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+def add_penalty_gradients(params):
+    """Add each penalty's gradient to its trainable parameter's ``.grad`` (in place, without a temporary)."""
+    for p in params:
+        if p.regularizer is None or not p.trainable:
+            continue
+        add_gradient = getattr(p.regularizer, "add_gradient", None)
+        if p.grad is not None and add_gradient is not None:
+            add_gradient(p.value, p.grad)  # Regularizer.add_gradient
+        else:
+            p.accumulate(p.regularizer.gradient(p.value))
 
 
 def global_norm(grads):

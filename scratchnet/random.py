@@ -8,7 +8,7 @@ with ``set_state`` so that a resumed run draws the same numbers.
 
 The generator always lives on the host. The CPU backends draw dropout masks
 from it directly; the GPU backend draws only a 64-bit seed from it per mask
-and hashes that on the device (``kernels/dropout.cu``), so seeding makes a GPU
+and hashes that on the device (``kernels/cuda/dropout.cu``), so seeding makes a GPU
 run repeatable too, but its masks differ from the CPU backends'.
 """
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Shared fixtures: run a test on every backend that can run here.
+"""Fixtures and hooks: run a test on every backend that can run here, mark it with its op family.
+
+Only fixtures and hooks live here; the helpers a test imports are in
+``helpers.py`` (``from helpers import assert_close, to_backend``), the
+hypothesis strategies in ``strategies.py``.
 
 ``SCRATCHNET_FAKE_CUPY=1`` puts the CuPy stand-in (``tests/fake_cupy``) first on
 ``sys.path`` before scratchnet is imported, so ``import cupy`` finds it and the
@@ -24,33 +28,10 @@ if FAKE_CUPY:
     assert getattr(cupy, "STAND_IN", False), f"SCRATCHNET_FAKE_CUPY=1 but {cupy.__file__} is not the stand-in"
 
 import scratchnet as sn  # noqa: E402  (after the stand-in, when asked for)
-from scratchnet.backend import BACKEND_NAMES, cupy_unavailable_reason  # noqa: E402
-
-# SCRATCHNET_BACKEND narrows the backend-parametrised tests to one backend
-# (the GPU run uses SCRATCHNET_BACKEND=cupy); the reference always runs too,
-# since it is the oracle the others are compared with.
-_ONLY = os.environ.get("SCRATCHNET_BACKEND")
+from helpers import backend_params  # noqa: E402  (after the stand-in: it imports scratchnet.backend)
 
 
-def _backend_params():
-    params = []
-    for name in BACKEND_NAMES:
-        marks = []
-        if name == "cupy":
-            reason = cupy_unavailable_reason()
-            marks.append(pytest.mark.gpu)
-            if reason:
-                marks.append(pytest.mark.skip(reason=f"cupy backend: {reason}"))
-        if _ONLY and _ONLY != "auto" and name not in (_ONLY, "numpy"):
-            marks.append(pytest.mark.skip(reason=f"SCRATCHNET_BACKEND={_ONLY} selects one backend"))
-        elif FAKE_CUPY and name != "cupy":
-            # The stand-in's run is for the cupy backend; the main run covered the others.
-            marks.append(pytest.mark.skip(reason="SCRATCHNET_FAKE_CUPY=1 runs the cupy backend only"))
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
-
-
-@pytest.fixture(params=_backend_params())
+@pytest.fixture(params=backend_params())
 def backend(request):
     """The backend under test, selected for the duration of the test."""
     with sn.use_backend(request.param) as be:
@@ -63,9 +44,9 @@ def numba_ops():
 
     Numba is a hard dependency, so this never skips: a broken install fails.
     """
-    from scratchnet.kernels.numba_ops import NumbaOps
+    from scratchnet.ops.backends import build_numba
 
-    return NumbaOps()
+    return build_numba()
 
 
 @pytest.fixture
@@ -73,7 +54,115 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def to_backend(be, *arrays):
-    """Host arrays -> the backend's arrays (a tuple, ``None`` kept)."""
-    out = tuple(None if a is None else be.xp.asarray(a) for a in arrays)
-    return out if len(out) != 1 else out[0]
+# --- hypothesis: one profile for every run, reproducible -------------------------------------------
+# The property tests (test_kernels_properties.py) draw 25 examples each, the same 25 on every run
+# (derandomize: CI and a learner see what the last run saw); no deadline, since the first example
+# of a kernel includes Numba's compilation. HYPOTHESIS_PROFILE=explore draws 500 fresh examples a
+# test, to hunt for bugs; a failure prints the @reproduce_failure line that replays it. No example
+# database (database=None): hypothesis keeps only its own cache in .hypothesis/, which gitignores
+# itself. The GPU image has no hypothesis: the property tests skip there.
+try:
+    from hypothesis import settings
+except ImportError:
+    pass
+else:
+    settings.register_profile("scratchnet", max_examples=25, deadline=None, derandomize=True, database=None,
+                              print_blob=True)
+    settings.register_profile("explore", max_examples=500, deadline=None, database=None, print_blob=True)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "scratchnet"))
+
+
+# --- markers by op family: `pytest -m conv` ---------------------------------------------------------
+# Declared in pyproject.toml ([tool.pytest.ini_options] markers). A test file belongs to the families
+# listed here; a file not listed (and test_fast_kernels_match_reference.py, which spans them) is
+# sorted test by test, by the words of the test's name (FAMILY_WORDS). The property tests carry
+# their marks on each test.
+FILE_FAMILIES = {
+    "test_activations.py": ("activations",),
+    "test_attention.py": ("attention",),
+    "test_avg_pooling.py": ("pool",),
+    "test_backend.py": ("backend",),
+    "test_backend_checkout.py": ("packaging",),
+    "test_blas.py": ("dense", "backend"),
+    "test_callbacks.py": ("training",),
+    "test_checkpoint.py": ("checkpoint",),
+    "test_checkpoint_crafted.py": ("checkpoint",),
+    "test_cli.py": ("cli",),
+    "test_cli_errors.py": ("cli",),
+    "test_conv.py": ("conv",),
+    "test_conv_algorithm.py": ("conv",),
+    "test_cuda.py": ("backend",),
+    "test_cupy_backend.py": ("backend",),
+    "test_custom_layers.py": ("layers",),
+    "test_data_idx.py": ("data",),
+    "test_data_mnist.py": ("data",),
+    "test_dense.py": ("dense",),
+    "test_distributed.py": ("distributed",),
+    "test_docs.py": ("docs",),
+    "test_download.py": ("data",),
+    "test_dropout.py": ("dropout",),
+    "test_dtypes.py": ("backend",),
+    "test_ema.py": ("optimizers",),
+    "test_embedding.py": ("embedding",),
+    "test_embedding_lstm.py": ("embedding", "lstm"),
+    "test_exercises.py": ("docs",),
+    "test_export.py": ("checkpoint",),
+    "test_fast_kernels_match_reference.py": ("backend",),
+    "test_folder_safety.py": ("training",),
+    "test_fused_update.py": ("optimizers",),
+    "test_gelu.py": ("activations",),
+    "test_gradcheck.py": ("gradcheck",),
+    "test_initializers.py": ("layers",),
+    "test_interop.py": ("interop",),
+    "test_interop_float64.py": ("interop",),
+    "test_kernels_properties.py": ("properties",),
+    "test_layers.py": ("layers",),
+    "test_learner_cli.py": ("cli",),
+    "test_learner_path.py": ("docs",),
+    "test_loss_options.py": ("losses",),
+    "test_losses.py": ("losses",),
+    "test_lstm.py": ("lstm",),
+    "test_model.py": ("model",),
+    "test_optimizers.py": ("optimizers",),
+    "test_packaging.py": ("packaging",),
+    "test_pooling.py": ("pool",),
+    "test_profiler.py": ("training",),
+    "test_promises_checkpoint.py": ("checkpoint",),
+    "test_promises_cli.py": ("cli",),
+    "test_promises_files.py": ("checkpoint", "data"),
+    "test_promises_mpi.py": ("distributed",),
+    "test_promises_resume.py": ("checkpoint",),
+    "test_promises_training.py": ("training",),
+    "test_tensorboard.py": ("training",),
+    "test_text.py": ("data",),
+    "test_zoo.py": ("model",),
+}
+# Files sorted test by test as well: they hold the fast kernels of several families.
+BY_TEST_NAME = {"test_fast_kernels_match_reference.py"}
+FAMILY_WORDS = {
+    "dense": ("dense", "gemm", "matmul"),
+    "conv": ("conv", "winograd", "im2col", "col2im"),
+    "pool": ("pool",),
+    "lstm": ("lstm", "swap_batch_time"),
+    "embedding": ("embedding",),
+    "attention": ("attention",),
+    "dropout": ("dropout",),
+    "losses": ("softmax", "cross_entropy", "xent"),
+    "optimizers": ("update", "sgd", "adam", "sum_of_squares"),
+}
+
+
+def families(filename, test_name):
+    """The op families of test ``test_name`` (its function's name) in file ``filename``."""
+    found = set(FILE_FAMILIES.get(filename, ()))
+    if filename in BY_TEST_NAME or filename not in FILE_FAMILIES:
+        found.update(family for family, words in FAMILY_WORDS.items() if any(w in test_name for w in words))
+    return found
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = getattr(item, "originalname", None) or item.name.split("[")[0]
+        for family in sorted(families(item.path.name, name)):
+            item.add_marker(getattr(pytest.mark, family))

@@ -1,8 +1,8 @@
-"""A faithful host shim: the CUDA C kernels of ``kernels/*.cu`` run on the CPU.
+"""A faithful host shim: the CUDA C kernels of ``kernels/cuda/*.cu`` run on the CPU.
 
-``HostModule(code, options)`` takes exactly what ``scratchnet.kernels.cuda``
-hands NVRTC (:func:`~scratchnet.kernels.cuda.kernel_source` and
-:func:`~scratchnet.kernels.cuda.compile_options`), compiles it with g++ for
+``HostModule(code, options)`` takes exactly what ``scratchnet.kernels.cuda.compiler``
+hands NVRTC (:func:`~scratchnet.kernels.cuda.compiler.kernel_source` and
+:func:`~scratchnet.kernels.cuda.compiler.compile_options`), compiles it with g++ for
 the host and is called like ``cupy.RawModule``::
 
     module = HostModule(code, options)

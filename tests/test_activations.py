@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -14,7 +13,7 @@ OPS = ["relu", "sigmoid", "tanh", "softmax"]
 
 
 def tf_reference(name, x, dY):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     fn = {"relu": tf_.nn.relu, "sigmoid": tf_.sigmoid, "tanh": tf_.tanh, "softmax": tf_.nn.softmax}[name]
     x_t = tf_.constant(x)
     with tf_.GradientTape() as tape:

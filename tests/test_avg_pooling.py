@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,9 +37,9 @@ def _inputs(case, dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def _tf_reference(case, dtype):
+def tf_reference(case, dtype):
     """TensorFlow's y and dx for a random upstream gradient (computed once per case)."""
-    tfm = tf()
+    tfm = load_tensorflow()
     x, ksize, strides, padding, rng = _inputs(case, dtype)
     xt = tfm.Variable(x)
     with tfm.GradientTape() as tape:
@@ -54,7 +53,7 @@ def _tf_reference(case, dtype):
 @pytest.mark.parametrize("case", list(CASES))
 def test_avg_pool2d_matches_tensorflow(backend, case, dtype):
     x, ksize, strides, padding, _ = _inputs(case, dtype)
-    y_tf, dy, dx_tf = _tf_reference(case, dtype)
+    y_tf, dy, dx_tf = tf_reference(case, dtype)
     y, bp = sn.ops.avg_pool2d(to_backend(backend, x), ksize, strides, padding)
     dx = bp(to_backend(backend, dy))
     assert y.dtype == dtype and dx.dtype == dtype
@@ -145,7 +144,7 @@ GLOBAL_SHAPES = {"odd_image": (2, 5, 7, 3), "one_by_one_image": (3, 1, 1, 2)}
 @pytest.mark.parametrize("shape", list(GLOBAL_SHAPES))
 @pytest.mark.parametrize("kind", ["avg", "max"])
 def test_global_pooling_matches_tensorflow(backend, kind, shape, dtype, keepdims):
-    tfm = tf()
+    tfm = load_tensorflow()
     rng = np.random.default_rng(11)
     x_shape = GLOBAL_SHAPES[shape]
     # A shuffled ramp: no ties, where reduce_max's gradient would split and scratchnet's would not.
@@ -176,7 +175,7 @@ def test_global_max_pool2d_sends_a_tie_whole_to_the_first_maximum(backend):
 
 
 def _keras():
-    tf()
+    load_tensorflow()
     import keras
 
     return keras
@@ -225,7 +224,7 @@ def _keras_pooling_model(keras, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_from_keras_predicts_and_backpropagates_like_keras_and_to_keras_goes_back(backend, dtype):
     keras = _keras()
-    tfm = tf()
+    tfm = load_tensorflow()
     keras_model = _keras_pooling_model(keras, dtype)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 7, 9, 2)).astype(dtype)

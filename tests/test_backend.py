@@ -109,20 +109,20 @@ def cupy_ops_class():
     Only its methods' signatures are read, so no array module is needed.
     """
     if cupy_unavailable_reason() is None:
-        from scratchnet.kernels.cupy_ops import CupyOps
+        from scratchnet.kernels.cuda.backend import CupyOps
 
         return CupyOps
-    package = importlib.import_module("scratchnet.kernels")
-    previous = getattr(package, "cupy_ops", None)
+    package = importlib.import_module("scratchnet.kernels.cuda")
+    previous = getattr(package, "backend", None)
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
-        mp.delitem(sys.modules, "scratchnet.kernels.cupy_ops", raising=False)
-        module = importlib.import_module("scratchnet.kernels.cupy_ops")
+        mp.delitem(sys.modules, "scratchnet.kernels.cuda.backend", raising=False)
+        module = importlib.import_module("scratchnet.kernels.cuda.backend")
     # sys.modules is restored by the monkeypatch, the package attribute here.
     if previous is None:
-        delattr(package, "cupy_ops")
+        delattr(package, "backend")
     else:
-        package.cupy_ops = previous
+        package.backend = previous
     return module.CupyOps
 
 
@@ -145,7 +145,7 @@ def test_the_reference_implements_every_kernel_of_the_contract_with_its_signatur
 
 
 def test_numba_overrides_keep_the_contract_signatures():
-    from scratchnet.kernels.numba_ops import NumbaOps
+    from scratchnet.kernels.numba.backend import NumbaOps
 
     overridden = list(_overrides(NumbaOps))
     assert overridden, "the numba backend overrides no kernel"
@@ -161,9 +161,12 @@ def test_cupy_overrides_keep_the_contract_signatures(cupy_ops_class):
 
 
 def test_every_backend_kernel_is_declared_by_the_contract(cupy_ops_class):
-    from scratchnet.kernels.numba_ops import NumbaOps
+    from scratchnet.kernels.numba.backend import NumbaOps
 
-    declared = set(_contract())
+    from scratchnet.ops.contract import OPTIONAL_KERNELS
+
+    declared = set(_contract()) | set(OPTIONAL_KERNELS)
+    assert not set(OPTIONAL_KERNELS) & set(_contract()), "an optional kernel is also in the contract"
     for cls in (ReferenceOps, NumbaOps, cupy_ops_class):
         extra = _public_methods(cls) - declared
         assert not extra, f"{cls.__name__} has kernels the contract does not list: {sorted(extra)}"
@@ -175,7 +178,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module_name(path):
-    """``scratchnet.ops.conv`` for scratchnet/ops/conv.py, ``scratchnet.kernels.cuda`` for kernels/cuda.py."""
+    """``scratchnet.ops.conv`` for scratchnet/ops/conv.py, ``scratchnet.kernels.cuda.backend`` for kernels/cuda/backend.py."""
     rel = path.relative_to(ROOT).with_suffix("")
     parts = list(rel.parts)
     if parts[0] == "kernels":
@@ -211,7 +214,7 @@ def test_backend_and_ops_import_each_other_in_one_direction_only():
     # Every import counts, the ones inside functions too: a lazy import that
     # closes a circle only hides it.
     files = [ROOT / "scratchnet" / "backend.py", ROOT / "scratchnet" / "_checks.py",
-             *(ROOT / "scratchnet" / "ops").glob("*.py"), *(ROOT / "kernels").glob("*.py")]
+             *(ROOT / "scratchnet" / "ops").glob("*.py"), *(ROOT / "kernels").rglob("*.py")]
     modules = {_module_name(p): p for p in files}
     graph = {name: _imports(path, modules) for name, path in modules.items()}
     assert graph["scratchnet.backend"] == set(), "scratchnet/backend.py must import nothing from scratchnet"

@@ -1,8 +1,8 @@
 """A plain checkout works with nothing installed: ``PYTHONPATH=. python`` finds the Numba and CUDA kernels.
 
 In a checkout the kernels sit in the top-level ``kernels/`` folder, which only
-an install maps onto ``scratchnet.kernels``; ``scratchnet/ops/backends.py``
-makes the same name work without one.
+an install maps onto ``scratchnet.kernels``; ``scratchnet/__init__.py``
+makes the same name work without one (the checkout joins ``scratchnet.__path__``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ CODE = r"""
 import json, sys
 import numpy as np
 import scratchnet as sn
-import scratchnet.kernels.cuda as cuda
+import scratchnet.kernels.cuda.compiler as cuda
 
 rng = np.random.default_rng(0)
 x = rng.standard_normal((3, 7, 6, 2))
@@ -37,7 +37,7 @@ for name in ("numpy", "numba"):
 print(json.dumps({
     "scratchnet": sn.__file__,
     "kernels": sys.modules["scratchnet.kernels"].__file__,
-    "numba_ops": sys.modules["scratchnet.kernels.numba_ops"].__file__,
+    "numba_backend": sys.modules["scratchnet.kernels.numba.backend"].__file__,
     "cuda_sources": [p.name for p in cuda.source_files()],
     "numba class": results["numba class"],
     "max_diff": [float(np.max(np.abs(a - r))) for a, r in zip(results["numba"], results["numpy"])],
@@ -66,9 +66,9 @@ def test_numba_backend_and_cuda_sources_load_from_a_plain_checkout(tmp_path):
     # The copy was imported, not the checkout this test lives in.
     assert Path(found["scratchnet"]) == checkout / "scratchnet" / "__init__.py"
     assert Path(found["kernels"]) == checkout / "kernels" / "__init__.py"
-    assert Path(found["numba_ops"]) == checkout / "kernels" / "numba_ops.py"
-    assert found["numba class"] == "scratchnet.kernels.numba_ops.NumbaOps"
-    assert found["cuda_sources"] == sorted(p.name for p in (ROOT / "kernels").glob("*.cu"))
+    assert Path(found["numba_backend"]) == checkout / "kernels" / "numba" / "backend.py"
+    assert found["numba class"] == "scratchnet.kernels.numba.backend.NumbaOps"
+    assert found["cuda_sources"] == sorted(p.name for p in (ROOT / "kernels" / "cuda").glob("*.cu"))
     # y, dx, dw, db of the Numba kernels against the reference, in float64.
     for diff, scale, name in zip(found["max_diff"], found["scale"], ("y", "dx", "dw", "db")):
         assert diff <= 1e-12 * max(scale, 1.0), f"{name}: numba differs from numpy by {diff}"

@@ -1,4 +1,4 @@
-"""kernels/blas.py: the Numba backend's matrix products through MKL, against NumPy's, and the choice of BLAS.
+"""kernels/runtime/blas.py: the Numba backend's matrix products through MKL, against NumPy's, and the choice of BLAS.
 
 The MKL tests need the ``mkl`` wheel (``make test`` installs it through the
 ``mkl`` extra); without it they skip, saying so.
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from scratchnet.kernels import blas
+from scratchnet.kernels.runtime import blas
 
 needs_mkl = pytest.mark.skipif(blas._mkl_path() is None, reason="the mkl wheel is not installed: pip install 'scratchnet[mkl]'")
 
@@ -153,7 +153,7 @@ def test_the_numba_ops_agree_between_mkl_and_openblas(monkeypatch):
 
 
 def _choice_in_a_new_process(value, first=""):
-    code = first + "from scratchnet.kernels import blas; print(blas.name()); print(blas.describe())"
+    code = first + "from scratchnet.kernels.runtime import blas; print(blas.name()); print(blas.describe())"
     env = dict(os.environ, SCRATCHNET_BLAS=value)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 

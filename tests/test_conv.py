@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -35,9 +34,9 @@ def _inputs(case, dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def _tf_reference(case, dtype):
+def tf_reference(case, dtype):
     """TensorFlow's y, and dx, dw, db for a random upstream gradient (computed once per case)."""
-    tfm = tf()
+    tfm = load_tensorflow()
     x, w, b, strides, padding, rng = _inputs(case, dtype)
     xt, wt = tfm.Variable(x), tfm.Variable(w)
     bt = tfm.Variable(b) if b is not None else None
@@ -56,7 +55,7 @@ def _tf_reference(case, dtype):
 @pytest.mark.parametrize("case", list(CASES))
 def test_conv2d_matches_tensorflow(backend, case, dtype):
     x, w, b, strides, padding, _ = _inputs(case, dtype)
-    y_tf, dY, dx_tf, dw_tf, db_tf = _tf_reference(case, dtype)
+    y_tf, dY, dx_tf, dw_tf, db_tf = tf_reference(case, dtype)
 
     y, bp = sn.ops.conv2d(*to_backend(backend, x, w, b), strides=strides, padding=padding)
     dx, dw, db = bp(to_backend(backend, dY))

@@ -24,7 +24,7 @@ import pytest
 import scratchnet as sn
 from scratchnet import _config
 from scratchnet._config import conv_algorithm, get_conv_algorithm
-from scratchnet.kernels.conv_numba import ConvNumba
+from scratchnet.kernels.numba.backend import NumbaOps
 from test_interop_float64 import _converted, _keras_step_fn, _rel_diffs, digits  # noqa: F401  (digits: a fixture)
 
 # --- the seed LeNet in float64 tracks Keras ----------------------------------------------------------
@@ -38,7 +38,7 @@ RTOL = 1e-12  # measured 1.3e-15
 def winograd_calls(monkeypatch):
     """Counts of the numba backend's Winograd forward and backward calls during the test."""
     calls = {"forward": 0, "backward": 0}
-    winograd = ConvNumba.winograd
+    winograd = NumbaOps.winograd
     for name in calls:
         def counted(*args, _run=getattr(winograd, name), _name=name, **kwargs):
             calls[_name] += 1

@@ -2,7 +2,7 @@
 
 Three levels, so that most of it is checked on a machine without a GPU:
 
-1. nvcc compiles every ``kernels/*.cu`` to PTX for sm_80 and sm_90, in float
+1. nvcc compiles every ``kernels/cuda/*.cu`` to PTX for sm_80 and sm_90, in float
    and double, from the exact text the loader hands to NVRTC.
 2. The same text runs on the host shim (``tests/cuda_host.py``): every kernel
    with its real grid and block sizes, the threads of a block as a team with
@@ -29,10 +29,10 @@ import pytest
 
 import scratchnet as sn
 from scratchnet.backend import BackendUnavailable, cupy_unavailable_reason
-from scratchnet.kernels import cuda
+from scratchnet.kernels.cuda import compiler as cuda
 from scratchnet.ops.reference import ReferenceOps
 
-from reference import assert_close
+from helpers import assert_close
 
 NVCC = shutil.which("nvcc")
 GXX = shutil.which("g++")
@@ -46,13 +46,14 @@ KERNELS = {
     "embedding": ["embedding_backward", "embedding_backward_atomic"],
     "losses": ["softmax_xent_forward", "softmax_xent_backward"],
     "dropout": ["dropout_mask"],
+    "activations": ["erf_kernel"],
     "updates": ["scaled_add", "moving_average_update", "sgd_l2_ema_update", "sgd_momentum_update",
                 "momentum_update", "adam_update"],
 }
 # The CupyOps methods that replace a reference op.
 OVERRIDES = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lstm_gates_forward", "lstm_gates_backward",
              "embedding_backward", "softmax_xent_forward", "softmax_xent_backward", "dropout_mask", "gemm",
-             "_refuse_foreign"]
+             "_refuse_foreign", "erf"]
 
 
 # --- 1. nvcc ---------------------------------------------------------------
@@ -80,7 +81,7 @@ def test_cuda_source_compiles_to_ptx_for_sm80_and_sm90_in_float_and_double(name)
 
 def test_loader_source_starts_with_a_line_directive_naming_the_file():
     text = cuda.kernel_source(cuda.source_path("conv"))
-    assert text.startswith('#line 1 "kernels/conv.cu"\n')
+    assert text.startswith('#line 1 "kernels/cuda/conv.cu"\n')
     assert text.endswith(cuda.source_path("conv").read_text())
 
 
@@ -103,7 +104,7 @@ def test_unknown_source_is_a_clear_error():
 
 def test_importing_scratchnet_and_the_loader_neither_imports_cupy_nor_compiles():
     code = (
-        "import sys, scratchnet, scratchnet.kernels.cuda as c\n"
+        "import sys, scratchnet, scratchnet.kernels.cuda.compiler as c\n"
         "assert 'cupy' not in sys.modules, 'cupy imported'\n"
         "assert c._module.cache_info().currsize == 0\n"
     )
@@ -131,7 +132,7 @@ REF = ReferenceOps()
 DTYPES = [np.float32, np.float64]
 I64 = np.int64
 
-# The geometry of CupyOps (kernels/cupy_ops.py): 256-thread blocks, enough of
+# The geometry of CupyOps (kernels/cuda/backend.py): 256-thread blocks, enough of
 # them to give each element a thread, at most 2**16.
 BLOCK, MAX_GRID = 256, 1 << 16
 # A capped grid: three blocks of 64 threads, so every thread loops.
@@ -365,7 +366,7 @@ def check_dropout(module, dtype, rng):
 
 
 def check_updates(module, dtype, rng):
-    # The fused parameter updates against their formulas (kernels/updates.cu), in NumPy.
+    # The fused parameter updates against their formulas (kernels/cuda/updates.cu), in NumPy.
     t = np.dtype(dtype).type
     lr, l2, mu, decay, b1, b2, eps, alpha = 0.1, 0.01, 0.9, 0.99, 0.9, 0.999, 1e-7, 0.05
     for geometry in GEOMETRIES.values():
@@ -407,7 +408,20 @@ def check_updates(module, dtype, rng):
         assert_close(w2, w - t(alpha) * mm / (np.sqrt(vv) + t(eps)), dtype, "adam w")
 
 
+def check_activations(module, dtype, rng):
+    # erf against the C library's (math.erf), on every grid: GELU's CDF (kernels/cuda/activations.cu).
+    import math
+
+    x = np.concatenate([3 * rng.standard_normal(997), [0.0, -0.0, 6.0, -6.0, 30.0, -30.0]]).astype(dtype)
+    want = np.array([math.erf(v) for v in x.astype(np.float64)])
+    for geometry in GEOMETRIES.values():
+        y = np.full_like(x, np.nan)
+        module.get_function("erf_kernel")(*geometry(x.size), (x, y, I64(x.size)))
+        np.testing.assert_allclose(y, want, rtol=2e-7 if dtype == np.float32 else 1e-15, atol=0)
+
+
 CHECKS = {
+    "activations": check_activations,
     "conv": check_conv,
     "pooling": check_pooling,
     "lstm": check_lstm,
@@ -727,17 +741,17 @@ def host_cupy_ops_class():
     """``CupyOps``, imported with NumPy standing in for CuPy (for its signatures only)."""
     fake = types.ModuleType("cupy")
     fake.__dict__.update({k: v for k, v in np.__dict__.items() if not k.startswith("__")})
-    package = importlib.import_module("scratchnet.kernels")
-    previous = getattr(package, "cupy_ops", None)
+    package = importlib.import_module("scratchnet.kernels.cuda")
+    previous = getattr(package, "backend", None)
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "cupy", fake)
-        mp.delitem(sys.modules, "scratchnet.kernels.cupy_ops", raising=False)
-        module = importlib.import_module("scratchnet.kernels.cupy_ops")
+        mp.delitem(sys.modules, "scratchnet.kernels.cuda.backend", raising=False)
+        module = importlib.import_module("scratchnet.kernels.cuda.backend")
     # sys.modules and the package attribute are restored: nothing else sees the stand-in.
     if previous is None:
-        delattr(package, "cupy_ops")
+        delattr(package, "backend")
     else:
-        package.cupy_ops = previous
+        package.backend = previous
     return module.CupyOps
 
 
@@ -753,7 +767,7 @@ def ops():
     """The real CupyOps on a GPU."""
     if GPU_REASON:
         pytest.skip(f"cupy backend: {GPU_REASON}")
-    from scratchnet.kernels.cupy_ops import CupyOps
+    from scratchnet.kernels.cuda.backend import CupyOps
 
     return CupyOps()
 
@@ -950,5 +964,5 @@ def test_nvrtc_compile_error_names_the_file_and_line(tmp_path, monkeypatch):
     shutil.copy(cuda.kernel_dir() / "common.cuh", tmp_path)
     (tmp_path / "bad.cu").write_text('#include "common.cuh"\nextern "C" __global__ void f(real* x) { x[0] = ; }\n')
     monkeypatch.setattr(cuda, "kernel_dir", lambda: tmp_path)
-    with pytest.raises(cuda.CudaCompileError, match=r"kernels/bad\.cu\(2\)"):
+    with pytest.raises(cuda.CudaCompileError, match=r"kernels/cuda/bad\.cu\(2\)"):
         cuda.module("bad", np.float32)

@@ -11,7 +11,7 @@ is set, and checks what only it can see:
 - how often a LeNet training step waits for the device (a bound);
 - the launcher: kernel objects cached, a cache key that covers the headers,
   one set of compile flags for NVRTC and nvcc, the shared-memory bound;
-- the fused update kernels (``kernels/updates.cu``) against the reference, bit for bit;
+- the fused update kernels (``kernels/cuda/updates.cu``) against the reference, bit for bit;
 - ``scratchnet/distributed/device.py`` (NCCL and host staging) and the CUDA-event clock;
 - ``bench/gpu_check.sh --dry-run``, so the GPU script cannot rot.
 """
@@ -42,11 +42,11 @@ DTYPES = [np.float32, np.float64]
 def _forget_cupy_backend():
     """Drop the cupy backend, its module and its compiled kernels, so the next use rebuilds them."""
     backend_module._instances.pop("cupy", None)
-    package = sys.modules.get("scratchnet.kernels")
-    sys.modules.pop("scratchnet.kernels.cupy_ops", None)
-    if package is not None and hasattr(package, "cupy_ops"):
-        delattr(package, "cupy_ops")
-    from scratchnet.kernels import cuda
+    package = sys.modules.get("scratchnet.kernels.cuda")
+    sys.modules.pop("scratchnet.kernels.cuda.backend", None)
+    if package is not None and hasattr(package, "backend"):
+        delattr(package, "backend")
+    from scratchnet.kernels.cuda import compiler as cuda
 
     cuda.clear_caches()
 
@@ -130,7 +130,7 @@ def test_stand_in_counts_and_names_each_synchronisation_and_the_guard_refuses_th
 
 
 def test_stand_in_kernels_take_device_arrays_and_numpy_scalars_only(cupy, ops):
-    from scratchnet.kernels import cuda
+    from scratchnet.kernels.cuda import compiler as cuda
 
     kernel = cuda.function("updates", "scaled_add", np.float32)
     y, x = cupy.zeros(4, dtype=np.float32), cupy.ones(4, dtype=np.float32)
@@ -313,7 +313,7 @@ def test_the_lstm_recurrence_is_one_gemm_into_one_buffer_and_one_launch_per_step
     assert calls == [1]
 
 
-# --- the launcher (kernels/cuda.py, CupyOps._launch) ----------------------------
+# --- the launcher (kernels/cuda/compiler.py, CupyOps._launch) ----------------------------
 
 
 def test_kernel_objects_are_looked_up_once_not_on_every_launch(cupy, ops):
@@ -327,7 +327,7 @@ def test_kernel_objects_are_looked_up_once_not_on_every_launch(cupy, ops):
 
 
 def test_an_edit_to_a_header_alone_changes_cupys_cache_key(cupy, ops, tmp_path, monkeypatch):
-    from scratchnet.kernels import cuda
+    from scratchnet.kernels.cuda import compiler as cuda
 
     for name in ("common.cuh", "dropout.cu"):
         shutil.copy(cuda.kernel_dir() / name, tmp_path)
@@ -361,7 +361,7 @@ def _flags(args):
 
 
 def test_nvrtc_and_nvcc_compile_with_one_set_of_flags(cupy, ops, monkeypatch):
-    from scratchnet.kernels import cuda
+    from scratchnet.kernels.cuda import compiler as cuda
 
     commands = []
 
@@ -388,7 +388,7 @@ def test_nvrtc_and_nvcc_compile_with_one_set_of_flags(cupy, ops, monkeypatch):
 
 
 def test_the_softmax_block_never_outgrows_the_kernels_shared_buffer(cupy, ops):
-    from scratchnet.kernels import cuda
+    from scratchnet.kernels.cuda import compiler as cuda
 
     rng = np.random.default_rng(3)
     launches = []
@@ -414,7 +414,7 @@ def test_the_softmax_block_never_outgrows_the_kernels_shared_buffer(cupy, ops):
         ops._launch("losses", "softmax_xent_forward", np.float32, (1,), (1024,), ())
 
 
-# --- the fused update kernels (kernels/updates.cu) ------------------------------
+# --- the fused update kernels (kernels/cuda/updates.cu) ------------------------------
 
 def _pair(cupy, rng, shape, dtype, n):
     host = [rng.standard_normal(shape).astype(dtype) for _ in range(n)]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Your own layers and ops"
@@ -89,7 +89,7 @@ def test_swish_as_a_layer_passes_the_gradient_check():
 
 # -- LayerNorm against Keras and finite differences ------------------------------------------------------
 def test_layer_norm_matches_keras_layer_normalization(backend):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     x = normal(0, 4, 3, 6) * 2 + 1  # leading axes (4, 3): normalised over the last only
     gamma, beta, dy = normal(1, 6), normal(2, 6), normal(3, 4, 3, 6)
     keras_layer = tf_.keras.layers.LayerNormalization(epsilon=1e-3, dtype="float64")

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -20,7 +19,7 @@ def make_inputs(dtype, N=5, C=4, K=3, seed=0):
 
 
 def tf_reference(x, w, b, dY):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     x_t, w_t = tf_.constant(x), tf_.constant(w)
     b_t = None if b is None else tf_.constant(b)
     with tf_.GradientTape() as tape:

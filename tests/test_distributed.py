@@ -60,22 +60,43 @@ def test_launched_by_mpiexec_without_mpi4py_is_an_error_naming_the_extra():
     assert rc == 0 and "2 ranks" in out and "pip install 'scratchnet[mpi]'" in out, out
 
 
-def test_under_a_launcher_importing_scratchnet_pins_each_rank_to_its_share_of_the_cores():
+def test_importing_scratchnet_changes_no_process_state_even_under_a_launcher():
+    """No pinning, no signal handler, no environment variable: ``import scratchnet`` is free of side effects."""
+    cores = sorted(os.sched_getaffinity(0))
+    code = ("import os, signal, sys; before = (dict(os.environ), signal.getsignal(signal.SIGINT), "
+            "signal.getsignal(signal.SIGTERM), sys.excepthook); import scratchnet, scratchnet.model, scratchnet.training; "
+            "after = (dict(os.environ), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.excepthook); "
+            "print(sorted(os.sched_getaffinity(0)), before == after, 'mpi4py' in sys.modules)")
+    for rank in (0, 1):
+        env = mpi_helpers.launcher_free_env(PMI_SIZE="2", PMI_RANK=str(rank), MPI_LOCALNRANKS="2", MPI_LOCALRANKID=str(rank))
+        rc, out = _run([sys.executable, "-c", code], env=env)
+        assert rc == 0 and out.strip() == f"{cores} True False", out
+
+
+def test_another_launchers_partial_variables_never_crash_the_import():
+    """``MPI_LOCALNRANKS`` without ``MPI_LOCALRANKID`` (another launcher's) was a KeyError at ``import scratchnet``."""
+    cores = sorted(os.sched_getaffinity(0))
+    code = "import os, scratchnet; print(sorted(os.sched_getaffinity(0)))"
+    rc, out = _run([sys.executable, "-c", code], env=mpi_helpers.launcher_free_env(MPI_LOCALNRANKS="2"))
+    assert rc == 0 and out.strip() == str(cores), out
+
+
+def test_under_a_launcher_pin_cores_pins_each_rank_to_its_share_of_the_cores():
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         pytest.skip("one core: nothing to share")
-    code = "import os, sys, scratchnet; print(sorted(os.sched_getaffinity(0)), 'mpi4py' in sys.modules)"
+    code = ("import os, sys, scratchnet.distributed as d; n = d.pin_cores(); "
+            "print(sorted(os.sched_getaffinity(0)), n, 'mpi4py' in sys.modules)")
     for rank in (0, 1):
         env = mpi_helpers.launcher_free_env(PMI_SIZE="2", PMI_RANK=str(rank), MPI_LOCALNRANKS="2", MPI_LOCALRANKID=str(rank))
         rc, out = _run([sys.executable, "-c", code], env=env)
         half = cores[rank * len(cores) // 2:(rank + 1) * len(cores) // 2]
-        assert rc == 0 and out.strip() == f"{half} False", out
+        assert rc == 0 and out.strip() == f"{half} {len(half)} False", out
 
 
-def test_importing_scratchnet_never_fails_on_incomplete_or_inconsistent_launcher_variables_and_pins_only_on_whole_ones():
-    """Another launcher's ``MPI_LOCALNRANKS`` without ``MPI_LOCALRANKID`` was a KeyError at ``import scratchnet``."""
+def test_pin_cores_never_fails_on_incomplete_or_inconsistent_launcher_variables_and_pins_only_on_whole_ones():
     cores = sorted(os.sched_getaffinity(0))
-    code = "import os, scratchnet; print(sorted(os.sched_getaffinity(0)))"
+    code = "import os, scratchnet, scratchnet.distributed as d; d.pin_cores(); print(sorted(os.sched_getaffinity(0)))"
     for local in ({"MPI_LOCALNRANKS": "2"}, {"MPI_LOCALRANKID": "1"}, {"MPI_LOCALRANKID": "2", "MPI_LOCALNRANKS": "2"},
                   {"MPI_LOCALRANKID": "x", "MPI_LOCALNRANKS": "2"}, {"MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "\u00b2"},
                   {"MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "3"}):  # the last: more local ranks than the world's 2
@@ -109,7 +130,7 @@ def test_outside_mpiexec_allreduce_gradients_changes_nothing():
     assert all((p.grad == 1).all() for p in model.parameters())
 
 
-def test_dropout_under_a_shard_keeps_its_rows_of_the_mask_of_the_global_batch():
+def test_dropout_given_a_shard_keeps_its_rows_of_the_mask_of_the_global_batch():
     layer = sn.layers.Dropout(0.5)
     x = np.ones((7, 5))
     with sn.use_backend("numpy"):
@@ -117,8 +138,8 @@ def test_dropout_under_a_shard_keeps_its_rows_of_the_mask_of_the_global_batch():
         whole, _ = layer.forward(x, training=True)
         for r in range(3):
             sn.random.seed(3)
-            with Shard.of(7, r, 3) as shard:
-                y, backprop = layer.forward(shard.take(x), training=True)
+            shard = Shard.of(7, r, 3)
+            y, backprop = layer.forward(shard.take(x), training=shard)
             np.testing.assert_array_equal(y, shard.take(whole))
             np.testing.assert_array_equal(backprop(np.ones_like(y)), shard.take(whole))
 

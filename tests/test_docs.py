@@ -55,7 +55,7 @@ def test_every_literalinclude_names_a_file_and_object_that_exist(page, target, o
 def test_the_docs_have_the_derivation_pages_of_every_op_family():
     pages = {p.stem for p in (DOCS / "derivations").glob("*.md")}
     assert {"dense", "activations", "softmax", "softmax_cross_entropy", "conv2d", "max_pool", "avg_pool", "lstm", "embedding",
-            "dropout"} <= pages
+            "dropout", "attention", "normalization"} <= pages
 
 
 @pytest.mark.parametrize("tutorial", TUTORIALS, ids=lambda p: p.stem)
@@ -67,8 +67,9 @@ def test_each_tutorial_is_a_percent_script_listed_and_offered_as_a_notebook(tuto
     assert tutorial.stem in (DOCS / "tutorials" / "index.md").read_text(encoding="utf-8")
 
 
-def test_five_tutorials_one_per_seed_lesson():
-    assert [p.stem for p in TUTORIALS] == ["01_mlp", "02_lenet", "03_lstm_rows", "04_char_lm", "05_sharing_checkpoints"]
+def test_seven_tutorials_one_per_lesson():
+    assert [p.stem for p in TUTORIALS] == ["01_mlp", "02_lenet", "03_lstm_rows", "04_char_lm", "05_sharing_checkpoints",
+                                           "06_transformer_lm", "07_resnet"]
 
 
 # -- the learner's way in: the README, Start here, the lessons ----------------------------------------
@@ -108,13 +109,13 @@ def test_the_readme_keeps_the_engineering_material_in_the_documentation():
         assert (DOCS / "engineering" / f"{page}.md").is_file()
 
 
-def test_the_five_lessons_are_named_alike_in_the_readme_and_on_start_here():
+def test_the_seven_lessons_are_named_alike_in_the_readme_and_on_start_here():
     intro = README.read_text(encoding="utf-8").split("\n## ")[0]
     lessons = re.findall(r"^\d\. (.+)$", intro, re.M)
-    assert len(lessons) == 5 and "five **lessons**" in intro
+    assert len(lessons) == 7 and "seven **lessons**" in intro
     table = re.findall(r"^\| (\d) \| \{doc\}`tutorials/(\w+)` \| `(\w+)` \|", (DOCS / "start_here.md").read_text(), re.M)
     assert [(int(n), page) for n, page, _ in table] == list(enumerate((p.stem for p in TUTORIALS), start=1))
-    assert [model for _, _, model in table] == ["mlp", "lenet", "lstm", "charlm", "mlp"]
+    assert [model for _, _, model in table] == ["mlp", "lenet", "lstm", "charlm", "mlp", "transformer_lm", "resnet"]
 
 
 def test_the_words_of_the_learners_pages_keep_seed_for_randomness():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
+from helpers import to_backend
 
 DTYPES = [np.float32, np.float64]
 
@@ -57,7 +57,7 @@ def test_dropout_masks_keep_each_backends_contract(backend):
 
     The CPU backends draw the mask with NumPy's generator: the numba backend's
     mask is the reference's, bit for bit. The GPU backend hashes ``(seed,
-    index)`` on the device (``kernels/dropout.cu``), so its mask is not
+    index)`` on the device (``kernels/cuda/dropout.cu``), so its mask is not
     NumPy's; its promise is its own: the same mask for a seed on every run
     and every GPU (an integer hash, pinned here by its first 64 entries), in
     float32 and float64 alike, and a keep rate of ``1 - rate`` within a
@@ -80,7 +80,7 @@ def test_dropout_masks_keep_each_backends_contract(backend):
     assert abs(kept - 0.6) <= 5 * np.sqrt(0.4 * 0.6 / big.size)
 
 
-# The first 64 keep/drop bits of kernels/dropout.cu's mask for seed 5, rate 0.4: the hash's own
+# The first 64 keep/drop bits of kernels/cuda/dropout.cu's mask for seed 5, rate 0.4: the hash's own
 # output (SplitMix64 of the seed and the index; a pure-Python SplitMix64 gives the same), the same
 # on every GPU and on the host shim.
 GPU_MASK_SEED_5 = "adadb55dbcedffea"
@@ -155,3 +155,21 @@ def test_random_rejects_bad_seeds_and_states():
         sn.random.set_state([1, 2])
     with pytest.raises(ValueError, match=r"random.set_state: unknown bit generator 'Nope'"):
         sn.random.set_state({"bit_generator": "Nope"})
+
+
+@pytest.mark.parametrize("rows", [(0, 3), (3, 7), (6, 7)])
+def test_dropout_of_some_rows_of_a_global_batch_is_those_rows_of_the_global_mask(backend, rows):
+    """Data parallelism: a rank passes the global batch's shape and its row offset, and draws the same mask."""
+    start, stop = rows
+    x = np.arange(1, 7 * 5 + 1, dtype=np.float64).reshape(7, 5)
+    whole, _ = sn.ops.dropout(to_backend(backend, x), 0.5, seed=4)
+    part, backprop = sn.ops.dropout(to_backend(backend, x[start:stop]), 0.5, seed=4, global_shape=(7, 5), offset=start)
+    np.testing.assert_array_equal(sn.to_numpy(part), sn.to_numpy(whole)[start:stop])
+    dx = sn.to_numpy(backprop(to_backend(backend, np.ones((stop - start, 5)))))
+    np.testing.assert_array_equal(dx, sn.to_numpy(whole)[start:stop] / x[start:stop])
+
+
+@pytest.mark.parametrize("global_shape, offset", [((7, 4), 0), ((7, 5), 5), ((7, 5), -1), ((2, 5), 0), ((7, 5), 1.0)])
+def test_dropout_refuses_rows_that_are_not_part_of_the_global_batch(backend, global_shape, offset):
+    with pytest.raises(ValueError, match="rows offset:offset"):
+        sn.ops.dropout(to_backend(backend, np.ones((3, 5))), 0.5, seed=0, global_shape=global_shape, offset=offset)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow
 
 
 class Param:
@@ -28,7 +28,7 @@ def _trajectory():
 
 @pytest.mark.parametrize("with_num_updates", [False, True], ids=["fixed_decay", "num_updates"])
 def test_shadows_match_tensorflow_over_several_updates(backend, with_num_updates):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     values = _trajectory()
     step = tf_.Variable(0, dtype=tf_.int64)
     tf_ema = tf_.train.ExponentialMovingAverage(0.99, num_updates=step if with_num_updates else None)

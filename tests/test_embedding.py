@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -21,7 +20,7 @@ IDS = {
 
 
 def tf_reference(ids, table, dY):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     table_t = tf_.constant(table)
     with tf_.GradientTape() as tape:
         tape.watch(table_t)

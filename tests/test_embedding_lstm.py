@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -45,7 +44,7 @@ def make_inputs(case, dtype, seed=0):
 @functools.lru_cache(maxsize=None)
 def keras_reference(case, dtype_name):
     """Outputs and gradients of ``sum(ys*dys) + sum(h*dh) + sum(c*dc)`` through Keras's Embedding then LSTM."""
-    tf_ = tf()
+    tf_ = load_tensorflow()
     ids, a = make_inputs(case, np.dtype(dtype_name))
     N, T, V, D, H = CASES[case]
     embedding = tf_.keras.layers.Embedding(V, D, dtype=dtype_name)

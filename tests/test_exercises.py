@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
+from helpers import load_tensorflow
 from scratchnet.exercises import forward, solutions
 
 E = sn.exercises
@@ -40,6 +41,7 @@ def test_strict_grading_raises_an_exercise_error_with_the_report():
 def test_aliases_and_unknown_names():
     assert E.grade("max_pool2d", solutions.max_pool_backward).passed
     assert E.grade("lstm", solutions.lstm_step_backward).passed
+    assert E.grade("gru", solutions.gru_step_backward).passed
     with pytest.raises(ValueError, match="unknown exercise 'softmax'"):
         E.grade("softmax", solutions.dense_backward)
 
@@ -231,6 +233,165 @@ def test_lstm_step_transposed_drecurrent_kernel_is_named_by_its_shape():
     _fails("lstm_step", backward, ["drecurrent_kernel"], "looks transposed")
 
 
+# -- one GRU step ---------------------------------------------------------------------------------
+GRU_GRADIENTS = ["dx", "dh_prev", "dkernel", "drecurrent_kernel", "dbias"]
+GRU_MISTAKES = [m.name for m in E.get_exercise("gru_step").mistakes]
+
+
+def _gru_step(dh, cache, mistake=None):
+    """The kept GRU step's backward, written out, with one ``mistake`` planted."""
+    x, h_prev, kernel, recurrent_kernel, z, r, g, u_h = cache
+    H = h_prev.shape[1]
+    if mistake == "swapped update gate":  # (1 - z) where z belongs: h = (1 - z) * h_prev + z * g
+        dg, dz, dh_prev = dh * z, dh * (g - h_prev), dh * (1 - z)
+    else:
+        dg, dz, dh_prev = dh * (1 - z), dh * (h_prev - g), dh * z
+    if mistake == "no direct path":
+        dh_prev = np.zeros_like(dh)
+    dp_h = dg * (1 - g ** 2)
+    dr = dp_h * u_h
+    if mistake == "reset gate before the product":  # r on h_prev's side: g = tanh(a_h + (r * h_prev) @ U_h)
+        dr = (dp_h @ recurrent_kernel[:, 2 * H:].T) * h_prev
+    dp_z, dp_r = dz * z * (1 - z), dr * r * (1 - r)
+    da = np.concatenate([dp_z, dp_r, dp_h], axis=1)
+    du = np.concatenate([dp_z, dp_r, dp_h if mistake == "du_h without r" else dp_h * r], axis=1)
+    return (da @ kernel.T, dh_prev + du @ recurrent_kernel.T, x.T @ da, h_prev.T @ du,
+            np.stack([da.sum(axis=0), du.sum(axis=0)]))
+
+
+def _planted_gru(mistake):
+    return lambda dh, cache: _gru_step(dh, cache, mistake)
+
+
+def _names_only(report, mistakes, expected):
+    """The report names the ``expected`` mistake (by its name, first in its finding) and no other."""
+    text = str(report)
+    named = [m for m in mistakes if f"the likely mistake: {m}" in text]
+    assert named == [expected], text
+    first = report.findings[0].message.splitlines()
+    assert first[1] == f"the likely mistake: {expected}", text  # before the gradients it shows
+    return text
+
+
+def test_the_gru_step_written_out_passes():
+    assert E.grade("gru_step", _planted_gru(None)).passed
+
+
+def test_gru_step_without_the_direct_path_names_dh_prev_and_the_path():
+    report = _fails("gru_step", _planted_gru("no direct path"), ["dh_prev"], "finite differences")
+    text = _names_only(report, GRU_MISTAKES, "the direct path h = z * h_prev is missing from dh_prev")
+    assert "also uses h_prev itself, directly" in text and "dh_prev = dh * z" not in text
+    assert "dh_prev = dh * z + du @ recurrent_kernel.T" in str(E.grade("gru_step", _planted_gru("no direct path"),
+                                                                       hint=2))
+
+
+def test_gru_step_with_du_h_not_multiplied_by_r_names_the_reset_gate():
+    report = _fails("gru_step", _planted_gru("du_h without r"), ["dh_prev", "drecurrent_kernel", "dbias"])
+    text = _names_only(report, GRU_MISTAKES,
+                       "the reset gate is on the wrong side: du_h lacks its factor r (drecurrent_kernel, dbias)")
+    assert "r scales the recurrent part u_h" in text
+    assert "du = [dp_z, dp_r, dp_h * r]" in str(E.grade("gru_step", _planted_gru("du_h without r"), hint=2))
+
+
+def test_gru_step_with_dr_not_from_u_h_names_the_reset_gate():
+    report = _fails("gru_step", _planted_gru("reset gate before the product"), GRU_GRADIENTS)
+    text = _names_only(report, GRU_MISTAKES,
+                       "the reset gate is on the wrong side: dr is not computed from u_h (dkernel's r block)")
+    assert "dkernel is wrong in its r block only" in text and "reset_after=True" in text
+    assert "dr = dp_h * u_h" in str(E.grade("gru_step", _planted_gru("reset gate before the product"), hint=2))
+
+
+def test_gru_step_with_the_update_gate_swapped_names_it():
+    report = _fails("gru_step", _planted_gru("swapped update gate"), GRU_GRADIENTS)
+    text = _names_only(report, GRU_MISTAKES,
+                       "the update gate is swapped: (1 - z) where z belongs (dh_prev, dkernel's z and h blocks)")
+    assert "z weighs the OLD state" in text
+    assert "dg = dh * (1 - z)" in str(E.grade("gru_step", _planted_gru("swapped update gate"), hint=2))
+
+
+def test_gru_step_transposed_dkernel_and_a_one_row_dbias_are_named_by_their_shape():
+    def transposed(dh, cache):
+        dx, dh_prev, dkernel, drecurrent_kernel, dbias = solutions.gru_step_backward(dh, cache)
+        return dx, dh_prev, dkernel.T, drecurrent_kernel, dbias
+
+    def one_row(dh, cache):
+        dx, dh_prev, dkernel, drecurrent_kernel, dbias = solutions.gru_step_backward(dh, cache)
+        return dx, dh_prev, dkernel, drecurrent_kernel, dbias.sum(axis=0)
+
+    _fails("gru_step", transposed, ["dkernel"], "looks transposed")
+    _fails("gru_step", one_row, ["dbias"], "dbias has shape (15,) but bias has shape (2, 15)")
+
+
+# -- attention ------------------------------------------------------------------------------------
+ATTENTION_MISTAKES = [m.name for m in E.get_exercise("attention").mistakes]
+
+
+def _attention(dy, cache, mistake=None):
+    """The kept attention backward, written out, with one ``mistake`` planted."""
+    q, k, v, mask, p = cache
+    scale = 1.0 if mistake == "no scale" else 1 / np.sqrt(q.shape[-1])
+    dv = np.swapaxes(p, -1, -2) @ dy
+    dp = dy @ np.swapaxes(v, -1, -2)
+    if mistake == "no diagonal":  # only the rank-one part of diag(p) - p p^T
+        ds = -p * (dp * p).sum(axis=-1, keepdims=True)
+    elif mistake == "mask after the softmax":  # weights recomputed over every key, the mask applied to ds after
+        everywhere = forward.softmax(scale * q @ np.swapaxes(k, -1, -2))
+        ds = everywhere * (dp - (dp * everywhere).sum(axis=-1, keepdims=True))
+        if mask is not None:
+            ds = ds * mask
+    else:
+        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    return scale * ds @ k, scale * np.swapaxes(ds, -1, -2) @ q, dv
+
+
+def _planted_attention(mistake):
+    return lambda dy, cache: _attention(dy, cache, mistake)
+
+
+def test_the_attention_written_out_passes():
+    assert E.grade("attention", _planted_attention(None)).passed
+
+
+def test_attention_without_the_scale_names_dq_and_dk():
+    report = _fails("attention", _planted_attention("no scale"), ["dq", "dk"],
+                    f"yours is the right one times {np.sqrt(3):.6g} everywhere")
+    text = _names_only(report, ATTENTION_MISTAKES, "the scale 1/sqrt(d) is missing from dq and dk")
+    assert "dq and dk are sqrt(d) times too large" in text
+
+
+def test_attention_with_the_softmax_jacobian_without_its_diagonal_names_dq_and_dk():
+    report = _fails("attention", _planted_attention("no diagonal"), ["dq", "dk"])
+    text = _names_only(report, ATTENTION_MISTAKES, "the softmax's Jacobian lacks its diagonal (dq, dk)")
+    assert "dq and dk are wrong but dv is right" in text
+    assert "ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))" in str(
+        E.grade("attention", _planted_attention("no diagonal"), hint=2))
+
+
+def test_attention_with_the_mask_applied_after_the_softmax_fails_the_masked_cases_only():
+    report = _fails("attention", _planted_attention("mask after the softmax"), ["dq", "dk"])
+    text = _names_only(report, ATTENTION_MISTAKES, "the mask is applied after the softmax (dq, dk)")
+    assert [ok for _, ok in report.cases] == [True, True, False, False], text
+    assert "-inf BEFORE it" in text
+    assert "with the cache's p, and no multiplication by the mask" in str(
+        E.grade("attention", _planted_attention("mask after the softmax"), hint=2))
+
+
+def test_attention_transposed_dk_is_named_by_its_shape():
+    def backward(dy, cache):
+        dq, dk, dv = solutions.attention_backward(dy, cache)
+        return dq, np.swapaxes(dk, -1, -2), dv
+
+    _fails("attention", backward, ["dk"], "dk has shape")
+
+
+def test_no_known_mistake_fits_a_far_off_answer():
+    def zeros(dy, cache):
+        q, k, v, mask, p = cache
+        return np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+
+    assert "the likely mistake" not in str(E.grade("attention", zeros))
+
+
 def test_a_backward_that_raises_is_reported_with_its_line():
     def backward(dy, cache):
         x, w, b = cache
@@ -291,6 +452,10 @@ def test_no_default_hint_states_a_formula():
         for name, levels in ex.hints.items():
             assert len(levels) == 3, (ex.name, name)
             assert f"{name} =" not in levels[0] and f"{name}[" not in levels[0], (ex.name, name, levels[0])
+        for mistake in ex.mistakes:  # the known mistakes' nudges too
+            assert len(mistake.hints) == 3, (ex.name, mistake.name)
+            for name in ex.gradients + ("ds", "dr", "dg", "dz", "da", "du"):
+                assert f"{name} =" not in mistake.hints[0], (ex.name, mistake.name, mistake.hints[0])
 
 
 def test_a_forward_of_your_own_is_graded_against_the_op():
@@ -303,32 +468,29 @@ def test_a_forward_of_your_own_is_graded_against_the_op():
 
 
 # -- the layer exercise ---------------------------------------------------------------------------
-class _Planted(solutions.LayerNormalization):
+class _Planted(solutions.RMSNormalization):
     """The kept layer with one mistake planted in its backprop (``mistake``)."""
 
     mistake = None
 
     def call(self, x, training=False):
         y, right = super().call(x, training)
-        mean = x.mean(axis=-1, keepdims=True)
-        std = np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + self.epsilon)
+        s = 1 / np.sqrt((x ** 2).mean(axis=-1, keepdims=True) + self.epsilon)
         lead = tuple(range(x.ndim - 1))
 
         def backprop(dy):
-            if self.mistake == "constant statistics":  # mean and std treated as constants
-                self.gamma.accumulate((dy * (x - mean) / std).sum(axis=lead))
-                self.beta.accumulate(dy.sum(axis=lead))
-                return dy * self.gamma.value / std
-            if self.mistake == "dgamma without x_hat":
+            if self.mistake == "constant statistics":  # s treated as a constant: dx = dy * gamma * s
+                self.gamma.accumulate((dy * x * s).sum(axis=lead))
+                return dy * self.gamma.value * s
+            if self.mistake == "dgamma without x_hat":  # dgamma = sum of dy
                 dx = right(dy)
-                self.gamma.grad -= (dy * (x - mean) / std).sum(axis=lead) - dy.sum(axis=lead)
+                self.gamma.grad -= (dy * x * s).sum(axis=lead) - dy.sum(axis=lead)
                 return dx
             if self.mistake == "assigned grad":
-                gamma_grad, beta_grad = self.gamma.grad, self.beta.grad
+                gamma_grad = self.gamma.grad
                 dx = right(dy)
                 if gamma_grad is not None:  # p.grad = g: what came before is lost
                     self.gamma.grad = self.gamma.grad - gamma_grad
-                    self.beta.grad = self.beta.grad - beta_grad
                 return dx
             return right(dy)
 
@@ -338,38 +500,66 @@ class _Planted(solutions.LayerNormalization):
 
 
 def _planted(mistake):
-    return type(f"LayerNorm_{mistake.replace(' ', '_')}", (_Planted,), {"mistake": mistake})
+    return type(f"RMSNorm_{mistake.replace(' ', '_')}", (_Planted,), {"mistake": mistake})
 
 
 def test_the_layer_exercise_passes_the_kept_layer_and_reports_the_stub():
-    assert E.grade("layer_norm", solutions.LayerNormalization).passed
-    report = E.grade("layer_norm", E.stub("layer_norm"))
+    assert E.grade("rms_norm", solutions.RMSNormalization).passed
+    report = E.grade("rms_norm", E.stub("rms_norm"))
     assert report.status == "not implemented"
-    assert "class LayerNormalization(sn.Layer)" in str(report)
+    assert "class RMSNormalization(sn.Layer)" in str(report)
 
 
-def test_layer_norm_with_constant_statistics_names_dx():
-    report = E.grade("layer_norm", _planted("constant statistics"))
+def test_the_kept_rms_norm_matches_keras():
+    load_tensorflow()  # the referee: skipped outside CI when it is not installed
+    import keras
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 5))
+    ours = solutions.RMSNormalization(dtype="float64")
+    ours.forward(x)  # builds it
+    ours.gamma.value[...] = np.linspace(0.5, 2.0, 5)
+    theirs = keras.layers.RMSNormalization(dtype="float64")
+    theirs.build(x.shape)
+    theirs.scale.assign(ours.gamma.value)
+    assert ours.epsilon == theirs.epsilon  # Keras's default, 1e-6
+    np.testing.assert_allclose(ours.forward(x)[0], np.asarray(theirs(x)), rtol=1e-12, atol=1e-12)
+
+
+def test_a_built_in_layer_norm_does_not_pass_the_rms_norm_exercise():
+    assert not E.grade("rms_norm", sn.layers.LayerNormalization).passed
+
+
+def test_rms_norm_with_constant_statistics_names_dx():
+    report = E.grade("rms_norm", _planted("constant statistics"))
     assert report.wrong == ["dx"], str(report)
-    assert "mean and var depend on x too" in str(report)
+    assert "the root mean square depends on x too" in str(report)
 
 
-def test_layer_norm_dgamma_without_x_hat_names_dgamma():
-    report = E.grade("layer_norm", _planted("dgamma without x_hat"))
+def test_rms_norm_dgamma_without_x_hat_names_dgamma():
+    report = E.grade("rms_norm", _planted("dgamma without x_hat"))
     assert report.wrong == ["dgamma"], str(report)
     assert "dgamma is wrong at" in str(report)
 
 
-def test_layer_norm_that_assigns_its_gradients_is_told_to_accumulate():
-    report = E.grade("layer_norm", _planted("assigned grad"))
-    assert report.wrong == ["dgamma", "dbeta"], str(report)
+def test_rms_norm_that_assigns_its_gradient_is_told_to_accumulate():
+    report = E.grade("rms_norm", _planted("assigned grad"))
+    assert report.wrong == ["dgamma"], str(report)
     assert "backprop must ADD to p.grad (p.accumulate(g))" in str(report)
 
 
 def test_a_layer_whose_call_returns_only_y_is_told_to_return_y_and_backprop():
-    report = E.grade("layer_norm", _planted("returns y only"))
+    report = E.grade("rms_norm", _planted("returns y only"))
     assert report.status == "error"
     assert "call must return (y, backprop)" in str(report) and "ndarray of shape (4, 6)" in str(report)
+
+
+def test_the_layer_hints_come_in_three_levels_and_the_nudge_gives_no_formula():
+    for ex in E.LAYER_EXERCISES.values():
+        assert set(ex.hints) == {"y"} | {f"d{p}" for p in ("x",) + ex.parameters}, ex.name
+        for name, levels in ex.hints.items():
+            assert len(levels) == 3, (ex.name, name)
+            assert f"{name} =" not in levels[0] and f"{name}[" not in levels[0], (ex.name, name, levels[0])
+            assert f"{name} =" in levels[2], (ex.name, name, levels[2])
 
 
 def test_layer_forward_says_call_must_return_y_and_backprop_even_for_a_batch_of_two():
@@ -408,7 +598,8 @@ def test_use_refuses_a_backward_that_fails_the_grader_and_restores_nothing():
 @pytest.mark.parametrize("name", E.NAMES)
 def test_use_swaps_each_op_and_gives_the_built_in_results(name, rng):
     """The swapped op, called as the layers call it, returns what the built-in returns (float64, numpy)."""
-    op = {"dense": "dense", "conv2d": "conv2d", "max_pool": "max_pool2d", "lstm_step": "lstm"}[name]
+    op = {"dense": "dense", "conv2d": "conv2d", "max_pool": "max_pool2d", "lstm_step": "lstm", "gru_step": "gru",
+          "attention": "attention"}[name]
     args, kwargs = {
         "dense": ((rng.normal(size=(4, 5)), rng.normal(size=(5, 3)), rng.normal(size=3)), {"activation": "relu"}),
         "conv2d": ((rng.normal(size=(2, 6, 6, 2)), rng.normal(size=(3, 3, 2, 4)), rng.normal(size=4), 1, "SAME"),
@@ -416,6 +607,12 @@ def test_use_swaps_each_op_and_gives_the_built_in_results(name, rng):
         "max_pool": ((rng.normal(size=(2, 6, 6, 3)), 2, 2, "SAME"), {}),
         "lstm_step": ((rng.normal(size=(2, 3, 4)), rng.normal(size=(4, 20)), rng.normal(size=(5, 20)),
                        rng.normal(size=20)), {}),
+        "gru_step": ((rng.normal(size=(2, 3, 4)), rng.normal(size=(4, 15)), rng.normal(size=(5, 15)),
+                      rng.normal(size=(2, 15)), rng.normal(size=(2, 5))), {}),
+        # (N, heads, T, d) as MultiHeadAttention calls it, a causal mask and a padding mask at once
+        "attention": ((rng.normal(size=(2, 2, 4, 3)), rng.normal(size=(2, 2, 4, 3)), rng.normal(size=(2, 2, 4, 5))),
+                      {"mask": (np.arange(4) < np.array([4, 2])[:, None])[:, None, None, :], "causal": True,
+                       "scale": 1 / np.sqrt(3)}),
     }[name]
     with sn.use_backend("numpy"):
         y_right, backprop_right = getattr(sn.ops, op)(*args, **kwargs)
@@ -431,6 +628,37 @@ def test_use_swaps_each_op_and_gives_the_built_in_results(name, rng):
     g_right, g_yours = (g if isinstance(g, tuple) else (g,) for g in (g_right, g_yours))
     for a, b in zip(g_right, g_yours):
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-10)
+
+
+def test_use_gru_step_reaches_the_gru_layer_and_gives_it_back():
+    """The GRU layer holds its op as a class attribute: the swap replaces it too, and restores it."""
+    builtin = sn.layers.GRU.op
+    x = np.random.default_rng(0).normal(size=(3, 4, 2))
+
+    def run():
+        sn.random.seed(0)
+        layer = sn.layers.GRU(5, dtype="float64")
+        y, backprop = layer.forward(x)
+        return y, backprop(np.ones_like(y)), layer.kernel.grad
+
+    with sn.use_backend("numpy"):
+        y_right, dx_right, dk_right = run()
+        with E.use("gru_step", backward=solutions.gru_step_backward):
+            assert sn.layers.GRU.op.__module__ == "scratchnet.exercises.swap"
+            y_yours, dx_yours, dk_yours = run()
+    assert sn.layers.GRU.op is builtin
+    np.testing.assert_allclose(y_yours, y_right, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx_yours, dx_right, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(dk_yours, dk_right, rtol=1e-9, atol=1e-10)
+
+
+def test_use_attention_refuses_dropout_and_another_scale():
+    q = np.random.default_rng(0).normal(size=(1, 3, 4))
+    with sn.use_backend("numpy"), E.use("attention", backward=solutions.attention_backward):
+        with pytest.raises(ValueError, match="your attention has no dropout"):
+            sn.ops.attention(q, q, q, dropout_rate=0.1)
+        with pytest.raises(ValueError, match="scales the scores by 1/sqrt"):
+            sn.ops.attention(q, q, q, scale=1.0)
 
 
 # -- scratchnet exercises NAME --------------------------------------------------------------------

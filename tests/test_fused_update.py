@@ -26,7 +26,7 @@ def _state(model):
 def _train(name, fused, monkeypatch, steps=5, **hparams):
     with monkeypatch.context() as m:
         if not fused:
-            m.setattr(fused_update, "fusable", lambda model, params: False)
+            m.setattr(fused_update, "fusable", lambda optimizer, params, average=None: False)
         taken = []
         real_step = fused_update.sgd_l2_ema_step
         m.setattr(fused_update, "sgd_l2_ema_step", lambda *a, **k: taken.append(1) or real_step(*a, **k))
@@ -78,9 +78,9 @@ def test_only_plain_sgd_with_l2_and_a_moving_average_is_fused(optimizer, regular
     model = _mlp(optimizer(), regularizer)
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((8, 4)).astype(np.float32), rng.integers(0, 3, 8)
-    assert not fused_update.fusable(model, model.trainable_parameters)  # the first step: no shadows yet
+    assert not fused_update.fusable(model.optimizer, model.weights, model.ema)  # the first step: no shadows yet
     model.train_on_batch(x, y)
     model.zero_grad()
     for p in model.trainable_parameters:
         p.grad = p.value * 0
-    assert fused_update.fusable(model, model.trainable_parameters) is fused
+    assert fused_update.fusable(model.optimizer, model.weights, model.ema) is fused

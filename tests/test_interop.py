@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _keras():
-    tf()
+    load_tensorflow()
     import keras
 
     return keras
@@ -81,7 +81,7 @@ def _keras_train_step(keras_model, optimizer, x, y):
     IndexedSlices, whose repeated ids it updates one slice at a time instead of
     summing them first: not Adam on the gradient. Densifying gives the real one.
     """
-    tf_ = tf()
+    tf_ = load_tensorflow()
     import keras
 
     with tf_.GradientTape() as tape:

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from reference import tf
+from helpers import load_tensorflow
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -52,7 +52,7 @@ RTOL = {"float64": 1e-9, "float32": 1e-4}
 
 
 def _keras():
-    tf()
+    load_tensorflow()
     import keras
 
     return keras
@@ -131,7 +131,7 @@ def _rel_diffs(ours, theirs):
 
 def _keras_step_fn(keras_model, dtype):
     """A compiled Keras SGD step on the loss Keras's ``fit`` would minimise (data loss + regularization)."""
-    tf_ = tf()
+    tf_ = load_tensorflow()
     import keras
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)

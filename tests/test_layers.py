@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow
 from scratchnet.gradcheck import check_layer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -82,7 +82,7 @@ def _as_list(y):
 @functools.lru_cache(maxsize=None)
 def keras_reference(case):
     """Inputs, weights, output weights R, and Keras's outputs and gradients of sum(y * R)."""
-    tf_ = tf()
+    tf_ = load_tensorflow()
     import keras
 
     make_keras, _, make_x = CASES[case]

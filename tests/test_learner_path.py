@@ -144,9 +144,10 @@ def test_a_student_goes_from_the_max_pool_notebook_to_lenet_at_the_built_in_accu
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dense", "conv2d", "layer_norm"])  # lstm_step: 3 LSTMs of 256 in NumPy, too slow
+@pytest.mark.parametrize("name", ["dense", "conv2d", "gru_step", "attention", "rms_norm"])  # lstm_step: 3 LSTMs of
+# 256 in NumPy, too slow
 def test_every_notebook_runs_with_the_teachers_answer(name, mnist):
-    answer = inspect.getsource(getattr(solutions, "LayerNormalization" if name == "layer_norm" else f"{name}_backward"))
+    answer = inspect.getsource(getattr(solutions, "RMSNormalization" if name == "rms_norm" else f"{name}_backward"))
     ns = _run_notebook(name, answer, steps=2)
     assert ns["report"].passed
 

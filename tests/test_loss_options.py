@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -26,7 +25,7 @@ def make_logits(shape, dtype, seed=0, scale=3.0):
 
 
 def tf_log_softmax(x, dy, axis=-1):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     x_t = tf_.constant(x)
     with tf_.GradientTape() as tape:
         tape.watch(x_t)
@@ -157,7 +156,7 @@ def tf_weighted(logits, ids, class_weight, reduction):
     (Keras's loss objects compute in float32; ``tf.nn`` keeps float64. Keras's own
     ``sample_weight`` is checked in float32 below.)
     """
-    tf_ = tf()
+    tf_ = load_tensorflow()
     z = tf_.constant(logits)
     sw = tf_.constant(np.asarray(class_weight, logits.dtype)[ids])
     with tf_.GradientTape() as tape:
@@ -194,7 +193,7 @@ def test_class_weight_matches_keras_sample_weight(backend, keras_reduction):
     logits, _ = make_logits((2, 4, 5), np.float32)
     ids = np.random.default_rng(8).integers(0, 5, size=(2, 4))
     class_weight = np.array([0.5, 1.0, 2.0, 0.0, 3.0])
-    keras_loss = tf().keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=keras_reduction)
+    keras_loss = load_tensorflow().keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=keras_reduction)
     want = keras_loss(ids, logits, sample_weight=class_weight[ids].astype(np.float32)).numpy()
     reduction = {"sum": "sum", None: "none", "sum_over_batch_size": "sum"}[keras_reduction]
     value, _ = sn.losses.SparseCategoricalCrossentropy(class_weight=class_weight, reduction=reduction)(

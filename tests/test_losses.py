@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -14,7 +13,7 @@ DTYPES = [np.float32, np.float64]
 
 def tf_reference(logits, labels, dloss):
     """Mean loss and ``dloss * d(mean loss)/d(logits)`` from TensorFlow."""
-    tf_ = tf()
+    tf_ = load_tensorflow()
     logits_t = tf_.constant(logits)
     with tf_.GradientTape() as tape:
         tape.watch(logits_t)

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -43,7 +42,7 @@ def make_inputs(case, dtype, seed=0):
 @functools.lru_cache(maxsize=None)
 def keras_reference(case, dtype_name):
     """Outputs and gradients of ``sum(ys*dys) + sum(h*dh) + sum(c*dc)`` from Keras's LSTM."""
-    tf_ = tf()
+    tf_ = load_tensorflow()
     a = make_inputs(case, np.dtype(dtype_name))
     N, T, D, H = CASES[case]
     layer = tf_.keras.layers.LSTM(H, return_sequences=True, return_state=True, dtype=dtype_name)
@@ -127,7 +126,7 @@ def test_lstm_gradients_match_finite_differences(case):
 
 
 # The Numba sequence kernels against the reference (large pre-activations, one part or split between
-# the threads, every need_dx): tests/test_speed_kernels.py::test_numba_lstm_matches_the_reference.
+# the threads, every need_dx): tests/test_fast_kernels_match_reference.py::test_numba_lstm_matches_the_reference.
 
 
 def test_lstm_backprop_does_not_mutate_its_gradients(backend):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow
 from scratchnet.parameters import ParameterStore
 
 L = sn.layers
@@ -192,7 +192,7 @@ def test_l2_penalty_joins_the_loss_and_its_gradient_joins_the_weights(rng):
 
 
 def test_l2_scale_is_keras_convention_twice_tf1_l2_regularizer(rng):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     w = rng.standard_normal((3, 4))
     keras_l2 = float(tf_.keras.regularizers.L2(0.3)(tf_.constant(w)))
     tf1_style = 2 * 0.3 * float(tf_.nn.l2_loss(w))  # tf.contrib.layers.l2_regularizer(2 * 0.3)
@@ -215,7 +215,7 @@ def test_sparse_and_one_hot_cross_entropy_agree(backend, rng):
 
 @pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "one_hot"])
 def test_cross_entropy_from_probabilities_matches_keras(sparse, rng):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     import keras
 
     probs = rng.dirichlet(np.ones(4), size=5).astype(np.float32) * 1.5  # unnormalised, as Keras allows
@@ -367,3 +367,63 @@ def test_summary_prints_layers_shapes_and_parameter_counts(rng, capsys):
     assert "embedding (Embedding)" in out and "(None, 5, 4)" in out and "40" in out
     assert "lstm (LSTM)" in out and "(None, 3)" in out and str(4 * 3 * (4 + 3 + 1)) in out
     assert f"Total params: {40 + 96 + 8}" in out and "Non-trainable params: 0" in out
+
+
+def _dropout_mlp(momentum=0.5):
+    sn.random.seed(5)
+    model = sn.Sequential([sn.layers.Dense(6, activation="relu", kernel_regularizer=sn.regularizers.l2(1e-3)),
+                           sn.layers.Dropout(0.4), sn.layers.Dense(3)], dtype="float64")
+    model.compile(sn.optimizers.SGD(0.1, momentum=momentum), "sparse_categorical_crossentropy")
+    model.ema = sn.ExponentialMovingAverage(0.9)
+    model.build((None, 4))
+    return model
+
+
+def test_data_parallel_wraps_the_one_training_step_and_in_a_world_of_one_changes_nothing(monkeypatch):
+    """``DataParallel`` runs the same ``train_step``, with its rows (``rows``) and an allreduce (``gradients_ready``)."""
+    from scratchnet.distributed import Shard
+    from scratchnet.model import step
+
+    calls = []
+    real = step.train_step
+    monkeypatch.setattr(step, "train_step", lambda *a, **k: calls.append(k) or real(*a, **k))
+    plain, wrapped = _dropout_mlp(), _dropout_mlp()
+    sn.distributed.DataParallel(wrapped)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        x, y = rng.standard_normal((7, 4)), rng.integers(0, 3, 7)
+        sn.random.seed(11)
+        want = plain.train_on_batch(x, y)
+        sn.random.seed(11)
+        got = wrapped.train_on_batch(x, y)
+        assert got == want
+    for p, q in zip(plain.parameters(), wrapped.parameters()):
+        np.testing.assert_array_equal(q.value, p.value, err_msg=p.name)
+    assert [sorted(k) for k in calls] == [[], ["gradients_ready", "rows"]] * 3
+    assert isinstance(calls[1]["rows"], Shard) and calls[1]["rows"].size == 7 and callable(calls[1]["gradients_ready"])
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5], ids=["plain_sgd_fused", "momentum"])
+def test_the_optimizer_owns_the_update_penalty_gradients_and_moving_average_included(momentum):
+    """``optimizer.step(params, regularize=True, average=ema)`` is the three phases a hand-written loop runs."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((5, 4)), rng.integers(0, 3, 5)
+    models = []
+    for _ in range(2):
+        model = _dropout_mlp(momentum)
+        model.layers[1].rate = 0.0
+        model.ema.apply(model.trainable_parameters)  # the shadows exist: SGD may take its fused path
+        model.zero_grad()
+        logits, backprop = model.forward(x, training=True)
+        backprop(model.loss(y, logits)[1](1.0))
+        models.append(model)
+    by_optimizer, by_hand = models
+    penalty = by_optimizer.optimizer.step(by_optimizer.weights, regularize=True, average=by_optimizer.ema)
+    want_penalty = by_hand.regularization_loss()
+    by_hand.regularization_backward()
+    by_hand.optimizer.step(by_hand.trainable_parameters)
+    by_hand.ema.apply(by_hand.trainable_parameters)
+    assert penalty == pytest.approx(want_penalty, rel=1e-12)
+    for p, q in zip(by_hand.parameters(), by_optimizer.parameters()):
+        np.testing.assert_array_equal(q.value, p.value, err_msg=p.name)
+        np.testing.assert_array_equal(by_optimizer.ema.average(q), by_hand.ema.average(p), err_msg=p.name)

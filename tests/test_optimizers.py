@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow
 
 STEPS = 5
 SHAPES = [(3, 4), (4,)]
@@ -40,7 +40,7 @@ def _run_ours(be, opt, dtype):
 
 @functools.lru_cache(maxsize=None)
 def _run_keras(case, dtype):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     import keras
 
     w0, grads = _problem(dtype)
@@ -102,7 +102,7 @@ def test_optimizer_matches_keras_in_float64(case):
 
 
 def _run_tf1_momentum(nesterov, learning_rate):
-    tf_ = tf()
+    tf_ = load_tensorflow()
     w0, grads = _problem(np.float32)
     variables = [tf_.Variable(w) for w in w0]
     count = [0]
@@ -132,7 +132,7 @@ def test_momentum_equals_sgd_momentum_at_a_constant_rate_and_differs_when_it_dec
 
 def test_l2_regularised_loss_with_clipping_matches_tensorflow(backend):
     """``loss = <c, w> + scale * sum(w**2)`` under Adam with ``global_clipnorm`` (seed 004's 4.5)."""
-    tf_ = tf()
+    tf_ = load_tensorflow()
     import keras
 
     scale = 0.05
@@ -256,7 +256,7 @@ def test_bad_hyperparameters_and_gradients_raise_errors_naming_them():
 
 @pytest.mark.parametrize("staircase", [False, True], ids=["smooth", "staircase"])
 def test_exponential_decay_matches_keras(staircase):
-    tf()
+    load_tensorflow()
     import keras
 
     ours = sn.schedules.ExponentialDecay(0.8, 550, 0.99, staircase=staircase)
@@ -273,7 +273,7 @@ def test_exponential_decay_rejects_non_positive_arguments():
 
 def test_a_real_model_with_l2_and_clipped_adam_matches_keras_fit_step_by_step():
     """Dense + L2 kernel regularizer, sparse cross-entropy, Adam with global_clipnorm: 4 steps, same weights."""
-    tf_ = tf()
+    tf_ = load_tensorflow()
     import keras
 
     rng = np.random.default_rng(11)

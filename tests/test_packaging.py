@@ -38,11 +38,11 @@ def wheel(tmp_path_factory):
 
 def test_wheel_contains_the_cuda_sources_and_the_backends(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    cu = {f"scratchnet/kernels/{p.name}" for p in (ROOT / "kernels").glob("*.cu")}
-    assert cu, "the checkout has no kernels/*.cu"
+    cu = {f"scratchnet/kernels/cuda/{p.name}" for p in (ROOT / "kernels" / "cuda").glob("*.cu")}
+    assert cu, "the checkout has no kernels/cuda/*.cu"
     assert cu <= names, f"missing from the wheel: {sorted(cu - names)}"
-    for name in ("scratchnet/kernels/common.cuh", "scratchnet/kernels/numba_ops.py",
-                 "scratchnet/kernels/cupy_ops.py", "scratchnet/kernels/cuda.py",
+    for name in ("scratchnet/kernels/cuda/common.cuh", "scratchnet/kernels/numba/backend.py",
+                 "scratchnet/kernels/cuda/backend.py", "scratchnet/kernels/cuda/compiler.py",
                  "scratchnet/ops/reference.py", "scratchnet/ops/conv.py"):
         assert name in names, f"{name} is missing from the wheel"
 
@@ -63,7 +63,7 @@ def test_cuda_loader_finds_its_sources_inside_an_unpacked_wheel(wheel, tmp_path)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
-        "import json, scratchnet.kernels.cuda as c\n"
+        "import json, scratchnet.kernels.cuda.compiler as c\n"
         "print(json.dumps({'file': c.__file__, 'dir': str(c.kernel_dir()),\n"
         "                  'sources': [p.name for p in c.source_files()],\n"
         "                  'header': c.kernel_source(c.source_path('conv')).splitlines()[0]}))\n"
@@ -73,8 +73,8 @@ def test_cuda_loader_finds_its_sources_inside_an_unpacked_wheel(wheel, tmp_path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
-    installed = site / "scratchnet" / "kernels"
+    installed = site / "scratchnet" / "kernels" / "cuda"
     assert Path(found["file"]).parent == installed, "the wheel's copy was not the one imported"
     assert Path(found["dir"]) == installed
-    assert found["sources"] == sorted(p.name for p in (ROOT / "kernels").glob("*.cu"))
-    assert found["header"] == '#line 1 "kernels/conv.cu"'
+    assert found["sources"] == sorted(p.name for p in (ROOT / "kernels" / "cuda").glob("*.cu"))
+    assert found["header"] == '#line 1 "kernels/cuda/conv.cu"'

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from conftest import to_backend
-from reference import assert_close, tf
+from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -43,9 +42,9 @@ def _inputs(case, dtype, kind):
 
 
 @functools.lru_cache(maxsize=None)
-def _tf_reference(case, dtype, kind):
+def tf_reference(case, dtype, kind):
     """TensorFlow's y and dx for a random upstream gradient (computed once per case)."""
-    tfm = tf()
+    tfm = load_tensorflow()
     x, ksize, strides, padding, rng = _inputs(case, dtype, kind)
     xt = tfm.Variable(x)
     with tfm.GradientTape() as tape:
@@ -57,7 +56,7 @@ def _tf_reference(case, dtype, kind):
 
 def _check_against_tensorflow(backend, case, dtype, kind):
     x, ksize, strides, padding, _ = _inputs(case, dtype, kind)
-    y_tf, dY, dx_tf = _tf_reference(case, dtype, kind)
+    y_tf, dY, dx_tf = tf_reference(case, dtype, kind)
     y, bp = sn.ops.max_pool2d(to_backend(backend, x), ksize, strides, padding)
     dx = bp(to_backend(backend, dY))
     assert y.dtype == dtype and dx.dtype == dtype

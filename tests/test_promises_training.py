@@ -171,7 +171,7 @@ def test_the_fused_update_path_is_checked_too(monkeypatch):
     y = np.zeros((4, 4), np.float32)
     taken = []
     monkeypatch.setattr(fused_update, "sgd_l2_ema_step", lambda *a: taken.append(1))
-    monkeypatch.setattr(fused_update, "fusable", lambda model, params: True)
+    monkeypatch.setattr(fused_update, "fusable", lambda optimizer, params, average=None: True)
     with pytest.raises(NonFiniteError, match="gradient of odd/w"):
         model.train_on_batch(x, y)
     assert taken == [] and model.step == 0

@@ -92,8 +92,8 @@ def test_charlm_clips_the_global_norm_at_4_5_and_predicts_every_position():
 
 
 def test_unknown_model_and_hyperparameter_are_errors():
-    with pytest.raises(ValueError, match="unknown model 'resnet'"):
-        zoo.build("resnet")
+    with pytest.raises(ValueError, match="unknown model 'vgg16'"):
+        zoo.build("vgg16")
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         zoo.build("mlp", hiden=10)
 

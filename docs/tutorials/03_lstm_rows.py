@@ -191,5 +191,5 @@ print(f"on 1,000 test digits: the unshared testing model {untrained['accuracy']:
 #    your step runs 28 times per layer and batch, forward and backward.
 # 2. Read the images column by column instead (transpose each 28×28 image before training): does the
 #    accuracy after the same steps change?
-# 3. Write a layer: the {doc}`LayerNormalization exercise <../exercises/layer_norm>`, graded with
+# 3. Write a layer: the {doc}`RMSNormalization exercise <../exercises/rms_norm>`, graded with
 #    `check_layer`, and put it between two LSTM layers.

@@ -33,10 +33,11 @@ def train(args):
     (:mod:`scratchnet.distributed`); rank 0 alone takes the folder, writes
     into it and prints.
     """
+    distributed.pin_cores()  # under mpiexec: this rank's share of the cores, before any kernel starts its threads
     if getattr(args, "mpi_timeout", None) is not None:
         distributed.set_timeout(args.mpi_timeout)  # before the world connects: its first collectives have it too
     try:
-        world = distributed.world()  # under mpiexec: this rank, and its share of the cores
+        world = distributed.world()  # under mpiexec: this rank
     except distributed.DistributedError as e:
         raise UsageError(str(e)) from None
     with _quiet_unless_root(world):

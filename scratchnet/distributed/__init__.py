@@ -24,14 +24,14 @@ With ``fit`` or :func:`scratchnet.training.train`::
 
 In a loop of your own::
 
+    sn.distributed.pin_cores()                # first: this rank's share of the machine's cores
+    ...
     shard = sn.distributed.Shard.of(len(x), sn.distributed.rank(), sn.distributed.world_size())
-    with shard:                               # dropout masks for the global batch, these rows of them
-        logits, backprop = model.forward(shard.take(x), training=True)
-        loss, dloss = loss_fn(shard.take(y), logits)
-        backprop(dloss())
-        model.regularization_backward()
-        sn.distributed.allreduce_gradients(model)   # weighted by the shard's share of the batch
-    opt.step(model.trainable_parameters)
+    logits, backprop = model.forward(shard.take(x), training=shard)  # dropout: the global mask, these rows
+    loss, dloss = loss_fn(shard.take(y), logits)
+    backprop(dloss())
+    sn.distributed.allreduce_gradients(model, weight=shard.weight)   # weighted by the shard's share
+    opt.step(model.trainable_parameters, regularize=True)            # + the L2 gradient, then the update
 
 Outside ``mpiexec`` (or without mpi4py) the world has one rank and all of
 this costs nothing.
@@ -55,11 +55,12 @@ from .agree import array_fingerprint, fingerprint
 from .data_parallel import DataParallel, GradientBuffer, allreduce_gradients, broadcast_state
 from .deadline import DEFAULT_TIMEOUT
 from .ring import ring_allreduce, ring_cost
-from .shard import Shard, current_shard
+from .cores import pin_cores
+from .shard import Shard
 from .world import (DisagreementError, DistributedError, MPIWorld, World, current_world, get_timeout, rank,
                     set_timeout, world, world_size)
 
 __all__ = ["DEFAULT_TIMEOUT", "DataParallel", "DisagreementError", "DistributedError", "GradientBuffer", "MPIWorld",
-           "Shard", "World", "allreduce_gradients", "array_fingerprint", "broadcast_state", "current_shard",
-           "current_world", "fingerprint", "get_timeout", "rank", "ring_allreduce", "ring_cost", "set_timeout", "world",
+           "Shard", "World", "allreduce_gradients", "array_fingerprint", "broadcast_state", "current_world",
+           "fingerprint", "get_timeout", "pin_cores", "rank", "ring_allreduce", "ring_cost", "set_timeout", "world",
            "world_size"]

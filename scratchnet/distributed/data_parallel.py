@@ -1,22 +1,24 @@
 """Data parallelism: every rank holds the whole model and steps on its rows of each global batch.
 
-One step of ``model.train_on_batch(x, y)`` under :class:`DataParallel`, on
-rank ``r`` of ``R``, with ``x`` the global batch of ``N`` rows (the same on
-every rank)::
+:class:`DataParallel` wraps the one training step
+(:func:`scratchnet.model.step.train_step`), as PyTorch's
+``DistributedDataParallel`` wraps a module: the step is the same, the
+wrapper shards the batch before it and averages the gradients inside it.
+One step of ``model.train_on_batch(x, y)`` on rank ``r`` of ``R``, with ``x``
+the global batch of ``N`` rows (the same on every rank)::
 
     shard = Shard.of(N, r, R)                     # rows r*N//R .. (r+1)*N//R
-    with shard:                                   # Dropout draws the global mask and keeps these rows
-        forward, loss, backprop on shard.take(x)  # p.grad: the mean over this rank's n_r rows
-        regularization_backward()                 # + the L2 gradient, on every rank
-        allreduce_gradients(model)                # p.grad = sum_r (n_r / N) p.grad_r: the global mean
-        optimizer.step; ema.apply                 # identical on every rank, so the weights stay equal
+    train_step(model, shard.take(x), shard.take(y), rows=shard, gradients_ready=...)
+        forward(training=shard), loss, backprop   # Dropout draws the global mask and keeps these rows
+        gradients_ready: allreduce                # p.grad = sum_r (n_r / N) p.grad_r: the global mean
+        optimizer.step                            # L2, clipping, the rule, the moving average: identical
+                                                  # on every rank, so the weights stay equal
     logs = sum_r (n_r / N) logs_r                 # the global batch's loss and accuracy
 
-The weights ``n_r / N`` sum to 1, so a term every rank adds (the L2
-gradient) comes out of the sum once, and clipping (inside the optimizer)
-sees the averaged gradient, as in one process; a short final batch is
-weighted by its true size. The gradients travel as one flat buffer per
-dtype, in one ``Allreduce``, not one call per parameter.
+The weights ``n_r / N`` sum to 1, and the optimizer (which adds the L2
+gradient and clips) sees the averaged gradient, as in one process; a short
+final batch is weighted by its true size. The gradients travel as one flat
+buffer per dtype, in one ``Allreduce``, not one call per parameter.
 
 :func:`broadcast_state` makes every rank start from rank 0's state: the
 weights, the optimizer's slots and iteration count, the moving averages, the
@@ -28,8 +30,9 @@ from __future__ import annotations
 import numpy
 
 from .. import random as _random
+from .. import recording
 from ..backend import get_backend, to_numpy
-from .shard import Shard, current_shard
+from .shard import Shard
 from .world import world as _world
 
 
@@ -65,16 +68,15 @@ class GradientBuffer:
 def allreduce_gradients(model, weight=None, world=None, buffer=None):
     """Average the gradients over the ranks: ``p.grad = sum_r weight_r * p.grad_r``, one Allreduce per dtype.
 
-    Call it after the backward pass (and the regularizer's gradient), before
-    ``optimizer.step``.
+    Call it after the backward pass, before ``optimizer.step``.
 
     Parameters
     ----------
     model : scratchnet.Model or iterable of Parameter
         Its trainable parameters with a gradient take part (the same on every rank).
     weight : float, optional
-        This rank's share of the global batch, ``n_r / N``. Default: the
-        current :class:`Shard`'s weight, else ``1 / world_size`` (equal shards).
+        This rank's share of the global batch, ``n_r / N`` (its
+        :class:`Shard`'s ``weight``). Default: ``1 / world_size`` (equal shards).
     world : World, optional
         Default :func:`scratchnet.distributed.world`.
     buffer : GradientBuffer, optional
@@ -84,8 +86,7 @@ def allreduce_gradients(model, weight=None, world=None, buffer=None):
     if world.size == 1:
         return
     if weight is None:
-        shard = current_shard()
-        weight = shard.weight if shard is not None else 1.0 / world.size
+        weight = 1.0 / world.size
     params = model.trainable_parameters if hasattr(model, "trainable_parameters") else [p for p in model if p.trainable]
     (buffer or GradientBuffer()).allreduce(params, weight, world)
 
@@ -158,17 +159,36 @@ class DataParallel:
         return self.world.is_root
 
     def train_on_batch(self, x, y):
-        """One step on this rank's rows of the global batch ``(x, y)``; returns the global batch's logs."""
+        """The step on this rank's rows of the global batch ``(x, y)``, its gradients averaged over the ranks;
+        returns the global batch's logs."""
+        from ..finite import share_nonfinite_loss
+        from ..model.step import train_step
+
         if len(x) != len(y):
             raise ValueError(f"x and y must have the same number of examples, got {len(x)} and {len(y)}")
         self.world.step = self.model.step + 1  # named if a collective of this step times out
-        with Shard.of(len(x), self.world.rank, self.world.size) as shard:
-            logs = self.model.train_on_shard(shard.take(x), shard.take(y))
+        shard = Shard.of(len(x), self.world.rank, self.world.size)
+
+        def gradients_ready(loss, params):
+            if self.model.check_finite:  # a rank's non-finite loss reaches every rank: all refuse the same step
+                share_nonfinite_loss(loss, params)
+            self.allreduce_gradients(params, shard.weight)
+
+        logs = train_step(self.model, shard.take(x), shard.take(y), gradients_ready=gradients_ready, rows=shard)
         return self.average_logs(logs, shard.weight)
 
-    def allreduce_gradients(self):
-        """Average the gradients of the model over the ranks (``Model.train_on_shard`` calls it before the optimizer)."""
-        allreduce_gradients(self.model, world=self.world, buffer=self.buffer)
+    def allreduce_gradients(self, params=None, weight=None):
+        """``p.grad = sum_r weight_r p.grad_r`` over the ranks, one ``Allreduce`` per dtype, in the kept buffers.
+
+        The step calls it (its ``gradients_ready``) before the optimizer,
+        with this rank's :class:`Shard` weight. ``params``: default the
+        model's trainable parameters; ``weight``: default ``1 / world size``.
+        """
+        if self.world.size == 1:
+            return
+        params = self.model.trainable_parameters if params is None else params
+        with recording.region("allreduce"):
+            self.buffer.allreduce(params, 1.0 / self.world.size if weight is None else weight, self.world)
 
     def average_logs(self, logs, weight):
         """``{name: sum_r weight_r * value_r}``: the global batch's loss and metrics from each rank's."""

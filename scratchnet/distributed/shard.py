@@ -1,17 +1,19 @@
-"""``Shard``: which rows of the global batch this rank computes on, for the duration of a step.
+"""``Shard``: which rows of the global batch this rank computes on.
 
 Data parallelism splits one global batch of ``N`` rows over ``R`` ranks: rank
 ``r`` takes rows ``r*N//R`` to ``(r+1)*N//R``. Anything random that a layer
 draws per example must not depend on ``R``, so it is drawn for the *global*
 batch, exactly as one process would draw it, and each rank keeps its own
-rows::
+rows. The shard travels as the forward pass's ``training`` argument (it is
+true, as ``training=True`` is), which every layer passes on to the layers
+inside it; nothing is global::
 
-    with Shard.of(N, rank, R) as shard:       # the current shard, for this step
-        logits, backprop = model.forward(shard.take(x), training=True)
+    shard = Shard.of(N, rank, R)
+    logits, backprop = model.forward(shard.take(x), training=shard)
 
     # inside Dropout.call:
-    shard = current_shard()                    # None outside data parallelism
-    mask = shard.take(draw_mask(shard.global_shape(x)))
+    if isinstance(training, Shard):          # the global mask, these rows of it
+        y, backprop = ops.dropout(x, rate, global_shape=training.global_shape(x), offset=training.start)
 
 A rank whose share of a short final batch is empty (``N < R``) computes on
 row 0 with ``weight`` 0: it takes part in every collective of the step, and
@@ -19,10 +21,7 @@ its gradient counts for nothing.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-
-_state = threading.local()
 
 
 @dataclass(frozen=True)
@@ -30,8 +29,8 @@ class Shard:
     """Rows ``start:stop`` of a global batch of ``size`` rows; ``weight`` is this rank's share of it.
 
     ``weight`` is ``(stop - start) / size``, or 0 for a borrowed row (see the
-    module's docstring); the ranks' weights sum to 1. Used as a context
-    manager, it is the :func:`current_shard` of the block.
+    module's docstring); the ranks' weights sum to 1. Pass it to a forward
+    pass as ``training=shard`` (see the module's docstring).
     """
 
     size: int
@@ -64,22 +63,3 @@ class Shard:
             raise ValueError(f"Shard: expected this rank's {self.rows} rows ({self.start}:{self.stop} of {self.size}), "
                              f"got an array of shape {tuple(x.shape)}")
         return (self.size,) + tuple(x.shape[1:])
-
-    def __enter__(self):
-        _stack().append(self)
-        return self
-
-    def __exit__(self, *exc):
-        _stack().pop()
-
-
-def current_shard():
-    """The :class:`Shard` of the step in progress, or None outside data parallelism."""
-    stack = _stack()
-    return stack[-1] if stack else None
-
-
-def _stack():
-    if not hasattr(_state, "stack"):
-        _state.stack = []
-    return _state.stack

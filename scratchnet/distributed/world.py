@@ -17,9 +17,8 @@ without one.
 Joining an MPI world also does two things a data-parallel run needs:
 
 - each rank takes its share of its machine's cores: it pins itself to them
-  (:func:`take_cores`, already at ``import scratchnet``, unless the launcher
-  bound it) and limits its BLAS (threadpoolctl) and Numba threads to their
-  number (or to ``SCRATCHNET_THREADS``, else ``OMP_NUM_THREADS``), so 2 ranks
+  (:func:`.cores.take_cores`, unless the launcher bound it) and limits its
+  BLAS (threadpoolctl) and Numba threads to their number (or to ``SCRATCHNET_THREADS``, else ``OMP_NUM_THREADS``), so 2 ranks
   on 2 cores run one thread each, each on its own core, instead of fighting
   over both;
 - a rank that dies of an uncaught exception aborts the whole job
@@ -42,14 +41,11 @@ import sys
 import numpy
 
 from .agree import canonical, config_digest, describe_disagreement
+from . import cores
+from .cores import LAUNCHED_VARIABLES, SIZE_VARIABLES, launched_size  # noqa: F401  (the launchers' variables, named here too)
 from .deadline import Waiter, check_timeout, timeout_from_environment
 from .device import choose_gpu, device_allreduce
 from .ring import ring_allreduce
-
-#: Variables by which launchers tell a process the size of its world.
-SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
-#: Variables only a launched process has (``SLURM_NTASKS`` is set in a whole batch job, not only under srun).
-LAUNCHED_VARIABLES = ("PMI_RANK", "PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 
 _world = None
 _timeout = None  # set_timeout's value; None: SCRATCHNET_MPI_TIMEOUT, else DEFAULT_TIMEOUT
@@ -193,7 +189,7 @@ class MPIWorld(World):
         vendor, version = MPI.get_vendor()
         self.library = f"{vendor} {'.'.join(map(str, version))} through mpi4py {_mpi4py_version()}"
         local.Free()
-        self.threads = _limit_threads(self.local_rank, self.local_size) if limit_threads else None
+        self.threads = cores.limit_threads(self.local_rank, self.local_size) if limit_threads else None
         choose_gpu(self.local_rank)
         self._ring = os.environ.get("SCRATCHNET_ALLREDUCE", "mpi") == "ring"
         self._device = None
@@ -311,20 +307,6 @@ def current_world():
     return _world
 
 
-def launched_size():
-    """The world size the launcher announced: an int, None when launched without saying, 1 when not launched."""
-    forced = os.environ.get("SCRATCHNET_MPI", "").strip().lower()
-    if forced in ("0", "no", "off", "false"):
-        return 1
-    launched = forced in ("1", "yes", "on", "true") or any(v in os.environ for v in LAUNCHED_VARIABLES)
-    if not launched:
-        return 1
-    for variable in SIZE_VARIABLES:
-        if os.environ.get(variable, "").isdigit():
-            return int(os.environ[variable])
-    return None
-
-
 def _connect():
     size = launched_size()
     if size == 1:
@@ -347,99 +329,6 @@ def _mpi4py_version():
     import mpi4py
 
     return mpi4py.__version__
-
-
-#: ``(local rank, local size)`` variables of launchers: the ranks on this machine.
-LOCAL_VARIABLES = (("MPI_LOCALRANKID", "MPI_LOCALNRANKS"), ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
-                   ("MV2_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_SIZE"))
-
-
-def take_cores(local_rank=None, local_size=None):
-    """Pin this rank to its share of its machine's cores; returns how many it has (None: not launched).
-
-    ``import scratchnet`` calls it, so that a rank is pinned before any kernel
-    starts threads; the ranks on this machine come from the launcher's
-    variables (:data:`LOCAL_VARIABLES`) unless given. When the launcher did
-    not bind the ranks (this process may run where its parent, the launcher's
-    proxy, may), rank ``i`` of ``L`` takes the ``i``-th of ``L`` equal parts
-    of those cores, so that nothing of it (BLAS, Numba, threads of its own)
-    runs on another rank's. A launcher that bound the ranks (``-bind-to
-    core``) is left as it is, and so is a machine with fewer cores than
-    ranks. ``SCRATCHNET_BIND=0`` never pins.
-
-    It never raises: variables that are incomplete or inconsistent (another
-    launcher's ``MPI_LOCALNRANKS`` without ``MPI_LOCALRANKID``, a rank not
-    below the size) pin nothing, and neither does a refused ``sched_setaffinity``.
-    """
-    if local_size is None:
-        if launched_size() == 1:
-            return None
-        found = local_ranks_from_environment()
-        if found is None:
-            return None
-        local_rank, local_size = found
-    if not 0 <= local_rank < local_size:
-        return None
-    if not hasattr(os, "sched_getaffinity"):
-        return max(1, (os.cpu_count() or 1) // local_size)
-    usable = sorted(os.sched_getaffinity(0))
-    try:
-        bound = usable != sorted(os.sched_getaffinity(os.getppid()))
-    except OSError:
-        bound = False
-    if bound:
-        return len(usable)
-    if len(usable) < local_size:
-        return 1
-    mine = usable[local_rank * len(usable) // local_size:(local_rank + 1) * len(usable) // local_size]
-    if os.environ.get("SCRATCHNET_BIND", "1") != "0":
-        try:
-            os.sched_setaffinity(0, mine)
-        except OSError:  # a container or a cgroup that forbids it: run unpinned, with this rank's number of threads
-            pass
-    return len(mine)
-
-
-def local_ranks_from_environment():
-    """``(local rank, local size)`` from the first launcher whose two variables are both set and consistent, else None.
-
-    Consistent: both whole numbers, the rank below the size, the size no
-    larger than the world the launcher announced.
-    """
-    world_size = launched_size()
-    for rank_variable, size_variable in LOCAL_VARIABLES:
-        local_rank, local_size = _whole(os.environ.get(rank_variable)), _whole(os.environ.get(size_variable))
-        if local_rank is None or local_size is None or local_rank >= local_size:
-            continue
-        if world_size is not None and world_size > 1 and local_size > world_size:
-            continue
-        return local_rank, local_size
-    return None
-
-
-def _whole(text):
-    """``text`` as a whole number >= 0 (ASCII digits only), else None."""
-    text = (text or "").strip()
-    return int(text) if text.isascii() and text.isdigit() else None
-
-
-def _limit_threads(local_rank, local_size):
-    """Limit BLAS and Numba to this rank's share of the cores; returns the number of threads."""
-    share = take_cores(local_rank, local_size)
-    threads = os.environ.get("SCRATCHNET_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    n = _whole(threads) or share or 1
-    if "numba" in sys.modules:
-        import numba
-
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    else:
-        os.environ["NUMBA_NUM_THREADS"] = str(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # the BLAS keeps its threads; the mpi extra installs threadpoolctl
-        return n
-    threadpool_limits(limits=n)
-    return n
 
 
 def _abort_on_uncaught_exceptions(w):

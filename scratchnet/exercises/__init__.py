@@ -1,7 +1,7 @@
 """Graded exercises, in cs231n's style: write a backward pass, have it checked, then train with it.
 
-Five exercises. Four are backward passes (each a function to fill in, in
-:mod:`~scratchnet.exercises.stubs`); the fifth is a whole layer
+Seven exercises. Six are backward passes (each a function to fill in, in
+:mod:`~scratchnet.exercises.stubs`); the seventh is a whole layer
 (:mod:`~scratchnet.exercises.layer`):
 
 ==============  ==========================================================  =====================================
@@ -12,7 +12,11 @@ name            you write                                                   then
 ``max_pool``    ``max_pool_backward(dy, cache) -> dx``                      LeNet (``use("max_pool", ...)``)
 ``lstm_step``   ``lstm_step_backward(dh, dc, cache) -> (dx, dh_prev,        the row-by-row LSTM
                 dc_prev, dkernel, drecurrent_kernel, dbias)``               (``use("lstm_step", ...)``)
-``layer_norm``  ``class LayerNormalization(sn.Layer)``: ``build`` and        any model you put it in
+``gru_step``    ``gru_step_backward(dh, cache) -> (dx, dh_prev, dkernel,    a GRU over the rows of MNIST digits
+                drecurrent_kernel, dbias)``                                 (``use("gru_step", ...)``)
+``attention``   ``attention_backward(dy, cache) -> (dq, dk, dv)``           the small Transformer character model
+                                                                            (``use("attention", ...)``)
+``rms_norm``    ``class RMSNormalization(sn.Layer)``: ``build`` and         any model you put it in
                 ``call``
 ==============  ==========================================================  =====================================
 

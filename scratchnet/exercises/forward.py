@@ -171,3 +171,78 @@ def lstm_step_forward(x, h_prev, c_prev, kernel, recurrent_kernel, bias):
     c = f * c_prev + i * g  # 3
     h = o * np.tanh(c)  # 4
     return (h, c), (x, h_prev, c_prev, kernel, recurrent_kernel, i, f, g, o, c)
+
+
+def gru_step_forward(x, h_prev, kernel, recurrent_kernel, bias):
+    """One GRU time step (Keras's, ``reset_after=True``), numbered as in ``scratchnet/ops/gru.py``.
+
+    ::
+
+        1: a = x @ kernel + bias[0]                  (N, 3H), blocks a_z, a_r, a_h: the input part
+           u = h_prev @ recurrent_kernel + bias[1]   (N, 3H), blocks u_z, u_r, u_h: the recurrent part
+        2: z = sigmoid(a_z + u_z)                    update gate
+           r = sigmoid(a_r + u_r)                    reset gate
+           g = tanh(a_h + r * u_h)                   candidate: r scales the recurrent part, after the product
+        3: h = z * h_prev + (1 - z) * g              z = 1 keeps the old state, z = 0 takes the candidate
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+    h_prev : ndarray of shape (N, H)
+    kernel : ndarray of shape (D, 3H)
+    recurrent_kernel : ndarray of shape (H, 3H)
+    bias : ndarray of shape (2, 3H)
+        Row 0 the input bias, row 1 the recurrent bias.
+
+    Returns
+    -------
+    h : ndarray of shape (N, H)
+    cache : tuple
+        ``(x, h_prev, kernel, recurrent_kernel, z, r, g, u_h)``
+    """
+    H = h_prev.shape[1]
+    a = x @ kernel + bias[0]  # 1
+    u = h_prev @ recurrent_kernel + bias[1]
+    z = sigmoid(a[:, :H] + u[:, :H])  # 2
+    r = sigmoid(a[:, H:2 * H] + u[:, H:2 * H])
+    u_h = u[:, 2 * H:]
+    g = np.tanh(a[:, 2 * H:] + r * u_h)
+    h = z * h_prev + (1 - z) * g  # 3
+    return h, (x, h_prev, kernel, recurrent_kernel, z, r, g, u_h)
+
+
+def softmax(s):
+    """The softmax over the last axis, ``exp(s) / sum(exp(s))``, shifted by the row's maximum (``-inf`` gives 0)."""
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def attention_forward(q, k, v, mask=None):
+    """Scaled dot-product attention, numbered as in ``scratchnet/ops/attention.py``.
+
+    ::
+
+        1: s = q @ k^T / sqrt(d)                     scores (N, Tq, Tk)
+        2: s = -inf where the mask is False          masked BEFORE the softmax
+        3: p = softmax(s) over the keys              weights: each row sums to 1, 0 at masked keys
+        4: y = p @ v                                 (N, Tq, dv)
+
+    Parameters
+    ----------
+    q : ndarray of shape (N, Tq, d)
+    k : ndarray of shape (N, Tk, d)
+    v : ndarray of shape (N, Tk, dv)
+    mask : bool ndarray broadcastable to (N, Tq, Tk), optional
+        True where query i may look at key j; every query keeps at least one key.
+
+    Returns
+    -------
+    y : ndarray of shape (N, Tq, dv)
+    cache : tuple
+        ``(q, k, v, mask, p)``, with ``p`` the weights (N, Tq, Tk).
+    """
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])  # 1
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)  # 2
+    p = softmax(s)  # 3
+    return p @ v, (q, k, v, mask, p)  # 4

@@ -16,7 +16,9 @@ on the NumPy backend:
 
 Every wrong gradient is reported with its worst element: yours, the right
 value (the reference op's, which finite differences confirm) and a pattern
-when one fits (the opposite sign, zero, a constant factor). Hints come in
+when one fits (the opposite sign, zero, a constant factor), and the known
+mistake it looks like, when the exercise lists one that fits (the GRU's
+forgotten direct path, attention's missing scale). Hints come in
 three levels: ``hint=0`` (the default) a nudge, ``hint=1`` closer, ``hint=2``
 the formula.
 """
@@ -30,7 +32,7 @@ import numpy as np
 
 from ..backend import use_backend
 from ..gradcheck import GradcheckError, check_against, check_op
-from .problems import ALIASES, EXERCISES, UPSTREAM_HINTS
+from .problems import ALIASES, EXERCISES, UPSTREAM_HINTS, Evidence
 
 
 class ExerciseError(AssertionError):
@@ -112,7 +114,10 @@ class GradeReport:
         return self
 
     def __str__(self):
-        if self.status == "passed":
+        if self.status == "passed" and self.signature.startswith("class "):  # a layer: no reference op
+            head = (f"{self.exercise}: passed: the output matches the formula, every gradient matches finite "
+                    f"differences, and the gradients add up")
+        elif self.status == "passed":
             head = f"{self.exercise}: passed: every gradient matches finite differences and the reference op"
         elif self.status == "not implemented":
             head = f"{self.exercise}: not implemented yet: fill in {self.signature}"
@@ -261,7 +266,26 @@ def _diagnose(ex, case, op, reference, inputs, names, dy, rng, hint=0):
         lines.append(line)
         if hint >= 0 and ex.hints.get(gname):
             lines.append(f"  hint: {_hint(ex.hints[gname], hint)}")
+    if hint >= 0:  # the known mistake, when one fits, first: it says more than any one gradient
+        lines = _mistakes(ex, case, inputs, dy, yours, right, hint) + lines
     return lines
+
+
+def _mistakes(ex, case, inputs, dy, yours, right, hint):
+    """A line for each of the exercise's known mistakes that yours fit (``problems.Mistake``)."""
+    if not ex.mistakes:
+        return []
+    evidence = Evidence(dict(zip(ex.inputs, inputs)), dict(case.settings), ex.forward(*inputs, **case.settings)[1],
+                        dict(zip(ex.outputs, dy)), dict(zip(ex.gradients, yours)), dict(zip(ex.gradients, right)))
+    found = []
+    for mistake in ex.mistakes:
+        try:
+            fits = mistake.fits(evidence)
+        except (ValueError, IndexError, TypeError):  # gradients too far off to compare: not this mistake
+            fits = False
+        if fits:
+            found += [f"the likely mistake: {mistake.name}", f"  hint: {_hint(mistake.hints, hint)}"]
+    return found
 
 
 def _are(names):
@@ -364,13 +388,15 @@ def grade(name, backward, forward=None, *, hint=0, strict=False, seed=0):
 
     Parameters
     ----------
-    name : {"dense", "conv2d", "max_pool", "lstm_step", "layer_norm"}
-        The exercise (``"max_pool2d"`` and ``"lstm"`` are accepted too).
+    name : {"dense", "conv2d", "max_pool", "lstm_step", "gru_step", "attention", "rms_norm"}
+        The exercise (``"max_pool2d"``, ``"lstm"`` and ``"gru"`` are accepted too).
     backward : callable
-        Your ``<name>_backward``, with the stub's signature; for the layer
-        exercise ``"layer_norm"``, your layer class (:func:`~scratchnet.exercises.layer.grade_layer`)
+        Your ``<name>_backward``, with the stub's signature
         (:mod:`scratchnet.exercises.stubs`): ``backward(dy, cache)``, or
-        ``backward(dh, dc, cache)`` for the LSTM step.
+        ``backward(dh, dc, cache)`` for the LSTM step (``backward(dh, cache)``
+        for the GRU step, ``backward(dy, cache)`` for attention). For the layer exercise
+        ``"rms_norm"``, your layer class
+        (:func:`~scratchnet.exercises.layer.grade_layer`).
     forward : callable, optional
         Your ``<name>_forward``, with the signature of the given one
         (:mod:`scratchnet.exercises.forward`); its outputs are graded against

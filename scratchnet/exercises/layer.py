@@ -1,28 +1,29 @@
 """The layer exercise: write a whole layer (``build`` and ``call``), graded with ``check_layer``.
 
-``LayerNormalization`` normalizes each example over its last axis, then
-scales and shifts it (Keras's ``LayerNormalization(axis=-1)``)::
+``RMSNormalization`` divides each example by its root mean square over its
+last axis, then scales it (Keras's ``RMSNormalization(axis=-1)``, whose
+scale is called ``gamma`` here; LLaMA's RMSNorm). Unlike layer
+normalization, no mean is subtracted and there is no shift::
 
-    mean[n] = (1/C) sum_c x[n, c]
-    var[n]  = (1/C) sum_c (x[n, c] - mean[n])^2
-    y[n, c] = gamma[c] (x[n, c] - mean[n]) / sqrt(var[n] + epsilon) + beta[c]
+    ms[n]   = (1/C) sum_c x[n, c]^2
+    y[n, c] = gamma[c] x[n, c] / sqrt(ms[n] + epsilon)
 
-The learner writes the layer as every scratchnet layer is written
-(``scratchnet/layers/base.py``): ``build`` creates ``gamma`` (ones) and
-``beta`` (zeros) with ``add_weight``; ``call(x, training)`` returns ``(y,
-backprop)``, and ``backprop(dy)`` ADDS the parameters' gradients to them
+with Keras's ``epsilon=1e-6``. The learner writes the layer as every
+scratchnet layer is written (``scratchnet/layers/base.py``): ``build``
+creates ``gamma`` (ones) with ``add_weight``; ``call(x, training)`` returns
+``(y, backprop)``, and ``backprop(dy)`` ADDS the parameter's gradient to it
 (``p.accumulate(g)``) and returns ``dx``.
 
 :func:`grade_layer` checks, on each case:
 
 1. the call: the class can be built with ``dtype="float64"``, ``call``
    returns ``(y, backprop)`` (``Layer.forward`` says so when it does not), and
-   the layer has ``gamma`` and ``beta`` of shape ``(C,)``;
-2. the output, against the formula above (with random ``gamma`` and ``beta``,
-   so that a missing scale or shift shows);
+   the layer has a ``gamma`` of shape ``(C,)``;
+2. the output, against the formula above (with a random ``gamma``, so that a
+   missing scale shows);
 3. every gradient, with :func:`scratchnet.gradcheck.check_layer` (finite
    differences); a failure is diagnosed gradient by gradient (``dx``,
-   ``dgamma``, ``dbeta``: the worst element, yours against the numeric value,
+   ``dgamma``: the worst element, yours against the numeric value,
    and a pattern when one fits);
 4. accumulation: two forward and backward passes without ``zero_grad`` (a
    layer used twice, as weight sharing does) must leave the sum of both
@@ -37,7 +38,7 @@ import numpy as np
 from ..backend import use_backend
 from ..gradcheck import GradcheckError, check_layer
 from .grader import ExerciseError, Finding, GradeReport, _hint, _pattern, where
-from .stubs import LayerNormalization as _LayerNormalizationStub
+from .stubs import RMSNormalization as _RMSNormalizationStub
 
 
 @dataclass(frozen=True)
@@ -57,38 +58,35 @@ class LayerExercise:
         return f"class {self.stub.__name__}(sn.Layer): build(input_shape), call(x, training) -> (y, backprop)"
 
 
-def _layer_norm_formula(x, layer):
-    epsilon = getattr(layer, "epsilon", 1e-3)
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return _value(layer, "gamma") * (x - mean) / np.sqrt(var + epsilon) + _value(layer, "beta")
+def _rms_norm_formula(x, layer):
+    epsilon = getattr(layer, "epsilon", 1e-6)
+    return _value(layer, "gamma") * x / np.sqrt((x ** 2).mean(axis=-1, keepdims=True) + epsilon)
 
 
-LAYER_NORM = LayerExercise(
-    name="layer_norm", title="Write a layer: LayerNormalization",
-    stub=_LayerNormalizationStub, parameters=("gamma", "beta"),
+RMS_NORM = LayerExercise(
+    name="rms_norm", title="Write a layer: RMSNormalization",
+    stub=_RMSNormalizationStub, parameters=("gamma",),
     cases=(("N=4, C=6", (4, 6)), ("N=2, T=3, C=5 (normalized over the last axis only)", (2, 3, 5))),
-    forward=_layer_norm_formula,
+    forward=_rms_norm_formula,
     hints={
-        "y": ("normalize each example over its LAST axis, then scale by gamma and shift by beta",
-              "mean and variance over axis=-1 with keepdims=True; epsilon inside the square root",
-              "y = gamma * (x - mean) / sqrt(var + epsilon) + beta"),
-        "dx": ("mean and var depend on x too: every x[n, c] moves every y[n, c'] of its example",
-               "write x_hat = (x - mean) / std; dx_hat = dy * gamma; then dx has three terms: dx_hat, its mean, and "
-               "x_hat times the mean of dx_hat * x_hat, all over the last axis",
-               "dx = (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) / std, with dx_hat = dy * gamma and the "
-               "means over the last axis"),
+        "y": ("divide each example by the root mean square of its LAST axis, then scale by gamma: no mean is "
+              "subtracted, nothing is added",
+              "the mean of x**2 over axis=-1 with keepdims=True; epsilon inside the square root",
+              "y = gamma * x / sqrt(mean(x**2) + epsilon), the mean over the last axis"),
+        "dx": ("the root mean square depends on x too: every x[n, c] moves every y[n, c'] of its example",
+               "write s = 1 / sqrt(mean(x**2) + epsilon), x_hat = x * s and g = dy * gamma; dx has two terms: g * s "
+               "(x directly), and one through s, which every x[n, c] of the row moves: ds/dx[n, c] = -s**3 x[n, c] / C",
+               "dx = s * (g - x_hat * mean(g * x_hat)), with s = 1 / sqrt(mean(x**2) + epsilon), x_hat = x * s, "
+               "g = dy * gamma and the mean over the last axis"),
         "dgamma": ("gamma[c] scales the normalized x of every example (and every position)",
-                   "sum over every axis but the last",
-                   "dgamma = sum of dy * x_hat over every axis but the last"),
-        "dbeta": ("beta[c] is added to every example (and every position)",
-                  "sum over every axis but the last",
-                  "dbeta = sum of dy over every axis but the last"),
+                   "dy times what gamma multiplies in y (not x itself), summed over every axis but the last",
+                   "dgamma = sum of dy * x_hat over every axis but the last, with x_hat = x / sqrt(mean(x**2) + "
+                   "epsilon)"),
     },
 )
 
 #: The layer exercises by name.
-LAYER_EXERCISES = {LAYER_NORM.name: LAYER_NORM}
+LAYER_EXERCISES = {RMS_NORM.name: RMS_NORM}
 
 
 def _value(layer, name):
@@ -202,11 +200,11 @@ def _grade_case(ex, layer_class, case, shape, rng, hint):
 
 
 def grade_layer(name, layer_class, *, hint=0, strict=False, seed=0):
-    """Grade your layer for layer exercise ``name`` (``"layer_norm"``).
+    """Grade your layer for layer exercise ``name`` (``"rms_norm"``).
 
     Parameters
     ----------
-    name : {"layer_norm"}
+    name : {"rms_norm"}
     layer_class : type
         Your ``sn.Layer`` subclass; it is created as ``layer_class(dtype="float64")``.
     hint : {0, 1, 2}
@@ -218,8 +216,8 @@ def grade_layer(name, layer_class, *, hint=0, strict=False, seed=0):
     Returns
     -------
     GradeReport
-        ``report.wrong`` names ``y`` (the output) or the gradients ``dx``,
-        ``dgamma``, ``dbeta``.
+        ``report.wrong`` names ``y`` (the output) or the gradients ``dx``
+        and ``dgamma``.
     """
     if name not in LAYER_EXERCISES:
         raise ValueError(f"grade: unknown layer exercise {name!r}; choose one of {', '.join(LAYER_EXERCISES)}")

@@ -91,13 +91,65 @@ for step in range(0, STEPS, 5):
     print(f"step {step + 1:3d}: loss {builtin_losses[step]:.5f} built-in, {your_losses[step]:.5f} yours")
 """
 
+_TRAIN_GRU = """\
+STEPS = 20  # your step runs in NumPy, 28 times per batch
+data = sn.zoo.load_data("mlp", download=True, progress=False)
+print(data.source)
+images = data.train.images.reshape(-1, 28, 28)  # each digit a sequence of 28 rows of 28 pixels
+
+
+def train_gru(steps):
+    \"\"\"A GRU(32) over the rows of each digit, then Dense(10), from the same seed, trained `steps` steps; its losses.\"\"\"
+    sn.random.seed(0)
+    model = sn.Sequential([sn.layers.GRU(32), sn.layers.Dense(10)])
+    model.compile(sn.optimizers.Adam(1e-2), loss=sn.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(steps):
+        batch = rng.integers(0, len(images), 64)
+        losses.append(model.train_on_batch(images[batch], data.train.labels[batch])["loss"])
+    return losses
+
+
+builtin_losses = train_gru(STEPS)
+with sn.exercises.use("gru_step", backward=gru_step_backward):  # refused unless it passes the grader
+    your_losses = train_gru(STEPS)
+for step in range(0, STEPS, 5):
+    print(f"step {step + 1:3d}: loss {builtin_losses[step]:.5f} built-in, {your_losses[step]:.5f} yours")
+"""
+
+_TRAIN_ATTENTION = """\
+STEPS = 10
+data = sn.zoo.load_data("transformer_lm", download=True, progress=False)
+print(data.source)
+
+
+def train_transformer(steps):
+    \"\"\"The small causal Transformer character model from the same seed, trained `steps` steps; its losses.\"\"\"
+    sn.random.seed(0)
+    recipe = sn.zoo.build("transformer_lm", data=data)
+    batches = recipe.batches()
+    losses = []
+    for _ in range(steps):
+        _, x, y = next(batches)
+        losses.append(recipe.train_step(x, y)["loss"])
+    return losses
+
+
+builtin_losses = train_transformer(STEPS)
+with sn.exercises.use("attention", backward=attention_backward):  # refused unless it passes the grader
+    your_losses = train_transformer(STEPS)  # every MultiHeadAttention layer runs your backward
+for step in range(0, STEPS, 2):
+    print(f"step {step + 1:3d}: loss {builtin_losses[step]:.5f} built-in, {your_losses[step]:.5f} yours")
+"""
+
 _TRAIN_LAYER = """\
 STEPS = 300
 data = sn.zoo.load_data("mlp", download=True, progress=False)
 print(data.source)
 
 sn.random.seed(0)
-model = sn.Sequential([sn.layers.Dense(128, activation="relu"), LayerNormalization(), sn.layers.Dense(10)])
+model = sn.Sequential([sn.layers.Dense(128, activation="relu"), RMSNormalization(), sn.layers.Dense(10)])
 model.compile(sn.optimizers.SGD(0.1), loss=sn.losses.SparseCategoricalCrossentropy(from_logits=True))
 rng = np.random.default_rng(0)
 for step in range(STEPS):
@@ -117,6 +169,14 @@ _TRY = {
     "lstm_step": "(h, c), cache = lstm_step_forward(np.ones((2, 3)), np.zeros((2, 4)), np.zeros((2, 4)),\n"
                  "                                  np.full((3, 16), 0.1), np.zeros((4, 16)), np.zeros(16))\n"
                  "print(h.shape, c.shape, len(cache))",
+    "gru_step": "h, cache = gru_step_forward(np.ones((2, 3)), np.zeros((2, 4)), np.full((3, 12), 0.1),\n"
+                "                            np.zeros((4, 12)), np.zeros((2, 12)))\n"
+                "x, h_prev, kernel, recurrent_kernel, z, r, g, u_h = cache\n"
+                "print(h[0], z[0], g[0], sep=\"\\n\")  # h = z * h_prev + (1 - z) * g, with h_prev = 0 here",
+    "attention": "q = np.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])  # 3 queries of depth 2\n"
+                 "y, cache = attention_forward(q, q, np.eye(3)[None], mask=np.tril(np.ones((3, 3), dtype=bool)))\n"
+                 "q, k, v, mask, p = cache\n"
+                 "print(p[0].round(3))  # each row sums to 1; 0 above the diagonal (masked: query i sees keys 0..i)",
 }
 
 NOTEBOOKS = {
@@ -127,8 +187,12 @@ NOTEBOOKS = {
                  _TRAIN_LENET.format(name="max_pool", stub="max_pool_backward")),
     "lstm_step": ("One LSTM step", "lstm_step_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev, dkernel, "
                   "drecurrent_kernel, dbias)", "lstm_step_forward", _TRAIN_LSTM),
-    "layer_norm": ("Write a layer: LayerNormalization", "class LayerNormalization(sn.Layer), its build and call",
-                   None, _TRAIN_LAYER),
+    "gru_step": ("One GRU step", "gru_step_backward(dh, cache) -> (dx, dh_prev, dkernel, drecurrent_kernel, dbias)",
+                 "gru_step_forward", _TRAIN_GRU),
+    "attention": ("Scaled dot-product attention", "attention_backward(dy, cache) -> (dq, dk, dv)",
+                  "attention_forward", _TRAIN_ATTENTION),
+    "rms_norm": ("Write a layer: RMSNormalization", "class RMSNormalization(sn.Layer), its build and call",
+                 None, _TRAIN_LAYER),
 }
 NAMES = tuple(NOTEBOOKS)
 
@@ -143,7 +207,7 @@ def _code(text):
 
 
 def _stub_source(name):
-    obj = stubs.LayerNormalization if name == "layer_norm" else getattr(stubs, f"{name}_backward")
+    obj = stubs.RMSNormalization if name == "rms_norm" else getattr(stubs, f"{name}_backward")
     return inspect.getsource(obj)
 
 
@@ -152,17 +216,27 @@ def build(name):
     if name not in NOTEBOOKS:
         raise ValueError(f"exercises: unknown exercise {name!r}; choose one of {', '.join(NOTEBOOKS)}")
     title, you_write, forward_name, train = NOTEBOOKS[name]
-    stub = "LayerNormalization" if name == "layer_norm" else f"{name}_backward"
+    stub = "RMSNormalization" if name == "rms_norm" else f"{name}_backward"
+    if forward_name:
+        read = "Read the given forward pass, then fill in the function below: replace the `raise NotImplementedError` line."
+        trains = "trains a model with your code in place of scratchnet's"
+        train_text = "Once your code passes, a model trains on it; the built-in op gives the same curve."
+    else:  # the layer exercise
+        read = ("Read how a layer is written, then fill in the class below: replace its two "
+                "`raise NotImplementedError` lines.")
+        trains = "trains a small MNIST classifier with your layer in it"
+        train_text = (f"Once your layer passes, a small MNIST classifier trains with it: a `Dense(128)` layer, "
+                      f"your `{stub}`, a `Dense(10)` layer.")
     cells = [_markdown(f"""
 # Exercise: {title}
 
 You write `{you_write}`. The exercise's page in the documentation (Exercises, {title}) explains it
 and shows what the grader says about wrong answers.
 
-1. Read the given forward pass, then fill in the function below: replace the `raise NotImplementedError` line.
+1. {read}
 2. Run the grading cell. It says which gradient is wrong, where, and by how much; run it again after each fix.
    Stuck? `hint=1` gives more help, `hint=2` the formula.
-3. When it passes, the last cell trains a model with your code in place of scratchnet's.
+3. When it passes, the last cell {trains}.
 """)]
     imports = "import numpy as np\n\nimport scratchnet as sn"
     if forward_name:
@@ -191,8 +265,7 @@ A layer creates its weights in `build` with `self.add_weight(name, shape, initia
               _markdown("## Grade it"),
               _code(f'report = sn.exercises.grade("{name}", {stub})  # hint=1 for more help, hint=2 for the formula\n'
                     f"print(report)"),
-              _markdown("## Train with it\n\nOnce your code passes, a model trains on it; the built-in op gives "
-                        "the same curve."),
+              _markdown(f"## Train with it\n\n{train_text}"),
               _code(train)]
     return {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                                         "name": "python3"},

@@ -80,31 +80,65 @@ def lstm_step_backward(dh, dc, cache):
     return dx, dh_prev, dc_prev, dkernel, drecurrent_kernel, dbias
 
 
-class LayerNormalization(Layer):
-    """``y = gamma * x_hat + beta`` with ``x_hat = (x - mean) / std`` over the last axis."""
+def gru_step_backward(dh, cache):
+    """Steps 3b, 2b, 1b of ``scratchnet/ops/gru.py`` for one time step."""
+    x, h_prev, kernel, recurrent_kernel, z, r, g, u_h = cache
+    # 3b: h = z * h_prev + (1 - z) * g. h_prev is used here directly, and again in step 1 (1b adds that part).
+    dg = dh * (1 - z)
+    dz = dh * (h_prev - g)
+    dh_prev = dh * z
+    # 2b: g = tanh(p_h) with p_h = a_h + r * u_h; sigmoid' = s (1 - s).
+    dp_h = dg * (1 - g ** 2)
+    dr = dp_h * u_h
+    dp_z = dz * z * (1 - z)
+    dp_r = dr * r * (1 - r)
+    da = np.concatenate([dp_z, dp_r, dp_h], axis=1)  # the input part a: a_h enters p_h as it is
+    du = np.concatenate([dp_z, dp_r, dp_h * r], axis=1)  # the recurrent part u: u_h enters p_h times r
+    # 1b: a = x @ kernel + bias[0], u = h_prev @ recurrent_kernel + bias[1]
+    dx = da @ kernel.T
+    dh_prev = dh_prev + du @ recurrent_kernel.T
+    dkernel = x.T @ da
+    drecurrent_kernel = h_prev.T @ du
+    dbias = np.stack([da.sum(axis=0), du.sum(axis=0)])
+    return dx, dh_prev, dkernel, drecurrent_kernel, dbias
 
-    def __init__(self, epsilon=1e-3, name=None, dtype=None):
+
+def attention_backward(dy, cache):
+    """``dv = p^T dy``, ``ds = p * (dp - sum(dp * p))`` with ``dp = dy v^T``, ``dq = ds k / sqrt(d)``, ``dk = ds^T q / sqrt(d)``."""
+    q, k, v, mask, p = cache
+    scale = 1 / np.sqrt(q.shape[-1])
+    # 4b: y = p @ v
+    dv = np.swapaxes(p, -1, -2) @ dy  # dv[j, e] = sum_i p[i, j] dy[i, e]
+    dp = dy @ np.swapaxes(v, -1, -2)  # dp[i, j] = sum_e dy[i, e] v[j, e]
+    # 3b: the softmax's Jacobian, diag(p) - p p^T, row by row. p is 0 at masked keys, so they get no gradient.
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    # 1b: s = q @ k^T * scale
+    dq = scale * ds @ k  # dq[i, c] = scale sum_j ds[i, j] k[j, c]
+    dk = scale * np.swapaxes(ds, -1, -2) @ q  # dk[j, c] = scale sum_i ds[i, j] q[i, c]
+    return dq, dk, dv
+
+
+class RMSNormalization(Layer):
+    """``y = gamma * x_hat`` with ``x_hat = x * s``, ``s = 1 / sqrt(mean(x**2) + epsilon)`` over the last axis."""
+
+    def __init__(self, epsilon=1e-6, name=None, dtype=None):
         super().__init__(name, dtype)
         self.epsilon = epsilon
 
     def build(self, input_shape):
         self.gamma = self.add_weight("gamma", input_shape[-1:], "ones")
-        self.beta = self.add_weight("beta", input_shape[-1:], "zeros")
 
     def call(self, x, training=False):
-        mean = x.mean(axis=-1, keepdims=True)
-        std = np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + self.epsilon)
-        x_hat = (x - mean) / std
-        y = self.gamma.value * x_hat + self.beta.value
+        s = 1 / np.sqrt((x ** 2).mean(axis=-1, keepdims=True) + self.epsilon)
+        x_hat = x * s
+        y = self.gamma.value * x_hat
 
         def backprop(dy):
             lead = tuple(range(dy.ndim - 1))  # every axis but the last
             self.gamma.accumulate((dy * x_hat).sum(axis=lead))
-            self.beta.accumulate(dy.sum(axis=lead))
-            # x moves y directly and through mean and std, which every x[..., c] of its row moves:
-            # dx = (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) / std
-            dx_hat = dy * self.gamma.value
-            return (dx_hat - dx_hat.mean(axis=-1, keepdims=True)
-                    - x_hat * (dx_hat * x_hat).mean(axis=-1, keepdims=True)) / std
+            # x moves y directly and through s, which every x[..., c] of its row moves
+            # (ds/dx[c] = -s^3 x[c] / C): dx = s * (g - x_hat * mean(g * x_hat)), g = dy * gamma
+            g = dy * self.gamma.value
+            return s * (g - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
 
         return y, backprop

@@ -1,4 +1,4 @@
-"""The exercises: four backward passes and one layer to write.
+"""The exercises: six backward passes and one layer to write.
 
 Copy a stub into your notebook, fill in its body, and grade it::
 
@@ -132,25 +132,89 @@ def lstm_step_backward(dh, dc, cache):
     raise NotImplementedError("lstm_step_backward: compute dx, dh_prev, dc_prev, dkernel, drecurrent_kernel, dbias")
 
 
-class LayerNormalization(Layer):
-    """Layer normalization over the last axis (Keras's ``LayerNormalization(axis=-1)``).
+def gru_step_backward(dh, cache):
+    """Gradients of one GRU step (Keras's, ``reset_after=True``), given the gradient of its output ``h``.
 
-    ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta``, with the mean and
-    the variance of each example (each position of a sequence) over its last
-    axis, and ``gamma``, ``beta`` of shape ``(C,)``.
+    Parameters
+    ----------
+    dh : ndarray of shape (N, H)
+        The gradient of ``h`` (in a sequence: ``dy_t`` plus what step t+1 sent back).
+    cache : tuple
+        ``(x, h_prev, kernel, recurrent_kernel, z, r, g, u_h)`` from
+        :func:`~scratchnet.exercises.forward.gru_step_forward`: the gates ``z``
+        and ``r``, the candidate ``g``, and ``u_h``, the recurrent part of the
+        candidate's input (``h_prev @ recurrent_kernel[:, 2H:] + bias[1, 2H:]``).
+
+    Returns
+    -------
+    dx : ndarray of shape (N, D)
+    dh_prev : ndarray of shape (N, H)
+    dkernel : ndarray of shape (D, 3H)
+    drecurrent_kernel : ndarray of shape (H, 3H)
+    dbias : ndarray of shape (2, 3H)
+        Row 0 for the input bias, row 1 for the recurrent bias.
+
+    Notes
+    -----
+    Undo the forward steps in reverse order: 3b (``h = z * h_prev + (1 - z) * g``),
+    2b (the gates, ``g = tanh(a_h + r * u_h)``), 1b (``a = x @ kernel + bias[0]``,
+    ``u = h_prev @ recurrent_kernel + bias[1]``). The gate blocks are ordered
+    z, r, h. ``h_prev`` reaches ``h`` by more than one road.
+    """
+    x, h_prev, kernel, recurrent_kernel, z, r, g, u_h = cache
+    # TODO: 3b, 2b, 1b.
+    raise NotImplementedError("gru_step_backward: compute dx, dh_prev, dkernel, drecurrent_kernel, dbias")
+
+
+def attention_backward(dy, cache):
+    """Gradients of scaled dot-product attention, ``y = softmax(q @ k^T / sqrt(d), masked) @ v``.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, Tq, dv)
+    cache : tuple
+        ``(q, k, v, mask, p)`` from :func:`~scratchnet.exercises.forward.attention_forward`:
+        ``q`` (N, Tq, d), ``k`` (N, Tk, d), ``v`` (N, Tk, dv), the boolean
+        ``mask`` (or None) and the weights ``p`` (N, Tq, Tk), 0 at masked keys.
+
+    Returns
+    -------
+    dq : ndarray of shape (N, Tq, d)
+    dk : ndarray of shape (N, Tk, d)
+    dv : ndarray of shape (N, Tk, dv)
+
+    Notes
+    -----
+    Undo the forward's steps in reverse order: 4b (``y = p @ v``), 3b (the
+    softmax, row by row), 1b (``s = q @ k^T / sqrt(d)``). ``np.swapaxes(a, -1, -2)``
+    transposes every matrix of a batch. Each row of ``p`` is a softmax of its
+    own row of scores.
+    """
+    q, k, v, mask, p = cache
+    # TODO: 4b, 3b, 1b.
+    raise NotImplementedError("attention_backward: compute dq, dk and dv")
+
+
+class RMSNormalization(Layer):
+    """RMS normalization over the last axis (Keras's ``RMSNormalization(axis=-1)``; LLaMA's RMSNorm).
+
+    ``y = gamma * x / sqrt(mean(x**2) + epsilon)``, with the mean of the
+    squares of each example (each position of a sequence) over its last axis,
+    and ``gamma`` of shape ``(C,)``. No mean is subtracted and nothing is
+    added: there is no ``beta``.
 
     Input ``(N, ..., C)``, output the same shape.
     """
 
-    def __init__(self, epsilon=1e-3, name=None, dtype=None):
+    def __init__(self, epsilon=1e-6, name=None, dtype=None):
         super().__init__(name, dtype)
         self.epsilon = epsilon
 
     def build(self, input_shape):
-        # TODO: self.gamma (ones) and self.beta (zeros), each of shape input_shape[-1:], with self.add_weight.
-        raise NotImplementedError("LayerNormalization.build: create gamma and beta")
+        # TODO: self.gamma (ones), of shape input_shape[-1:], with self.add_weight.
+        raise NotImplementedError("RMSNormalization.build: create gamma")
 
     def call(self, x, training=False):
-        # TODO: y, and a backprop(dy) that ADDS dgamma and dbeta to the parameters
+        # TODO: y, and a backprop(dy) that ADDS dgamma to the parameter
         # (self.gamma.accumulate(...)) and returns dx. Then: return y, backprop
-        raise NotImplementedError("LayerNormalization.call: compute y and its backprop")
+        raise NotImplementedError("RMSNormalization.call: compute y and its backprop")

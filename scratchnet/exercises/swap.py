@@ -16,7 +16,18 @@ exercise         replaces                          used by
 ``max_pool``     ``sn.ops.max_pool2d``             ``MaxPool2D`` (LeNet)
 ``lstm_step``    ``sn.ops.lstm``                   ``LSTM`` (the row-by-row classifier); your step
                                                    runs once per time step, forward and backward
+``gru_step``     ``sn.ops.gru`` (and the ``GRU``   ``GRU`` (and ``Bidirectional(GRU(...))``); your
+                 layer's op)                       step runs once per time step, as the LSTM's
+``attention``    ``sn.ops.attention``              ``MultiHeadAttention`` (``TransformerBlock``,
+                                                   the ``transformer_lm`` model)
 ===============  ================================  =============================================
+
+The ``GRU`` layer holds its op as a class attribute (``GRU.op``), bound when
+``scratchnet.layers`` was imported: the swap replaces that too. Your attention
+runs on ``(N, Tq, d)`` arrays: leading dimensions (the heads) are folded into
+``N``, and ``causal=True`` becomes a mask; it has no dropout (a layer training
+with ``dropout > 0`` is refused) and its scale is ``1/sqrt(d)`` (another scale
+is refused).
 
 An activation that the built-in op fuses into its kernel (``activation="relu"``)
 runs after yours, through ``sn.ops.relu``. ``need_dx=False`` is ignored: your
@@ -24,6 +35,7 @@ backward always computes ``dx``, which is never wrong.
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -34,7 +46,8 @@ from ..recording import op as recorded_op
 from .grader import ExerciseError, get_exercise, grade
 
 #: The attribute of ``scratchnet.ops`` each exercise replaces.
-OPS = {"dense": "dense", "conv2d": "conv2d", "max_pool": "max_pool2d", "lstm_step": "lstm"}
+OPS = {"dense": "dense", "conv2d": "conv2d", "max_pool": "max_pool2d", "lstm_step": "lstm", "gru_step": "gru",
+       "attention": "attention"}
 
 
 class Swap:
@@ -49,16 +62,22 @@ class Swap:
         What the grader said about your code when it went in.
     """
 
-    def __init__(self, exercise, op, replacement, report):
+    def __init__(self, exercise, op, replacement, report, also=()):
         self.exercise, self.op, self.report = exercise, op, report
         self.original = getattr(ops, op)
+        # Other places holding the op: (owner, attribute, the value to put there), e.g. GRU.op, a staticmethod.
+        self._also = [(owner, attr, vars(owner)[attr]) for owner, attr, _ in also]
         setattr(ops, op, replacement)
+        for owner, attr, value in also:
+            setattr(owner, attr, value)
         self.active = True
 
     def restore(self):
         """Put the built-in op back (once; later calls do nothing)."""
         if self.active:
             setattr(ops, self.op, self.original)
+            for owner, attr, original in self._also:
+                setattr(owner, attr, original)
             self.active = False
 
     def __enter__(self):
@@ -109,7 +128,12 @@ def use(name, backward, forward=None, *, check=True):
                       stacklevel=2)
     forward = ex.forward if forward is None else forward
     replacement = _REPLACEMENTS[ex.name](forward, backward, getattr(ops, OPS[ex.name]))
-    return Swap(ex.name, OPS[ex.name], replacement, report)
+    also = ()
+    if ex.name == "gru_step":  # the GRU layer calls type(self).op, bound to the built-in gru at import
+        from ..layers.rnn import GRU
+
+        also = ((GRU, "op", staticmethod(replacement)),)
+    return Swap(ex.name, OPS[ex.name], replacement, report, also)
 
 
 # -- the replacements: each has the built-in op's signature ------------------------------------------
@@ -208,4 +232,74 @@ def _lstm(forward, backward, builtin):
     return lstm
 
 
-_REPLACEMENTS = {"dense": _dense, "conv2d": _conv2d, "max_pool": _max_pool, "lstm_step": _lstm}
+def _gru(forward, backward, builtin):
+    """A sequence of your GRU steps, as :func:`_lstm` is of LSTM steps."""
+
+    @recorded_op("gru", cost=builtin.cost)
+    def gru(x, kernel, recurrent_kernel, bias, h0=None):
+        dtype = x.dtype
+        x, kernel, recurrent_kernel, bias = _host(x), _host(kernel), _host(recurrent_kernel), _host(bias)
+        N, T, _ = x.shape
+        H = recurrent_kernel.shape[0]
+        h = np.zeros((N, H), dtype) if h0 is None else _host(h0)
+        caches, ys = [], []
+        for t in range(T):
+            h, cache = forward(x[:, t], h, kernel, recurrent_kernel, bias)
+            caches.append(cache)
+            ys.append(h)
+
+        def backprop(dys, dh=None):
+            dh = np.zeros((N, H), dtype) if dh is None else _host(dh)
+            dys = None if dys is None else _host(dys)
+            dx = np.zeros(x.shape, dtype)
+            dkernel, drecurrent_kernel, dbias = np.zeros_like(kernel), np.zeros_like(recurrent_kernel), np.zeros_like(bias)
+            for t in reversed(range(T)):
+                dh_t = dh if dys is None else dh + dys[:, t]  # h_t feeds the output and the next step
+                dx[:, t], dh, dk, drk, db = backward(dh_t, caches[t])
+                dkernel += dk  # shared by every step: the gradients add up
+                drecurrent_kernel += drk
+                dbias += db
+            return tuple(_device(g, dtype) for g in (dx, dkernel, drecurrent_kernel, dbias, dh))
+
+        return (_device(np.stack(ys, axis=1), dtype), _device(h, dtype)), backprop
+
+    return gru
+
+
+def _attention(forward, backward, builtin):
+    """Your attention on ``(N, Tq, d)``: the leading dimensions (batch, heads) folded into N, causal as a mask."""
+
+    @recorded_op("attention", cost=builtin.cost)
+    def attention(q, k, v, mask=None, causal=False, scale=None, dropout_rate=0.0, seed=None):
+        if dropout_rate:
+            raise ValueError(f"use: your attention has no dropout, and this call asks for dropout_rate={dropout_rate}: "
+                             "train with dropout=0 (or without your attention)")
+        d = q.shape[-1]
+        if scale is not None and not math.isclose(scale, 1 / math.sqrt(d), rel_tol=1e-6):
+            raise ValueError(f"use: your attention scales the scores by 1/sqrt(d) = {1 / math.sqrt(d):.6g}; this call "
+                             f"asks for scale={scale}")
+        dtype = q.dtype
+        lead = tuple(q.shape[:-2])
+        tq, tk = q.shape[-2], k.shape[-2]
+        q3, k3, v3 = (_host(a).reshape(-1, *a.shape[-2:]) for a in (q, k, v))
+        allowed = None
+        if mask is not None:
+            allowed = np.broadcast_to(_host(mask), lead + (tq, tk))
+        if causal:
+            tri = np.tril(np.ones((tq, tk), dtype=bool))
+            allowed = tri if allowed is None else allowed & tri
+        if allowed is not None:
+            allowed = np.broadcast_to(allowed, lead + (tq, tk)).reshape(-1, tq, tk)
+        y, cache = forward(q3, k3, v3, allowed)
+
+        def backprop(dy):
+            dq, dk, dv = backward(_host(dy).reshape(y.shape), cache)
+            return tuple(_device(g.reshape(a.shape), dtype) for g, a in zip((dq, dk, dv), (q, k, v)))
+
+        return _device(y.reshape(lead + y.shape[-2:]), dtype), backprop
+
+    return attention
+
+
+_REPLACEMENTS = {"dense": _dense, "conv2d": _conv2d, "max_pool": _max_pool, "lstm_step": _lstm, "gru_step": _gru,
+                 "attention": _attention}

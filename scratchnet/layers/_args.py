@@ -7,7 +7,7 @@ from .. import ops
 
 # Activations by Keras name; None and "linear" are the identity.
 _ACTIVATIONS = {"relu": ops.relu, "sigmoid": ops.sigmoid, "tanh": ops.tanh, "softmax": ops.softmax,
-                "log_softmax": ops.log_softmax}
+                "log_softmax": ops.log_softmax, "gelu": ops.gelu}
 
 
 def activation_name(layer, name):

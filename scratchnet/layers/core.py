@@ -7,8 +7,7 @@ import numpy
 
 from .. import initializers, ops, regularizers
 from .._checks import check_fraction
-from ..backend import get_backend
-from ..distributed.shard import current_shard
+from ..distributed.shard import Shard
 from ..serialization import initializer_config, register
 from ._args import activate, activation_name, fused_activation, positive_int
 from .base import Layer
@@ -123,9 +122,12 @@ class Dropout(Layer):
 
     ``seed`` seeds a layer-private generator (each call draws a new mask from
     it); without one, masks come from ``scratchnet.random``. Under data
-    parallelism (a :func:`scratchnet.distributed.current_shard`) the mask is
-    drawn for the whole global batch, as one process would draw it, and this
-    rank keeps its rows of it: the masks do not depend on the number of ranks.
+    parallelism the step runs the forward pass with ``training=shard``, a
+    :class:`scratchnet.distributed.Shard` (which rows of the global batch
+    this rank holds): the mask is drawn for the whole global batch, as one
+    process would draw it, and this rank keeps its rows of it
+    (:func:`scratchnet.ops.dropout`'s ``global_shape`` and ``offset``), so
+    the masks do not depend on the number of ranks.
     """
 
     def __init__(self, rate, seed=None, name=None, dtype=None):
@@ -139,11 +141,9 @@ class Dropout(Layer):
         if not training or self.rate == 0:
             return x, lambda dY: dY
         seed = None if self._rng is None else int(self._rng.integers(2**31))
-        shard = current_shard()
-        if shard is None:
-            return ops.dropout(x, self.rate, seed)
-        mask = shard.take(get_backend().dropout_mask(shard.global_shape(x), self.rate, seed, x.dtype))
-        return x * mask, lambda dY: dY * mask
+        if isinstance(training, Shard):  # these rows of a global batch
+            return ops.dropout(x, self.rate, seed, global_shape=training.global_shape(x), offset=training.start)
+        return ops.dropout(x, self.rate, seed)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}

@@ -3,22 +3,27 @@
 Every op returns ``(output, backprop)``; ``backprop`` takes the gradient of
 the output and returns the gradients of the inputs, computed by hand.
 
-===================================================  ======================================
-call                                                 ``backprop(...)`` returns
-===================================================  ======================================
-``dense(x, w, b=None)``                              ``(dx, dw, db)``
-``conv2d(x, w, b=None, strides=1, padding)``         ``(dx, dw, db)``
-``max_pool2d(x, ksize, strides, padding)``           ``dx``
-``avg_pool2d(x, ksize, strides, padding)``           ``dx``
-``global_avg_pool2d`` / ``global_max_pool2d(x)``     ``dx``
-``lstm(x, kernel, recurrent_kernel, bias, h0, c0)``  ``(dx, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
-``embedding(ids, table)``                            ``dtable``
-``embedding_lstm(ids, table, kernel, ...)``          ``(dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
-``relu`` / ``sigmoid`` / ``tanh`` / ``softmax``      ``dx``
-``log_softmax(x, axis=-1)``                          ``dx``
-``dropout(x, rate, seed=None)``                      ``dx``
-``softmax_cross_entropy(logits, labels)``            ``dlogits``
-===================================================  ======================================
+===============================================================  =========================================================
+call                                                             ``backprop(...)`` returns
+===============================================================  =========================================================
+``dense(x, w, b=None)``                                          ``(dx, dw, db)``
+``conv2d(x, w, b=None, strides=1, padding)``                     ``(dx, dw, db)``
+``max_pool2d(x, ksize, strides, padding)``                       ``dx``
+``avg_pool2d(x, ksize, strides, padding)``                       ``dx``
+``global_avg_pool2d`` / ``global_max_pool2d(x)``                 ``dx``
+``lstm(x, kernel, recurrent_kernel, bias, h0, c0)``              ``(dx, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
+``gru`` / ``simple_rnn(x, kernel, recurrent_kernel, bias, h0)``  ``(dx, dkernel, drecurrent_kernel, dbias, dh0)``
+``embedding(ids, table)``                                        ``dtable``
+``embedding_lstm(ids, table, kernel, ...)``                      ``(dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0)``
+``relu`` / ``sigmoid`` / ``tanh`` / ``softmax``                  ``dx``
+``gelu(x, approximate=False)``                                   ``dx``
+``log_softmax(x, axis=-1)``                                      ``dx``
+``dropout(x, rate, seed=None)``                                  ``dx``
+``layer_norm(x, gamma, beta, epsilon=1e-3)``                     ``(dx, dgamma, dbeta)``
+``batch_norm(x, gamma, beta, epsilon=1e-3)``                     ``(dx, dgamma, dbeta)``
+``attention(q, k, v, mask=None, causal=False)``                  ``(dq, dk, dv)``
+``softmax_cross_entropy(logits, labels)``                        ``dlogits``
+===============================================================  =========================================================
 
 Each op family has one file (``dense.py``, ``conv.py``, ...) holding the op,
 its derivation and its NumPy reference kernels. The rest of this folder:
@@ -29,29 +34,38 @@ its derivation and its NumPy reference kernels. The rest of this folder:
 - ``backends.py``: how each backend (numpy, numba, cupy) is built;
 - ``shapes.py``: output sizes and TensorFlow's padding rule.
 """
-from .activations import log_softmax, relu, sigmoid, softmax, tanh
+from .activations import gelu, log_softmax, relu, sigmoid, softmax, tanh
+from .attention import attention
 from .conv import conv2d
 from .dense import dense
 from .dropout import dropout
 from .embedding import embedding
+from .gru import gru, simple_rnn
 from .losses import softmax_cross_entropy
 from .lstm import embedding_lstm, lstm
+from .normalization import batch_norm, layer_norm
 from .pooling import avg_pool2d, global_avg_pool2d, global_max_pool2d, max_pool2d
 
 __all__ = [
+    "attention",
     "avg_pool2d",
+    "batch_norm",
     "conv2d",
     "dense",
     "dropout",
     "embedding",
     "embedding_lstm",
+    "gelu",
     "global_avg_pool2d",
     "global_max_pool2d",
+    "gru",
+    "layer_norm",
     "log_softmax",
     "lstm",
     "max_pool2d",
     "relu",
     "sigmoid",
+    "simple_rnn",
     "softmax",
     "softmax_cross_entropy",
     "tanh",

@@ -13,11 +13,16 @@ is cheaper than recomputing from ``x``::
     relu     f(x) = max(x, 0)          f'(x) = 1 if x > 0 else 0 (0 at x = 0, as TensorFlow)
     sigmoid  f(x) = 1 / (1 + e^-x)     f'(x) = e^-x / (1 + e^-x)^2 = y (1 - y)
     tanh     f(x) = tanh(x)            f'(x) = 1 - tanh(x)^2 = 1 - y^2
+    gelu     f(x) = x Φ(x)             f'(x) = Φ(x) + x φ(x)   (Φ, φ: the standard normal's CDF and density)
 
 Softmax and log-softmax are not elementwise: every output depends on every
 input of its row (derived at :func:`softmax` and :func:`log_softmax`).
 """
 from __future__ import annotations
+
+import math
+
+import numpy
 
 from .._checks import as_float_arrays, check_grad
 from ..backend import get_backend
@@ -26,7 +31,13 @@ from ..recording import op as recorded_op
 
 
 class ActivationReference:
-    """Reference kernel for the activations (none is hot enough to override yet)."""
+    """Reference kernels for the activations (none is hot enough to override yet)."""
+
+    def erf(self, x):
+        """The error function, elementwise, in ``x``'s dtype: the C library's ``erf`` (correctly rounded to within
+        an ulp or so), one element at a time. NumPy has no ``erf``; a fast backend overrides this."""
+        flat = numpy.fromiter((math.erf(v) for v in x.ravel().tolist()), dtype=numpy.float64, count=x.size)
+        return flat.reshape(x.shape).astype(x.dtype)
 
     def sigmoid(self, x):
         """``1 / (1 + exp(-x))``, written so that no ``exp`` overflows."""
@@ -58,6 +69,8 @@ def _elementwise_cost(flops_per_element, backward_flops_per_element):
     return cost
 
 
+# gelu: erf (counted as 10), multiply-adds forward; erf and exp again and the product rule backward.
+gelu_cost = _elementwise_cost(14, 20)
 relu_cost, sigmoid_cost, tanh_cost, softmax_cost = (_elementwise_cost(1, 1), _elementwise_cost(4, 2),
                                                     _elementwise_cost(4, 2), _elementwise_cost(5, 4))
 # log_softmax: max, subtract, exp, sum, log-subtract forward; exp(y), sum(dy), multiply, subtract backward.
@@ -207,5 +220,56 @@ def log_softmax(x, axis=-1):
     def backprop(dy):
         dy = check_grad("log_softmax", dy, y, be)
         return dy - xp.exp(y) * dy.sum(axis=axis, keepdims=True)
+
+    return y, backprop
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@recorded_op("gelu", cost=gelu_cost)
+def gelu(x, approximate=False):
+    """The Gaussian error linear unit, ``y = x Φ(x)``, any shape (Keras's and PyTorch's ``gelu``).
+
+    Exact (``approximate=False``, the default of Keras and PyTorch), with
+    ``Φ(x) = (1 + erf(x / sqrt 2)) / 2`` the standard normal's CDF and
+    ``φ(x) = exp(-x^2 / 2) / sqrt(2 pi)`` its density::
+
+        y = x Φ(x)
+        dy/dx = Φ(x) + x φ(x)                       (the product rule; Φ' = φ)
+
+    With ``approximate=True`` (``approximate="tanh"`` in PyTorch; GPT-2's form),
+    ``u = sqrt(2/pi) (x + 0.044715 x^3)`` and ``t = tanh(u)``::
+
+        y = x (1 + t) / 2
+        dy/dx = (1 + t) / 2 + x (1 - t^2) / 2 * sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+
+    ``backprop(dy) -> dx = dy * dy/dx``, from the saved ``x`` (not from ``y``:
+    GELU is not monotonic below about -0.75, so ``y`` does not determine ``x``).
+    """
+    if not isinstance(approximate, (bool, numpy.bool_)):
+        raise ValueError(f"gelu: approximate must be True or False, got {approximate!r}")
+    be, x = _unary("gelu", x)
+    xp = be.xp
+    half = x.dtype.type(0.5)
+    if approximate:
+        c, k = x.dtype.type(_SQRT_2_OVER_PI), x.dtype.type(0.044715)
+        t = xp.tanh(c * (x + k * x * x * x))
+        y = half * x * (1 + t)
+
+        def derivative():
+            return half * (1 + t) + half * x * (1 - t * t) * c * (1 + 3 * k * x * x)
+    else:
+        cdf = half * (1 + be.erf(x * x.dtype.type(_INV_SQRT_2)))
+        y = x * cdf
+
+        def derivative():
+            return cdf + x * (x.dtype.type(_INV_SQRT_2PI) * xp.exp(-half * x * x))
+
+    def backprop(dy):
+        dy = check_grad("gelu", dy, y, be)
+        return dy * derivative()
 
     return y, backprop

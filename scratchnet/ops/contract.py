@@ -8,14 +8,16 @@ current backend through the methods listed here. Three backends implement
 - ``ReferenceOps`` (``scratchnet/ops/reference.py``): every kernel in plain
   NumPy, written to be read; the oracle of the tests. Its code sits beside
   each op, one class per family (``ConvReference`` in ``conv.py``, ...).
-- ``NumbaOps`` (``kernels/numba_ops.py``): the reference, with the hot kernels
-  compiled by Numba.
-- ``CupyOps`` (``kernels/cupy_ops.py``): the reference on CuPy arrays, with
-  the hot kernels in CUDA C.
+- ``NumbaOps`` (``kernels/numba/backend.py``): the hot kernels compiled by
+  Numba, the others the reference's code, named method by method.
+- ``CupyOps`` (``kernels/cuda/backend.py``): the hot kernels in CUDA C, the
+  others the reference's code run on CuPy arrays, named the same way.
 
-A backend overrides a kernel with exactly the signature given here, and
-adds no public method that is not listed here (``tests/test_backend.py``
-checks both). Kernels take and return arrays of the backend's own type
+The two fast backends are plain classes with every method listed here: a
+fast kernel has exactly the signature given here, a method without one is
+the reference's function itself (``sigmoid = ReferenceOps.sigmoid``), and
+no public method is added that is not listed here (``tests/test_backend.py``
+checks all three). Kernels take and return arrays of the backend's own type
 (``xp.ndarray``), already checked by the op: they do not validate. Every
 array a kernel returns is new, never an input, a view of one or a buffer
 it keeps: the layers hold a backward's weight gradients as ``.grad``
@@ -41,6 +43,12 @@ in the conv and pooling kernels), and ``*_seq`` names a time-major stack:
 ``x_seq[t]`` is the input of step ``t``.
 """
 from __future__ import annotations
+
+
+#: Fused kernels a backend may offer beyond the contract, for an optimizer that asks for them by name
+#: (``scratchnet/fused_update.py``: SGD's L2 + step + moving average in one pass). A backend without
+#: them is complete; the optimizer then runs the contract's plain steps.
+OPTIONAL_KERNELS = ("sgd_l2_ema_update", "sgd_l2_ema_apply")
 
 
 class Ops:
@@ -102,6 +110,13 @@ class Ops:
 
     def sigmoid(self, x):
         """Elementwise ``1 / (1 + exp(-x))``, without overflow for large ``|x|``.
+
+        x : any shape;  returns : x's shape
+        """
+        raise NotImplementedError
+
+    def erf(self, x):
+        """Elementwise error function ``erf(x) = 2/sqrt(pi) int_0^x exp(-t^2) dt``, in ``x``'s dtype (GELU's CDF).
 
         x : any shape;  returns : x's shape
         """
@@ -320,8 +335,9 @@ class Ops:
         raise NotImplementedError
 
     # --- parameter updates (``scratchnet/ops/updates.py``) ----------------------
-    # In place, on arrays of one shape and dtype; each returns None (but the sums: sum_of_squares,
-    # sum_of_squares_on_device and sgd_l2_ema_update's).
+    # In place, on arrays of one shape and dtype; each returns None (but the sums: sum_of_squares and
+    # sum_of_squares_on_device). A fused update is not part of the contract: it is an optimizer's
+    # choice (scratchnet/fused_update.py asks the backend for SGD's, and takes the plain steps without it).
 
     def scaled_add(self, y, x, alpha):
         """``y += alpha * x``: plain SGD's step (``alpha = -lr``), an L2 penalty's gradient.
@@ -347,29 +363,9 @@ class Ops:
     def sum_of_squares_on_device(self, x):
         """:meth:`sum_of_squares` left where it was computed: a 0-d float64 array of the backend's module
         (a NumPy scalar on the CPU backends). On a GPU nothing waits for the device; a training step reads
-        its sums with the loss and the checks in its one transfer (``Model.train_on_shard``).
+        its sums with the loss and the checks in its one transfer (``scratchnet.model.step.train_step``).
 
         x : any shape;  returns : a 0-d float64 array
-        """
-        raise NotImplementedError
-
-    def sgd_l2_ema_update(self, w, g, lr, l2, shadow, decay):
-        """The seeds' whole update of one parameter, in one pass: ``s = sum(w**2)`` (before the step),
-        ``g += 2 l2 w``, ``w -= lr g``, and ``shadow -= (1 - decay) (shadow - w)`` when ``shadow`` is given.
-        The same arithmetic, in the same order, as ``scaled_add(g, w, 2 l2)``, ``scaled_add(w, g, -lr)``
-        and ``moving_average_update(shadow, w, decay)`` one after the other.
-
-        w, g : the same shape;  lr, l2 : float;  shadow : like w, or None;  decay : float in [0, 1]
-        returns : s, a Python float (the L2 penalty is ``l2 * s``)
-        """
-        raise NotImplementedError
-
-    def sgd_l2_ema_apply(self, w, g, lr, l2, shadow, decay):
-        """:meth:`sgd_l2_ema_update` without the sum: the same updates, bit for bit, returning None.
-
-        For a caller that has the penalty already: a device step sums the
-        weights (:meth:`sum_of_squares_on_device`) before its one transfer,
-        which comes before any update, so the kernel need not sum them again.
         """
         raise NotImplementedError
 

@@ -42,7 +42,7 @@ without the zeros.
 
 The whole forward and backward are backend kernels (``conv2d_forward``,
 ``conv2d_backward``), so a CPU backend can run them a few images at a time,
-with an im2col matrix that stays in cache (``kernels/conv_numba.py``).
+with an im2col matrix that stays in cache (``kernels/numba/conv.py``).
 
 Two options let a kernel skip memory passes. ``activation="relu"`` fuses
 ``y = max(conv + b, 0)`` into the forward (the backward then masks ``dy`` by
@@ -53,7 +53,7 @@ wants ``dx`` (the input is data, as for a model's first layer): the
 
 **Which algorithm.** Everything above is the direct algorithm: every output
 is the plain sum of its window's products. The numba backend also has
-Winograd F(4x4, 5x5) (``kernels/winograd_numba.py``) for stride-1 5x5
+Winograd F(4x4, 5x5) (``kernels/numba/winograd.py``) for stride-1 5x5
 convolutions, 6.25 times fewer multiplications and a result equal up to
 rounding, but not bit for bit where the sum is exactly zero.
 ``conv_algorithm`` (``scratchnet/_config.py``) or the environment variable

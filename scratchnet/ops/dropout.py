@@ -13,6 +13,11 @@ mask[i]``::
 
 The same mask: a dropped unit passes no gradient, a kept one passes it
 scaled like its value.
+
+Under data parallelism each rank holds some rows of a global batch. The mask
+must not depend on how the batch was split, so :func:`dropout` takes the
+global batch's shape and this part's row offset: it draws the mask of the
+whole batch, exactly as one process would, and keeps its rows of it.
 """
 from __future__ import annotations
 
@@ -44,13 +49,13 @@ class DropoutReference:
         return x * mask, mask
 
 
-def dropout_cost(x, rate, seed=None):
+def dropout_cost(x, rate, seed=None, global_shape=None, offset=0):
     """FLOPs and bytes of :func:`dropout`: draw, compare and scale each element."""
     return Cost(flops=3.0 * x.size, bytes=3 * nbytes(x), backward_flops=float(x.size), backward_bytes=3 * nbytes(x))
 
 
 @recorded_op("dropout", cost=dropout_cost)
-def dropout(x, rate, seed=None):
+def dropout(x, rate, seed=None, global_shape=None, offset=0):
     """Inverted dropout (training mode).
 
     Parameters
@@ -60,6 +65,13 @@ def dropout(x, rate, seed=None):
         Fraction of units to drop. ``0`` is the identity.
     seed : int, optional
         Same seed, same mask; ``None`` draws from ``scratchnet.random``.
+    global_shape : tuple of int, optional
+        ``x`` is rows ``offset:offset + len(x)`` of a batch of this shape (a
+        rank's share under data parallelism): the mask is drawn for the whole
+        batch and these rows of it are used, so the result does not depend on
+        how the batch was split. Default: ``x``'s own shape.
+    offset : int
+        The first row of ``x`` in the global batch.
 
     Returns
     -------
@@ -82,10 +94,26 @@ def dropout(x, rate, seed=None):
 
         return x.copy(), identity
 
-    y, mask = be.dropout_forward(x, float(rate), seed)
+    if global_shape is None:
+        y, mask = be.dropout_forward(x, float(rate), seed)
+    else:
+        global_shape = _check_rows(x, global_shape, offset)
+        mask = be.dropout_mask(global_shape, float(rate), seed, x.dtype)[offset:offset + x.shape[0]]
+        y = x * mask
 
     def backprop(dy):
         dy = check_grad("dropout", dy, y, be)
         return dy * mask
 
     return y, backprop
+
+
+def _check_rows(x, global_shape, offset):
+    """``global_shape`` as a tuple, checked: ``x`` must be rows ``offset:offset + len(x)`` of a batch of that shape."""
+    global_shape = tuple(int(n) for n in global_shape)
+    rows = x.shape[0] if x.ndim else 0
+    if (not global_shape or global_shape[1:] != tuple(x.shape[1:]) or isinstance(offset, bool)
+            or not isinstance(offset, numbers.Integral) or not 0 <= offset <= global_shape[0] - rows):
+        raise ValueError(f"dropout: x of shape {tuple(x.shape)} must be rows offset:offset + {rows} of the global "
+                         f"batch, got global_shape={global_shape} and offset={offset!r}")
+    return global_shape

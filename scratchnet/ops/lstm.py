@@ -27,7 +27,7 @@ Backward: backpropagation through time, for t = T-1 down to 0. Each backward
 step is numbered after the forward step it undoes, with a ``b`` for
 "backward": ``3b`` is the gradient through step 3, and they run in reverse
 order, 4b, 3b, 2b, 1b. The same numbers label the code here, in
-``kernels/lstm_numba.py`` and in ``kernels/lstm.cu``. ``dh`` and ``dc`` are
+``kernels/numba/lstm.py`` and in ``kernels/cuda/lstm.cu``. ``dh`` and ``dc`` are
 the gradients of the current ``h_t`` and ``c_t``; step t+1 has already sent
 back its share of them (its 1b and 3b)::
 

@@ -4,9 +4,11 @@
 and their shapes, in one class). Its code is assembled from one class per op
 family, each beside the op it serves: ``conv.py`` holds ``ConvReference``,
 ``pooling.py`` holds ``PoolingReference``, and so on. The kernels are
-written against ``self.xp``, so the CuPy backend inherits any kernel it does
-not override. The Numba and CuPy backends subclass this and override only hot
-kernels, with the contract's signatures (``tests/test_backend.py`` checks it).
+written against ``self.xp``, so they run on CuPy arrays as they are. The
+Numba and CuPy backends (``kernels/numba/backend.py``, ``kernels/cuda/backend.py``)
+name these functions for every kernel they have no fast version of
+(``sigmoid = ReferenceOps.sigmoid``): run on those backends, a reference
+kernel's calls (``self.gemm``, ``self.im2col``) reach their fast kernels.
 """
 from __future__ import annotations
 

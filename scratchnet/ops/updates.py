@@ -6,7 +6,7 @@ and :mod:`scratchnet.ema` run once per parameter per step, and the one
 reduction an L2 penalty needs (``sum_of_squares``). Each updates its
 first argument in place. Written as NumPy expressions, every term of an update
 is a temporary array the size of the parameter, and each temporary is one
-more pass over memory; the Numba backend (``kernels/updates_numba.py``) runs
+more pass over memory; the Numba backend (``kernels/numba/updates.py``) runs
 each update as a single pass instead. The rules themselves are derived where
 they are used (``scratchnet/optimizers.py``, ``scratchnet/ema.py``).
 
@@ -37,8 +37,12 @@ class UpdateReference:
         x = x.astype(self.xp.float64)
         return (x * x).sum()
 
+    # Not in the contract (scratchnet/ops/contract.py): plain SGD's fused update is the SGD optimizer's choice
+    # (scratchnet/fused_update.py). These are its reference, which the fast backends fall back on.
+
     def sgd_l2_ema_update(self, w, g, lr, l2, shadow, decay):
-        """The three updates of a seed's step, one after the other (the Numba and CuPy backends fuse them into one pass):
+        """The three updates of plain SGD with L2 and a moving average, one after the other (the Numba and CuPy
+        backends fuse them into one pass):
         the L2 penalty's gradient ``g += 2 l2 w``, plain SGD ``w -= lr g``, the moving average of ``w``.
         Returns ``sum(w**2)`` of ``w`` before the step, the penalty's sum, when ``l2`` is set, and 0.0 without
         one: the sum is a reduction to a Python float, which on a GPU is a wait for the device, and the caller

@@ -53,9 +53,9 @@ def machine_key(backend):
     """What the cached numbers hold for: CPU model, backend, threads, and the GPU on CuPy."""
     key = f"{cpu_model()} | {backend.name} | {cpu_count()} threads"
     if backend.name == "numba":
-        from ..kernels import blas
+        from ..kernels.runtime import blas
 
-        key += f" | {blas.name()}"  # the BLAS of its products (kernels/blas.py)
+        key += f" | {blas.name()}"  # the BLAS of its products (kernels/runtime/blas.py)
     if backend.name == "cupy":
         import cupy
 

@@ -8,7 +8,7 @@ asks), the fallback below compiles the same text behind a one-thread shim:
 the grid-stride loops then run serially, which checks the index math and
 the arguments but not concurrency.
 
-Either way the text and the options are exactly what ``scratchnet.kernels.cuda``
+Either way the text and the options are exactly what ``scratchnet.kernels.cuda.compiler``
 hands NVRTC.
 """
 from __future__ import annotations

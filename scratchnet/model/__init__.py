@@ -1,0 +1,7 @@
+"""``Model`` and ``Sequential``: layers made of layers, with Keras's training API (see :mod:`.base`)."""
+from __future__ import annotations
+
+from .base import Model
+from .sequential import Sequential
+
+__all__ = ["Model", "Sequential"]

@@ -1,0 +1,190 @@
+"""GRU and simple RNN over a sequence, Keras's semantics, with backpropagation through time written out.
+
+**GRU** (Keras's default ``reset_after=True``; gate blocks ordered z, r, h in
+the kernels and biases). With ``x_t`` (N, D), ``h_{t-1}`` (N, H), the kernel
+``W`` (D, 3H), the recurrent kernel ``U`` (H, 3H) and the bias ``b`` (2, 3H)
+(row 0 the input bias, row 1 the recurrent bias)::
+
+    1.  a_t = x_t @ W + b[0]                       (N, 3H): a_z, a_r, a_h
+        u_t = h_{t-1} @ U + b[1]                   (N, 3H): u_z, u_r, u_h
+    2.  z_t = sigmoid(a_z + u_z)                   update gate
+        r_t = sigmoid(a_r + u_r)                   reset gate
+        g_t = tanh(a_h + r_t * u_h)                candidate (the reset gate scales the recurrent part)
+    3.  h_t = z_t * h_{t-1} + (1 - z_t) * g_t      z = 1 keeps the old state, z = 0 takes the candidate
+
+Backward, from ``dh_t`` (the gradient of ``h_t``: from the output at ``t``
+plus what step ``t + 1`` sends back), steps 3b, 2b, 1b undo 3, 2, 1::
+
+    3b. dg = dh_t * (1 - z_t)          dz = dh_t * (h_{t-1} - g_t)         dh_{t-1} = dh_t * z_t  (+ 1b)
+    2b. dp_h = dg * (1 - g_t^2)                           p_h = a_h + r_t * u_h, the candidate's input
+        da_h = dp_h      du_h = dp_h * r_t      dr = dp_h * u_h
+        dp_z = dz * z_t (1 - z_t)      dp_r = dr * r_t (1 - r_t)     (sigmoid' = s (1 - s))
+        da = [dp_z, dp_r, da_h]        du = [dp_z, dp_r, du_h]
+    1b. dW += x_t^T da     db[0] += sum_n da     dx_t = da @ W^T
+        dU += h_{t-1}^T du   db[1] += sum_n du   dh_{t-1} += du @ U^T
+
+The weight gradients sum over every step; as for the LSTM, step 1 and 1b's
+input products are done for all steps at once, outside the loop.
+
+**Simple RNN** (Keras's ``SimpleRNN``, tanh): ``h_t = tanh(x_t @ W + h_{t-1} @ U + b)``,
+and backward ``dp = dh_t * (1 - h_t^2)``, ``dW += x_t^T dp``, ``dU += h_{t-1}^T dp``,
+``db += sum_n dp``, ``dx_t = dp @ W^T``, ``dh_{t-1} = dp @ U^T``.
+
+Both take batch-major ``x`` (N, T, D) and return ``(ys, h)``: every step's
+state (N, T, H) and the last one (N, H). ``backprop(dys, dh)`` takes the
+gradients of both (either may be None) and returns
+``(dx, dkernel, drecurrent_kernel, dbias, dh0)``.
+"""
+from __future__ import annotations
+
+from .._checks import as_float_arrays, check_grad, check_rank
+from ..backend import get_backend
+from ..recording import Cost, nbytes
+from ..recording import op as recorded_op
+
+
+def _sigmoid(xp, v):
+    e = xp.exp(-xp.abs(v))  # no overflow: exp of a non-positive number
+    return xp.where(v >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _check(op, x, kernel, recurrent_kernel, bias, h0, gates, bias_shape):
+    check_rank(op, "x", x, 3, "[N, T, D]")
+    N, T, D = x.shape
+    if T < 1:
+        raise ValueError(f"{op}: x must have at least one time step, got shape {tuple(x.shape)}")
+    check_rank(op, "kernel", kernel, 2, f"[D, {gates}H]")
+    check_rank(op, "recurrent_kernel", recurrent_kernel, 2, f"[H, {gates}H]")
+    H = recurrent_kernel.shape[0]
+    shapes = (f"x: {tuple(x.shape)}, kernel: {tuple(kernel.shape)}, recurrent_kernel: {tuple(recurrent_kernel.shape)}, "
+              f"bias: {tuple(bias.shape)}")
+    if recurrent_kernel.shape[1] != gates * H or kernel.shape != (D, gates * H) or bias.shape != bias_shape(H):
+        raise ValueError(f"{op}: the weights must be kernel (D, {gates}H), recurrent_kernel (H, {gates}H) and bias "
+                         f"{bias_shape('H')} for x of depth D; got {shapes}")
+    if h0 is not None and tuple(h0.shape) != (N, H):
+        raise ValueError(f"{op}: h0 must have shape (N, H) = {(N, H)}, got {tuple(h0.shape)} ({shapes})")
+    return N, T, D, H
+
+
+def _backprop_args(op, be, dys, dh, ys, h):
+    dys = None if dys is None else check_grad(op, dys, ys, be, name="dys")
+    dh = None if dh is None else check_grad(op, dh, h, be, name="dh")
+    return dys, dh
+
+
+def gru_cost(x, kernel, recurrent_kernel, bias, h0=None):
+    N, T, D = x.shape
+    H = recurrent_kernel.shape[0]
+    products = 2.0 * T * N * (D + H) * 3 * H
+    return Cost(flops=products + 12.0 * T * N * H, bytes=nbytes(x, kernel, recurrent_kernel, bias) + 5 * T * N * H * 4,
+                backward_flops=2 * products + 20.0 * T * N * H,
+                backward_bytes=2 * nbytes(x, kernel, recurrent_kernel, bias) + 8 * T * N * H * 4)
+
+
+@recorded_op("gru", cost=gru_cost)
+def gru(x, kernel, recurrent_kernel, bias, h0=None):
+    """A GRU (Keras's, ``reset_after=True``) over ``x`` (N, T, D): ``((ys, h), backprop)``, derived above.
+
+    ``kernel`` (D, 3H), ``recurrent_kernel`` (H, 3H), ``bias`` (2, 3H), gates z, r, h;
+    ``h0`` (N, H), zeros when None. ``backprop(dys, dh=None) -> (dx, dkernel, drecurrent_kernel, dbias, dh0)``.
+    """
+    be = get_backend()
+    xp = be.xp
+    x, kernel, recurrent_kernel, bias, h0 = as_float_arrays(
+        "gru", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0)
+    N, T, D, H = _check("gru", x, kernel, recurrent_kernel, bias, h0, 3, lambda H: (2, 3 * H))
+    h = xp.zeros((N, H), dtype=x.dtype) if h0 is None else h0
+    a_seq = (x.reshape(N * T, D) @ kernel + bias[0]).reshape(N, T, 3 * H)  # step 1's input part, every step
+    hs, zs, rs, gs, us = [h], [], [], [], []
+    for t in range(T):
+        a = a_seq[:, t]
+        u = h @ recurrent_kernel + bias[1]
+        z = _sigmoid(xp, a[:, :H] + u[:, :H])
+        r = _sigmoid(xp, a[:, H:2 * H] + u[:, H:2 * H])
+        g = xp.tanh(a[:, 2 * H:] + r * u[:, 2 * H:])
+        h = z * h + (1 - z) * g
+        hs.append(h)
+        zs.append(z)
+        rs.append(r)
+        gs.append(g)
+        us.append(u[:, 2 * H:])
+    ys = xp.stack(hs[1:], axis=1)
+
+    def backprop(dys, dh=None):
+        dys, dh = _backprop_args("gru", be, dys, dh, ys, h)
+        dh = xp.zeros((N, H), dtype=x.dtype) if dh is None else dh.copy()
+        da_seq = xp.empty((N, T, 3 * H), dtype=x.dtype)
+        du_seq = xp.empty((N, T, 3 * H), dtype=x.dtype)
+        for t in range(T - 1, -1, -1):
+            if dys is not None:
+                dh = dh + dys[:, t]
+            z, r, g, u_h, h_prev = zs[t], rs[t], gs[t], us[t], hs[t]
+            dg = dh * (1 - z)                                   # 3b
+            dz = dh * (h_prev - g)
+            dp_h = dg * (1 - g * g)                             # 2b
+            dr = dp_h * u_h
+            dp_z = dz * z * (1 - z)
+            dp_r = dr * r * (1 - r)
+            da_seq[:, t, :H] = dp_z
+            da_seq[:, t, H:2 * H] = dp_r
+            da_seq[:, t, 2 * H:] = dp_h
+            du = da_seq[:, t].copy()
+            du[:, 2 * H:] = dp_h * r
+            du_seq[:, t] = du
+            dh = dh * z + du @ recurrent_kernel.T               # 1b: both paths into h_{t-1}
+        da = da_seq.reshape(N * T, 3 * H)
+        du = du_seq.reshape(N * T, 3 * H)
+        h_prevs = xp.stack(hs[:-1], axis=1).reshape(N * T, H)
+        dx = (da @ kernel.T).reshape(N, T, D)                   # 1b, for every step at once
+        dkernel = x.reshape(N * T, D).T @ da
+        drecurrent_kernel = h_prevs.T @ du
+        dbias = xp.stack([da.sum(axis=0), du.sum(axis=0)])
+        return dx, dkernel, drecurrent_kernel, dbias, dh
+
+    return (ys, h), backprop
+
+
+def simple_rnn_cost(x, kernel, recurrent_kernel, bias, h0=None):
+    N, T, D = x.shape
+    H = recurrent_kernel.shape[0]
+    products = 2.0 * T * N * (D + H) * H
+    return Cost(flops=products + 4.0 * T * N * H, bytes=nbytes(x, kernel, recurrent_kernel, bias) + 2 * T * N * H * 4,
+                backward_flops=2 * products + 4.0 * T * N * H,
+                backward_bytes=2 * nbytes(x, kernel, recurrent_kernel, bias) + 3 * T * N * H * 4)
+
+
+@recorded_op("simple_rnn", cost=simple_rnn_cost)
+def simple_rnn(x, kernel, recurrent_kernel, bias, h0=None):
+    """Keras's ``SimpleRNN`` (tanh) over ``x`` (N, T, D): ``((ys, h), backprop)``, derived above.
+
+    ``kernel`` (D, H), ``recurrent_kernel`` (H, H), ``bias`` (H,); ``h0`` (N, H), zeros when None.
+    ``backprop(dys, dh=None) -> (dx, dkernel, drecurrent_kernel, dbias, dh0)``.
+    """
+    be = get_backend()
+    xp = be.xp
+    x, kernel, recurrent_kernel, bias, h0 = as_float_arrays(
+        "simple_rnn", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0)
+    N, T, D, H = _check("simple_rnn", x, kernel, recurrent_kernel, bias, h0, 1, lambda H: (H,))
+    h = xp.zeros((N, H), dtype=x.dtype) if h0 is None else h0
+    a_seq = (x.reshape(N * T, D) @ kernel + bias).reshape(N, T, H)
+    hs = [h]
+    for t in range(T):
+        h = xp.tanh(a_seq[:, t] + h @ recurrent_kernel)
+        hs.append(h)
+    ys = xp.stack(hs[1:], axis=1)
+
+    def backprop(dys, dh=None):
+        dys, dh = _backprop_args("simple_rnn", be, dys, dh, ys, h)
+        dh = xp.zeros((N, H), dtype=x.dtype) if dh is None else dh.copy()
+        dp_seq = xp.empty((N, T, H), dtype=x.dtype)
+        for t in range(T - 1, -1, -1):
+            if dys is not None:
+                dh = dh + dys[:, t]
+            dp = dh * (1 - hs[t + 1] * hs[t + 1])
+            dp_seq[:, t] = dp
+            dh = dp @ recurrent_kernel.T
+        dp = dp_seq.reshape(N * T, H)
+        h_prevs = xp.stack(hs[:-1], axis=1).reshape(N * T, H)
+        return ((dp @ kernel.T).reshape(N, T, D), x.reshape(N * T, D).T @ dp, h_prevs.T @ dp, dp.sum(axis=0), dh)
+
+    return (ys, h), backprop
