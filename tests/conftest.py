@@ -147,7 +147,7 @@ FAMILY_WORDS = {
     "embedding": ("embedding",),
     "attention": ("attention",),
     "dropout": ("dropout",),
-    "losses": ("softmax", "cross_entropy", "xent"),
+    "losses": ("softmax", "cross_entropy"),
     "optimizers": ("update", "sgd", "adam", "sum_of_squares"),
 }
 

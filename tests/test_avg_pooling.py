@@ -119,19 +119,19 @@ KERNEL_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("x_shape, kh, kw, sh, sw, pads", KERNEL_CASES)
-def test_numba_avgpool_kernels_match_the_reference(numba_ops, x_shape, kh, kw, sh, sw, pads, dtype):
+def test_numba_avg_pool2d_kernels_match_the_reference(numba_ops, x_shape, kh, kw, sh, sw, pads, dtype):
     from scratchnet.ops.reference import ReferenceOps
 
     ref = ReferenceOps()
     rng = np.random.default_rng(7)
     x = rng.standard_normal(x_shape).astype(dtype)
-    y = numba_ops.avgpool_forward(x, kh, kw, sh, sw, pads)
+    y = numba_ops.avg_pool2d_forward(x, kh, kw, sh, sw, pads)
     assert y.dtype == dtype
-    assert_close(y, ref.avgpool_forward(x, kh, kw, sh, sw, pads), dtype, "avgpool_forward")
+    assert_close(y, ref.avg_pool2d_forward(x, kh, kw, sh, sw, pads), dtype, "avg_pool2d_forward")
     dy = rng.standard_normal(y.shape).astype(dtype)
-    dx = numba_ops.avgpool_backward(dy, x_shape, kh, kw, sh, sw, pads)
+    dx = numba_ops.avg_pool2d_backward(dy, x_shape, kh, kw, sh, sw, pads)
     assert dx.dtype == dtype
-    assert_close(dx, ref.avgpool_backward(dy, x_shape, kh, kw, sh, sw, pads), dtype, "avgpool_backward")
+    assert_close(dx, ref.avg_pool2d_backward(dy, x_shape, kh, kw, sh, sw, pads), dtype, "avg_pool2d_backward")
 
 
 # --- global pooling ----------------------------------------------------------

@@ -41,18 +41,18 @@ GPU_REASON = cupy_unavailable_reason()
 # The kernels each source must define, by the names CupyOps launches.
 KERNELS = {
     "conv": ["im2col", "col2im"],
-    "pooling": ["maxpool_forward", "maxpool_backward_keys", "maxpool_backward", "maxpool_backward_atomic"],
+    "pooling": ["max_pool2d_forward", "max_pool2d_backward_keys", "max_pool2d_backward", "max_pool2d_backward_atomic"],
     "lstm": ["lstm_gates_forward", "lstm_gates_backward"],
     "embedding": ["embedding_backward", "embedding_backward_atomic"],
-    "losses": ["softmax_xent_forward", "softmax_xent_backward"],
+    "losses": ["softmax_cross_entropy_forward", "softmax_cross_entropy_backward"],
     "dropout": ["dropout_mask"],
     "activations": ["erf_kernel"],
     "updates": ["scaled_add", "moving_average_update", "sgd_l2_ema_update", "sgd_momentum_update",
                 "momentum_update", "adam_update"],
 }
 # The CupyOps methods that replace a reference op.
-OVERRIDES = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "lstm_gates_forward", "lstm_gates_backward",
-             "embedding_backward", "softmax_xent_forward", "softmax_xent_backward", "dropout_mask", "gemm",
+OVERRIDES = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "lstm_gates_forward", "lstm_gates_backward",
+             "embedding_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward", "dropout_mask", "gemm",
              "_refuse_foreign", "erf"]
 
 
@@ -207,16 +207,16 @@ POOL_CASES = [
 ]
 
 
-def maxpool_backward_sorted(module, dy, argmax, shape, geometry, seed=None):
+def max_pool2d_backward_sorted(module, dy, argmax, shape, geometry, seed=None):
     """The deterministic backward as CupyOps runs it: keys, a stable sort, the segment sums."""
     N, H, W, C = shape
     _, OH, OW, _ = dy.shape
     keys = np.empty(dy.shape, dtype=np.int64)
-    module.get_function("maxpool_backward_keys")(*geometry(dy.size), (argmax, keys, *_ints(N, H, W, C, OH, OW)),
+    module.get_function("max_pool2d_backward_keys")(*geometry(dy.size), (argmax, keys, *_ints(N, H, W, C, OH, OW)),
                                                  seed=seed)
     order = np.argsort(keys.reshape(-1), kind="stable")  # cupy.argsort is stable
     dx = np.zeros(shape, dtype=dy.dtype)
-    module.get_function("maxpool_backward")(*geometry(dy.size), (dy, keys, order, dx, *_ints(dy.size, dx.size)),
+    module.get_function("max_pool2d_backward")(*geometry(dy.size), (dy, keys, order, dx, *_ints(dy.size, dx.size)),
                                             seed=seed)
     return dx
 
@@ -226,7 +226,7 @@ def _pool_data(rng, dtype, case):
     # Few distinct values, many ties, and negative values so that a zero pad
     # would win if padding were ever a candidate.
     X = rng.integers(-3, 1, size=shape).astype(dtype)
-    Y, argmax = REF.maxpool_forward(X, kh, kw, sh, sw, pads)
+    Y, argmax = REF.max_pool2d_forward(X, kh, kw, sh, sw, pads)
     dY = rng.standard_normal(Y.shape).astype(dtype)
     return X, Y, argmax, dY
 
@@ -240,17 +240,17 @@ def check_pooling(module, dtype, rng):
             _, OH, OW, _ = Y.shape
             y = np.full(Y.shape, np.nan, dtype=dtype)
             am = np.full(Y.shape, -7, dtype=np.int64)
-            module.get_function("maxpool_forward")(
+            module.get_function("max_pool2d_forward")(
                 *geometry(y.size), (X, y, am, *_ints(N, H, W, C, kh, kw, sh, sw, top, left, OH, OW)))
-            np.testing.assert_array_equal(y, Y, err_msg="maxpool y")
-            np.testing.assert_array_equal(am, argmax, err_msg="maxpool argmax")
-            want = REF.maxpool_backward(dY, argmax, shape)
+            np.testing.assert_array_equal(y, Y, err_msg="max_pool2d y")
+            np.testing.assert_array_equal(am, argmax, err_msg="max_pool2d argmax")
+            want = REF.max_pool2d_backward(dY, argmax, shape)
             # Summed in position order, as numpy.add.at does: the same bits.
-            got = maxpool_backward_sorted(module, dY, argmax, shape, geometry)
-            np.testing.assert_array_equal(got, want, err_msg="maxpool_backward (sorted)")
+            got = max_pool2d_backward_sorted(module, dY, argmax, shape, geometry)
+            np.testing.assert_array_equal(got, want, err_msg="max_pool2d_backward (sorted)")
             dx = np.zeros(shape, dtype=dtype)
-            module.get_function("maxpool_backward_atomic")(*geometry(dY.size), (dY, argmax, dx, *_ints(N, H, W, C, OH, OW)))
-            assert_close(dx, want, dtype, "maxpool_backward_atomic")
+            module.get_function("max_pool2d_backward_atomic")(*geometry(dY.size), (dY, argmax, dx, *_ints(N, H, W, C, OH, OW)))
+            assert_close(dx, want, dtype, "max_pool2d_backward_atomic")
 
 
 def check_lstm(module, dtype, rng):
@@ -308,7 +308,7 @@ def check_embedding(module, dtype, rng):
 # (rows, classes, threads per block): CupyOps's choice, min(256, max(32,
 # next power of two of K)), and the other sizes the kernel promises to take:
 # not a power of two, and 1,024.
-XENT_CASES = [(6, 10, 32), (6, 300, 256), (5, 90, 96), (3, 3000, 1024), (4, 7, 1)]
+SOFTMAX_CE_CASES = [(6, 10, 32), (6, 300, 256), (5, 90, 96), (3, 3000, 1024), (4, 7, 1)]
 
 
 def softmax_forward(module, logits, labels, block, grid=None, shared_mem=None):
@@ -317,20 +317,20 @@ def softmax_forward(module, logits, labels, block, grid=None, shared_mem=None):
     probs = np.full((M, K), np.nan, dtype=logits.dtype)
     if shared_mem is None:
         shared_mem = block * logits.dtype.itemsize  # the launch contract
-    module.get_function("softmax_xent_forward")(
+    module.get_function("softmax_cross_entropy_forward")(
         (grid or min(M, MAX_GRID),), (block,), (logits, labels, losses, probs, *_ints(M, K)), shared_mem=shared_mem)
     return losses, probs
 
 
 def check_losses(module, dtype, rng):
-    for M, K, block in XENT_CASES:
+    for M, K, block in SOFTMAX_CE_CASES:
         logits = (rng.standard_normal((M, K)) * 3).astype(dtype)
         logits[0, :] = 1e4
         logits[1, 2] = -1e4
         logits[2, 0] = 1e4
         labels = rng.integers(0, K, size=M)
         labels[1] = 2  # the label at -1e4: a huge but finite loss
-        want_l, want_p = REF.softmax_xent_forward(logits, labels)
+        want_l, want_p = REF.softmax_cross_entropy_forward(logits, labels)
         for grid in (None, 2):  # one block per row, or two blocks striding over the rows
             losses, probs = softmax_forward(module, logits, labels, block, grid)
             assert np.all(np.isfinite(losses))
@@ -338,9 +338,9 @@ def check_losses(module, dtype, rng):
             assert_close(probs, want_p, dtype, f"probs K={K} block={block}")
         for geometry in GEOMETRIES.values():
             dl = np.empty((M, K), dtype)
-            module.get_function("softmax_xent_backward")(
+            module.get_function("softmax_cross_entropy_backward")(
                 *geometry(dl.size), (want_p, labels, dl, dtype(0.37), *_ints(M, K)))
-            assert_close(dl, REF.softmax_xent_backward(want_p, labels, 0.37), dtype, "dlogits")
+            assert_close(dl, REF.softmax_cross_entropy_backward(want_p, labels, 0.37), dtype, "dlogits")
 
 
 def dropout_mask(module, shape, rate, seed, dtype, geometry):
@@ -442,10 +442,10 @@ def test_kernels_match_the_reference_on_the_shim(source, dtype):
     CHECKS[source](host_module(source, dtype), dtype, np.random.default_rng(1234))
 
 
-def test_softmax_xent_forward_signature_and_launch_contract():
+def test_softmax_cross_entropy_forward_signature_and_launch_contract():
     # The launch contract CupyOps must keep: dynamic shared memory of one REAL per thread.
     module = host_module("losses", np.float64)
-    assert module.get_function("softmax_xent_forward").signature == (
+    assert module.get_function("softmax_cross_entropy_forward").signature == (
         "const*d", "const*q", "*d", "*d", "q", "q")
     assert module.static_shared_bytes == 0
     rng = np.random.default_rng(0)
@@ -476,13 +476,13 @@ def test_deterministic_scatter_adds_give_the_same_bits_under_every_schedule(fami
         case = ((2, 9, 9, 2), 3, 3, 1, 1, (1, 1, 1, 1))  # stride 1, 3x3: up to nine outputs per input
         shape = case[0]
         X, Y, argmax, dY = _pool_data(rng, dtype, case)
-        want = REF.maxpool_backward(dY, argmax, shape)
-        run = lambda seed: maxpool_backward_sorted(module, dY, argmax, shape, cupy_geometry, seed=seed)  # noqa: E731
+        want = REF.max_pool2d_backward(dY, argmax, shape)
+        run = lambda seed: max_pool2d_backward_sorted(module, dY, argmax, shape, cupy_geometry, seed=seed)  # noqa: E731
 
         def atomic(seed):
             out = np.zeros(shape, dtype)
             N, H, W, C = shape
-            module.get_function("maxpool_backward_atomic")(
+            module.get_function("max_pool2d_backward_atomic")(
                 *cupy_geometry(dY.size), (dY, argmax, out, *_ints(N, H, W, C, *Y.shape[1:3])), seed=seed)
             return out
 
@@ -809,19 +809,19 @@ def test_im2col_and_col2im_match_the_reference(ops, rng, dtype, shape, kh, kw, s
     ],
     ids=["overlap", "same-odd", "rect"],
 )
-def test_maxpool_matches_the_reference_with_ties(ops, rng, dtype, shape, kh, kw, sh, sw, pads):
+def test_max_pool2d_matches_the_reference_with_ties(ops, rng, dtype, shape, kh, kw, sh, sw, pads):
     # Few distinct values, many ties, and negative values so that a zero pad
     # would win if padding were ever a candidate.
     X = (rng.integers(-3, 1, size=shape)).astype(dtype)
-    Y, argmax = REF.maxpool_forward(X, kh, kw, sh, sw, pads)
+    Y, argmax = REF.max_pool2d_forward(X, kh, kw, sh, sw, pads)
     dY = rng.standard_normal(Y.shape).astype(dtype)
     (Xd, dYd) = _dev(ops, X, dY)
-    Yg, argmax_g = ops.maxpool_forward(Xd, kh, kw, sh, sw, pads)
+    Yg, argmax_g = ops.max_pool2d_forward(Xd, kh, kw, sh, sw, pads)
     np.testing.assert_array_equal(sn.to_numpy(Yg), Y)
     np.testing.assert_array_equal(sn.to_numpy(argmax_g), argmax)
     assert argmax_g.dtype == np.int64
-    dX = ops.maxpool_backward(dYd, argmax_g, shape)
-    assert_close(sn.to_numpy(dX), REF.maxpool_backward(dY, argmax, shape), dtype, "maxpool dX")
+    dX = ops.max_pool2d_backward(dYd, argmax_g, shape)
+    assert_close(sn.to_numpy(dX), REF.max_pool2d_backward(dY, argmax, shape), dtype, "max_pool2d dX")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -859,7 +859,7 @@ def test_embedding_backward_sums_repeated_ids(ops, rng, dtype, id_dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("K", [10, 300])
-def test_softmax_xent_int_labels_match_the_reference_and_stay_finite(ops, rng, dtype, K):
+def test_softmax_cross_entropy_int_labels_match_the_reference_and_stay_finite(ops, rng, dtype, K):
     M = 6
     logits = (rng.standard_normal((M, K)) * 3).astype(dtype)
     logits[0, :] = 1e4
@@ -867,26 +867,26 @@ def test_softmax_xent_int_labels_match_the_reference_and_stay_finite(ops, rng, d
     logits[2, 0] = 1e4
     labels = rng.integers(0, K, size=M)
     labels[1] = 2  # the label at -1e4: a huge but finite loss
-    losses, probs = REF.softmax_xent_forward(logits, labels)
+    losses, probs = REF.softmax_cross_entropy_forward(logits, labels)
     logits_d, labels_d = _dev(ops, logits, labels)
-    lg, pg = ops.softmax_xent_forward(logits_d, labels_d)
+    lg, pg = ops.softmax_cross_entropy_forward(logits_d, labels_d)
     lg, pg = sn.to_numpy(lg), sn.to_numpy(pg)
     assert lg.dtype == dtype and pg.dtype == dtype
     assert np.all(np.isfinite(lg))
     assert_close(lg, losses, dtype, "losses")
     assert_close(pg, probs, dtype, "probs")
-    dlogits = ops.softmax_xent_backward(ops.xp.asarray(probs), labels_d, 0.37)
-    assert_close(sn.to_numpy(dlogits), REF.softmax_xent_backward(probs, labels, 0.37), dtype, "dlogits")
+    dlogits = ops.softmax_cross_entropy_backward(ops.xp.asarray(probs), labels_d, 0.37)
+    assert_close(sn.to_numpy(dlogits), REF.softmax_cross_entropy_backward(probs, labels, 0.37), dtype, "dlogits")
 
 
-def test_softmax_xent_soft_labels_fall_back_to_the_reference(ops, rng):
+def test_softmax_cross_entropy_soft_labels_fall_back_to_the_reference(ops, rng):
     logits = rng.standard_normal((4, 5))
     labels = rng.dirichlet(np.ones(5), size=4)
-    losses, probs = REF.softmax_xent_forward(logits, labels)
-    lg, pg = ops.softmax_xent_forward(*_dev(ops, logits, labels))
+    losses, probs = REF.softmax_cross_entropy_forward(logits, labels)
+    lg, pg = ops.softmax_cross_entropy_forward(*_dev(ops, logits, labels))
     assert_close(sn.to_numpy(lg), losses, np.float64, "losses")
-    dl = ops.softmax_xent_backward(*_dev(ops, probs, labels), 0.5)
-    assert_close(sn.to_numpy(dl), REF.softmax_xent_backward(probs, labels, 0.5), np.float64, "dlogits")
+    dl = ops.softmax_cross_entropy_backward(*_dev(ops, probs, labels), 0.5)
+    assert_close(sn.to_numpy(dl), REF.softmax_cross_entropy_backward(probs, labels, 0.5), np.float64, "dlogits")
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3, 0.9])

@@ -322,8 +322,8 @@ def test_kernel_objects_are_looked_up_once_not_on_every_launch(cupy, ops):
     before = cupy.stats["get_function"]
     for _ in range(3):
         ops.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1))
-        ops.maxpool_forward(x, 2, 2, 2, 2, (0, 0, 0, 0))
-    assert cupy.stats["get_function"] - before <= 1  # maxpool_forward's first lookup, then none
+        ops.max_pool2d_forward(x, 2, 2, 2, 2, (0, 0, 0, 0))
+    assert cupy.stats["get_function"] - before <= 1  # max_pool2d_forward's first lookup, then none
 
 
 def test_an_edit_to_a_header_alone_changes_cupys_cache_key(cupy, ops, tmp_path, monkeypatch):
@@ -403,15 +403,15 @@ def test_the_softmax_block_never_outgrows_the_kernels_shared_buffer(cupy, ops):
     labels = cupy.asarray(rng.integers(0, 5000, 3))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cuda, "function", spy)
-        ops.softmax_xent_forward(logits, labels)
+        ops.softmax_cross_entropy_forward(logits, labels)
     (kernel, block, shared), = launches
     if cuda.uses_dynamic_shared_memory("losses"):
         assert shared == block[0] * 4 and block[0] <= 1024
         return
-    limit = cuda.source_define("losses", "XENT_MAX_THREADS")
+    limit = cuda.source_define("losses", "SOFTMAX_CE_MAX_THREADS")
     assert limit is not None and block[0] <= limit and shared == 0
     with pytest.raises(ValueError, match=rf"block of 1024 threads, but the kernel takes at most {limit}"):
-        ops._launch("losses", "softmax_xent_forward", np.float32, (1,), (1024,), ())
+        ops._launch("losses", "softmax_cross_entropy_forward", np.float32, (1,), (1024,), ())
 
 
 # --- the fused update kernels (kernels/cuda/updates.cu) ------------------------------
@@ -646,13 +646,13 @@ def test_scatter_adds_are_ordered_by_default_and_atomic_only_when_asked(cupy, op
     ids = rng.integers(0, 5, (6, 7))
     dy = rng.standard_normal((6, 7, 3)).astype(np.float32)
     x = rng.standard_normal((2, 6, 6, 2)).astype(np.float32)
-    y, argmax = REF.maxpool_forward(x, 3, 3, 1, 1, (1, 1, 1, 1))
+    y, argmax = REF.max_pool2d_forward(x, 3, 3, 1, 1, (1, 1, 1, 1))
     dpool = rng.standard_normal(y.shape).astype(np.float32)
-    want = (REF.embedding_backward(ids, dy, 5), REF.maxpool_backward(dpool, argmax, x.shape))
+    want = (REF.embedding_backward(ids, dy, 5), REF.max_pool2d_backward(dpool, argmax, x.shape))
 
     def run():
         return (ops.embedding_backward(cupy.asarray(ids), cupy.asarray(dy), 5).get(),
-                ops.maxpool_backward(cupy.asarray(dpool), cupy.asarray(argmax), x.shape).get())
+                ops.max_pool2d_backward(cupy.asarray(dpool), cupy.asarray(argmax), x.shape).get())
 
     assert ops.atomic_scatter is False
     for got, w in zip(run(), want):

@@ -55,7 +55,7 @@ def test_every_literalinclude_names_a_file_and_object_that_exist(page, target, o
 def test_the_docs_have_the_derivation_pages_of_every_op_family():
     pages = {p.stem for p in (DOCS / "derivations").glob("*.md")}
     assert {"dense", "activations", "softmax", "softmax_cross_entropy", "conv2d", "max_pool", "avg_pool", "lstm", "embedding",
-            "dropout", "attention", "normalization"} <= pages
+            "dropout", "attention", "normalization", "gru"} <= pages
 
 
 @pytest.mark.parametrize("tutorial", TUTORIALS, ids=lambda p: p.stem)

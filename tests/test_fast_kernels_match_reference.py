@@ -507,16 +507,16 @@ def test_the_first_trainable_layer_is_told_to_skip_dx_and_the_layers_before_it_a
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("shape, k, s, pads", [((5, 7, 9, 3), 2, 2, (0, 1, 0, 1)), ((3, 6, 6, 4), 3, 1, (1, 1, 1, 1))],
                          ids=["same_odd", "overlapping"])
-def test_numba_maxpool_split_between_threads_matches_the_reference_with_ties(numba_ops, split_everything, shape, k, s,
+def test_numba_max_pool2d_split_between_threads_matches_the_reference_with_ties(numba_ops, split_everything, shape, k, s,
                                                                              pads, dtype):
     rng = np.random.default_rng(19)
     X = np.maximum(rng.standard_normal(shape), 0).astype(dtype)  # after a ReLU: many tied zeros
-    Y, argmax = numba_ops.maxpool_forward(X, k, k, s, s, pads)
-    Y_ref, argmax_ref = REF.maxpool_forward(X, k, k, s, s, pads)
+    Y, argmax = numba_ops.max_pool2d_forward(X, k, k, s, s, pads)
+    Y_ref, argmax_ref = REF.max_pool2d_forward(X, k, k, s, s, pads)
     np.testing.assert_array_equal(Y, Y_ref)
     np.testing.assert_array_equal(argmax, argmax_ref)
     dY = rng.standard_normal(Y.shape).astype(dtype)
-    assert_close(numba_ops.maxpool_backward(dY, argmax, shape), REF.maxpool_backward(dY, argmax_ref, shape), dtype,
+    assert_close(numba_ops.max_pool2d_backward(dY, argmax, shape), REF.max_pool2d_backward(dY, argmax_ref, shape), dtype,
                  "dx")
 
 
@@ -699,11 +699,11 @@ def test_numba_softmax_cross_entropy_split_between_threads_matches_the_reference
     logits[0] = 0  # a row of ties
     logits[1, 3] = 500  # a huge logit: log-sum-exp keeps it finite
     labels = rng.integers(0, 11, 37)
-    losses, probs = numba_ops.softmax_xent_forward(logits, labels)
-    want_losses, want_probs = REF.softmax_xent_forward(logits, labels)
+    losses, probs = numba_ops.softmax_cross_entropy_forward(logits, labels)
+    want_losses, want_probs = REF.softmax_cross_entropy_forward(logits, labels)
     assert_close(losses, want_losses, dtype, "losses")
     assert_close(probs, want_probs, dtype, "probs")
-    assert_close(numba_ops.softmax_xent_backward(probs, labels, 0.25), REF.softmax_xent_backward(want_probs, labels, 0.25),
+    assert_close(numba_ops.softmax_cross_entropy_backward(probs, labels, 0.25), REF.softmax_cross_entropy_backward(want_probs, labels, 0.25),
                  dtype, "dlogits")
 
 

@@ -40,12 +40,12 @@ CASES = {
         lambda: L.Conv2D(2, (2, 3), padding="valid"),
         _floats((1, 5, 5, 2)),
     ),
-    "maxpool_same_non_divisible": (
+    "max_pool2d_same_non_divisible": (
         lambda k: k.layers.MaxPooling2D(pool_size=2, padding="same"),
         lambda: L.MaxPool2D(pool_size=2, padding="same"),
         _floats((2, 5, 7, 3)),
     ),
-    "maxpool_overlapping_valid": (
+    "max_pool2d_overlapping_valid": (
         lambda k: k.layers.MaxPooling2D(pool_size=3, strides=2),
         lambda: L.MaxPool2D(pool_size=3, strides=2),
         _floats((1, 7, 7, 2)),

@@ -89,13 +89,13 @@ def test_numba_loss_kernels_match_the_reference(kind, dtype):
     logits, labels = make_case(kind, (40, 9), dtype, scale=20.0)
     logits[0, :] = [1e4, -1e4, 0, 0, 0, 0, 0, 0, 0]
     with sn.use_backend("numpy") as ref, sn.use_backend("numba") as fast:
-        want = ref.softmax_xent_forward(logits, labels)
-        got = fast.softmax_xent_forward(logits, labels)
+        want = ref.softmax_cross_entropy_forward(logits, labels)
+        got = fast.softmax_cross_entropy_forward(logits, labels)
         for name, g, w in zip(("losses", "probs"), got, want):
             assert g.dtype == dtype, name
             assert_close(g, w, dtype, name)
         probs = want[1]
-        assert_close(fast.softmax_xent_backward(probs, labels, 0.25), ref.softmax_xent_backward(probs, labels, 0.25), dtype)
+        assert_close(fast.softmax_cross_entropy_backward(probs, labels, 0.25), ref.softmax_cross_entropy_backward(probs, labels, 0.25), dtype)
 
 
 def test_softmax_cross_entropy_does_not_mutate_its_inputs(backend):

@@ -151,22 +151,22 @@ KERNEL_CASES = [
 @pytest.mark.parametrize("kind", ["tie_free", "ties"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("x_shape, kh, kw, sh, sw, pads", KERNEL_CASES)
-def test_numba_maxpool_kernels_match_the_reference(numba_ops, x_shape, kh, kw, sh, sw, pads, dtype, kind):
+def test_numba_max_pool2d_kernels_match_the_reference(numba_ops, x_shape, kh, kw, sh, sw, pads, dtype, kind):
     from scratchnet.ops.reference import ReferenceOps
 
     ref = ReferenceOps()
     rng = np.random.default_rng(7)
     X = (_tie_free if kind == "tie_free" else _ties)(rng, x_shape, dtype)
-    Y, argmax = numba_ops.maxpool_forward(X, kh, kw, sh, sw, pads)
-    Y_ref, argmax_ref = ref.maxpool_forward(X, kh, kw, sh, sw, pads)
+    Y, argmax = numba_ops.max_pool2d_forward(X, kh, kw, sh, sw, pads)
+    Y_ref, argmax_ref = ref.max_pool2d_forward(X, kh, kw, sh, sw, pads)
     np.testing.assert_array_equal(Y, Y_ref)
     np.testing.assert_array_equal(argmax, argmax_ref)
     assert Y.dtype == dtype and argmax.dtype == np.int64
 
     dY = rng.standard_normal(Y.shape).astype(dtype)
-    dX = numba_ops.maxpool_backward(dY, argmax, x_shape)
+    dX = numba_ops.max_pool2d_backward(dY, argmax, x_shape)
     # Overlapping windows may add in another order: equal up to rounding.
-    assert_close(dX, ref.maxpool_backward(dY, argmax_ref, x_shape), dtype, "maxpool_backward")
+    assert_close(dX, ref.max_pool2d_backward(dY, argmax_ref, x_shape), dtype, "max_pool2d_backward")
     assert dX.dtype == dtype
 
 

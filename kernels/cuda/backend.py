@@ -78,16 +78,16 @@ class CupyOps:
     def _block_limit(self, source, kernel):
         """The most threads per block ``kernel`` can take.
 
-        ``softmax_xent_forward`` reduces in a shared buffer of
-        ``XENT_MAX_THREADS`` entries, one per thread, fixed at compile time: a
+        ``softmax_cross_entropy_forward`` reduces in a shared buffer of
+        ``SOFTMAX_CE_MAX_THREADS`` entries, one per thread, fixed at compile time: a
         wider block would write past it. The number is read from
         ``losses.cu`` itself, so the launcher and the kernel cannot disagree;
         a buffer sized at launch (``extern __shared__``) has no such bound.
         """
-        if (source, kernel) == ("losses", "softmax_xent_forward") and not cuda.uses_dynamic_shared_memory("losses"):
-            limit = cuda.source_define("losses", "XENT_MAX_THREADS")
+        if (source, kernel) == ("losses", "softmax_cross_entropy_forward") and not cuda.uses_dynamic_shared_memory("losses"):
+            limit = cuda.source_define("losses", "SOFTMAX_CE_MAX_THREADS")
             if limit is None:
-                raise RuntimeError("kernels/cuda/losses.cu: no XENT_MAX_THREADS and no extern __shared__ buffer; "
+                raise RuntimeError("kernels/cuda/losses.cu: no SOFTMAX_CE_MAX_THREADS and no extern __shared__ buffer; "
                                    "the launcher cannot tell how wide a block may be")
             return limit
         return MAX_BLOCK
@@ -154,7 +154,7 @@ class CupyOps:
 
     # --- max pooling (pooling.cu) ------------------------------------------
 
-    def maxpool_forward(self, x, kh, kw, sh, sw, pads):
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, pads):
         top, _, left, _ = pads
         N, H, W, C = x.shape
         OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
@@ -162,10 +162,10 @@ class CupyOps:
         y = cupy.empty((N, OH, OW, C), dtype=x.dtype)
         argmax = cupy.empty((N, OH, OW, C), dtype=cupy.int64)
         sizes = _ints(N, H, W, C, kh, kw, sh, sw, top, left, OH, OW)
-        self._elementwise("pooling", "maxpool_forward", x.dtype, y.size, (x, y, argmax, *sizes))
+        self._elementwise("pooling", "max_pool2d_forward", x.dtype, y.size, (x, y, argmax, *sizes))
         return y, argmax
 
-    def maxpool_backward(self, dy, argmax, x_shape):
+    def max_pool2d_backward(self, dy, argmax, x_shape):
         """The scatter-add of ``dy`` to the winners, in a fixed order (see :attr:`atomic_scatter`)."""
         N, H, W, C = x_shape
         _, OH, OW, _ = dy.shape
@@ -174,18 +174,18 @@ class CupyOps:
         dx = cupy.zeros((N, H, W, C), dtype=dy.dtype)
         sizes = _ints(N, H, W, C, OH, OW)
         if self.atomic_scatter:
-            self._elementwise("pooling", "maxpool_backward_atomic", dy.dtype, dy.size, (dy, argmax, dx, *sizes))
+            self._elementwise("pooling", "max_pool2d_backward_atomic", dy.dtype, dy.size, (dy, argmax, dx, *sizes))
             return dx
         # Where each dy entry goes (a flat index into dx), sorted stably: each dx entry then sums its run in order.
         keys = cupy.empty(dy.shape, dtype=cupy.int64)
-        self._elementwise("pooling", "maxpool_backward_keys", dy.dtype, dy.size, (argmax, keys, *sizes))
+        self._elementwise("pooling", "max_pool2d_backward_keys", dy.dtype, dy.size, (argmax, keys, *sizes))
         order = cupy.argsort(keys.reshape(-1), kind="stable")
         args = (dy, keys, order, dx, *_ints(dy.size, dx.size))
-        self._elementwise("pooling", "maxpool_backward", dy.dtype, dy.size, args)
+        self._elementwise("pooling", "max_pool2d_backward", dy.dtype, dy.size, args)
         return dx
 
-    avgpool_forward = ReferenceOps.avgpool_forward
-    avgpool_backward = ReferenceOps.avgpool_backward
+    avg_pool2d_forward = ReferenceOps.avg_pool2d_forward
+    avg_pool2d_backward = ReferenceOps.avg_pool2d_backward
 
     # --- LSTM step (lstm.cu): steps 2-4 and 4b-2b of scratchnet/ops/lstm.py ---
 
@@ -261,10 +261,10 @@ class CupyOps:
 
     # --- softmax cross-entropy (losses.cu) ---------------------------------
 
-    def softmax_xent_forward(self, logits, labels):
+    def softmax_cross_entropy_forward(self, logits, labels):
         if labels.ndim != 1:
             # Soft labels are a plain reduction the reference does well enough.
-            return ReferenceOps.softmax_xent_forward(self, logits, labels)
+            return ReferenceOps.softmax_cross_entropy_forward(self, logits, labels)
         M, K = logits.shape
         logits = cupy.ascontiguousarray(logits)
         labels = cupy.ascontiguousarray(labels, dtype=cupy.int64)
@@ -273,24 +273,24 @@ class CupyOps:
         if M == 0:
             return losses, probs
         # One block per row, as wide as the row: a power of two from 32 to the kernel's bound.
-        limit = self._block_limit("losses", "softmax_xent_forward")
+        limit = self._block_limit("losses", "softmax_cross_entropy_forward")
         block = min(limit, max(32, 1 << (int(K) - 1).bit_length()))
         # A buffer sized at launch holds one entry per thread.
         shared = block * logits.dtype.itemsize if cuda.uses_dynamic_shared_memory("losses") else 0
         grid = min(M, MAX_GRID)
         args = (logits, labels, losses, probs, *_ints(M, K))
-        self._launch("losses", "softmax_xent_forward", logits.dtype, (grid,), (block,), args, shared_mem=shared)
+        self._launch("losses", "softmax_cross_entropy_forward", logits.dtype, (grid,), (block,), args, shared_mem=shared)
         return losses, probs
 
-    def softmax_xent_backward(self, probs, labels, scale):
+    def softmax_cross_entropy_backward(self, probs, labels, scale):
         if labels.ndim != 1:
-            return ReferenceOps.softmax_xent_backward(self, probs, labels, scale)
+            return ReferenceOps.softmax_cross_entropy_backward(self, probs, labels, scale)
         M, K = probs.shape
         probs = cupy.ascontiguousarray(probs)
         labels = cupy.ascontiguousarray(labels, dtype=cupy.int64)
         dlogits = cupy.empty((M, K), dtype=probs.dtype)
         args = (probs, labels, dlogits, probs.dtype.type(scale), *_ints(M, K))
-        self._elementwise("losses", "softmax_xent_backward", probs.dtype, dlogits.size, args)
+        self._elementwise("losses", "softmax_cross_entropy_backward", probs.dtype, dlogits.size, args)
         return dlogits
 
     # --- dropout (dropout.cu) ----------------------------------------------

@@ -32,7 +32,7 @@ __device__ real block_reduce(real v, real* buf, bool take_max) {
 // Launch contract: any block size (1 to 1,024 threads), with
 // shared_mem = blockDim.x * sizeof(real) bytes of dynamic shared memory for
 // the reduction's buffer (so a block of 1,024 doubles needs 8 KiB).
-extern "C" __global__ void softmax_xent_forward(const real* logits, const long long* labels,
+extern "C" __global__ void softmax_cross_entropy_forward(const real* logits, const long long* labels,
                                                 real* losses, real* probs,
                                                 index_t M, index_t K) {
     extern __shared__ real buf[];
@@ -56,7 +56,7 @@ extern "C" __global__ void softmax_xent_forward(const real* logits, const long l
 
 // dlogits = scale * (probs - onehot(labels)), one thread per element; the
 // derivation, and why scale = dloss / M, is in scratchnet.ops.losses.
-extern "C" __global__ void softmax_xent_backward(const real* probs, const long long* labels,
+extern "C" __global__ void softmax_cross_entropy_backward(const real* probs, const long long* labels,
                                                  real* dlogits, real scale,
                                                  index_t M, index_t K) {
     const index_t total = M * K;

@@ -9,7 +9,7 @@
 // y, argmax: (N, OH, OW, C). argmax is the flat index ih*W + iw of the FIRST
 // maximum in row-major window order (strict > keeps the earlier of equal
 // values, as TensorFlow does), in the unpadded input: padding never wins.
-extern "C" __global__ void maxpool_forward(const real* x, real* y, long long* argmax,
+extern "C" __global__ void max_pool2d_forward(const real* x, real* y, long long* argmax,
                                            index_t N, index_t H, index_t W, index_t C,
                                            index_t kh, index_t kw, index_t sh, index_t sw,
                                            index_t top, index_t left, index_t OH, index_t OW) {
@@ -49,14 +49,14 @@ extern "C" __global__ void maxpool_forward(const real* x, real* y, long long* ar
 // is deterministic and the atomic version is the fast path, asked for.
 //
 // The deterministic backward runs in three steps:
-// 1. maxpool_backward_keys: keys[m] = the flat index into dx that dy[m]
+// 1. max_pool2d_backward_keys: keys[m] = the flat index into dx that dy[m]
 //    goes to, (n*H*W + argmax[m])*C + c (-1 for an empty window);
 // 2. on the host, order = argsort(keys), a stable sort;
-// 3. maxpool_backward: each dx element sums its run of dy entries in
+// 3. max_pool2d_backward: each dx element sums its run of dy entries in
 //    position order (sorted_scatter_add in common.cuh, rows of one).
 // dy, argmax, keys: (N, OH, OW, C), M = their size; dx: (N, H, W, C), V = its
 // size, zeroed by the caller.
-extern "C" __global__ void maxpool_backward_keys(const long long* argmax, long long* keys,
+extern "C" __global__ void max_pool2d_backward_keys(const long long* argmax, long long* keys,
                                                  index_t N, index_t H, index_t W, index_t C,
                                                  index_t OH, index_t OW) {
     const index_t total = N * OH * OW * C;
@@ -68,14 +68,14 @@ extern "C" __global__ void maxpool_backward_keys(const long long* argmax, long l
     }
 }
 
-extern "C" __global__ void maxpool_backward(const real* dy, const long long* keys, const long long* order,
+extern "C" __global__ void max_pool2d_backward(const real* dy, const long long* keys, const long long* order,
                                             real* dx, index_t M, index_t V) {
     sorted_scatter_add(keys, order, dy, dx, M, 1, V);
 }
 
 // The fast path: dx[n, argmax, c] += dy[n, oh, ow, c] with atomicAdd, one
 // thread per dy element; the low bits of the sums change run to run.
-extern "C" __global__ void maxpool_backward_atomic(const real* dy, const long long* argmax, real* dx,
+extern "C" __global__ void max_pool2d_backward_atomic(const real* dy, const long long* argmax, real* dx,
                                                    index_t N, index_t H, index_t W, index_t C,
                                                    index_t OH, index_t OW) {
     const index_t total = N * OH * OW * C;

@@ -96,19 +96,19 @@ class NumbaOps:
 
     # --- max pooling -----------------------------------------------------------
 
-    def maxpool_forward(self, x, kh, kw, sh, sw, pads):
-        return pooling.maxpool_forward(x, kh, kw, sh, sw, pads)
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, pads):
+        return pooling.max_pool2d_forward(x, kh, kw, sh, sw, pads)
 
-    def maxpool_backward(self, dy, argmax, x_shape):
-        return pooling.maxpool_backward(dy, argmax, x_shape)
+    def max_pool2d_backward(self, dy, argmax, x_shape):
+        return pooling.max_pool2d_backward(dy, argmax, x_shape)
 
     # --- average pooling -------------------------------------------------------
 
-    def avgpool_forward(self, x, kh, kw, sh, sw, pads):
-        return pooling.avgpool_forward(x, kh, kw, sh, sw, pads)
+    def avg_pool2d_forward(self, x, kh, kw, sh, sw, pads):
+        return pooling.avg_pool2d_forward(x, kh, kw, sh, sw, pads)
 
-    def avgpool_backward(self, dy, x_shape, kh, kw, sh, sw, pads):
-        return pooling.avgpool_backward(dy, x_shape, kh, kw, sh, sw, pads)
+    def avg_pool2d_backward(self, dy, x_shape, kh, kw, sh, sw, pads):
+        return pooling.avg_pool2d_backward(dy, x_shape, kh, kw, sh, sw, pads)
 
     # --- LSTM ------------------------------------------------------------------
     # The time loops are Numba's (lstm.py); lstm_forward and lstm_backward are the reference's,
@@ -152,13 +152,13 @@ class NumbaOps:
 
     # --- softmax cross-entropy (fast for integer labels) --------------------------
 
-    def softmax_xent_forward(self, logits, labels):
-        out = losses.softmax_xent_forward(logits, labels)
-        return ReferenceOps.softmax_xent_forward(self, logits, labels) if out is NotImplemented else out
+    def softmax_cross_entropy_forward(self, logits, labels):
+        out = losses.softmax_cross_entropy_forward(logits, labels)
+        return ReferenceOps.softmax_cross_entropy_forward(self, logits, labels) if out is NotImplemented else out
 
-    def softmax_xent_backward(self, probs, labels, scale):
-        out = losses.softmax_xent_backward(probs, labels, scale)
-        return ReferenceOps.softmax_xent_backward(self, probs, labels, scale) if out is NotImplemented else out
+    def softmax_cross_entropy_backward(self, probs, labels, scale):
+        out = losses.softmax_cross_entropy_backward(probs, labels, scale)
+        return ReferenceOps.softmax_cross_entropy_backward(self, probs, labels, scale) if out is NotImplemented else out
 
     # --- parameter updates (fast for contiguous arrays) ---------------------------
 

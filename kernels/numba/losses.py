@@ -63,8 +63,8 @@ def _xent_backward_ids(probs, labels, scale, dlogits):
         dlogits[m, labels[m]] -= scale
 
 
-def softmax_xent_forward(logits, labels):
-    """The contract's ``softmax_xent_forward`` for integer labels; ``NotImplemented`` for distributions."""
+def softmax_cross_entropy_forward(logits, labels):
+    """The contract's ``softmax_cross_entropy_forward`` for integer labels; ``NotImplemented`` for distributions."""
     if labels.ndim != 1:
         return NotImplemented
     M, K = logits.shape
@@ -80,8 +80,8 @@ def softmax_xent_forward(logits, labels):
     threads.split(part, M, threads.rows_for(K, MIN_PART_ELEMENTS))
     return losses, probs
 
-def softmax_xent_backward(probs, labels, scale):
-    """The contract's ``softmax_xent_backward`` for integer labels; ``NotImplemented`` for distributions."""
+def softmax_cross_entropy_backward(probs, labels, scale):
+    """The contract's ``softmax_cross_entropy_backward`` for integer labels; ``NotImplemented`` for distributions."""
     if labels.ndim != 1:
         return NotImplemented
     dlogits = numpy.empty_like(probs)

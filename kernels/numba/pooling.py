@@ -29,7 +29,7 @@ MIN_PART_ELEMENTS = 1 << 18
 
 
 @njit(cache=True, nogil=True)
-def _maxpool_forward(x, kh, kw, sh, sw, top, left, y, argmax):
+def _max_pool2d_forward(x, kh, kw, sh, sw, top, left, y, argmax):
     """``y`` = the max of each window, ``argmax`` = ``ih*W + iw`` of its FIRST maximum (row-major)."""
     N, H, W, C = x.shape
     _, OH, OW, _ = y.shape
@@ -66,7 +66,7 @@ def _maxpool_forward(x, kh, kw, sh, sw, top, left, y, argmax):
 
 
 @njit(cache=True, nogil=True)
-def _maxpool_backward(dy, argmax, dx):
+def _max_pool2d_backward(dy, argmax, dx):
     """``dx[n, argmax[n, oh, ow, c], c] += dy[n, oh, ow, c]``: each gradient to its window's winner."""
     N, OH, OW, C = dy.shape
     # argmax holds ih * W + iw, which indexes the (H * W, C) view of an image
@@ -81,7 +81,7 @@ def _maxpool_backward(dy, argmax, dx):
 
 
 @njit(cache=True, nogil=True)
-def _avgpool_forward(x, kh, kw, sh, sw, top, left, y):
+def _avg_pool2d_forward(x, kh, kw, sh, sw, top, left, y):
     """``y`` = the sum of each window's cells inside the input over their count (padding not counted)."""
     N, H, W, C = x.shape
     _, OH, OW, _ = y.shape
@@ -103,7 +103,7 @@ def _avgpool_forward(x, kh, kw, sh, sw, top, left, y):
 
 
 @njit(cache=True, nogil=True)
-def _avgpool_backward(dy, kh, kw, sh, sw, top, left, dx):
+def _avg_pool2d_backward(dy, kh, kw, sh, sw, top, left, dx):
     """``dx[n, ih, iw, c] += dy[n, oh, ow, c] / count[oh, ow]`` over each window's cells inside the input."""
     N, H, W, C = dx.shape
     _, OH, OW, _ = dy.shape
@@ -120,8 +120,8 @@ def _avgpool_backward(dy, kh, kw, sh, sw, top, left, dx):
                             dx[n, ih, iw, c] += dy[n, oh, ow, c] / count
 
 
-def maxpool_forward(x, kh, kw, sh, sw, pads):
-    """The contract's ``maxpool_forward``, the images split between the cores."""
+def max_pool2d_forward(x, kh, kw, sh, sw, pads):
+    """The contract's ``max_pool2d_forward``, the images split between the cores."""
     top, _, left, _ = pads
     N, _, _, C = x.shape
     OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
@@ -130,24 +130,24 @@ def maxpool_forward(x, kh, kw, sh, sw, pads):
     argmax = np.empty((N, OH, OW, C), dtype=np.int64)
 
     def part(lo, hi):
-        _maxpool_forward(x[lo:hi], kh, kw, sh, sw, top, left, y[lo:hi], argmax[lo:hi])
+        _max_pool2d_forward(x[lo:hi], kh, kw, sh, sw, top, left, y[lo:hi], argmax[lo:hi])
 
     threads.split(part, N, threads.rows_for(x[0].size, MIN_PART_ELEMENTS))
     return y, argmax
 
-def maxpool_backward(dy, argmax, x_shape):
-    """The contract's ``maxpool_backward``, the images split between the cores."""
+def max_pool2d_backward(dy, argmax, x_shape):
+    """The contract's ``max_pool2d_backward``, the images split between the cores."""
     dx = np.empty(x_shape, dtype=dy.dtype)
     dy, argmax = np.ascontiguousarray(dy), np.ascontiguousarray(argmax)
 
     def part(lo, hi):
-        _maxpool_backward(dy[lo:hi], argmax[lo:hi], dx[lo:hi])
+        _max_pool2d_backward(dy[lo:hi], argmax[lo:hi], dx[lo:hi])
 
     threads.split(part, x_shape[0], threads.rows_for(dx[0].size, MIN_PART_ELEMENTS))
     return dx
 
-def avgpool_forward(x, kh, kw, sh, sw, pads):
-    """The contract's ``avgpool_forward``, the images split between the cores."""
+def avg_pool2d_forward(x, kh, kw, sh, sw, pads):
+    """The contract's ``avg_pool2d_forward``, the images split between the cores."""
     top, _, left, _ = pads
     N, _, _, C = x.shape
     OH, OW = conv_output_size(x.shape, kh, kw, sh, sw, pads)
@@ -155,19 +155,19 @@ def avgpool_forward(x, kh, kw, sh, sw, pads):
     y = np.empty((N, OH, OW, C), dtype=x.dtype)
 
     def part(lo, hi):
-        _avgpool_forward(x[lo:hi], kh, kw, sh, sw, top, left, y[lo:hi])
+        _avg_pool2d_forward(x[lo:hi], kh, kw, sh, sw, top, left, y[lo:hi])
 
     threads.split(part, N, threads.rows_for(x[0].size, MIN_PART_ELEMENTS))
     return y
 
-def avgpool_backward(dy, x_shape, kh, kw, sh, sw, pads):
-    """The contract's ``avgpool_backward``, the images split between the cores."""
+def avg_pool2d_backward(dy, x_shape, kh, kw, sh, sw, pads):
+    """The contract's ``avg_pool2d_backward``, the images split between the cores."""
     top, _, left, _ = pads
     dx = np.empty(x_shape, dtype=dy.dtype)
     dy = np.ascontiguousarray(dy)
 
     def part(lo, hi):
-        _avgpool_backward(dy[lo:hi], kh, kw, sh, sw, top, left, dx[lo:hi])
+        _avg_pool2d_backward(dy[lo:hi], kh, kw, sh, sw, top, left, dx[lo:hi])
 
     threads.split(part, x_shape[0], threads.rows_for(dx[0].size, MIN_PART_ELEMENTS))
     return dx

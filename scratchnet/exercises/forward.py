@@ -131,7 +131,7 @@ def max_pool_forward(x, ksize, strides, padding="VALID"):
         ``(x, (kh, kw), (sh, sw), pads, y)``: not where each maximum was; finding it is part of the exercise.
     """
     (kh, kw), (sh, sw), pads = window_geometry("max_pool2d", x.shape, ksize, strides, padding)
-    y, _ = _REFERENCE.maxpool_forward(x, kh, kw, sh, sw, pads)
+    y, _ = _REFERENCE.max_pool2d_forward(x, kh, kw, sh, sw, pads)
     return y, (x, (kh, kw), (sh, sw), pads, y)
 
 

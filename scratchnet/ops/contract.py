@@ -168,7 +168,7 @@ class Ops:
 
     # --- max pooling -----------------------------------------------------------
 
-    def maxpool_forward(self, x, kh, kw, sh, sw, pads):
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, pads):
         """Max over each (kh, kw) window, and where it was.
 
         x : (N, H, W, C); padded positions belong to the windows but never win.
@@ -178,7 +178,7 @@ class Ops:
         """
         raise NotImplementedError
 
-    def maxpool_backward(self, dy, argmax, x_shape):
+    def max_pool2d_backward(self, dy, argmax, x_shape):
         """Send each output's gradient to its window's maximum.
 
         dy, argmax : (N, OH, OW, C);  x_shape : (N, H, W, C)
@@ -189,7 +189,7 @@ class Ops:
 
     # --- average pooling -------------------------------------------------------
 
-    def avgpool_forward(self, x, kh, kw, sh, sw, pads):
+    def avg_pool2d_forward(self, x, kh, kw, sh, sw, pads):
         """Mean over each (kh, kw) window of the cells inside the input.
 
         x : (N, H, W, C); padded positions belong to the windows but are not counted.
@@ -198,7 +198,7 @@ class Ops:
         """
         raise NotImplementedError
 
-    def avgpool_backward(self, dy, x_shape, kh, kw, sh, sw, pads):
+    def avg_pool2d_backward(self, dy, x_shape, kh, kw, sh, sw, pads):
         """Spread each output's gradient evenly over its window's real cells.
 
         dy : (N, OH, OW, C);  x_shape : (N, H, W, C);  kh, kw, sh, sw, pads : as for the forward
@@ -316,7 +316,7 @@ class Ops:
 
     # --- softmax cross-entropy -------------------------------------------------
 
-    def softmax_xent_forward(self, logits, labels):
+    def softmax_cross_entropy_forward(self, logits, labels):
         """Per-row cross-entropy of ``softmax(logits)`` against the labels, and the probabilities.
 
         logits : (M, K);  labels : int (M,) class ids, or float (M, K) distributions
@@ -326,7 +326,7 @@ class Ops:
         """
         raise NotImplementedError
 
-    def softmax_xent_backward(self, probs, labels, scale):
+    def softmax_cross_entropy_backward(self, probs, labels, scale):
         """Gradient of ``scale * sum_m losses[m]`` with respect to the logits.
 
         probs : (M, K), from the forward;  labels : as for the forward;  scale : float

@@ -39,7 +39,7 @@ from ..recording import op as recorded_op
 class LossReference:
     """Reference kernels for softmax cross-entropy over rows of logits."""
 
-    def softmax_xent_forward(self, logits, labels):
+    def softmax_cross_entropy_forward(self, logits, labels):
         """Log-sum-exp after subtracting the row max: exp never overflows, and log p is
         finite even where p underflows to 0."""
         xp = self.xp
@@ -53,7 +53,7 @@ class LossReference:
             losses = -(labels * log_probs).sum(axis=1)
         return losses, probs
 
-    def softmax_xent_backward(self, probs, labels, scale):
+    def softmax_cross_entropy_backward(self, probs, labels, scale):
         """``scale * (probs - t)`` (steps 3-5 of the module docstring)."""
         xp = self.xp
         if labels.ndim == 1:
@@ -130,13 +130,13 @@ def softmax_cross_entropy(logits, labels):
         raise ValueError(
             f"softmax_cross_entropy: logits hold no positions to average over (logits: {tuple(logits.shape)})"
         )
-    losses, probs = be.softmax_xent_forward(logits.reshape(M, K), labels)
+    losses, probs = be.softmax_cross_entropy_forward(logits.reshape(M, K), labels)
     loss = losses.mean()
 
     def backprop(dloss=1.0):
         scale = scalar_grad("softmax_cross_entropy", be, dloss)
         # Step 4 (the mean, 1/M) and step 5 (the upstream dloss) fold into one scale.
-        dlogits = be.softmax_xent_backward(probs, labels, scale / M)
+        dlogits = be.softmax_cross_entropy_backward(probs, labels, scale / M)
         return dlogits.reshape(logits.shape)
 
     return loss, backprop

@@ -75,7 +75,7 @@ def window_counts(xp, H, W, OH, OW, kh, kw, sh, sw, pads, dtype):
 class PoolingReference:
     """Reference kernels for max and average pooling."""
 
-    def maxpool_forward(self, x, kh, kw, sh, sw, pads):
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, pads):
         """One strided slice per window offset (i, j); a later offset wins only when strictly greater."""
         xp = self.xp
         top, bottom, left, right = pads
@@ -101,7 +101,7 @@ class PoolingReference:
                 argmax = xp.where(take, (ih[:, None] * W + iw[None, :])[None, :, :, None], argmax)
         return y, argmax
 
-    def maxpool_backward(self, dy, argmax, x_shape):
+    def max_pool2d_backward(self, dy, argmax, x_shape):
         """``dx[n, argmax[n, oh, ow, c], c] += dy[n, oh, ow, c]``, on the (N, H*W, C) view of ``dx``."""
         xp = self.xp
         N, H, W, C = x_shape
@@ -113,7 +113,7 @@ class PoolingReference:
         xp.add.at(dx, (n, argmax, c), dy)
         return dx.reshape(x_shape)
 
-    def avgpool_forward(self, x, kh, kw, sh, sw, pads):
+    def avg_pool2d_forward(self, x, kh, kw, sh, sw, pads):
         """One strided slice per window offset (i, j), summed, then divided by the real cells of each window."""
         xp = self.xp
         top, bottom, left, right = pads
@@ -128,7 +128,7 @@ class PoolingReference:
         count = window_counts(xp, H, W, OH, OW, kh, kw, sh, sw, pads, x.dtype)
         return total / count[None, :, :, None]
 
-    def avgpool_backward(self, dy, x_shape, kh, kw, sh, sw, pads):
+    def avg_pool2d_backward(self, dy, x_shape, kh, kw, sh, sw, pads):
         """``dxpad[n, oh*sh + i, ow*sw + j, c] += dy[n, oh, ow, c] / count[oh, ow]`` for every offset, then crop."""
         xp = self.xp
         top, bottom, left, right = pads
@@ -200,11 +200,11 @@ def max_pool2d(x, ksize, strides, padding="VALID"):
     be = get_backend()
     x, (kh, kw), (sh, sw), pads = _window_args(op, be, x, ksize, strides, padding)
 
-    y, argmax = be.maxpool_forward(x, kh, kw, sh, sw, pads)
+    y, argmax = be.max_pool2d_forward(x, kh, kw, sh, sw, pads)
 
     def backprop(dy):
         dy = check_grad(op, dy, y, be)
-        return be.maxpool_backward(dy, argmax, x.shape)
+        return be.max_pool2d_backward(dy, argmax, x.shape)
 
     return y, backprop
 
@@ -243,11 +243,11 @@ def avg_pool2d(x, ksize, strides, padding="VALID"):
     be = get_backend()
     x, (kh, kw), (sh, sw), pads = _window_args(op, be, x, ksize, strides, padding)
 
-    y = be.avgpool_forward(x, kh, kw, sh, sw, pads)
+    y = be.avg_pool2d_forward(x, kh, kw, sh, sw, pads)
 
     def backprop(dy):
         dy = check_grad(op, dy, y, be)
-        return be.avgpool_backward(dy, x.shape, kh, kw, sh, sw, pads)
+        return be.avg_pool2d_backward(dy, x.shape, kh, kw, sh, sw, pads)
 
     return y, backprop
 
