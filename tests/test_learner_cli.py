@@ -93,7 +93,7 @@ def test_eval_of_a_folder_without_run_json_is_one_line(tmp_path, capsys):
 def test_eval_of_a_run_json_naming_no_zoo_model_is_one_line(tmp_path, capsys):
     (tmp_path / "run.json").write_text(json.dumps({"model": "gpt"}))
     line = _refused(capsys, ["eval", "--logdir", str(tmp_path)], "argument --logdir")
-    assert "records the model 'gpt', which is not a zoo model (mlp, lenet, lstm, charlm)" in line
+    assert "records the model 'gpt', which is not a zoo model (mlp, lenet, lstm, charlm, transformer_lm, resnet)" in line
 
 
 # -- sample: the model from run.json, at a stated temperature ------------------------------------------------
@@ -127,7 +127,7 @@ def test_sample_greedy_takes_the_most_likely_character_each_time(charlm_run, cap
 
 def test_sample_of_a_classifier_run_is_one_line(mlp_run, capsys):
     line = _refused(capsys, ["sample", "--logdir", str(mlp_run)], "argument --logdir")
-    assert "holds a 'mlp' run, which cannot generate text; sample needs a language model (charlm)" in line
+    assert "holds a 'mlp' run, which cannot generate text; sample needs a language model (charlm, transformer_lm)" in line
 
 
 # -- every bad value: one line, exit 2 ---------------------------------------------------------------------

@@ -24,8 +24,11 @@ Which BLAS: the environment variable ``SCRATCHNET_BLAS``, read once, at the
 first product (or the first :func:`name` or :func:`describe`); the choice
 then holds for the whole process:
 
-- ``auto`` (the default): MKL when the ``mkl`` wheel is installed, except in
-  a process that may still import PyTorch (below); else OpenBLAS;
+- ``auto`` (the default): MKL when the ``mkl`` wheel is installed, else
+  OpenBLAS. The choice depends on what is installed, never on what the
+  process has imported so far, so every process of a run (a resumed one, an
+  MPI rank, a killed and restarted one) multiplies through the same BLAS and
+  rounds the same way;
 - ``mkl``: MKL, and an error naming the variable when it cannot be loaded;
 - ``openblas``: NumPy's BLAS, whatever is installed.
 
@@ -36,11 +39,12 @@ then holds for the whole process:
 ``RTLD_GLOBAL``, and PyTorch's CPU library carries a static MKL whose
 symbols it exports and binds when it is loaded. Imported after scratchnet
 has loaded MKL, PyTorch binds them to scratchnet's sequential MKL instead,
-and its own matrix products run on one thread. Imported before, it keeps its own. So under ``auto``, where
-PyTorch is installed but not yet imported when the choice is made, the
-process stays on OpenBLAS (importing torch later does not change it); import
-``torch`` first to have both (``bench/`` does), or set
-``SCRATCHNET_BLAS=mkl`` in a process that never imports it.
+and its own matrix products run on one thread (its results are unchanged).
+Imported before, it keeps its own: import ``torch`` first in a process that
+uses both (``bench/`` does). An earlier version waited under ``auto`` for an
+installed PyTorch to be imported, which made the BLAS, and so the last bits
+of a run, depend on import order: a run resumed in a fresh process could
+then differ from the uninterrupted one.
 A product MKL cannot take as it lies (an integer dtype, mixed dtypes, a
 matrix with no unit stride) runs through ``numpy.matmul``, which computes the
 same product.
@@ -49,9 +53,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.util
 import os
-import sys
 import threading
 from importlib import metadata
 
@@ -210,9 +212,7 @@ def _decide():
     if choice not in CHOICES:
         raise ValueError(f"{ENV}={os.environ.get(ENV)!r}: expected one of {', '.join(CHOICES)}")
     mkl, why = None, None
-    if choice == "auto" and "torch" not in sys.modules and importlib.util.find_spec("torch") is not None:
-        why = "PyTorch is installed but not imported yet, and would bind its MKL to scratchnet's: import torch first"
-    elif choice in ("auto", "mkl"):
+    if choice in ("auto", "mkl"):
         path = _mkl_path()
         if path is None and choice == "mkl":
             raise RuntimeError(f"{ENV}=mkl, but the mkl wheel is not installed: pip install 'scratchnet[mkl]'")

@@ -46,7 +46,8 @@ from __future__ import annotations
 from ..archive import CheckpointError, read_archive, write_archive
 from .header import FORMAT_VERSION, list_variables, load_variables, parse_header
 from .index import INDEX_NAME, latest_checkpoint, list_checkpoints
-from .saver import Checkpoint, NonFiniteError, remove_stale_temporaries
+from .saver import Checkpoint, NonFiniteError
+from .temporaries import remove_stale_temporaries
 
 __all__ = ["FORMAT_VERSION", "INDEX_NAME", "Checkpoint", "CheckpointError", "NonFiniteError", "latest_checkpoint",
            "list_checkpoints", "list_variables", "load_variables", "parse_header", "read_archive",

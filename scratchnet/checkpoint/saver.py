@@ -1,9 +1,11 @@
-"""``Checkpoint``: save a training run (weights, optimizer, moving averages, step, RNG) and restore it."""
+"""``Checkpoint``: save a training run (weights, optimizer, moving averages, step, RNG) and restore it.
+
+Beside it: ``state.py`` (how optimizer slots, moving averages and carried states map to parameters, checked before a
+restore), ``rotation.py`` (which checkpoints a save keeps and deletes) and ``temporaries.py`` (what a killed save left).
+"""
 from __future__ import annotations
 
 import os
-import re
-import warnings
 
 import numpy
 
@@ -12,8 +14,13 @@ from ..archive import CheckpointError, read_archive, write_archive
 from ..backend import get_backend, to_numpy
 from ..training import NonFiniteError  # one error for a non-finite step and a non-finite save
 from .header import FORMAT_VERSION, parse_header, variable_names
-from .index import (INDEX_NAME, is_checkpoint_file, is_regular_file, is_own_checkpoint, is_plain_name, own_name_pattern,
-                    parse_checkpoint_name, read_index, write_index)
+from .index import INDEX_NAME, is_plain_name, read_index, write_index
+from .rotation import _delete_own_checkpoint, _rotate, first_nonfinite
+from .state import (_cast_to_parameters, _check_carried_states, _check_state_shapes, _shadow_parameter, _slot_parameter,
+                    _stateful_layers)
+from .temporaries import remove_stale_temporaries
+
+__all__ = ["Checkpoint", "NonFiniteError", "first_nonfinite", "remove_stale_temporaries"]
 
 
 class Checkpoint:
@@ -281,192 +288,3 @@ def _add(arrays, key, a):
     if key in arrays:
         raise ValueError(f"Checkpoint.save: two entries are named {key!r}; rename the parameter")
     arrays[key] = a
-
-
-def _stateful_layers(model):
-    """``{key: layer}`` of the layers that carry a state from batch to batch (a stateful LSTM).
-
-    The key is the scope of the layer's weights (``charlm/lstm``), which
-    names the layer the same way in every process that builds the model.
-    """
-    walk = getattr(model, "walk", None)
-    found = {}
-    for layer in (walk() if walk is not None else ()):
-        if getattr(layer, "stateful", False) and hasattr(layer, "states"):
-            weights = list(layer.parameters())
-            key = weights[0].name.rsplit("/", 1)[0] if weights else layer.name
-            found[key] = layer
-    return found
-
-
-def _check_carried_states(saved, stateful, strict):
-    """Problems restoring the carried states ``saved`` (``{key: [arrays]}``) into the stateful layers."""
-    problems = []
-    for key, arrays in saved.items():
-        layer = stateful.get(key)
-        if layer is None:
-            if strict:
-                problems.append(f"carried state of {key!r} in the checkpoint, but the model has no stateful layer {key!r}")
-            continue
-        units = getattr(layer, "units", None)
-        shapes = [tuple(a.shape) for a in arrays]
-        if len(arrays) != 2 or any(len(s) != 2 or (units is not None and s[1] != units) for s in shapes) \
-                or len(set(shapes)) != 1:
-            problems.append(f"carried state of {key!r}: shapes {shapes}, expected two (batch, {units}) arrays")
-    return problems
-
-
-def _check_state_shapes(what, state, by_name, param_of):
-    problems = []
-    for key, a in state.items():
-        pname = param_of(key)
-        if pname is None:
-            continue
-        p = by_name.get(pname)
-        if p is None:
-            problems.append(f"{what} {key!r} belongs to a parameter the model does not have")
-        elif tuple(a.shape) != tuple(p.shape):
-            problems.append(f"{what} {key!r} has shape {tuple(a.shape)} but {pname} has {p.shape}")
-    return problems
-
-
-def _slot_parameter(key):
-    """The parameter an optimizer state entry belongs to: ``"dense/kernel:m"`` -> ``"dense/kernel"``;
-    None for ``"iterations"``."""
-    return key.rpartition(":")[0] if ":" in key else None
-
-
-def _shadow_parameter(key):
-    """The parameter a moving average belongs to: the shadows are keyed by parameter name."""
-    return key
-
-
-def _cast_to_parameters(state, by_name, param_of):
-    """``state`` with each array that belongs to a parameter cast to that parameter's dtype (others as they are)."""
-    cast = {}
-    for key, a in state.items():
-        p = by_name.get(param_of(key)) if param_of(key) is not None else None
-        cast[key] = a if p is None else a.astype(p.dtype, copy=False)
-    return cast
-
-
-# -- non-finite values ---------------------------------------------------------------------
-
-
-def first_nonfinite(arrays):
-    """The name of the first float array of ``{name: numpy.ndarray}`` holding NaN or Inf, or None."""
-    for name, a in arrays.items():
-        if a.dtype.kind == "f" and not numpy.isfinite(a).all():
-            return name
-    return None
-
-
-def _is_finite_checkpoint(path):
-    """Whether the checkpoint at ``path`` reads (checksum included) and holds only finite values."""
-    try:
-        _, arrays = read_archive(path)
-    except CheckpointError:
-        return False
-    return first_nonfinite(arrays) is None
-
-
-# -- rotation: only ever among the files this saver wrote -------------------------------------
-
-
-def _rotate(directory, listed, name, prefix, max_to_keep, finite):
-    """``(kept, dropped)``: the index's names after saving ``name``, and the names to delete.
-
-    ``listed`` is what the index lists now (plain names: :func:`read_index` checked them).
-
-    Only this saver's checkpoints rotate: the newest ``max_to_keep`` are kept.
-    When the new checkpoint is not finite (``allow_nonfinite``), the newest
-    finite one is kept as well, so that a run gone to NaN never rotates its
-    last good checkpoint away. Another saver's checkpoints in the index (another
-    prefix) stay in it, untouched.
-    """
-    own, others = _sort_listed(directory, listed, prefix)
-    names = [n for n in own if n != name] + [name]
-    dropped = names[:-max_to_keep] if max_to_keep else []
-    if not finite and dropped:
-        last_good = next((n for n in reversed(names[:-1]) if _is_finite_checkpoint(os.path.join(directory, n))), None)
-        if last_good in dropped:
-            dropped.remove(last_good)
-    return others + [n for n in names if n not in dropped], dropped
-
-
-def _sort_listed(directory, listed, prefix):
-    """``(own, others)``: the checkpoints of ``listed`` this saver wrote (:func:`is_own_checkpoint`) and those
-    of savers with other prefixes, oldest first, each once.
-
-    Any other file listed (``"notes.txt"``, ``"run.json"``, a user's file named
-    ``<prefix>-<step>``) is left out, with a warning: the index is a file anyone
-    can edit, and the saver deletes what it lists.
-    """
-    own, others, ignored = [], [], []
-    for n in listed:
-        parts = parse_checkpoint_name(n)  # None for anything but "<prefix>-<step>"
-        if n in own or n in others:
-            continue
-        if parts is not None and is_checkpoint_file(os.path.join(directory, n)):
-            (own if parts[0] == prefix else others).append(n)
-        elif parts is None or os.path.lexists(os.path.join(directory, n)):
-            ignored.append(n)
-        # else: a checkpoint deleted by hand leaves the index quietly
-    if ignored:
-        warnings.warn(f"checkpoint index in {directory!r} lists {', '.join(map(repr, ignored))}, which are not "
-                      f"checkpoints a saver wrote; they are left out of the index and never deleted", stacklevel=4)
-    return own, others
-
-
-def _delete_own_checkpoint(directory, name, prefix):
-    """Delete ``directory/name`` if it is still a checkpoint this saver wrote; anything else stays."""
-    if not is_own_checkpoint(directory, name, prefix):
-        return
-    try:
-        os.remove(os.path.join(directory, name))
-    except FileNotFoundError:
-        pass
-
-
-# -- temporaries left by a killed save -------------------------------------------------------
-
-
-def remove_stale_temporaries(directory, prefix="model", also=()):
-    """Remove the temporary files a killed save left in ``directory``; return their names.
-
-    :func:`scratchnet.archive.atomic_write` writes ``<name>`` through
-    ``.<name>.<pid>-<8 hex digits>.tmp``; a process killed mid-save leaves that
-    file behind. Only temporaries of this saver's own files are removed (of
-    ``<prefix>-<step>`` and of the index), only regular files, and only those
-    whose writing process is gone: a live one may be saving right now. Call it
-    holding the folder's lock (:meth:`scratchnet.folder.TrainingFolder.lock`).
-    ``also`` names other plain file names whose temporaries go too (the
-    training folder's ``run.json`` and metrics).
-    """
-    if not is_plain_name(prefix):
-        raise ValueError(f"remove_stale_temporaries: prefix must be a plain file name, got {prefix!r}")
-    names = "|".join(re.escape(n) for n in (INDEX_NAME, *also))
-    pattern = re.compile(r"\.(?:" + own_name_pattern(prefix).pattern + "|" + names
-                         + r")\.(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}\.tmp")
-    removed = []
-    for name in sorted(os.listdir(directory)):
-        match = pattern.fullmatch(name)
-        path = os.path.join(directory, name)
-        if match is None or _process_alive(int(match["pid"])) or not is_regular_file(path):
-            continue
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            continue
-        removed.append(name)
-    return removed
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's live process (or a pid we cannot ask about): leave its file
-    return True

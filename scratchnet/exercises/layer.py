@@ -37,7 +37,8 @@ import numpy as np
 
 from ..backend import use_backend
 from ..gradcheck import GradcheckError, check_layer
-from .grader import ExerciseError, Finding, GradeReport, _hint, _pattern, where
+from .checks import _hint, _pattern
+from .report import ExerciseError, Finding, GradeReport, where
 from .stubs import RMSNormalization as _RMSNormalizationStub
 
 

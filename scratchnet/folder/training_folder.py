@@ -1,25 +1,7 @@
-"""A training folder (``--logdir``): what it holds, who owns it, and how it is kept intact.
+"""``TrainingFolder``: one training folder (``--logdir``), what it holds, who owns it, and moving an old run aside.
 
-A folder holds ``run.json`` (which model, hyperparameters, dtype, data), the
-checkpoints and their index, ``metrics.csv``/``metrics.jsonl`` and the
-TensorBoard runs ``train/`` and ``test/``. The promises:
-
-- **One owner at a time.** :meth:`TrainingFolder.lock` takes an exclusive
-  ``flock`` on the folder itself (no lock file is created), *before* anything
-  in it is read, created or moved: a command that must create the folder
-  creates it and locks it in one step (:meth:`lock` with ``create=True``),
-  and ``--overwrite`` moves an old run aside holding that lock. The owner's
-  pid is found from the kernel's lock table (and ``train.pid``, written once
-  training starts), so a second process is told who it is. The kernel drops a
-  ``flock`` when its process dies, so ``kill -9`` never leaves a folder
-  locked: a stale ``train.pid`` is simply taken over.
-- **Nothing written before everything is checked.** The command reads and
-  validates (:meth:`TrainingFolder.read_run`, :meth:`resume_checkpoint`) and
-  only then writes, and ``run.json`` is replaced atomically. A folder the
-  command created is removed again if it ends before writing into it.
-- **No silent overwrite.** :meth:`TrainingFolder.move_aside` renames an old run
-  to ``<folder>.old-<time>`` instead of deleting it; only a training folder
-  (one holding ``run.json`` or checkpoints) is ever moved.
+The promises it keeps are :mod:`scratchnet.folder`'s docstring; the checks and the locking it builds on are in
+``contents.py`` and ``locking.py`` beside it.
 """
 from __future__ import annotations
 
@@ -28,62 +10,15 @@ import fcntl
 import json
 import os
 import re
-import shutil
-import stat
-import time
-from dataclasses import dataclass, field
 
-from .archive import CheckpointError, atomic_write, read_archive
-from .checkpoint import INDEX_NAME, list_checkpoints
-from .checkpoint.index import is_regular_file, read_index
-from .checkpoint.saver import remove_stale_temporaries
-
-RUN_FILE = "run.json"
-PID_FILE = "train.pid"
-METRICS_FILES = ("metrics.csv", "metrics.jsonl")
-PREFIX = "model"  # the checkpoints' names: model-<step>
-DTYPES = ("float32", "float64")
-# How often lock() tries again when the folder is moved away between opening and locking it.
-_LOCK_ATTEMPTS = 20
-
-
-@dataclass
-class _Lock:
-    fd: int
-    count: int = 1
-    made: list = field(default_factory=list)  # folders lock(create=True) made, outermost first
-
-
-# Locks this process holds: {real path: _Lock}, so that the CLI and the
-# ModelCheckpoint callback inside it can both ask for the same folder.
-_held = {}
-
-
-class FolderError(Exception):
-    """A training folder cannot be used as asked; the message says why and what to do."""
-
-
-class FolderBusy(FolderError):
-    """Another live process is training into the folder."""
-
-
-def free_space(path):
-    """Free bytes on the filesystem holding ``path`` (its nearest existing parent), as ``"1.2 GB"``."""
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    try:
-        free = shutil.disk_usage(path or ".").free
-    except OSError:
-        return "unknown"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if free < 1024 or unit == "TB":
-            return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
-        free /= 1024
-
-
-def checkpoint_step(name):
-    """The step in a checkpoint's name: ``"model-1000"`` -> 1000."""
-    return int(name.rpartition("-")[2])
+from ..archive import CheckpointError, atomic_write
+from ..checkpoint import INDEX_NAME, list_checkpoints
+from ..checkpoint.index import is_regular_file, read_index
+from ..checkpoint.temporaries import remove_stale_temporaries
+from .common import METRICS_FILES, PID_FILE, PREFIX, RUN_FILE, FolderBusy, FolderError, _reason, checkpoint_step
+from .contents import _damage, _is_real_folder, _remove_event_files, _run_problem
+from .locking import (_LOCK_ATTEMPTS, _aside_name, _flock_owner, _held, _Lock, _make_folders, _open_folder, _read_pid,
+                      _remove_empty, _same_folder)
 
 
 class TrainingFolder:
@@ -359,163 +294,3 @@ class TrainingFolder:
         those whose writer is gone. Call holding the lock.
         """
         return remove_stale_temporaries(self.path, prefix=PREFIX, also=(RUN_FILE, PID_FILE, *METRICS_FILES))
-
-
-# ----------------------------------------------------------------------------
-# run.json
-
-
-def _run_problem(run):
-    """What is wrong with a parsed ``run.json`` (a short phrase naming the field), or None."""
-    if not isinstance(run, dict):
-        return f"a JSON {type(run).__name__}, not an object"
-    if not isinstance(run.get("model"), str) or not run["model"]:
-        return "no 'model'"
-    checks = {
-        "command": lambda v: isinstance(v, str),
-        "hparams": lambda v: isinstance(v, dict),
-        "dtype": lambda v: v in DTYPES,
-        "data": lambda v: isinstance(v, str),
-        "batch_size": lambda v: _is_int(v) and v > 0,
-        "seed": lambda v: _is_int(v) and v >= 0,
-        "vocab": lambda v: isinstance(v, list) and v and all(isinstance(t, str) for t in v),
-        "level": lambda v: v in ("char", "word"),
-        "data_path": lambda v: v is None or isinstance(v, str),
-        "fashion": lambda v: isinstance(v, bool),
-        "validation_size": lambda v: v is None or (_is_int(v) and v >= 0),
-    }
-    for name, ok in checks.items():
-        if name in run and not ok(run[name]):
-            return f"{name!r} is {run[name]!r}" if len(repr(run[name])) < 60 else f"{name!r} is malformed"
-    return None
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _reason(e):
-    """An exception as a short phrase: ``Permission denied``, ``Expecting value: line 1 column 1 (char 0)``."""
-    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-
-
-# ----------------------------------------------------------------------------
-# checkpoints
-
-
-def _damage(path):
-    """What is wrong with the checkpoint at ``path`` (a phrase naming it), or None when it reads intact."""
-    try:
-        read_archive(path)
-    except CheckpointError as e:
-        return str(e)
-    except IsADirectoryError:
-        return f"{path!r} is a folder, not a checkpoint file"
-    except OSError as e:
-        return f"{path!r} cannot be read ({_reason(e)})"
-    return None
-
-
-# ----------------------------------------------------------------------------
-# locking
-
-
-def _make_folders(path):
-    """Create ``path`` and any missing parents; return those this call made, outermost first."""
-    missing = []
-    while path and not os.path.lexists(path):
-        missing.append(path)
-        parent = os.path.dirname(path.rstrip(os.sep))
-        if parent == path:
-            break
-        path = parent
-    made = []
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder)
-        except FileExistsError:  # another process made it first: it is not ours to remove
-            continue
-        made.append(folder)
-    return made
-
-
-def _remove_empty(folders):
-    """Remove the folders of ``folders`` (outermost first) that are still empty, innermost first."""
-    for folder in reversed(folders):
-        try:
-            os.rmdir(folder)
-        except OSError:
-            return
-
-
-def _open_folder(path):
-    try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except NotADirectoryError:
-        raise FolderError(f"{path} exists and is not a folder") from None
-
-
-def _same_folder(fd, path):
-    """Whether the open folder ``fd`` is still the one at ``path`` (not renamed away or replaced)."""
-    try:
-        now = os.stat(path)
-    except OSError:
-        return False
-    held = os.fstat(fd)
-    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
-
-
-def _flock_owner(path):
-    """The pid holding a ``flock`` on ``path``, from the kernel's table (``/proc/locks``), or None."""
-    try:
-        st = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in lines:
-        parts = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 5040 fe:00:2146514 0 EOF" (a waiter's line has "->" after the number)
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == device and parts[4].isdigit():
-            pid = int(parts[4])
-            if pid > 0 and pid != os.getpid():
-                return pid
-    return None
-
-
-def _aside_name(path):
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = path.rstrip(os.sep)
-    target, n = f"{base}.old-{stamp}", 1
-    while os.path.lexists(target):
-        n += 1
-        target = f"{base}.old-{stamp}-{n}"
-    return target
-
-
-def _read_pid(path):
-    try:
-        with open(path, encoding="ascii") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-# ----------------------------------------------------------------------------
-# files
-
-
-def _is_real_folder(path):
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _remove_event_files(folder):
-    """Delete TensorBoard's event files (``events.out.tfevents.*``) in ``folder``; leave anything else."""
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if name.startswith("events.out.tfevents.") and is_regular_file(path):
-            os.remove(path)
