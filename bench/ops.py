@@ -69,6 +69,9 @@ def cases(batch, large):
                 sn.ops.attention.cost(q=f(N, heads, T, d), k=f(N, heads, T, d), v=f(N, heads, T, d))))
     out.append(("layer_norm", f"{N * 50}x64", dict(N=N * 50, C=64),
                 sn.ops.layer_norm.cost(x=f(N * 50, 64), gamma=f(64), beta=f(64))))
+    # Issue 26: batch norm at lesson 7's first stage (NHWC).
+    out.append(("batch_norm", f"{N}x28x28x16", dict(N=N, H=28, C=16),
+                sn.ops.batch_norm.cost(x=f(N, 28, 28, 16), gamma=f(16), beta=f(16))))
     return out
 
 
@@ -94,6 +97,9 @@ def make_inputs(op, s, rng):
         return dict(q=f(*shape), k=f(*shape), v=f(*shape), dy=f(*shape))
     if op == "layer_norm":
         return dict(x=f(N, s["C"]), g=1 + f(s["C"]), b=f(s["C"]), dy=f(N, s["C"]))
+    if op == "batch_norm":
+        shape = (N, s["H"], s["H"], s["C"])
+        return dict(x=f(*shape), g=1 + f(s["C"]), b=f(s["C"]), dy=f(*shape))
     raise ValueError(op)
 
 
@@ -126,6 +132,10 @@ def scratchnet_step(op, a, be):
         def step():
             y, bp = sn.ops.layer_norm(a["x"], a["g"], a["b"], 1e-5)
             return bp(a["dy"])
+    elif op == "batch_norm":
+        def step():
+            (y, mean, var), bp = sn.ops.batch_norm(a["x"], a["g"], a["b"], 1e-5)
+            return bp(a["dy"])
     else:
         def step():
             (ys, h, c), bp = sn.ops.lstm(a["x"], a["k"], a["rk"], a["b"])
@@ -157,14 +167,15 @@ def tf_step(op, a, tf):
             return tape.gradient(loss, [q, k, v])
 
         return lambda: attention_step(t["dy"])
-    if op == "layer_norm":
+    if op in ("layer_norm", "batch_norm"):
         g, b = t["g"], t["b"]
+        axes = [-1] if op == "layer_norm" else list(range(len(a["x"].shape) - 1))
 
         @tf.function
         def norm_step(x, dy):
             with tf.GradientTape() as tape:
                 tape.watch([x, g, b])
-                mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+                mean, var = tf.nn.moments(x, axes=axes, keepdims=True)
                 loss = tf.reduce_sum(tf.nn.batch_normalization(x, mean, var, b, g, 1e-5) * dy)
             return tape.gradient(loss, [x, g, b])
 
@@ -219,6 +230,11 @@ def torch_step(op, a, torch, device):
     elif op == "layer_norm":
         x, g, b, dy = T(a["x"]), T(a["g"]), T(a["b"]), T(a["dy"], False)
         fwd = lambda: F.layer_norm(x, (x.shape[-1],), g, b, 1e-5)  # noqa: E731
+    elif op == "batch_norm":
+        # PyTorch's native layout is NCHW (as for the convolutions); training mode, batch statistics.
+        x, dy = T(a["x"].transpose(0, 3, 1, 2).copy()), T(a["dy"].transpose(0, 3, 1, 2).copy(), False)
+        g, b = T(a["g"]), T(a["b"])
+        fwd = lambda: F.batch_norm(x, None, None, g, b, training=True, eps=1e-5)  # noqa: E731
     else:
         H = a["rk"].shape[0]
         rnn = getattr(torch.nn, op.upper())(a["x"].shape[2], H, batch_first=True).to(device)
