@@ -367,7 +367,8 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None, device=
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="mlp,lenet,lstm,charlm", help="comma-separated zoo models (default: all)")
+    p.add_argument("--models", default="mlp,lenet,lstm,charlm",
+                   help="comma-separated zoo models (default: the four with Keras and PyTorch peers)")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of scratchnet,keras,torch")
     p.add_argument("--steps", type=int, default=100, help="training steps per model and framework (default 100)")
     p.add_argument("--block", type=int, default=10, help="steps of one framework before the next takes its turn (default 10)")
