@@ -227,7 +227,14 @@ def check_bool(op, name, value):
     return bool(value)
 
 
-def check_padding(op, padding):
+def check_padding(op, padding, explicit=False):
+    """``"SAME"`` or ``"VALID"`` (any case); with ``explicit``, also an explicit padding, returned as
+    ``(top, bottom, left, right)`` (:func:`scratchnet.ops.shapes.explicit_pads`)."""
+    if explicit and not isinstance(padding, str):
+        from .ops.shapes import explicit_pads
+
+        return explicit_pads(op, padding)
     if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
-        raise ValueError(f"{op}: padding must be 'SAME' or 'VALID', got {padding!r}")
+        also = ", an int, a pair or ((top, bottom), (left, right))" if explicit else ""
+        raise ValueError(f"{op}: padding must be 'SAME' or 'VALID'{also}, got {padding!r}")
     return padding.upper()

@@ -20,6 +20,7 @@ from . import random as _random
 from .backend import to_numpy
 from .checkpoint import CheckpointError, read_archive, write_archive
 from .model import Sequential
+from .ops.shapes import padding_2d
 from .parameters import ParameterStore
 from .serialization import deserialize, serialize
 
@@ -296,9 +297,14 @@ def _output_shape(layer, shape):
         out = (1, 1, shape[2]) if layer.keepdims else (shape[2],)
     elif isinstance(layer, (L.Conv2D, L.MaxPool2D, L.AveragePooling2D)) and len(shape) == 3:
         (h, w, c), (kh, kw) = shape, layer.kernel_size if isinstance(layer, L.Conv2D) else layer.pool_size
-        sh, sw = layer.strides
-        oh, ow = ((-(-h // sh), -(-w // sw)) if layer.padding == "same"
-                  else ((h - kh) // sh + 1, (w - kw) // sw + 1))
+        if isinstance(layer, L.Conv2D):  # a dilated kernel spans (k - 1) * d + 1 cells
+            kh, kw = ((k - 1) * d + 1 for k, d in zip((kh, kw), layer.dilation_rate))
+        padding = layer.padding if isinstance(layer.padding, str) else \
+            tuple(tuple(side) for side in layer.padding)
+        try:
+            oh, ow, _ = padding_2d(type(layer).__name__, (1, h, w, c), (kh, kw), layer.strides, padding)
+        except ValueError:
+            return None  # the build reports it
         if oh < 1 or ow < 1:
             return None
         out = (oh, ow, layer.filters if isinstance(layer, L.Conv2D) else c)

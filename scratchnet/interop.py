@@ -159,12 +159,13 @@ def _from_keras_layer(kl, dtype):
     if kind == "Dense":
         return L.Dense(c["units"], activation=activation(), use_bias=c["use_bias"], **regs, **common)
     if kind == "Conv2D":
-        if c.get("data_format", "channels_last") != "channels_last" or tuple(c.get("dilation_rate", (1, 1))) != (1, 1):
-            raise ValueError(f"from_keras: Conv2D {name!r} must be channels_last without dilation")
+        if c.get("data_format", "channels_last") != "channels_last":
+            raise ValueError(f"from_keras: Conv2D {name!r} must be channels_last")
         if c.get("groups", 1) != 1:
             raise ValueError(f"from_keras: Conv2D {name!r} has groups={c['groups']}; only 1 is supported")
         return L.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                        activation=activation(), use_bias=c["use_bias"], **regs, **common)
+                        dilation_rate=tuple(c.get("dilation_rate", (1, 1))), activation=activation(),
+                        use_bias=c["use_bias"], **regs, **common)
     if kind in ("MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
                 "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D"):
         if c.get("data_format") not in (None, "channels_last"):
@@ -289,9 +290,13 @@ def _to_keras_layer(keras, layer, dtype):
     regs = {attr: _to_keras_regularizer(keras, layer, c.get(attr)) for attr in _REGULARIZERS.get(kind, ())}
     if isinstance(layer, L.Dense):
         return kl.Dense(c["units"], activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
+    if not isinstance(c.get("padding", "valid"), str):
+        raise ValueError(f"to_keras: layer {name!r} has the explicit padding {c['padding']}; Keras's {kind} takes "
+                         "'valid' or 'same' (put a keras.layers.ZeroPadding2D before a 'valid' one)")
     if isinstance(layer, L.Conv2D):
         return kl.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                         activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
+                         dilation_rate=c["dilation_rate"], activation=c["activation"], use_bias=c["use_bias"],
+                         **regs, **common)
     if isinstance(layer, L.MaxPool2D):
         return kl.MaxPooling2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
     if isinstance(layer, L.AveragePooling2D):

@@ -258,7 +258,7 @@ def test_flatten_reshape_and_activation_layers_round_trip_shapes(backend, rng):
 def test_bad_layer_arguments_and_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="unknown activation 'relu6'"):
         L.Dense(3, activation="relu6")
-    with pytest.raises(ValueError, match="padding must be 'valid' or 'same'"):
+    with pytest.raises(ValueError, match="padding must be 'valid', 'same', an int"):
         L.Conv2D(3, 3, padding="full")
     with pytest.raises(ValueError, match="units must be a positive int"):
         L.LSTM(0)

@@ -38,9 +38,20 @@ def activate(name, Y, fused=False):
 
 
 def padding_name(layer, padding):
-    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-        raise ValueError(f"{layer}: padding must be 'valid' or 'same', got {padding!r}")
-    return padding.lower()
+    """``"valid"`` or ``"same"`` (Keras's names, any case), or an explicit padding as ``((top, bottom), (left,
+    right))`` (from an int, a pair or that form: :func:`scratchnet.ops.shapes.explicit_pads`)."""
+    if isinstance(padding, str):
+        if padding.lower() not in ("valid", "same"):
+            raise ValueError(f"{layer}: padding must be 'valid', 'same', an int, a pair or ((top, bottom), "
+                             f"(left, right)), got {padding!r}")
+        return padding.lower()
+    top, bottom, left, right = ops.shapes.explicit_pads(layer, padding)
+    return ((top, bottom), (left, right))
+
+
+def op_padding(padding):
+    """A layer's padding as the ops take it: ``"VALID"`` / ``"SAME"``, or the explicit pairs as they are."""
+    return padding.upper() if isinstance(padding, str) else padding
 
 
 def positive_int(layer, name, v):

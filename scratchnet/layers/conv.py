@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import initializers, ops, regularizers
 from .._checks import pair
 from ..serialization import initializer_config, register
-from ._args import activate, activation_name, fused_activation, padding_name, positive_int
+from ._args import activate, activation_name, fused_activation, op_padding, padding_name, positive_int
 from .base import Layer
 
 
@@ -18,7 +18,11 @@ class Conv2D(Layer):
         O, the number of output channels.
     kernel_size : int or (kh, kw)
     strides : int or (sh, sw)
-    padding : {"valid", "same"}
+    padding : "valid", "same", int, (ph, pw) or ((top, bottom), (left, right))
+        Keras's names, or an explicit padding (PyTorch's ``padding=``; Keras
+        writes it as a ``ZeroPadding2D`` before a "valid" convolution).
+    dilation_rate : int or (dh, dw)
+        The kernel's taps ``dh`` rows and ``dw`` columns apart (strides 1 only, as Keras).
     activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer : as :class:`Dense`
 
     Input ``(N, H, W, C)``, output ``(N, OH, OW, O)``.
@@ -26,12 +30,16 @@ class Conv2D(Layer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
-                 bias_regularizer=None, name=None, dtype=None):
+                 bias_regularizer=None, dilation_rate=1, name=None, dtype=None):
         super().__init__(name, dtype)
         self.filters = positive_int("Conv2D", "filters", filters)
         self.kernel_size = pair("Conv2D", "kernel_size", kernel_size)
         self.strides = pair("Conv2D", "strides", strides)
         self.padding = padding_name("Conv2D", padding)
+        self.dilation_rate = pair("Conv2D", "dilation_rate", dilation_rate)
+        if self.dilation_rate != (1, 1) and self.strides != (1, 1):
+            raise ValueError(f"Conv2D: dilation_rate {self.dilation_rate} with strides {self.strides}: a dilated "
+                             "convolution takes strides 1 (as Keras's)")
         self.activation = activation_name("Conv2D", activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
@@ -57,8 +65,8 @@ class Conv2D(Layer):
     def call(self, x, training=False, need_dx=True):
         fused = fused_activation(self.activation)  # a ReLU runs inside the conv kernel
         Z, conv_backprop = ops.conv2d(
-            x, self.kernel.value, None if self.bias is None else self.bias.value, self.strides, self.padding.upper(),
-            activation=fused, need_dx=need_dx,
+            x, self.kernel.value, None if self.bias is None else self.bias.value, self.strides, op_padding(self.padding),
+            activation=fused, need_dx=need_dx, dilations=self.dilation_rate,
         )
         Y, act_backprop = activate(self.activation, Z, fused=fused is not None)
 
@@ -73,8 +81,8 @@ class Conv2D(Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "activation": self.activation, "use_bias": self.use_bias,
-                "kernel_initializer": initializer_config(self.kernel_initializer),
+                "padding": self.padding, "dilation_rate": self.dilation_rate, "activation": self.activation,
+                "use_bias": self.use_bias, "kernel_initializer": initializer_config(self.kernel_initializer),
                 "bias_initializer": initializer_config(self.bias_initializer),
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
@@ -91,7 +99,7 @@ class MaxPool2D(Layer):
         self.padding = padding_name("MaxPool2D", padding)
 
     def call(self, x, training=False):
-        return ops.max_pool2d(x, self.pool_size, self.strides, self.padding.upper())
+        return ops.max_pool2d(x, self.pool_size, self.strides, op_padding(self.padding))
 
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}

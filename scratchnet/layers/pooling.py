@@ -8,7 +8,7 @@ from __future__ import annotations
 from .. import ops
 from .._checks import pair
 from ..serialization import register
-from ._args import padding_name
+from ._args import op_padding, padding_name
 from .base import Layer
 
 
@@ -27,7 +27,7 @@ class AveragePooling2D(Layer):
         self.padding = padding_name("AveragePooling2D", padding)
 
     def call(self, x, training=False):
-        return ops.avg_pool2d(x, self.pool_size, self.strides, self.padding.upper())
+        return ops.avg_pool2d(x, self.pool_size, self.strides, op_padding(self.padding))
 
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}

@@ -73,7 +73,7 @@ from ..backend import get_backend
 from ..recording import Cost, nbytes
 from ..recording import op as recorded_op
 from .activations import check_fused_activation
-from .shapes import conv_output_size, tf_padding_2d
+from .shapes import conv_output_size, padding_2d
 
 
 def conv2d_algorithm(be, x, w, sh, sw):
@@ -180,11 +180,13 @@ class ConvReference:
         return dxpad[:, top : top + H, left : left + W, :]
 
 
-def conv2d_cost(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=True):
+def conv2d_cost(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=True, dilations=1):
     """FLOPs and bytes of :func:`conv2d`: ``2 N OH OW kh kw C O`` forward, twice that backward
-    (dx and dw; once without dx)."""
+    (dx and dw; once without dx). A dilated kernel counts its zeros too: that is the work done."""
     kh, kw, C, O = w.shape
-    OH, OW, _ = tf_padding_2d("conv2d", x.shape, (kh, kw), pair("conv2d", "strides", strides), padding.upper())
+    dh, dw = pair("conv2d", "dilations", dilations)
+    kh, kw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    OH, OW, _ = padding_2d("conv2d", x.shape, (kh, kw), pair("conv2d", "strides", strides), padding)
     N = x.shape[0]
     macs = N * OH * OW * kh * kw * C * O
     y_bytes = N * OH * OW * O * x.dtype.itemsize
@@ -194,7 +196,7 @@ def conv2d_cost(x, w, b=None, strides=1, padding="VALID", activation=None, need_
 
 
 @recorded_op("conv2d", cost=conv2d_cost)
-def conv2d(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=True):
+def conv2d(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=True, dilations=1):
     """2-D cross-correlation, as ``tf.nn.conv2d`` computes it.
 
     Parameters
@@ -204,14 +206,22 @@ def conv2d(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=Tr
         The weights (Keras's ``kernel``) in TensorFlow's HWIO layout.
     b : array of shape (O,), optional
     strides : int or (sh, sw)
-    padding : {"VALID", "SAME"}
-        TensorFlow's rule: SAME gives ``OH = ceil(H / sh)`` with the odd padded
-        row (column) at the bottom (right).
+    padding : "VALID", "SAME", int, (ph, pw) or ((top, bottom), (left, right))
+        TensorFlow's rule for the names: SAME gives ``OH = ceil(H / sh)`` with
+        the odd padded row (column) at the bottom (right). An explicit padding
+        adds those zeros (PyTorch's ``padding=``; TensorFlow's explicit list).
     activation : {None, "relu"}
         ``"relu"`` returns ``max(y, 0)``, fused into the kernel.
     need_dx : bool
         False when nobody wants the input's gradient (``backprop`` then returns
         ``None`` for ``dx`` and skips its work).
+    dilations : int or (dh, dw)
+        The kernel's taps ``dh`` rows and ``dw`` columns apart (TensorFlow's
+        ``dilations``, Keras's ``dilation_rate``); with strides 1 only, as Keras.
+        Computed exactly as the convolution with the kernel spread out by zeros,
+        ``wd[i*dh, j*dw] = w[i, j]`` (size ``(kh-1)*dh+1``), whose backward gives
+        ``dw = dwd[::dh, ::dw]``: the zeros' products add nothing, at the price
+        of computing them.
 
     The algorithm (direct, or Winograd for some float32 convolutions) is
     chosen by ``conv_algorithm`` / ``$SCRATCHNET_CONV_ALGORITHM`` (module
@@ -242,18 +252,29 @@ def conv2d(x, w, b=None, strides=1, padding="VALID", activation=None, need_dx=Tr
     if b is not None and tuple(b.shape) != (O,):
         raise ValueError(f"{op}: b must have shape ({O},) to match w {tuple(w.shape)}, got {tuple(b.shape)}")
     sh, sw = pair(op, "strides", strides)
-    padding = check_padding(op, padding)
+    dh, dwid = pair(op, "dilations", dilations)
+    if (dh, dwid) != (1, 1) and (sh, sw) != (1, 1):
+        raise ValueError(f"{op}: dilations {(dh, dwid)} with strides {(sh, sw)}: a dilated convolution takes "
+                         "strides 1 (as Keras's Conv2D and TensorFlow's CPU kernel)")
+    padding = check_padding(op, padding, explicit=True)
     relu = check_fused_activation(op, activation)
     shapes = f"x: {tuple(x.shape)}, w: {tuple(w.shape)}"
-    _, _, pads = tf_padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
+    wk = w
+    if (dh, dwid) != (1, 1):  # the kernel spread out by zeros (docstring)
+        wk = be.xp.zeros(((kh - 1) * dh + 1, (kw - 1) * dwid + 1, C, O), dtype=w.dtype)
+        wk[::dh, ::dwid] = w
+        shapes += f", dilations: {(dh, dwid)}, so the kernel spans {wk.shape[0]}x{wk.shape[1]}"
+    _, _, pads = padding_2d(op, x.shape, wk.shape[:2], (sh, sw), padding, shapes)
 
     setting = get_conv_algorithm()  # the conv_algorithm setting the forward runs under
-    y = be.conv2d_forward(x, w, b, sh, sw, pads, relu)
+    y = be.conv2d_forward(x, wk, b, sh, sw, pads, relu)
 
     def backprop(dy):
         dy = check_grad(op, dy, y, be)
         with conv_algorithm(setting):  # the backward of the algorithm that ran, even outside its ``with``
-            dx, dw, db = be.conv2d_backward(dy, x, w, y, sh, sw, pads, relu, bool(need_dx))
-        return dx, dw, (db if b is not None else None)
+            dx, dwk, db = be.conv2d_backward(dy, x, wk, y, sh, sw, pads, relu, bool(need_dx))
+        if wk is not w:
+            dwk = be.xp.ascontiguousarray(dwk[::dh, ::dwid])
+        return dx, dwk, (db if b is not None else None)
 
     return y, backprop

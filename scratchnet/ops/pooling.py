@@ -59,7 +59,7 @@ from .._checks import as_float_arrays, check_grad, check_padding, check_rank, pa
 from ..backend import get_backend
 from ..recording import Cost, nbytes
 from ..recording import op as recorded_op
-from .shapes import conv_output_size, tf_padding_2d
+from .shapes import conv_output_size, padding_2d
 
 
 def window_counts(xp, H, W, OH, OW, kh, kw, sh, sw, pads, dtype):
@@ -151,16 +151,22 @@ def _window_args(op, be, x, ksize, strides, padding):
     check_rank(op, "x", x, 4, "[N, H, W, C]")
     kh, kw = pair(op, "ksize", ksize)
     sh, sw = pair(op, "strides", strides)
-    padding = check_padding(op, padding)
+    padding = check_padding(op, padding, explicit=True)
     shapes = f"x: {tuple(x.shape)}, ksize: {(kh, kw)}"
-    _, _, pads = tf_padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
+    if not isinstance(padding, str):
+        top, bottom, left, right = padding
+        if max(top, bottom) > kh // 2 or max(left, right) > kw // 2:
+            # Every window must hold a real cell (a max of padding alone, or a mean of no cells, is no answer).
+            raise ValueError(f"{op}: explicit padding {padding} (top, bottom, left, right) must be at most half the "
+                             f"window ({kh // 2} rows, {kw // 2} columns) on each side ({shapes}), as PyTorch's pools")
+    _, _, pads = padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
     return x, (kh, kw), (sh, sw), pads
 
 
 def _window_sizes(op, x, ksize, strides, padding):
     """``(windows, cells per window, bytes of x and y)`` of a pooling op, for its cost formula."""
     kh, kw = pair(op, "ksize", ksize)
-    OH, OW, _ = tf_padding_2d(op, x.shape, (kh, kw), pair(op, "strides", strides), padding.upper())
+    OH, OW, _ = padding_2d(op, x.shape, (kh, kw), pair(op, "strides", strides), padding)
     N, _, _, C = x.shape
     windows = N * OH * OW * C
     return windows, kh * kw, nbytes(x) + windows * x.dtype.itemsize
@@ -182,9 +188,10 @@ def max_pool2d(x, ksize, strides, padding="VALID"):
     x : array of shape (N, H, W, C)
     ksize : int or (kh, kw)
     strides : int or (sh, sw)
-    padding : {"VALID", "SAME"}
-        TensorFlow's rule (see :func:`scratchnet.ops.shapes.tf_padding`);
-        padded positions never win.
+    padding : "VALID", "SAME", int, (ph, pw) or ((top, bottom), (left, right))
+        TensorFlow's rule for the names (see :func:`scratchnet.ops.shapes.tf_padding`);
+        an explicit padding at most half the window per side (PyTorch's rule).
+        Padded positions never win.
 
     Returns
     -------
@@ -225,9 +232,11 @@ def avg_pool2d(x, ksize, strides, padding="VALID"):
     x : array of shape (N, H, W, C)
     ksize : int or (kh, kw)
     strides : int or (sh, sw)
-    padding : {"VALID", "SAME"}
-        TensorFlow's rule (see :func:`scratchnet.ops.shapes.tf_padding`);
-        padded positions are not counted in the mean.
+    padding : "VALID", "SAME", int, (ph, pw) or ((top, bottom), (left, right))
+        TensorFlow's rule for the names (see :func:`scratchnet.ops.shapes.tf_padding`);
+        an explicit padding at most half the window per side. Padded positions
+        are not counted in the mean (TensorFlow's SAME rule; PyTorch's
+        ``count_include_pad=False``).
 
     Returns
     -------

@@ -12,6 +12,8 @@ A leaf: it imports nothing from scratchnet, so any op or kernel may use it.
 """
 from __future__ import annotations
 
+import numbers
+
 
 def conv_output_size(x_shape, kh, kw, sh, sw, pads):
     """``(OH, OW)`` of a (kh, kw) window with strides (sh, sw) over padded ``x_shape`` (N, H, W, C).
@@ -61,3 +63,54 @@ def tf_padding_2d(op, x_shape, ksize, strides, padding, shapes=""):
     OH, top, bottom = tf_padding(op, H, kh, sh, padding, "height", shapes)
     OW, left, right = tf_padding(op, W, kw, sw, padding, "width", shapes)
     return OH, OW, (top, bottom, left, right)
+
+
+def explicit_pads(op, padding):
+    """``(top, bottom, left, right)`` from an explicit padding, or None for "SAME" / "VALID".
+
+    Accepted: an int ``p`` (all four sides), a pair ``(ph, pw)`` (top and bottom ``ph``, left and right
+    ``pw``), or ``((top, bottom), (left, right))``, every entry a non-negative int (PyTorch's and ONNX's
+    explicit padding; TensorFlow writes it as ``[[0, 0], [top, bottom], [left, right], [0, 0]]``).
+    """
+    if isinstance(padding, str):
+        return None
+    bad = ValueError(f"{op}: padding must be 'SAME', 'VALID', an int, a pair (ph, pw) or ((top, bottom), "
+                     f"(left, right)) of non-negative ints, got {padding!r}")
+
+    def count(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+            raise bad
+        return int(v)
+
+    if isinstance(padding, numbers.Integral) and not isinstance(padding, bool):
+        p = count(padding)
+        return (p, p, p, p)
+    if not isinstance(padding, (list, tuple)) or len(padding) != 2:
+        raise bad
+    if all(isinstance(v, (list, tuple)) for v in padding):
+        if any(len(v) != 2 for v in padding):
+            raise bad
+        (top, bottom), (left, right) = padding
+        return tuple(count(v) for v in (top, bottom, left, right))
+    ph, pw = (count(v) for v in padding)
+    return (ph, ph, pw, pw)
+
+
+def padding_2d(op, x_shape, ksize, strides, padding, shapes=""):
+    """``(OH, OW, pads)`` for ``padding`` "SAME" / "VALID" (TensorFlow's rule) or explicit (:func:`explicit_pads`,
+    or the ``(top, bottom, left, right)`` it returns).
+
+    An explicit padding whose windows do not fit (an output of no rows or columns) is an error naming
+    the sizes.
+    """
+    if isinstance(padding, str):
+        return tf_padding_2d(op, x_shape, ksize, strides, padding.upper(), shapes)
+    # (top, bottom, left, right) as check_padding returns it, or a user's form, normalized here
+    pads = padding if isinstance(padding, tuple) and len(padding) == 4 else explicit_pads(op, padding)
+    (kh, kw), (sh, sw) = ksize, strides
+    OH, OW = conv_output_size(x_shape, kh, kw, sh, sw, pads)
+    if OH < 1 or OW < 1:
+        where = f" ({shapes})" if shapes else ""
+        raise ValueError(f"{op}: the window {kh}x{kw} does not fit the input {x_shape[1]}x{x_shape[2]} padded by "
+                         f"(top, bottom, left, right) = {pads}{where}")
+    return OH, OW, pads
