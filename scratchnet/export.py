@@ -273,6 +273,11 @@ def _output_shape(layer, shape):
         steps = shape[0]
         out = (steps, layer.output_dim or shape[1])
         return out, max(math.prod(out), layer.num_heads * steps * steps)  # the attention weights
+    elif isinstance(layer, L.Conv2DTranspose) and len(shape) == 3:
+        (h, w, c), (kh, kw), (sh, sw) = shape, layer.kernel_size, layer.strides
+        out = ((h * sh, w * sw) if layer.padding == "same" else ((h - 1) * sh + kh, (w - 1) * sw + kw)) + \
+            (layer.filters,)
+        return out, max(math.prod(out), h * w * kh * kw * layer.filters)  # its columns before col2im
     elif isinstance(layer, L.ResidualBlock) and len(shape) == 3:
         (h, w, _), s = shape, layer.strides
         out = (-(-h // s), -(-w // s), layer.filters)

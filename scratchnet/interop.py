@@ -51,6 +51,7 @@ _FLOAT_DTYPES = ("float32", "float64")
 _REGULARIZERS = {
     "Dense": ("kernel_regularizer", "bias_regularizer"),
     "Conv2D": ("kernel_regularizer", "bias_regularizer"),
+    "Conv2DTranspose": ("kernel_regularizer", "bias_regularizer"),
     "LSTM": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
     "Embedding": ("embeddings_regularizer",),
     "GRU": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
@@ -58,7 +59,7 @@ _REGULARIZERS = {
     "LayerNormalization": ("beta_regularizer", "gamma_regularizer"),
     "BatchNormalization": ("beta_regularizer", "gamma_regularizer"),
 }
-_SUPPORTED = ("Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
+_SUPPORTED = ("Dense", "Conv2D", "Conv2DTranspose", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
               "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "LSTM",
               "Embedding", "Dropout", "Flatten", "Reshape", "Activation", "GRU", "SimpleRNN", "Bidirectional",
               "LayerNormalization", "BatchNormalization")
@@ -127,7 +128,8 @@ def _check_supported(kl):
     kind = type(kl).__name__
     if kind not in _SUPPORTED:
         raise ValueError(
-            f"from_keras: layer {kl.name!r} is a {kind}; supported: Dense, Conv2D, MaxPooling2D, AveragePooling2D, "
+            f"from_keras: layer {kl.name!r} is a {kind}; supported: Dense, Conv2D, Conv2DTranspose, MaxPooling2D, "
+            f"AveragePooling2D, "
             f"GlobalAveragePooling2D, GlobalMaxPooling2D, LSTM, GRU, SimpleRNN, Bidirectional, LayerNormalization, "
             f"BatchNormalization, Embedding, Dropout, Flatten, Reshape, Activation"
         )
@@ -166,6 +168,13 @@ def _from_keras_layer(kl, dtype):
         return L.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
                         dilation_rate=tuple(c.get("dilation_rate", (1, 1))), activation=activation(),
                         use_bias=c["use_bias"], **regs, **common)
+    if kind == "Conv2DTranspose":
+        if c.get("data_format", "channels_last") != "channels_last" or c.get("output_padding") is not None \
+                or tuple(c.get("dilation_rate", (1, 1))) != (1, 1):
+            raise ValueError(f"from_keras: Conv2DTranspose {name!r} must be channels_last, without output_padding "
+                             f"or dilation")
+        return L.Conv2DTranspose(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                                 activation=activation(), use_bias=c["use_bias"], **regs, **common)
     if kind in ("MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
                 "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D"):
         if c.get("data_format") not in (None, "channels_last"):
@@ -297,6 +306,9 @@ def _to_keras_layer(keras, layer, dtype):
         return kl.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
                          dilation_rate=c["dilation_rate"], activation=c["activation"], use_bias=c["use_bias"],
                          **regs, **common)
+    if isinstance(layer, L.Conv2DTranspose):
+        return kl.Conv2DTranspose(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                                  activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
     if isinstance(layer, L.MaxPool2D):
         return kl.MaxPooling2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
     if isinstance(layer, L.AveragePooling2D):

@@ -8,6 +8,7 @@ layer                          file                  weights (Keras order and la
 =============================  ====================  ===========================================================================================================
 ``Dense``                      ``core.py``           ``kernel`` (C, K), ``bias`` (K,)
 ``Conv2D``                     ``conv.py``           ``kernel`` (kh, kw, C, O) (HWIO), ``bias`` (O,)
+``Conv2DTranspose``            ``conv.py``           ``kernel`` (kh, kw, F, C) (output channels first), ``bias`` (F,)
 ``MaxPool2D``                  ``conv.py``           none
 ``AveragePooling2D``           ``pooling.py``        none (likewise ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``)
 ``LSTM``                       ``recurrent.py``      ``kernel`` (D, 4H), ``recurrent_kernel`` (H, 4H), ``bias`` (4H,); gates i, f, c, o
@@ -34,7 +35,7 @@ serializable like a built-in one.
 from ..serialization import deserialize, register, serialize
 from .attention import MultiHeadAttention
 from .base import Layer
-from .conv import Conv2D, MaxPool2D, MaxPooling2D
+from .conv import Conv2D, Conv2DTranspose, MaxPool2D, MaxPooling2D
 from .core import Activation, Dense, Dropout, Flatten, LogSoftmax, Reshape
 from .embedding import Embedding
 from .normalization import BatchNormalization, LayerNormalization
@@ -52,7 +53,7 @@ from .rnn import GRU, Bidirectional, SimpleRNN
 from .transformer import TokenAndPositionEmbedding, TransformerBlock, sine_position_encoding
 
 __all__ = [
-    "Activation", "AveragePooling2D", "AvgPool2D", "BatchNormalization", "Bidirectional", "Conv2D", "Dense",
+    "Activation", "AveragePooling2D", "AvgPool2D", "BatchNormalization", "Bidirectional", "Conv2D", "Conv2DTranspose", "Dense",
     "Dropout", "Embedding", "Flatten", "GRU", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
     "GlobalMaxPooling2D", "LSTM", "Layer", "LayerNormalization", "LogSoftmax", "MaxPool2D", "MaxPooling2D",
     "MultiHeadAttention", "Reshape", "ResidualBlock", "SimpleRNN", "TokenAndPositionEmbedding", "TransformerBlock", "deserialize",

@@ -8,6 +8,7 @@ call                                                             ``backprop(...)
 ===============================================================  =========================================================
 ``dense(x, w, b=None)``                                          ``(dx, dw, db)``
 ``conv2d(x, w, b=None, strides=1, padding)``                     ``(dx, dw, db)``
+``conv2d_transpose(x, w, b=None, strides=1, padding)``           ``(dx, dw, db)``
 ``max_pool2d(x, ksize, strides, padding)``                       ``dx``
 ``avg_pool2d(x, ksize, strides, padding)``                       ``dx``
 ``global_avg_pool2d`` / ``global_max_pool2d(x)``                 ``dx``
@@ -37,6 +38,7 @@ its derivation and its NumPy reference kernels. The rest of this folder:
 from .activations import gelu, log_softmax, relu, sigmoid, softmax, tanh
 from .attention import attention
 from .conv import conv2d
+from .conv_transpose import conv2d_transpose
 from .dense import dense
 from .dropout import dropout
 from .embedding import embedding
@@ -51,6 +53,7 @@ __all__ = [
     "avg_pool2d",
     "batch_norm",
     "conv2d",
+    "conv2d_transpose",
     "dense",
     "dropout",
     "embedding",
