@@ -598,13 +598,16 @@ def test_use_refuses_a_backward_that_fails_the_grader_and_restores_nothing():
 @pytest.mark.parametrize("name", E.NAMES)
 def test_use_swaps_each_op_and_gives_the_built_in_results(name, rng):
     """The swapped op, called as the layers call it, returns what the built-in returns (float64, numpy)."""
-    op = {"dense": "dense", "conv2d": "conv2d", "max_pool": "max_pool2d", "lstm_step": "lstm", "gru_step": "gru",
-          "attention": "attention"}[name]
+    op = {"dense": "dense", "conv2d": "conv2d", "max_pool": "max_pool2d", "avg_pool": "avg_pool2d",
+          "batch_norm": "batch_norm", "lstm_step": "lstm", "gru_step": "gru", "attention": "attention"}[name]
     args, kwargs = {
         "dense": ((rng.normal(size=(4, 5)), rng.normal(size=(5, 3)), rng.normal(size=3)), {"activation": "relu"}),
         "conv2d": ((rng.normal(size=(2, 6, 6, 2)), rng.normal(size=(3, 3, 2, 4)), rng.normal(size=4), 1, "SAME"),
                    {"activation": "relu"}),
         "max_pool": ((rng.normal(size=(2, 6, 6, 3)), 2, 2, "SAME"), {}),
+        "avg_pool": ((rng.normal(size=(2, 7, 6, 3)), 3, 2, "SAME"), {}),
+        # (y, mean, variance), as BatchNormalization calls it in training
+        "batch_norm": ((rng.normal(size=(2, 3, 4, 3)), rng.normal(size=3), rng.normal(size=3), 1e-3), {}),
         "lstm_step": ((rng.normal(size=(2, 3, 4)), rng.normal(size=(4, 20)), rng.normal(size=(5, 20)),
                        rng.normal(size=20)), {}),
         "gru_step": ((rng.normal(size=(2, 3, 4)), rng.normal(size=(4, 15)), rng.normal(size=(5, 15)),
@@ -624,6 +627,8 @@ def test_use_swaps_each_op_and_gives_the_built_in_results(name, rng):
     for a, b in zip(y_right, y_yours):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
     dys = [rng.normal(size=y.shape) for y in y_right]
+    if name == "batch_norm":  # the statistics are not differentiated
+        dys = dys[:1]
     g_right, g_yours = backprop_right(*dys), backprop_yours(*dys)
     g_right, g_yours = (g if isinstance(g, tuple) else (g,) for g in (g_right, g_yours))
     for a, b in zip(g_right, g_yours):
@@ -715,3 +720,128 @@ def test_the_exercises_command_lists_them_and_refuses_an_unknown_one(tmp_path, m
     with pytest.raises(UsageError, match="unknown exercise 'softmax'; choose one of dense, conv2d"):
         _exercises_cli(["softmax"])
     assert list(tmp_path.iterdir()) == []
+
+
+# -- avg_pool and batch_norm: the planted mistakes of issue 26 --------------------------------------
+def _avg_pool_by_windows(dy, cache, divisor=None, assign=False, one_cell=False):
+    """A loop-by-window avg-pool backward with one mistake planted, as a student writes it."""
+    x, (kh, kw), (sh, sw), (top, _, left, _) = cache
+    _, H, W, _ = x.shape
+    dx = np.zeros_like(x)
+    for oh in range(dy.shape[1]):
+        for ow in range(dy.shape[2]):
+            r0, c0 = oh * sh - top, ow * sw - left
+            r1, c1, r2, c2 = max(r0, 0), max(c0, 0), min(r0 + kh, H), min(c0 + kw, W)
+            g = dy[:, oh:oh + 1, ow:ow + 1, :]
+            if one_cell:  # max-pool style: the whole gradient to the window's first cell
+                dx[:, r1, c1, :] += g[:, 0, 0, :]
+            elif assign:
+                dx[:, r1:r2, c1:c2, :] = g / ((r2 - r1) * (c2 - c1))
+            else:
+                dx[:, r1:r2, c1:c2, :] += g / (divisor or (r2 - r1) * (c2 - c1))
+    return dx
+
+
+def test_avg_pool_written_out_by_windows_passes():
+    assert E.grade("avg_pool", _avg_pool_by_windows).passed
+
+
+def test_avg_pool_dividing_by_the_full_window_names_the_padding():
+    def backward(dy, cache):
+        (kh, kw) = cache[1]
+        return _avg_pool_by_windows(dy, cache, divisor=kh * kw)
+
+    report = _fails("avg_pool", backward, ["dx"], "the likely mistake: the padded cells are counted")
+    assert [ok for _, ok in report.cases] == [True, False, False, False]  # VALID has no padding: right there
+
+
+def test_avg_pool_assigning_instead_of_adding_names_the_overlaps():
+    report = _fails("avg_pool", lambda dy, cache: _avg_pool_by_windows(dy, cache, assign=True), ["dx"],
+                    "the likely mistake: overlapping windows are not summed")
+    assert report.cases[0][1]  # the 2x2 stride-2 windows do not overlap
+
+
+def test_avg_pool_assigning_offset_by_offset_names_the_overlaps_too():
+    def backward(dy, cache):
+        x, (kh, kw), (sh, sw), (top, bottom, left, right) = cache
+        N, H, W, C = x.shape
+        ones = np.pad(np.ones((1, H, W, 1)), ((0, 0), (top, bottom), (left, right), (0, 0)))
+        OH, OW = dy.shape[1:3]
+        count = sum(ones[:, i:i + sh * OH:sh, j:j + sw * OW:sw, :] for i in range(kh) for j in range(kw))
+        dxpad = np.zeros((N, H + top + bottom, W + left + right, C))
+        for i in range(kh):
+            for j in range(kw):
+                dxpad[:, i:i + sh * OH:sh, j:j + sw * OW:sw, :] = dy / count
+        return dxpad[:, top:top + H, left:left + W, :]
+
+    _fails("avg_pool", backward, ["dx"], "the likely mistake: overlapping windows are not summed")
+
+
+def test_avg_pool_routing_to_one_cell_names_the_max_pool_style():
+    _fails("avg_pool", lambda dy, cache: _avg_pool_by_windows(dy, cache, one_cell=True), ["dx"],
+           "the likely mistake: the whole gradient goes to one cell of each window")
+
+
+def _batch_norm(dy, cache, dx=None, dgamma=None, axes=None):
+    """The kept solution with one of its gradients replaced by ``dx(g, xhat, s, axes)`` or ``dgamma(...)``."""
+    x, xhat, s, gamma = cache
+    right = solutions.batch_norm_backward(dy, cache)
+    axes = tuple(range(dy.ndim - 1)) if axes is None else axes
+    g = dy * gamma
+    return (right[0] if dx is None else dx(g, xhat, s, axes), right[1] if dgamma is None else dgamma(dy, xhat, axes),
+            right[2])
+
+
+def test_batch_norm_with_constant_statistics_names_them():
+    report = _fails("batch_norm", lambda dy, cache: _batch_norm(dy, cache, dx=lambda g, xhat, s, axes: g * s), ["dx"],
+                    "the likely mistake: the mean and the variance are treated as constants")
+    assert "mean(g * xhat)" not in str(report)  # the nudge gives no formula
+    assert "dx = s * (g - mean(g) - xhat * mean(g * xhat))" in str(
+        E.grade("batch_norm", lambda dy, cache: _batch_norm(dy, cache, dx=lambda g, xhat, s, axes: g * s), hint=2))
+
+
+def test_batch_norm_without_the_variance_path_names_it():
+    _fails("batch_norm", lambda dy, cache: _batch_norm(
+        dy, cache, dx=lambda g, xhat, s, axes: s * (g - g.mean(axis=axes))), ["dx"],
+        "the likely mistake: the variance path is missing")
+
+
+def test_batch_norm_dgamma_without_xhat_names_it():
+    _fails("batch_norm", lambda dy, cache: _batch_norm(
+        dy, cache, dgamma=lambda dy, xhat, axes: dy.sum(axis=axes)), ["dgamma"],
+        "the likely mistake: dgamma is summed without xhat")
+
+
+def test_batch_norm_statistics_over_axis_0_alone_fail_the_spatial_cases_only():
+    def dx(g, xhat, s, axes):
+        return s * (g - g.mean(axis=0) - xhat * (g * xhat).mean(axis=0))
+
+    report = _fails("batch_norm", lambda dy, cache: _batch_norm(dy, cache, dx=dx), ["dx"],
+                    "the likely mistake: the statistics are taken over axis 0 alone")
+    assert [ok for _, ok in report.cases] == [True, True, False, False]
+
+
+def test_batch_norm_dgamma_summed_over_axis_0_alone_is_named_by_its_shape():
+    _fails("batch_norm", lambda dy, cache: _batch_norm(dy, cache, dgamma=lambda dy, xhat, axes: (dy * xhat).sum(0)),
+           ["dgamma"], "dgamma has shape (3, 3, 2) but gamma has shape (2,)")
+
+
+@pytest.mark.parametrize("center, scale", [(True, True), (False, False)])
+def test_use_batch_norm_reaches_the_layer_in_training_with_its_moving_averages(center, scale):
+    x = np.random.default_rng(0).normal(size=(4, 3, 3, 2))
+
+    def run():
+        sn.random.seed(0)
+        layer = sn.layers.BatchNormalization(center=center, scale=scale, dtype="float64")
+        y, backprop = layer.forward(x, training=True)
+        return y, backprop(np.cos(y)), layer.moving_mean.value.copy(), layer.moving_variance.value.copy(), layer
+
+    with sn.use_backend("numpy"):
+        right = run()
+        with E.use("batch_norm", backward=solutions.batch_norm_backward):
+            yours = run()
+    assert sn.ops.batch_norm.__module__ == "scratchnet.ops.normalization"
+    for a, b in zip(right[:4], yours[:4]):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-10)
+    for a, b in zip(right[4].trainable_parameters, yours[4].trainable_parameters):
+        np.testing.assert_allclose(b.grad, a.grad, rtol=1e-9, atol=1e-10)

@@ -144,7 +144,7 @@ def test_a_student_goes_from_the_max_pool_notebook_to_lenet_at_the_built_in_accu
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dense", "conv2d", "gru_step", "attention", "rms_norm"])  # lstm_step: 3 LSTMs of
+@pytest.mark.parametrize("name", ["dense", "conv2d", "avg_pool", "batch_norm", "gru_step", "attention", "rms_norm"])  # lstm_step: 3 LSTMs of
 # 256 in NumPy, too slow
 def test_every_notebook_runs_with_the_teachers_answer(name, mnist):
     answer = inspect.getsource(getattr(solutions, "RMSNormalization" if name == "rms_norm" else f"{name}_backward"))

@@ -1,7 +1,7 @@
 """Graded exercises, in cs231n's style: write a backward pass, have it checked, then train with it.
 
-Seven exercises. Six are backward passes (each a function to fill in, in
-:mod:`~scratchnet.exercises.stubs`); the seventh is a whole layer
+Nine exercises. Eight are backward passes (each a function to fill in, in
+:mod:`~scratchnet.exercises.stubs`); the ninth is a whole layer
 (:mod:`~scratchnet.exercises.layer`):
 
 ==============  ==========================================================  =====================================
@@ -10,6 +10,10 @@ name            you write                                                   then
 ``dense``       ``dense_backward(dy, cache) -> (dx, dw, db)``               the MLP (``use("dense", ...)``)
 ``conv2d``      ``conv2d_backward(dy, cache) -> (dx, dw, db)``              LeNet (``use("conv2d", ...)``)
 ``max_pool``    ``max_pool_backward(dy, cache) -> dx``                      LeNet (``use("max_pool", ...)``)
+``avg_pool``    ``avg_pool_backward(dy, cache) -> dx``                      ``AveragePooling2D`` layers
+                                                                            (``use("avg_pool", ...)``)
+``batch_norm``  ``batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)``   ``BatchNormalization`` layers
+                                                                            (``use("batch_norm", ...)``)
 ``lstm_step``   ``lstm_step_backward(dh, dc, cache) -> (dx, dh_prev,        the row-by-row LSTM
                 dc_prev, dkernel, drecurrent_kernel, dbias)``               (``use("lstm_step", ...)``)
 ``gru_step``    ``gru_step_backward(dh, cache) -> (dx, dh_prev, dkernel,    a GRU over the rows of MNIST digits

@@ -135,6 +135,60 @@ def max_pool_forward(x, ksize, strides, padding="VALID"):
     return y, (x, (kh, kw), (sh, sw), pads, y)
 
 
+def avg_pool_forward(x, ksize, strides, padding="VALID"):
+    """``y[n, oh, ow, c] = mean of x[n, oh*sh + i - top, ow*sw + j - left, c]`` over the window's positions inside x.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, H, W, C)
+    ksize : int or (kh, kw)
+    strides : int or (sh, sw)
+    padding : {"VALID", "SAME"}
+        Padded positions are not counted: a SAME border window with 4 of its
+        9 cells inside x divides by 4 (TensorFlow's rule).
+
+    Returns
+    -------
+    y : ndarray of shape (N, OH, OW, C)
+    cache : tuple
+        ``(x, (kh, kw), (sh, sw), pads)``: not how many cells each window counted; that is part of the exercise.
+    """
+    (kh, kw), (sh, sw), pads = window_geometry("avg_pool2d", x.shape, ksize, strides, padding)
+    return _REFERENCE.avg_pool2d_forward(x, kh, kw, sh, sw, pads), (x, (kh, kw), (sh, sw), pads)
+
+
+def batch_norm_forward(x, gamma, beta, epsilon=1e-3):
+    """Batch normalization in training mode, channels last, numbered as in ``scratchnet/ops/normalization.py``.
+
+    ::
+
+        1: mu   = mean of x over every axis but the last       (C,): one per channel
+           var  = mean of (x - mu)**2 over the same axes        the biased variance
+        2: s    = 1 / sqrt(var + epsilon)                       the inverse standard deviation
+           xhat = (x - mu) * s
+        3: y    = gamma * xhat + beta
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C) or (N, H, W, C)
+        At least two values per channel.
+    gamma, beta : ndarray of shape (C,)
+    epsilon : float
+
+    Returns
+    -------
+    y : ndarray of x's shape
+    cache : tuple
+        ``(x, xhat, s, gamma)``: ``xhat`` of x's shape, ``s`` of shape (C,).
+    """
+    axes = tuple(range(x.ndim - 1))
+    mu = x.mean(axis=axes)  # 1
+    var = ((x - mu) ** 2).mean(axis=axes)
+    s = 1 / np.sqrt(var + epsilon)  # 2
+    xhat = (x - mu) * s
+    return gamma * xhat + beta, (x, xhat, s, gamma)  # 3
+
+
 def sigmoid(z):
     """``1 / (1 + exp(-z))`` without overflow."""
     return _REFERENCE.sigmoid(z)

@@ -143,6 +143,33 @@ for step in range(0, STEPS, 2):
     print(f"step {step + 1:3d}: loss {builtin_losses[step]:.5f} built-in, {your_losses[step]:.5f} yours")
 """
 
+_TRAIN_SMALL = """\
+STEPS = 20
+data = sn.zoo.load_data("mlp", download=True, progress=False)
+print(data.source)
+images = data.train.images.reshape({shape})
+
+
+def train(steps):
+    \"\"\"{model_doc}, from the same seed, trained `steps` steps; its losses.\"\"\"
+    sn.random.seed(0)
+    model = sn.Sequential([{layers}])
+    model.compile(sn.optimizers.SGD(0.1), loss=sn.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(steps):
+        batch = rng.integers(0, len(images), 64)
+        losses.append(model.train_on_batch(images[batch], data.train.labels[batch])["loss"])
+    return losses
+
+
+builtin_losses = train(STEPS)
+with sn.exercises.use("{name}", backward={name}_backward):  # refused unless it passes the grader
+    your_losses = train(STEPS)
+for step in range(0, STEPS, 5):
+    print(f"step {{step + 1:3d}}: loss {{builtin_losses[step]:.5f}} built-in, {{your_losses[step]:.5f}} yours")
+"""
+
 _TRAIN_LAYER = """\
 STEPS = 300
 data = sn.zoo.load_data("mlp", download=True, progress=False)
@@ -166,6 +193,11 @@ _TRY = {
               "print(y[0, :, :, 0])  # 9 inside, fewer at the padded border",
     "max_pool": "x = np.arange(16.0).reshape(1, 4, 4, 1)\ny, cache = max_pool_forward(x, 2, 2)\n"
                 "print(x[0, :, :, 0], y[0, :, :, 0], sep=\"\\n\\n\")",
+    "avg_pool": "x = np.arange(25.0).reshape(1, 5, 5, 1)\ny, cache = avg_pool_forward(x, 2, 2, \"SAME\")\n"
+                "print(x[0, :, :, 0], y[0, :, :, 0], sep=\"\\n\\n\")  # the last row and column: means of 2 cells, and of 1",
+    "batch_norm": "x = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 60.0]])  # N=3 examples, C=2 channels\n"
+                  "y, cache = batch_norm_forward(x, np.ones(2), np.zeros(2))\nx, xhat, s, gamma = cache\n"
+                  "print(y.round(3), s, sep=\"\\n\")  # each column: mean 0, variance 1 (nearly: epsilon)",
     "lstm_step": "(h, c), cache = lstm_step_forward(np.ones((2, 3)), np.zeros((2, 4)), np.zeros((2, 4)),\n"
                  "                                  np.full((3, 16), 0.1), np.zeros((4, 16)), np.zeros(16))\n"
                  "print(h.shape, c.shape, len(cache))",
@@ -185,6 +217,15 @@ NOTEBOOKS = {
                _TRAIN_LENET.format(name="conv2d", stub="conv2d_backward")),
     "max_pool": ("Max-pool", "max_pool_backward(dy, cache) -> dx", "max_pool_forward",
                  _TRAIN_LENET.format(name="max_pool", stub="max_pool_backward")),
+    "avg_pool": ("Average pool", "avg_pool_backward(dy, cache) -> dx", "avg_pool_forward",
+                 _TRAIN_SMALL.format(name="avg_pool", shape="-1, 28, 28, 1", model_doc="A small CNN with average pooling",
+                                     layers="sn.layers.Conv2D(8, 3, activation=\"relu\"), sn.layers.AveragePooling2D(2), "
+                                            "sn.layers.Flatten(), sn.layers.Dense(10)")),
+    "batch_norm": ("Batch normalization", "batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)",
+                   "batch_norm_forward",
+                   _TRAIN_SMALL.format(name="batch_norm", shape="-1, 784", model_doc="An MLP with batch normalization",
+                                       layers="sn.layers.Dense(128), sn.layers.BatchNormalization(), "
+                                              "sn.layers.Activation(\"relu\"), sn.layers.Dense(10)")),
     "lstm_step": ("One LSTM step", "lstm_step_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev, dkernel, "
                   "drecurrent_kernel, dbias)", "lstm_step_forward", _TRAIN_LSTM),
     "gru_step": ("One GRU step", "gru_step_backward(dh, cache) -> (dx, dh_prev, dkernel, drecurrent_kernel, dbias)",

@@ -60,6 +60,39 @@ def max_pool_backward(dy, cache):
     return dx
 
 
+def avg_pool_backward(dy, cache):
+    """Each ``dy`` entry spread evenly, ``dy / count``, over its window's real cells; overlapping windows add up."""
+    x, (kh, kw), (sh, sw), pads = cache
+    top, _, left, _ = pads
+    N, H, W, C = x.shape
+    _, OH, OW, _ = dy.shape
+    dx = np.zeros_like(x)
+    for oh in range(OH):
+        for ow in range(OW):
+            # The window's rows and columns inside x; padded cells were not counted in the mean.
+            r0, c0 = oh * sh - top, ow * sw - left
+            r1, c1 = max(r0, 0), max(c0, 0)
+            r2, c2 = min(r0 + kh, H), min(c0 + kw, W)
+            count = (r2 - r1) * (c2 - c1)
+            # += : a cell in two overlapping windows receives from both.
+            dx[:, r1:r2, c1:c2, :] += dy[:, oh:oh + 1, ow:ow + 1, :] / count
+    return dx
+
+
+def batch_norm_backward(dy, cache):
+    """``dx = s * (g - mean(g) - xhat * mean(g * xhat))`` with ``g = dy * gamma``; means over all axes but the last."""
+    x, xhat, s, gamma = cache
+    axes = tuple(range(dy.ndim - 1))  # every axis but the channels'
+    # 3b: y = gamma * xhat + beta
+    dgamma = (dy * xhat).sum(axis=axes)
+    dbeta = dy.sum(axis=axes)
+    g = dy * gamma  # the gradient of xhat
+    # 2b, 1b: xhat = (x - mu) * s, and mu, s depend on every x of the channel:
+    # d xhat_r / d x_q = s (delta_rq - 1/m) - s xhat_r xhat_q / m
+    dx = s * (g - g.mean(axis=axes) - xhat * (g * xhat).mean(axis=axes))
+    return dx, dgamma, dbeta
+
+
 def lstm_step_backward(dh, dc, cache):
     """Steps 4b, 3b, 2b, 1b of ``scratchnet/ops/lstm.py`` for one time step."""
     x, h_prev, c_prev, kernel, recurrent_kernel, i, f, g, o, c = cache

@@ -1,4 +1,4 @@
-"""The exercises: six backward passes and one layer to write.
+"""The exercises: eight backward passes and one layer to write.
 
 Copy a stub into your notebook, fill in its body, and grade it::
 
@@ -97,6 +97,57 @@ def max_pool_backward(dy, cache):
     x, (kh, kw), (sh, sw), pads, y = cache
     # TODO: for each window, find the first position holding its maximum, and add dy there.
     raise NotImplementedError("max_pool_backward: compute dx")
+
+
+def avg_pool_backward(dy, cache):
+    """Gradient of average pooling.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, OH, OW, C)
+    cache : tuple
+        ``(x, (kh, kw), (sh, sw), pads)`` from :func:`~scratchnet.exercises.forward.avg_pool_forward`.
+        Window ``(oh, ow)`` covers the input rows ``oh*sh - top + i`` and columns
+        ``ow*sw - left + j`` that lie inside ``x``.
+
+    Returns
+    -------
+    dx : ndarray of shape (N, H, W, C)
+
+    Notes
+    -----
+    Each output is the mean of its window's cells INSIDE ``x``: padded cells
+    (SAME) are not counted in the divisor. Windows may overlap.
+    """
+    x, (kh, kw), (sh, sw), pads = cache
+    # TODO: for each window, how many real cells did its mean divide by, and which inputs did it read?
+    raise NotImplementedError("avg_pool_backward: compute dx")
+
+
+def batch_norm_backward(dy, cache):
+    """Gradients of batch normalization (training mode), ``y = gamma * xhat + beta``.
+
+    Parameters
+    ----------
+    dy : ndarray of x's shape, (N, C) or (N, H, W, C)
+    cache : tuple
+        ``(x, xhat, s, gamma)`` from :func:`~scratchnet.exercises.forward.batch_norm_forward`:
+        ``xhat = (x - mu) * s``, with ``s = 1 / sqrt(var + epsilon)`` of shape (C,).
+
+    Returns
+    -------
+    dx : ndarray of x's shape
+    dgamma, dbeta : ndarray of shape (C,)
+
+    Notes
+    -----
+    The statistics ``mu`` and ``var`` are over every axis but the last (the
+    channels): over the batch, and over the image for an (N, H, W, C) input.
+    They are computed from ``x``: every ``x`` of a channel moves them.
+    """
+    x, xhat, s, gamma = cache
+    # TODO: 3b, then 2b and 1b: x reaches xhat directly, through mu and through var.
+    raise NotImplementedError("batch_norm_backward: compute dx, dgamma and dbeta")
 
 
 def lstm_step_backward(dh, dc, cache):

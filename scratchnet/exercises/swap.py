@@ -14,6 +14,9 @@ exercise         replaces                          used by
 ``dense``        ``sn.ops.dense``                  ``Dense`` (the MLP, every model's classifier)
 ``conv2d``       ``sn.ops.conv2d``                 ``Conv2D`` (LeNet)
 ``max_pool``     ``sn.ops.max_pool2d``             ``MaxPool2D`` (LeNet)
+``avg_pool``     ``sn.ops.avg_pool2d``             ``AveragePooling2D``
+``batch_norm``   ``sn.ops.batch_norm``             ``BatchNormalization`` in training; at inference
+                                                   the layer uses its moving averages, not the op
 ``lstm_step``    ``sn.ops.lstm``                   ``LSTM`` (the row-by-row classifier); your step
                                                    runs once per time step, forward and backward
 ``gru_step``     ``sn.ops.gru`` (and the ``GRU``   ``GRU`` (and ``Bidirectional(GRU(...))``); your
@@ -46,8 +49,8 @@ from ..recording import op as recorded_op
 from .grader import ExerciseError, get_exercise, grade
 
 #: The attribute of ``scratchnet.ops`` each exercise replaces.
-OPS = {"dense": "dense", "conv2d": "conv2d", "max_pool": "max_pool2d", "lstm_step": "lstm", "gru_step": "gru",
-       "attention": "attention"}
+OPS = {"dense": "dense", "conv2d": "conv2d", "max_pool": "max_pool2d", "avg_pool": "avg_pool2d",
+       "batch_norm": "batch_norm", "lstm_step": "lstm", "gru_step": "gru", "attention": "attention"}
 
 
 class Swap:
@@ -103,7 +106,7 @@ def use(name, backward, forward=None, *, check=True):
 
     Parameters
     ----------
-    name : {"dense", "conv2d", "max_pool", "lstm_step"}
+    name : {"dense", "conv2d", "max_pool", "avg_pool", "batch_norm", "lstm_step", "gru_step", "attention"}
     backward : callable
         Your ``<name>_backward``, the stub's signature.
     forward : callable, optional
@@ -192,6 +195,42 @@ def _max_pool(forward, backward, builtin):
         return _device(y, dtype), lambda dy: _device(backward(_host(dy), cache), dtype)
 
     return max_pool2d
+
+
+def _avg_pool(forward, backward, builtin):
+    @recorded_op("avg_pool2d", cost=builtin.cost)
+    def avg_pool2d(x, ksize, strides, padding="VALID"):
+        dtype = x.dtype
+        y, cache = forward(_host(x), ksize, strides, padding)
+        return _device(y, dtype), lambda dy: _device(backward(_host(dy), cache), dtype)
+
+    return avg_pool2d
+
+
+def _batch_norm(forward, backward, builtin):
+    """Your batch norm; the batch's mean and variance (for the moving averages) computed here, not differentiated."""
+
+    @recorded_op("batch_norm", cost=builtin.cost)
+    def batch_norm(x, gamma=None, beta=None, epsilon=1e-3):
+        dtype = x.dtype
+        xs = _host(x)
+        C = xs.shape[-1]
+        ones = np.ones(C, xs.dtype)
+        y, cache = forward(xs, ones if gamma is None else _host(gamma), 0 * ones if beta is None else _host(beta),
+                           epsilon)
+        axes = tuple(range(xs.ndim - 1))
+        mean, variance = xs.mean(axis=axes), xs.var(axis=axes)
+
+        def backprop(dy, dmean=None, dvariance=None):
+            if dmean is not None or dvariance is not None:
+                raise ValueError("batch_norm: the batch mean and variance are not differentiated; pass None")
+            dx, dgamma, dbeta = backward(_host(dy), cache)
+            return (_device(dx, dtype), None if gamma is None else _device(dgamma, dtype),
+                    None if beta is None else _device(dbeta, dtype))
+
+        return (_device(y, dtype), _device(mean, dtype), _device(variance, dtype)), backprop
+
+    return batch_norm
 
 
 def _lstm(forward, backward, builtin):
@@ -301,5 +340,5 @@ def _attention(forward, backward, builtin):
     return attention
 
 
-_REPLACEMENTS = {"dense": _dense, "conv2d": _conv2d, "max_pool": _max_pool, "lstm_step": _lstm, "gru_step": _gru,
-                 "attention": _attention}
+_REPLACEMENTS = {"dense": _dense, "conv2d": _conv2d, "max_pool": _max_pool, "avg_pool": _avg_pool,
+                 "batch_norm": _batch_norm, "lstm_step": _lstm, "gru_step": _gru, "attention": _attention}

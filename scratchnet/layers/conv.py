@@ -66,7 +66,9 @@ class Conv2D(Layer):
         fused = fused_activation(self.activation)  # a ReLU runs inside the conv kernel
         Z, conv_backprop = ops.conv2d(
             x, self.kernel.value, None if self.bias is None else self.bias.value, self.strides, op_padding(self.padding),
-            activation=fused, need_dx=need_dx, dilations=self.dilation_rate,
+            activation=fused, need_dx=need_dx,
+            # only when dilated: a student's conv2d swapped in by sn.exercises.use takes the classic arguments
+            **({"dilations": self.dilation_rate} if self.dilation_rate != (1, 1) else {}),
         )
         Y, act_backprop = activate(self.activation, Z, fused=fused is not None)
 
