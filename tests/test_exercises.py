@@ -636,8 +636,8 @@ def test_use_swaps_each_op_and_gives_the_built_in_results(name, rng):
 
 
 def test_use_gru_step_reaches_the_gru_layer_and_gives_it_back():
-    """The GRU layer holds its op as a class attribute: the swap replaces it too, and restores it."""
-    builtin = sn.layers.GRU.op
+    """The GRU layer looks its op up in sn.ops at each call: the swap reaches it, and restores the built-in."""
+    builtin = sn.ops.gru
     x = np.random.default_rng(0).normal(size=(3, 4, 2))
 
     def run():
@@ -649,9 +649,16 @@ def test_use_gru_step_reaches_the_gru_layer_and_gives_it_back():
     with sn.use_backend("numpy"):
         y_right, dx_right, dk_right = run()
         with E.use("gru_step", backward=solutions.gru_step_backward):
-            assert sn.layers.GRU.op.__module__ == "scratchnet.exercises.swap"
-            y_yours, dx_yours, dk_yours = run()
-    assert sn.layers.GRU.op is builtin
+            swapped = sn.ops.gru
+            assert swapped.__module__ == "scratchnet.exercises.swap"
+            calls = []
+            sn.ops.gru = lambda *a, **k: (calls.append(1), swapped(*a, **k))[1]
+            try:
+                y_yours, dx_yours, dk_yours = run()
+            finally:
+                sn.ops.gru = swapped
+            assert calls, "the GRU layer did not call the swapped op"
+    assert sn.ops.gru is builtin
     np.testing.assert_allclose(y_yours, y_right, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dx_yours, dx_right, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(dk_yours, dk_right, rtol=1e-9, atol=1e-10)

@@ -19,14 +19,13 @@ exercise         replaces                          used by
                                                    the layer uses its moving averages, not the op
 ``lstm_step``    ``sn.ops.lstm``                   ``LSTM`` (the row-by-row classifier); your step
                                                    runs once per time step, forward and backward
-``gru_step``     ``sn.ops.gru`` (and the ``GRU``   ``GRU`` (and ``Bidirectional(GRU(...))``); your
-                 layer's op)                       step runs once per time step, as the LSTM's
+``gru_step``     ``sn.ops.gru``                    ``GRU`` (and ``Bidirectional(GRU(...))``); your
+                                                   step runs once per time step, as the LSTM's
 ``attention``    ``sn.ops.attention``              ``MultiHeadAttention`` (``TransformerBlock``,
                                                    the ``transformer_lm`` model)
 ===============  ================================  =============================================
 
-The ``GRU`` layer holds its op as a class attribute (``GRU.op``), bound when
-``scratchnet.layers`` was imported: the swap replaces that too. Your attention
+Your attention
 runs on ``(N, Tq, d)`` arrays: leading dimensions (the heads) are folded into
 ``N``, and ``causal=True`` becomes a mask; it has no dropout (a layer training
 with ``dropout > 0`` is refused) and its scale is ``1/sqrt(d)`` (another scale
@@ -65,22 +64,16 @@ class Swap:
         What the grader said about your code when it went in.
     """
 
-    def __init__(self, exercise, op, replacement, report, also=()):
+    def __init__(self, exercise, op, replacement, report):
         self.exercise, self.op, self.report = exercise, op, report
         self.original = getattr(ops, op)
-        # Other places holding the op: (owner, attribute, the value to put there), e.g. GRU.op, a staticmethod.
-        self._also = [(owner, attr, vars(owner)[attr]) for owner, attr, _ in also]
-        setattr(ops, op, replacement)
-        for owner, attr, value in also:
-            setattr(owner, attr, value)
+        setattr(ops, op, replacement)  # every layer looks its op up in scratchnet.ops at each call
         self.active = True
 
     def restore(self):
         """Put the built-in op back (once; later calls do nothing)."""
         if self.active:
             setattr(ops, self.op, self.original)
-            for owner, attr, original in self._also:
-                setattr(owner, attr, original)
             self.active = False
 
     def __enter__(self):
@@ -131,12 +124,7 @@ def use(name, backward, forward=None, *, check=True):
                       stacklevel=2)
     forward = ex.forward if forward is None else forward
     replacement = _REPLACEMENTS[ex.name](forward, backward, getattr(ops, OPS[ex.name]))
-    also = ()
-    if ex.name == "gru_step":  # the GRU layer calls type(self).op, bound to the built-in gru at import
-        from ..layers.rnn import GRU
-
-        also = ((GRU, "op", staticmethod(replacement)),)
-    return Swap(ex.name, OPS[ex.name], replacement, report, also)
+    return Swap(ex.name, OPS[ex.name], replacement, report)
 
 
 # -- the replacements: each has the built-in op's signature ------------------------------------------

@@ -87,13 +87,22 @@ class Layer:
         self._parent = None
         self._own_store = None
         self._weights = []
+        self._parts = []  # the layers this one is made of (_add_part), in weight order after its own weights
         self.built = False
         self.input_shape = None
         self.output_shape = None
 
     # -- the tree ----------------------------------------------------------------------
     def _sublayers(self):
-        return []
+        return list(self._parts)
+
+    def _add_part(self, layer):
+        """Make ``layer`` part of this one (a block made of layers): its weights are named
+        ``<this layer>/<its name>/...``, it takes this layer's dtype, and it is walked, saved and restored
+        with it. Returns ``layer``."""
+        layer._parent = self
+        self._parts.append(layer)
+        return layer
 
     def _root(self):
         layer = self
@@ -285,6 +294,8 @@ class Layer:
                 f"model; convert it first with .astype({dtype.name!r})"
             )
         self.dtype = dtype
+        for layer in self._parts:
+            layer._inherit_dtype(dtype)
 
     def get_config(self):
         """The constructor's arguments, JSON-ready; :meth:`from_config` rebuilds the layer from them."""

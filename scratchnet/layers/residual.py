@@ -50,36 +50,22 @@ class ResidualBlock(Layer):
             raise ValueError(f"ResidualBlock: strides must be 1 or 2, got {strides!r}")
         self.strides = strides
         self.momentum, self.epsilon = float(momentum), float(epsilon)
-        self._parts = []
-
-    def _add(self, layer):
-        layer._parent = self
-        self._parts.append(layer)
-        return layer
-
-    def _sublayers(self):
-        return list(self._parts)
-
-    def _inherit_dtype(self, dtype):
-        super()._inherit_dtype(dtype)
-        for layer in self._parts:
-            layer._inherit_dtype(dtype)
 
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"ResidualBlock {self.name!r}: input must be [N, H, W, C], got shape {input_shape}")
         F, dtype = self.filters, self.dtype
         bn = {"momentum": self.momentum, "epsilon": self.epsilon, "dtype": dtype}
-        self.conv1 = self._add(Conv2D(F, 3, strides=self.strides, padding="same", use_bias=False, name="conv1",
+        self.conv1 = self._add_part(Conv2D(F, 3, strides=self.strides, padding="same", use_bias=False, name="conv1",
                                       dtype=dtype))
-        self.bn1 = self._add(BatchNormalization(name="bn1", **bn))
-        self.conv2 = self._add(Conv2D(F, 3, padding="same", use_bias=False, name="conv2", dtype=dtype))
-        self.bn2 = self._add(BatchNormalization(name="bn2", **bn))
+        self.bn1 = self._add_part(BatchNormalization(name="bn1", **bn))
+        self.conv2 = self._add_part(Conv2D(F, 3, padding="same", use_bias=False, name="conv2", dtype=dtype))
+        self.bn2 = self._add_part(BatchNormalization(name="bn2", **bn))
         self.projection = input_shape[-1] != F or self.strides != 1
         if self.projection:
-            self.shortcut_conv = self._add(Conv2D(F, 1, strides=self.strides, padding="same", use_bias=False,
+            self.shortcut_conv = self._add_part(Conv2D(F, 1, strides=self.strides, padding="same", use_bias=False,
                                                   name="shortcut_conv", dtype=dtype))
-            self.shortcut_bn = self._add(BatchNormalization(name="shortcut_bn", **bn))
+            self.shortcut_bn = self._add_part(BatchNormalization(name="shortcut_bn", **bn))
 
     def _chain(self, layers, x, training):
         backprops = []

@@ -13,7 +13,8 @@ class _Recurrent(Layer):
 
     #: Gate blocks in the kernels (GRU: 3, SimpleRNN: 1).
     gates = 1
-    op = None
+    #: The op in ``scratchnet.ops``, looked up at each call (so that ``sn.exercises.use`` can swap it).
+    op_name = None
 
     def __init__(self, units, return_sequences, return_state, go_backwards, kernel_initializer, recurrent_initializer,
                  bias_initializer, kernel_regularizer, recurrent_regularizer, bias_regularizer, activation,
@@ -55,7 +56,8 @@ class _Recurrent(Layer):
             state = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
             h0 = self._as_input(state)
         xs = x[:, ::-1] if self.go_backwards else x  # Keras: the sequence read from its end, outputs in that order
-        (ys, h), op_backprop = type(self).op(xs, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0)
+        op = getattr(ops, self.op_name)
+        (ys, h), op_backprop = op(xs, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0)
         out = ys if self.return_sequences else h
 
         def backprop(dY):
@@ -108,7 +110,7 @@ class GRU(_Recurrent):
     """
 
     gates = 3
-    op = staticmethod(ops.gru)
+    op_name = "gru"
 
     def __init__(self, units, return_sequences=False, return_state=False, go_backwards=False,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
@@ -132,7 +134,7 @@ class SimpleRNN(_Recurrent):
     """
 
     gates = 1
-    op = staticmethod(ops.simple_rnn)
+    op_name = "simple_rnn"
 
     def __init__(self, units, return_sequences=False, return_state=False, go_backwards=False,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
@@ -180,22 +182,12 @@ class Bidirectional(Layer):
         self.merge_mode = merge_mode
         config = layer.get_config()
         self._layer_config = serialize(layer)
-        self.forward_layer = type(layer).from_config({**config, "name": f"forward_{layer.name}"})
+        self.forward_layer = self._add_part(type(layer).from_config({**config, "name": f"forward_{layer.name}"}))
         backward = {**config, "name": f"backward_{layer.name}"}
         if "go_backwards" in config:
             backward["go_backwards"] = not config["go_backwards"]
-        self.backward_layer = type(layer).from_config(backward)
+        self.backward_layer = self._add_part(type(layer).from_config(backward))
         self._backward_reverses = "go_backwards" in config  # an LSTM here has no go_backwards: reverse by hand
-        for sub in (self.forward_layer, self.backward_layer):
-            sub._parent = self
-
-    def _sublayers(self):
-        return [self.forward_layer, self.backward_layer]
-
-    def _inherit_dtype(self, dtype):
-        super()._inherit_dtype(dtype)
-        for sub in self._sublayers():
-            sub._inherit_dtype(dtype)
 
     def call(self, x, training=False):
         sequences = self.forward_layer.return_sequences

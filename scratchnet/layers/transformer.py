@@ -48,20 +48,13 @@ class TokenAndPositionEmbedding(Layer):
         self.sequence_length = positive_int("TokenAndPositionEmbedding", "sequence_length", sequence_length)
         self.embedding_dim = positive_int("TokenAndPositionEmbedding", "embedding_dim", embedding_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
-        self.token_embedding = Embedding(self.vocabulary_size, self.embedding_dim, self.embeddings_initializer,
-                                         name="token_embedding", dtype=dtype)
-        self.token_embedding._parent = self
-
-    def _sublayers(self):
-        return [self.token_embedding]
+        self.token_embedding = self._add_part(Embedding(self.vocabulary_size, self.embedding_dim,
+                                                        self.embeddings_initializer, name="token_embedding",
+                                                        dtype=dtype))
 
     def _all_parameters(self):  # KerasNLP's order: the token table, then the positions
         yield from self.token_embedding._all_parameters()
         yield from self._weights
-
-    def _inherit_dtype(self, dtype):
-        super()._inherit_dtype(dtype)
-        self.token_embedding._inherit_dtype(dtype)
 
     def _as_input(self, x):
         return self.token_embedding._as_input(x)
@@ -144,20 +137,6 @@ class TransformerBlock(Layer):
         self.causal = bool(causal)
         self.normalize_first = bool(normalize_first)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self._parts = []
-
-    def _add(self, layer):
-        layer._parent = self
-        self._parts.append(layer)
-        return layer
-
-    def _sublayers(self):
-        return list(self._parts)
-
-    def _inherit_dtype(self, dtype):
-        super()._inherit_dtype(dtype)
-        for layer in self._parts:
-            layer._inherit_dtype(dtype)
 
     def build(self, input_shape):
         if len(input_shape) != 3:
@@ -168,14 +147,14 @@ class TransformerBlock(Layer):
             raise ValueError(f"TransformerBlock {self.name!r}: D={D} is smaller than num_heads={self.num_heads}; "
                              "give key_dim")
         dtype = self.dtype
-        self.attention = self._add(MultiHeadAttention(self.num_heads, key_dim, dropout=self.dropout,
+        self.attention = self._add_part(MultiHeadAttention(self.num_heads, key_dim, dropout=self.dropout,
                                                       name="self_attention", dtype=dtype))
-        self.attention_norm = self._add(LayerNormalization(epsilon=self.layer_norm_epsilon,
+        self.attention_norm = self._add_part(LayerNormalization(epsilon=self.layer_norm_epsilon,
                                                            name="self_attention_layer_norm", dtype=dtype))
-        self.intermediate = self._add(Dense(self.intermediate_dim, activation=self.activation,
+        self.intermediate = self._add_part(Dense(self.intermediate_dim, activation=self.activation,
                                             name="feedforward_intermediate_dense", dtype=dtype))
-        self.output_dense = self._add(Dense(D, name="feedforward_output_dense", dtype=dtype))
-        self.feedforward_norm = self._add(LayerNormalization(epsilon=self.layer_norm_epsilon,
+        self.output_dense = self._add_part(Dense(D, name="feedforward_output_dense", dtype=dtype))
+        self.feedforward_norm = self._add_part(LayerNormalization(epsilon=self.layer_norm_epsilon,
                                                              name="feedforward_layer_norm", dtype=dtype))
 
     def _dropout(self, x, training):
