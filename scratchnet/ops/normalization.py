@@ -53,26 +53,38 @@ def _check(op, x, gamma, beta, epsilon, min_rank):
         raise ValueError(f"{op}: epsilon must be a positive number, got {epsilon!r}")
 
 
-def _normalize(be, x, gamma, beta, epsilon, axes):
-    """``(y, xhat, s)`` with the statistics over ``axes`` (kept as size-1 axes)."""
+def _stats_mean(xp, a, ones, per_channel):
+    """The mean of ``a`` (M, C) over each set: a column's M rows (batch norm, ``per_channel``), as a product with
+    a row of ones, which a BLAS does in one pass (NumPy's sum over axis 0 is ~10x slower); or a row's C
+    channels (layer norm), kept as an (M, 1) column."""
+    return (ones @ a) / a.shape[0] if per_channel else a.mean(axis=1, keepdims=True)
+
+
+def _normalize(be, x2, gamma, beta, epsilon, per_channel):
+    """``(y2, xhat, s, mean, var)`` for ``x`` seen as (M, C), statistics per channel or per row (the docstring's sets)."""
     xp = be.xp
-    mu = x.mean(axis=axes, keepdims=True)
-    centered = x - mu
-    var = (centered * centered).mean(axis=axes, keepdims=True)
-    s = 1 / xp.sqrt(var + x.dtype.type(epsilon))
+    ones = xp.ones(x2.shape[0], dtype=x2.dtype)
+    mu = _stats_mean(xp, x2, ones, per_channel)
+    centered = x2 - mu
+    var = _stats_mean(xp, centered * centered, ones, per_channel)
+    s = 1 / xp.sqrt(var + x2.dtype.type(epsilon))
     xhat = centered * s
-    y = xhat if gamma is None else xhat * gamma
+    y2 = xhat if gamma is None else xhat * gamma
     if beta is not None:
-        y = y + beta
-    return y, xhat, s, mu, var
+        y2 = y2 + beta
+    return y2, xhat, s, mu, var
 
 
-def _backward(be, dy, xhat, s, gamma, beta, axes, param_axes):
-    g = dy if gamma is None else dy * gamma
-    dx = s * (g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True))
-    dgamma = None if gamma is None else (dy * xhat).sum(axis=param_axes)
-    dbeta = None if beta is None else dy.sum(axis=param_axes)
-    return dx, dgamma, dbeta
+def _backward(be, dy2, xhat, s, gamma, beta, per_channel):
+    """``(dx2, dgamma, dbeta)``: the docstring's ``dx = s (g - mean g - xhat mean(g xhat))`` over the same sets;
+    ``dgamma`` and ``dbeta`` sum over the M rows (every position shares a channel's scale and shift)."""
+    xp = be.xp
+    ones = xp.ones(dy2.shape[0], dtype=dy2.dtype)
+    g = dy2 if gamma is None else dy2 * gamma
+    dx2 = s * (g - _stats_mean(xp, g, ones, per_channel) - xhat * _stats_mean(xp, g * xhat, ones, per_channel))
+    dgamma = None if gamma is None else ones @ (dy2 * xhat)
+    dbeta = None if beta is None else ones @ dy2
+    return dx2, dgamma, dbeta
 
 
 def norm_cost(x, gamma=None, beta=None, epsilon=1e-3, **unused):
@@ -100,12 +112,14 @@ def layer_norm(x, gamma=None, beta=None, epsilon=1e-3):
     be = get_backend()
     x, gamma, beta = as_float_arrays("layer_norm", be, x=x, gamma=gamma, beta=beta)
     _check("layer_norm", x, gamma, beta, epsilon, 1)
-    y, xhat, s, _, _ = _normalize(be, x, gamma, beta, epsilon, -1)
-    param_axes = tuple(range(x.ndim - 1))
+    C = x.shape[-1]
+    y2, xhat, s, _, _ = _normalize(be, x.reshape(-1, C), gamma, beta, epsilon, per_channel=False)
+    y = y2.reshape(x.shape)
 
     def backprop(dy):
         dy = check_grad("layer_norm", dy, y, be)
-        return _backward(be, dy, xhat, s, gamma, beta, -1, param_axes)
+        dx2, dgamma, dbeta = _backward(be, dy.reshape(-1, C), xhat, s, gamma, beta, per_channel=False)
+        return dx2.reshape(x.shape), dgamma, dbeta
 
     return y, backprop
 
@@ -138,31 +152,15 @@ def batch_norm(x, gamma=None, beta=None, epsilon=1e-3):
     if M < 2:
         raise ValueError(f"batch_norm: each channel needs at least 2 values to normalize over, got x of shape "
                          f"{tuple(x.shape)}")
-    xp = be.xp
-    # The statistics of each channel are sums over the M rows of x seen as (M, C): as a product with a
-    # row of ones, which a BLAS does in one pass (NumPy's sum over axis 0 of an (M, C) array is ~10x slower).
-    ones = xp.ones(M, dtype=x.dtype)
-    x2 = x.reshape(M, C)
-    mu = (ones @ x2) / M
-    centered = x2 - mu
-    var = (ones @ (centered * centered)) / M
-    s = 1 / xp.sqrt(var + x.dtype.type(epsilon))
-    xhat = centered * s
-    y2 = xhat if gamma is None else xhat * gamma
-    if beta is not None:
-        y2 = y2 + beta
+    y2, xhat, s, mu, var = _normalize(be, x.reshape(M, C), gamma, beta, epsilon, per_channel=True)
     y = y2.reshape(x.shape)
 
     def backprop(dy, dmean=None, dvariance=None):
         if dmean is not None or dvariance is not None:
             raise ValueError("batch_norm: the batch mean and variance it returns are not differentiated (they feed "
                              "the moving averages); pass None for dmean and dvariance")
-        dy2 = check_grad("batch_norm", dy, y, be).reshape(M, C)
-        g = dy2 if gamma is None else dy2 * gamma
-        gx = g * xhat
-        dx = s * (g - (ones @ g) / M - xhat * ((ones @ gx) / M))
-        dgamma = None if gamma is None else ones @ (dy2 * xhat)
-        dbeta = None if beta is None else ones @ dy2
-        return dx.reshape(x.shape), dgamma, dbeta
+        dx2, dgamma, dbeta = _backward(be, check_grad("batch_norm", dy, y, be).reshape(M, C), xhat, s, gamma, beta,
+                                       per_channel=True)
+        return dx2.reshape(x.shape), dgamma, dbeta
 
     return (y, mu, var), backprop

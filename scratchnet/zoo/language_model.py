@@ -32,13 +32,18 @@ SCOPE = "charlm"
 VOCABULARY_BUDGET_BYTES = 2 * 2**30
 
 
-def check_vocabulary(vocab_size, hp, batch_size, source, itemsize=4):
-    """Refuse a vocabulary whose arrays would exceed :data:`VOCABULARY_BUDGET_BYTES`, before any is allocated."""
-    need = (3 * batch_size * hp["seq_len"] + 4 * (hp["embedding_size"] + hp["units"] + 1)) * vocab_size * itemsize
+def check_vocabulary(vocab_size, hp, batch_size, source, itemsize=4, per_symbol=None, name="charlm"):
+    """Refuse a vocabulary whose arrays would exceed :data:`VOCABULARY_BUDGET_BYTES`, before any is allocated.
+
+    ``per_symbol``: the weights each vocabulary entry adds (charlm's default: its embedding row, the softmax
+    column and bias: ``embedding_size + units + 1``), each kept four times (value, gradient, Adam's slots).
+    """
+    per_symbol = hp["embedding_size"] + hp["units"] + 1 if per_symbol is None else per_symbol
+    need = (3 * batch_size * hp["seq_len"] + 4 * per_symbol) * vocab_size * itemsize
     if need > VOCABULARY_BUDGET_BYTES:
         raise sn_data.DataError(
-            f"charlm: {source}: {vocab_size:,} distinct characters would make a training step's logits and weights "
-            f"take {need / 2**30:.1f} GiB, more than the {VOCABULARY_BUDGET_BYTES / 2**30:.0f} GiB charlm allows "
+            f"{name}: {source}: {vocab_size:,} distinct characters would make a training step's logits and weights "
+            f"take {need / 2**30:.1f} GiB, more than the {VOCABULARY_BUDGET_BYTES / 2**30:.0f} GiB {name} allows "
             f"(VOCABULARY_BUDGET_BYTES); use a text with fewer distinct characters, or smaller batches"
         )
 
@@ -68,14 +73,14 @@ class TextData:
     ``(M, seq_len)`` rows with targets shifted by one.
     """
 
-    def __init__(self, corpus, batch_size, seq_len, test_fraction=0.1):
+    def __init__(self, corpus, batch_size, seq_len, test_fraction=0.1, name="charlm"):
         cut = int(len(corpus.ids) * (1 - test_fraction))
         self.corpus = corpus
         self.train = sn_data.TextBatches(corpus.ids[:cut], batch_size, seq_len, shuffle=False)
         held = corpus.ids[cut:]
         m = (len(held) - 1) // seq_len
         if m < 1:
-            raise ValueError(f"charlm data: the held-out {len(held)} tokens are fewer than one row of seq_len={seq_len} "
+            raise ValueError(f"{name} data: the held-out {len(held)} tokens are fewer than one row of seq_len={seq_len} "
                              f"({corpus.source}); use a longer text or a shorter seq_len")
         self.test = Split(held[:m * seq_len].reshape(m, seq_len), held[1:m * seq_len + 1].reshape(m, seq_len))
         self.source = (f"{corpus.source}; train {cut:,} tokens in {self.train.num_batches} batches of "
@@ -165,11 +170,17 @@ class CharLM(Recipe):
         """The text corpus (``data`` names a text file; default: Python's own documentation text)."""
         corpus = sn_data.load_text(data, level="char")
         batch_size = batch_size or cls.hparams["batch_size"]
-        check_vocabulary(corpus.vocab_size, cls.hparams, batch_size, corpus.source)
+        cls.check_vocabulary(corpus.vocab_size, cls.hparams, batch_size, corpus.source)
         try:
-            return TextData(corpus, batch_size, cls.hparams["seq_len"])
+            return TextData(corpus, batch_size, cls.hparams["seq_len"], name=cls.name)
         except ValueError as e:  # too short for one batch or one held-out row: a data error naming the file
-            raise sn_data.DataError(str(e) if corpus.source in str(e) else f"charlm data: {corpus.source}: {e}") from None
+            raise sn_data.DataError(str(e) if corpus.source in str(e) else f"{cls.name} data: {corpus.source}: {e}") \
+                from None
+
+    @classmethod
+    def check_vocabulary(cls, vocab_size, hp, batch_size, source, itemsize=4):
+        """:func:`check_vocabulary` with this model's weights per vocabulary entry."""
+        check_vocabulary(vocab_size, hp, batch_size, source, itemsize)
 
     def make_model(self, hp, dtype):
         if self.data is not None:
@@ -178,7 +189,7 @@ class CharLM(Recipe):
             raise ValueError("zoo.charlm: pass data= or vocab_size= to size the vocabulary")
         hp["vocab_size"] = int(hp["vocab_size"])
         source = self.data.corpus.source if self.data is not None else "the vocabulary (vocab_size=)"
-        check_vocabulary(hp["vocab_size"], hp, hp["batch_size"], source, numpy.dtype(dtype or "float32").itemsize)
+        self.check_vocabulary(hp["vocab_size"], hp, hp["batch_size"], source, numpy.dtype(dtype or "float32").itemsize)
         # The weights live in a store of their own, so that the sampling model
         # (batch 1, one step) can be built later with the same weights.
         store = ParameterStore()
@@ -275,24 +286,38 @@ def sample(model, corpus, prime, length, temperature=None, seed=None):
     str
         ``prime`` followed by the generated text.
     """
-    if temperature is not None and not temperature > 0:
-        raise ValueError(f"sample: temperature must be positive, got {temperature!r}")
-    ids = [int(i) for i in corpus.encode(prime)]
-    if not ids:
-        raise ValueError(f"sample: the prime {prime!r} has no tokens")
-    rng = numpy.random.default_rng(seed) if seed is not None else sn_random.generator()
+    ids, rng = start_sampling(corpus, prime, temperature, seed)
     sampler = sampling_model(model)
     for i in ids[:-1]:
         sampler(numpy.array([[i]]))
     token, out = ids[-1], []
     for _ in range(length):
-        logits = to_numpy(sampler(numpy.array([[token]])))[0, -1].astype(numpy.float64)
-        if temperature is None:
-            token = int(numpy.argmax(logits))
-        else:
-            z = logits / temperature
-            p = numpy.exp(z - z.max())
-            token = int(rng.choice(len(p), p=p / p.sum()))
+        token = next_token(to_numpy(sampler(numpy.array([[token]])))[0, -1], temperature, rng)
         out.append(token)
+    return finish_sampling(corpus, prime, out)
+
+
+def start_sampling(corpus, prime, temperature, seed):
+    """The prime's token ids and the generator of the draws, after checking ``temperature`` and ``prime``."""
+    if temperature is not None and not temperature > 0:
+        raise ValueError(f"sample: temperature must be positive, got {temperature!r}")
+    ids = [int(i) for i in corpus.encode(prime)]
+    if not ids:
+        raise ValueError(f"sample: the prime {prime!r} has no tokens")
+    return ids, (numpy.random.default_rng(seed) if seed is not None else sn_random.generator())
+
+
+def next_token(logits, temperature, rng):
+    """The most likely token (``temperature=None``), or a draw from ``softmax(logits / temperature)``."""
+    logits = numpy.asarray(logits, dtype=numpy.float64)
+    if temperature is None:
+        return int(numpy.argmax(logits))
+    z = logits / temperature
+    p = numpy.exp(z - z.max())
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def finish_sampling(corpus, prime, out):
+    """``prime`` followed by the decoded tokens ``out`` (a space between words for a word-level corpus)."""
     sep = "" if getattr(corpus, "level", "char") == "char" else " "
     return prime + (sep if out else "") + corpus.decode(out)

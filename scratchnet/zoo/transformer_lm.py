@@ -12,27 +12,10 @@ from __future__ import annotations
 
 import numpy
 
-from .. import data as sn_data
 from .. import layers
-from .. import random as sn_random
 from ..backend import to_numpy
 from ..model import Sequential
-from .language_model import CharLM, TextData
-
-#: The most bytes the vocabulary-sized arrays may take in one step, as for ``charlm``.
-VOCABULARY_BUDGET_BYTES = 2 * 2**30
-
-
-def check_vocabulary(vocab_size, hp, batch_size, source, itemsize=4):
-    """Refuse a vocabulary whose logits and tables would exceed :data:`VOCABULARY_BUDGET_BYTES`, before allocating."""
-    need = (3 * batch_size * hp["seq_len"] + 4 * 2 * (hp["embedding_dim"] + 1)) * vocab_size * itemsize
-    if need > VOCABULARY_BUDGET_BYTES:
-        raise sn_data.DataError(
-            f"transformer_lm: {source}: {vocab_size:,} distinct characters would make a training step's logits and "
-            f"weights take {need / 2**30:.1f} GiB, more than the {VOCABULARY_BUDGET_BYTES / 2**30:.0f} GiB allowed; "
-            "use a text with fewer distinct characters, or smaller batches"
-        )
-
+from .language_model import CharLM, check_vocabulary, finish_sampling, next_token, start_sampling
 
 def _network(hp, vocab_size, dtype=None):
     blocks = [layers.TransformerBlock(hp["num_heads"], hp["intermediate_dim"], dropout=hp["dropout"], causal=True,
@@ -61,18 +44,11 @@ class TransformerLM(CharLM):
     )
 
     @classmethod
-    def load_data(cls, data=None, test_data=None, fashion=False, validation_size=None, download=True,
-                  batch_size=None, progress=True):
-        """The text corpus (``data`` names a text file; default: Python's own documentation text), as ``charlm``'s."""
-        corpus = sn_data.load_text(data, level="char")
-        batch_size = batch_size or cls.hparams["batch_size"]
-        check_vocabulary(corpus.vocab_size, cls.hparams, batch_size, corpus.source)
-        try:
-            return TextData(corpus, batch_size, cls.hparams["seq_len"])
-        except ValueError as e:
-            message = str(e).replace("charlm data", "transformer_lm data")
-            raise sn_data.DataError(message if corpus.source in message else
-                                    f"transformer_lm data: {corpus.source}: {message}") from None
+    def check_vocabulary(cls, vocab_size, hp, batch_size, source, itemsize=4):
+        """charlm's check, with this model's weights per vocabulary entry: a token embedding row, a softmax
+        column and its bias."""
+        check_vocabulary(vocab_size, hp, batch_size, source, itemsize, per_symbol=2 * hp["embedding_dim"] + 1,
+                         name=cls.name)
 
     def make_model(self, hp, dtype):
         if self.data is not None:
@@ -84,7 +60,7 @@ class TransformerLM(CharLM):
             raise ValueError(f"zoo.transformer_lm: embedding_dim={hp['embedding_dim']} must be a multiple of "
                              f"num_heads={hp['num_heads']}")
         source = self.data.corpus.source if self.data is not None else "the vocabulary (vocab_size=)"
-        check_vocabulary(hp["vocab_size"], hp, hp["batch_size"], source, numpy.dtype(dtype or "float32").itemsize)
+        self.check_vocabulary(hp["vocab_size"], hp, hp["batch_size"], source, numpy.dtype(dtype or "float32").itemsize)
         model = _network(hp, hp["vocab_size"], dtype)
         model.build((None, 1))
         self._callbacks = []
@@ -99,23 +75,9 @@ class TransformerLM(CharLM):
     def generate(self, corpus, prime, length, temperature=None, seed=None):
         """``prime`` and ``length`` more tokens: each drawn from the logits at the last position of the context
         (the last ``seq_len`` tokens), the most likely one with ``temperature=None``."""
-        if temperature is not None and not temperature > 0:
-            raise ValueError(f"sample: temperature must be positive, got {temperature!r}")
-        ids = [int(i) for i in corpus.encode(prime)]
-        if not ids:
-            raise ValueError(f"sample: the prime {prime!r} has no tokens")
-        rng = numpy.random.default_rng(seed) if seed is not None else sn_random.generator()
-        context = self.hparams["seq_len"]
-        out = []
+        ids, rng = start_sampling(corpus, prime, temperature, seed)
+        context, out = self.hparams["seq_len"], []
         for _ in range(length):
             window = numpy.array([(ids + out)[-context:]])
-            logits = to_numpy(self.model(window))[0, -1].astype(numpy.float64)
-            if temperature is None:
-                token = int(numpy.argmax(logits))
-            else:
-                z = logits / temperature
-                p = numpy.exp(z - z.max())
-                token = int(rng.choice(len(p), p=p / p.sum()))
-            out.append(token)
-        sep = "" if getattr(corpus, "level", "char") == "char" else " "
-        return prime + (sep if out else "") + corpus.decode(out)
+            out.append(next_token(to_numpy(self.model(window))[0, -1], temperature, rng))
+        return finish_sampling(corpus, prime, out)
