@@ -229,11 +229,12 @@ def check_bool(op, name, value):
 
 def check_padding(op, padding, explicit=False):
     """``"SAME"`` or ``"VALID"`` (any case); with ``explicit``, also an explicit padding, returned as
-    ``(top, bottom, left, right)`` (:func:`scratchnet.ops.shapes.explicit_pads`)."""
+    ``((top, bottom), (left, right))`` (checked by :func:`scratchnet.ops.shapes.explicit_pads`)."""
     if explicit and not isinstance(padding, str):
         from .ops.shapes import explicit_pads
 
-        return explicit_pads(op, padding)
+        top, bottom, left, right = explicit_pads(op, padding)
+        return ((top, bottom), (left, right))
     if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
         also = ", an int, a pair or ((top, bottom), (left, right))" if explicit else ""
         raise ValueError(f"{op}: padding must be 'SAME' or 'VALID'{also}, got {padding!r}")

@@ -273,11 +273,6 @@ def _output_shape(layer, shape):
         steps = shape[0]
         out = (steps, layer.output_dim or shape[1])
         return out, max(math.prod(out), layer.num_heads * steps * steps)  # the attention weights
-    elif isinstance(layer, L.Conv2DTranspose) and len(shape) == 3:
-        (h, w, c), (kh, kw), (sh, sw) = shape, layer.kernel_size, layer.strides
-        out = ((h * sh, w * sw) if layer.padding == "same" else ((h - 1) * sh + kh, (w - 1) * sw + kw)) + \
-            (layer.filters,)
-        return out, max(math.prod(out), h * w * kh * kw * layer.filters)  # its columns before col2im
     elif isinstance(layer, L.ResidualBlock) and len(shape) == 3:
         (h, w, _), s = shape, layer.strides
         out = (-(-h // s), -(-w // s), layer.filters)
@@ -300,14 +295,17 @@ def _output_shape(layer, shape):
         return out, max(math.prod(out), 4 * steps * units)
     elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)) and len(shape) == 3:
         out = (1, 1, shape[2]) if layer.keepdims else (shape[2],)
+    elif isinstance(layer, L.Conv2DTranspose) and len(shape) == 3:  # a Conv2D subclass: asked before Conv2D
+        (h, w, c), (kh, kw), (sh, sw) = shape, layer.kernel_size, layer.strides
+        out = ((h * sh, w * sw) if layer.padding == "same" else ((h - 1) * sh + kh, (w - 1) * sw + kw)) + \
+            (layer.filters,)
+        return out, max(math.prod(out), h * w * kh * kw * layer.filters)  # its columns before col2im
     elif isinstance(layer, (L.Conv2D, L.MaxPool2D, L.AveragePooling2D)) and len(shape) == 3:
         (h, w, c), (kh, kw) = shape, layer.kernel_size if isinstance(layer, L.Conv2D) else layer.pool_size
         if isinstance(layer, L.Conv2D):  # a dilated kernel spans (k - 1) * d + 1 cells
             kh, kw = ((k - 1) * d + 1 for k, d in zip((kh, kw), layer.dilation_rate))
-        padding = layer.padding if isinstance(layer.padding, str) else \
-            tuple(tuple(side) for side in layer.padding)
         try:
-            oh, ow, _ = padding_2d(type(layer).__name__, (1, h, w, c), (kh, kw), layer.strides, padding)
+            oh, ow, _ = padding_2d(type(layer).__name__, (1, h, w, c), (kh, kw), layer.strides, layer.padding)
         except ValueError:
             return None  # the build reports it
         if oh < 1 or ow < 1:

@@ -302,13 +302,14 @@ def _to_keras_layer(keras, layer, dtype):
     if not isinstance(c.get("padding", "valid"), str):
         raise ValueError(f"to_keras: layer {name!r} has the explicit padding {c['padding']}; Keras's {kind} takes "
                          "'valid' or 'same' (put a keras.layers.ZeroPadding2D before a 'valid' one)")
+    # a Conv2DTranspose is a Conv2D (its subclass, as in Keras): asked first
+    if isinstance(layer, L.Conv2DTranspose):
+        return kl.Conv2DTranspose(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                                  activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
     if isinstance(layer, L.Conv2D):
         return kl.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
                          dilation_rate=c["dilation_rate"], activation=c["activation"], use_bias=c["use_bias"],
                          **regs, **common)
-    if isinstance(layer, L.Conv2DTranspose):
-        return kl.Conv2DTranspose(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                                  activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
     if isinstance(layer, L.MaxPool2D):
         return kl.MaxPooling2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
     if isinstance(layer, L.AveragePooling2D):

@@ -92,3 +92,17 @@ def test_bad_arguments_are_one_clear_error(call, message):
     with sn.use_backend("numpy"), pytest.raises(ValueError) as info:
         call(x, w)
     assert message in str(info.value)
+
+
+def test_the_layer_exports_and_loads_with_the_same_outputs(tmp_path):
+    from scratchnet.export import load_model, save_model
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 4, 2))
+    with sn.use_backend("numpy"):
+        model = sn.Sequential([sn.layers.Conv2DTranspose(3, 3, strides=2, padding="same"), sn.layers.Flatten(),
+                               sn.layers.Dense(2)], dtype="float64")
+        y = sn.to_numpy(model(x))
+        assert model.layers[0].kernel.shape == (3, 3, 3, 2)  # (kh, kw, F, C)
+        save_model(model, str(tmp_path / "m.snm"))
+        np.testing.assert_array_equal(sn.to_numpy(load_model(str(tmp_path / "m.snm"))(x)), y)

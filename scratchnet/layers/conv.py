@@ -50,15 +50,18 @@ class Conv2D(Layer):
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"Conv2D {self.name!r}: input must have rank 4 [N, H, W, C], got shape {input_shape}")
-        kh, kw = self.kernel_size
         self.kernel = self.add_weight(
-            "kernel", (kh, kw, input_shape[-1], self.filters), self.kernel_initializer, regularizer=self.kernel_regularizer
+            "kernel", self._kernel_shape(input_shape[-1]), self.kernel_initializer, regularizer=self.kernel_regularizer
         )
         self.bias = (
             self.add_weight("bias", (self.filters,), self.bias_initializer, regularizer=self.bias_regularizer)
             if self.use_bias
             else None
         )
+
+    def _kernel_shape(self, channels):
+        """HWIO: (kh, kw, input channels, filters)."""
+        return (*self.kernel_size, channels, self.filters)
 
     takes_need_dx = True
 
@@ -91,47 +94,27 @@ class Conv2D(Layer):
 
 
 @register
-class Conv2DTranspose(Layer):
+class Conv2DTranspose(Conv2D):
     """Transposed 2-D convolution over NHWC inputs, Keras's ``Conv2DTranspose`` (:func:`scratchnet.ops.conv2d_transpose`).
 
-    Parameters
-    ----------
-    filters : int
-        F, the output channels.
-    kernel_size, strides : int or pair
-    padding : {"valid", "same"}
-        The output is ``H * s`` high under "same", ``(H - 1) * s + kh`` under "valid".
-    activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer : as :class:`Dense`
-
-    Weights, Keras's layout: ``kernel`` (kh, kw, F, C) (output channels before input channels), ``bias`` (F,).
+    :class:`Conv2D`'s arguments, with ``padding`` "valid" or "same" only and no dilation: the output is
+    ``H * s`` high under "same", ``(H - 1) * s + kh`` under "valid". Weights, Keras's layout: ``kernel``
+    (kh, kw, F, C) (output channels before input channels), ``bias`` (F,).
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
                  bias_regularizer=None, name=None, dtype=None):
-        super().__init__(name, dtype)
-        self.filters = positive_int("Conv2DTranspose", "filters", filters)
-        self.kernel_size = pair("Conv2DTranspose", "kernel_size", kernel_size)
-        self.strides = pair("Conv2DTranspose", "strides", strides)
         if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
             raise ValueError(f"Conv2DTranspose: padding must be 'valid' or 'same', got {padding!r}")
-        self.padding = padding.lower()
-        self.activation = activation_name("Conv2DTranspose", activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
+        super().__init__(filters, kernel_size, strides, padding, activation, use_bias, kernel_initializer,
+                         bias_initializer, kernel_regularizer, bias_regularizer, name=name, dtype=dtype)
 
-    def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(f"Conv2DTranspose {self.name!r}: input must have rank 4 [N, H, W, C], got shape "
-                             f"{input_shape}")
-        kh, kw = self.kernel_size
-        self.kernel = self.add_weight("kernel", (kh, kw, self.filters, input_shape[-1]), self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer)
-        self.bias = (self.add_weight("bias", (self.filters,), self.bias_initializer, regularizer=self.bias_regularizer)
-                     if self.use_bias else None)
+    def _kernel_shape(self, channels):
+        """(kh, kw, filters, input channels): the transpose's output channels come first, as in Keras."""
+        return (*self.kernel_size, self.filters, channels)
+
+    takes_need_dx = False
 
     def call(self, x, training=False):
         Z, op_backprop = ops.conv2d_transpose(x, self.kernel.value, None if self.bias is None else self.bias.value,
@@ -148,12 +131,9 @@ class Conv2DTranspose(Layer):
         return Y, backprop
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "activation": self.activation, "use_bias": self.use_bias,
-                "kernel_initializer": initializer_config(self.kernel_initializer),
-                "bias_initializer": initializer_config(self.bias_initializer),
-                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+        config = super().get_config()
+        del config["dilation_rate"]
+        return config
 
 
 @register

@@ -154,10 +154,10 @@ def _window_args(op, be, x, ksize, strides, padding):
     padding = check_padding(op, padding, explicit=True)
     shapes = f"x: {tuple(x.shape)}, ksize: {(kh, kw)}"
     if not isinstance(padding, str):
-        top, bottom, left, right = padding
+        (top, bottom), (left, right) = padding
         if max(top, bottom) > kh // 2 or max(left, right) > kw // 2:
             # Every window must hold a real cell (a max of padding alone, or a mean of no cells, is no answer).
-            raise ValueError(f"{op}: explicit padding {padding} (top, bottom, left, right) must be at most half the "
+            raise ValueError(f"{op}: explicit padding {padding} ((top, bottom), (left, right)) must be at most half the "
                              f"window ({kh // 2} rows, {kw // 2} columns) on each side ({shapes}), as PyTorch's pools")
     _, _, pads = padding_2d(op, x.shape, (kh, kw), (sh, sw), padding, shapes)
     return x, (kh, kw), (sh, sw), pads

@@ -97,16 +97,14 @@ def explicit_pads(op, padding):
 
 
 def padding_2d(op, x_shape, ksize, strides, padding, shapes=""):
-    """``(OH, OW, pads)`` for ``padding`` "SAME" / "VALID" (TensorFlow's rule) or explicit (:func:`explicit_pads`,
-    or the ``(top, bottom, left, right)`` it returns).
+    """``(OH, OW, pads)`` for ``padding`` "SAME" / "VALID" (TensorFlow's rule) or explicit (:func:`explicit_pads`).
 
     An explicit padding whose windows do not fit (an output of no rows or columns) is an error naming
     the sizes.
     """
     if isinstance(padding, str):
         return tf_padding_2d(op, x_shape, ksize, strides, padding.upper(), shapes)
-    # (top, bottom, left, right) as check_padding returns it, or a user's form, normalized here
-    pads = padding if isinstance(padding, tuple) and len(padding) == 4 else explicit_pads(op, padding)
+    pads = explicit_pads(op, padding)
     (kh, kw), (sh, sw) = ksize, strides
     OH, OW = conv_output_size(x_shape, kh, kw, sh, sw, pads)
     if OH < 1 or OW < 1:
