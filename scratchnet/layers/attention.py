@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy
 
 from .. import initializers, ops, regularizers
+from ..backend import get_backend
 from .._checks import check_fraction
 from ..serialization import initializer_config, register
 from ._args import positive_int
@@ -181,8 +182,6 @@ class MultiHeadAttention(Layer):
         return Y.reshape(N, Tq, out), backprop
 
     def _as_mask(self, mask):
-        from ..backend import get_backend
-
         be = get_backend()
         mask = be.native(f"MultiHeadAttention {self.name!r}", "attention_mask", mask)
         if mask.dtype != numpy.bool_:

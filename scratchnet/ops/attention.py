@@ -94,7 +94,7 @@ def _allowed(be, op, mask, causal, scores_shape):
         tq, tk = scores_shape[-2:]
         tri = xp.tril(xp.ones((tq, tk), dtype=bool))  # query i sees keys 0..i
         allowed = tri if allowed is None else allowed & tri
-    if allowed is not None:
+    if mask is not None:  # a causal mask alone leaves every query key 0: nothing to check, no wait for the device
         allowed = xp.broadcast_to(allowed, scores_shape)
         empty = to_numpy(~allowed.any(axis=-1))  # one wait for the device, on the mask only
         if empty.any():
