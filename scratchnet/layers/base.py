@@ -37,6 +37,7 @@ from ..backend import get_backend, to_numpy
 from ..dtypes import float_dtype, floatx
 from ..parameters import NAME, ParameterStore, current_scope
 from ..serialization import decode_arguments
+from .symbolic import is_symbolic
 
 
 def _snake(name):
@@ -169,8 +170,8 @@ class Layer:
         (or ``None`` with ``need_dx=False``, when the layer :attr:`takes_need_dx`)."""
         x = self._as_input(x)
         if not self.built:
-            self.input_shape = (None,) + tuple(x.shape[1:])
-            self.build(tuple(x.shape))
+            self.input_shape = shape_of(x)
+            self.build([tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape))
             self.built = True
         if self.takes_need_dx:
             kwargs["need_dx"] = need_dx
@@ -193,10 +194,22 @@ class Layer:
         return None
 
     def __call__(self, x, training=False, **kwargs):
+        """The output for ``x`` (an array, or a list for a layer of several inputs).
+
+        On :class:`~scratchnet.layers.symbolic.SymbolicTensor` inputs (``sn.Input``) it records the call
+        and returns the output's placeholder instead: the Keras functional API (:mod:`scratchnet.model.functional`).
+        """
+        if is_symbolic(x) or any(is_symbolic(v) for v in kwargs.values()):
+            from ..model import functional
+
+            return functional.record_call(self, x, training, kwargs)
         return self.forward(x, training, **kwargs)[0]
 
     def _as_input(self, x):
-        """``x`` as a backend array; float inputs cast to the layer's dtype, host arrays moved to the device."""
+        """``x`` as a backend array; float inputs cast to the layer's dtype, host arrays moved to the device.
+        A list (the inputs of a layer that takes several) becomes a list of them."""
+        if isinstance(x, (list, tuple)):
+            return [as_backend_array(t, self.dtype) for t in x]
         return as_backend_array(x, self.dtype)
 
     # -- parameters --------------------------------------------------------------------
