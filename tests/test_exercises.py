@@ -595,7 +595,7 @@ def test_use_refuses_a_backward_that_fails_the_grader_and_restores_nothing():
     assert sn.ops.max_pool2d is original
 
 
-@pytest.mark.parametrize("name", E.NAMES)
+@pytest.mark.parametrize("name", [n for n in E.NAMES if n in E.swap.OPS])
 def test_use_swaps_each_op_and_gives_the_built_in_results(name, rng):
     """The swapped op, called as the layers call it, returns what the built-in returns (float64, numpy)."""
     op = {"dense": "dense", "conv2d": "conv2d", "max_pool": "max_pool2d", "avg_pool": "avg_pool2d",
@@ -852,3 +852,105 @@ def test_use_batch_norm_reaches_the_layer_in_training_with_its_moving_averages(c
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-10)
     for a, b in zip(right[4].trainable_parameters, yours[4].trainable_parameters):
         np.testing.assert_allclose(b.grad, a.grad, rtol=1e-9, atol=1e-10)
+
+
+# -- residual: the gradient through a skip connection adds (issue 26) --------------------------------
+def _residual(dy, cache, skip="add", final=None, inner=None, skip_masked=True):
+    """A residual backward written out step by step, with one mistake planted (as a student writes it)."""
+    x, w1, w2, a, h, s = cache
+    ds = dy * ((s if final is None else final(cache)) > 0)  # 5b
+    da = (ds @ w2.T) * ((a if inner is None else inner(cache)) > 0)  # 3b, 2b
+    branch = da @ w1.T  # 1b
+    down_the_skip = ds if skip_masked else dy
+    dx = {"add": branch + down_the_skip, "none": branch, "replace": down_the_skip}[skip]
+    return dx, x.T @ da, da.sum(axis=0), h.T @ ds, ds.sum(axis=0)
+
+
+def test_residual_written_out_step_by_step_passes():
+    report = E.grade("residual", _residual)
+    assert report.passed, str(report)
+    assert E.grade("residual_block", solutions.residual_backward).passed  # an alias
+
+
+def test_residual_forward_is_the_block_of_sn_ops():
+    rng = np.random.default_rng(7)
+    x, w1, b1, w2, b2 = (rng.normal(size=s) for s in ((4, 3), (3, 5), (5,), (5, 3), (3,)))
+    y, (_, _, _, a, h, s) = forward.residual_forward(x, w1, b1, w2, b2)
+    with sn.use_backend("numpy"):
+        block = sn.Sequential([sn.layers.Dense(5, activation="relu"), sn.layers.Dense(3)], dtype="float64")
+        block.build((None, 3))
+        block.set_weights([w1, b1, w2, b2])
+        np.testing.assert_allclose(y, np.maximum(x + sn.to_numpy(block(x)), 0), rtol=1e-12)
+    np.testing.assert_allclose(h, np.maximum(a, 0))
+
+
+def test_residual_without_the_skip_gradient_names_it():
+    report = _fails("residual", lambda dy, cache: _residual(dy, cache, skip="none"), ["dx"],
+                    "the likely mistake: the skip's gradient is forgotten: dx flows through the branch only")
+    assert [ok for _, ok in report.cases] == [False, False, False]
+    assert "replaces" not in str(report) and "dx = da @ w1.T + ds" not in str(report)  # the nudge gives no formula
+    assert "dx = da @ w1.T + ds" in str(E.grade("residual", lambda dy, cache: _residual(dy, cache, skip="none"),
+                                                  hint=2))
+
+
+def test_residual_with_the_skip_replacing_the_branch_names_it():
+    _fails("residual", lambda dy, cache: _residual(dy, cache, skip="replace"), ["dx"],
+           "the likely mistake: the skip's gradient replaces the branch's instead of adding to it")
+
+
+def test_residual_with_dy_sent_down_the_skip_unmasked_names_the_missing_mask():
+    report = _fails("residual", lambda dy, cache: _residual(dy, cache, skip_masked=False), ["dx"],
+                    "the likely mistake: the block's ReLU mask is not applied on the skip path")
+    assert "forgotten" not in str(report)
+
+
+@pytest.mark.parametrize("source", ["z", "x"])
+def test_residual_with_the_block_mask_from_the_wrong_pre_activation_names_it(source):
+    mask = {"z": lambda c: c[5] - c[0], "x": lambda c: c[0]}[source]  # the branch's output z = s - x, or x
+    report = _fails("residual", lambda dy, cache: _residual(dy, cache, final=mask), ["dx", "dw1", "db1", "dw2", "db2"],
+                    "the likely mistake: the block's ReLU mask is taken from the wrong pre-activation")
+    assert "the inner ReLU's mask" not in str(report)
+
+
+def test_residual_with_the_two_masks_swapped_names_both_then_shows_the_error_where_the_widths_differ():
+    report = E.grade("residual", lambda dy, cache: _residual(dy, cache, final=lambda c: c[3], inner=lambda c: c[5]))
+    text = str(report)
+    assert report.status == "error", text
+    assert [ok for _, ok in report.cases] == [False, False, False]  # C = K on the first two: graded, and wrong
+    assert "the likely mistake: the block's ReLU mask is taken from the wrong pre-activation" in text
+    assert "the likely mistake: the inner ReLU's mask is taken from the wrong pre-activation" in text
+    assert "ValueError" in text and "test_exercises.py" in text  # the student's line, on the K = 6 case
+
+
+def test_residual_transposed_dw1_is_named_by_its_shape():
+    def backward(dy, cache):
+        dx, dw1, db1, dw2, db2 = solutions.residual_backward(dy, cache)
+        return dx, dw1.T, db1, dw2, db2
+
+    report = E.grade("residual", backward)
+    assert report.wrong == ["dw1"], str(report)
+    assert "dw1 has shape (6, 3) but w1 has shape (3, 6): it looks transposed" in str(report)
+
+
+def test_residual_has_no_op_to_swap_and_use_says_so():
+    original = {name: getattr(sn.ops, op) for name, op in E.swap.OPS.items()}
+    with pytest.raises(ValueError, match="exercise 'residual' has no op to replace"):
+        E.use("residual", backward=solutions.residual_backward)
+    assert {name: getattr(sn.ops, op) for name, op in E.swap.OPS.items()} == original
+
+
+def test_the_residual_notebook_runs_with_the_teachers_answer_and_the_skip_carries_the_gradient():
+    import inspect
+    import json
+
+    cells = E.notebook.code_cells(json.loads((E.notebook.FOLDER / "residual.ipynb").read_text(encoding="utf-8")))
+    stub = inspect.getsource(E.stub("residual")).strip()
+    assert sum(cell.strip() == stub for cell in cells) == 1
+    namespace = {"__name__": "__main__"}
+    with sn.use_backend("numpy"):
+        for cell in cells:
+            source = inspect.getsource(solutions.residual_backward) if cell.strip() == stub else cell
+            exec(compile(source, "<residual.ipynb>", "exec"), namespace)
+    assert namespace["report"].passed
+    with_skip, without = namespace["with_skip"], namespace["without"]
+    assert with_skip[0] > with_skip[-1] and without[0] < 1e-6 * without[-1]

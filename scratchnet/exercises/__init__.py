@@ -1,7 +1,7 @@
 """Graded exercises, in cs231n's style: write a backward pass, have it checked, then train with it.
 
-Nine exercises. Eight are backward passes (each a function to fill in, in
-:mod:`~scratchnet.exercises.stubs`); the ninth is a whole layer
+Ten exercises. Nine are backward passes (each a function to fill in, in
+:mod:`~scratchnet.exercises.stubs`); the tenth is a whole layer
 (:mod:`~scratchnet.exercises.layer`):
 
 ==============  ==========================================================  =====================================
@@ -14,6 +14,8 @@ name            you write                                                   then
                                                                             (``use("avg_pool", ...)``)
 ``batch_norm``  ``batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)``   ``BatchNormalization`` layers
                                                                             (``use("batch_norm", ...)``)
+``residual``    ``residual_backward(dy, cache) -> (dx, dw1, db1, dw2,       a stack of 30 blocks: the gradient
+                db2)``                                                      that reaches the input (no op to swap)
 ``lstm_step``   ``lstm_step_backward(dh, dc, cache) -> (dx, dh_prev,        the row-by-row LSTM
                 dc_prev, dkernel, drecurrent_kernel, dbias)``               (``use("lstm_step", ...)``)
 ``gru_step``    ``gru_step_backward(dh, cache) -> (dx, dh_prev, dkernel,    a GRU over the rows of MNIST digits

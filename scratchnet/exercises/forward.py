@@ -300,3 +300,36 @@ def attention_forward(q, k, v, mask=None):
         s = np.where(mask, s, -np.inf)  # 2
     p = softmax(s)  # 3
     return p @ v, (q, k, v, mask, p)  # 4
+
+
+def residual_forward(x, w1, b1, w2, b2):
+    """A residual block of two dense layers (ResNet's, with dense layers for convolutions), numbered for the backward.
+
+    ::
+
+        1: a = x @ w1 + b1       (N, K): the inner layer, before its ReLU
+        2: h = relu(a)
+        3: z = h @ w2 + b2       (N, C): the branch, back to x's width
+        4: s = x + z             the skip connection: x itself, added to the branch
+        5: y = relu(s)           the block's ReLU comes after the sum
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C)
+    w1 : ndarray of shape (C, K)
+    b1 : ndarray of shape (K,)
+    w2 : ndarray of shape (K, C)
+    b2 : ndarray of shape (C,)
+
+    Returns
+    -------
+    y : ndarray of shape (N, C)
+    cache : tuple
+        ``(x, w1, w2, a, h, s)``: the inner pre-activation ``a``, its ReLU
+        ``h``, and the sum ``s`` the block's ReLU reads.
+    """
+    a = x @ w1 + b1  # 1
+    h = np.maximum(a, 0)  # 2
+    z = h @ w2 + b2  # 3
+    s = x + z  # 4
+    return np.maximum(s, 0), (x, w1, w2, a, h, s)  # 5

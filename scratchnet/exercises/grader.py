@@ -51,7 +51,8 @@ def grade(name, backward, forward=None, *, hint=0, strict=False, seed=0):
 
     Parameters
     ----------
-    name : {"dense", "conv2d", "max_pool", "avg_pool", "batch_norm", "lstm_step", "gru_step", "attention", "rms_norm"}
+    name : {"dense", "conv2d", "max_pool", "avg_pool", "batch_norm", "residual", "lstm_step", "gru_step", "attention",
+            "rms_norm"}
         The exercise (``"max_pool2d"``, ``"avg_pool2d"``, ``"batchnorm"``, ``"lstm"`` and ``"gru"`` are accepted too).
     backward : callable
         Your ``<name>_backward``, with the stub's signature

@@ -186,6 +186,43 @@ predictions = model.predict(data.test.images).argmax(axis=1)
 print(f"after {STEPS} steps: loss {logs['loss']:.4f}, test accuracy {(predictions == data.test.labels).mean():.4f}")
 """
 
+_DEEP_STACK = """\
+DEPTH = 30
+rng = np.random.default_rng(0)
+x0 = rng.normal(size=(16, 8))
+blocks = [(rng.normal(size=(8, 8)) / np.sqrt(8), np.zeros(8), rng.normal(size=(8, 8)) / np.sqrt(8), np.zeros(8))
+          for _ in range(DEPTH)]
+
+
+def plain_block(x, w1, b1, w2, b2):
+    \"\"\"The same block without its skip, y = relu(h @ w2 + b2), through sn.ops: its output, and dy -> dx.\"\"\"
+    h, inner_backprop = sn.ops.dense(x, w1, b1, activation="relu")
+    y, outer_backprop = sn.ops.dense(h, w2, b2, activation="relu")
+    return y, lambda dy: inner_backprop(outer_backprop(dy)[0])[0]
+
+
+def input_gradient_norms(with_skip):
+    \"\"\"Forward through the stack of blocks, backward from dy = 1 at its top: the norm of dx at each block's input.\"\"\"
+    x, backprops = x0, []
+    for w1, b1, w2, b2 in blocks:
+        if with_skip:
+            x, cache = residual_forward(x, w1, b1, w2, b2)
+            backprops.append(lambda dy, cache=cache: residual_backward(dy, cache)[0])  # your backward
+        else:
+            x, backprop = plain_block(x, w1, b1, w2, b2)
+            backprops.append(backprop)
+    dx, norms = np.ones_like(x), []
+    for backprop in reversed(backprops):
+        dx = backprop(dx)
+        norms.append(float(np.linalg.norm(dx)))
+    return norms[::-1]
+
+
+with_skip, without = input_gradient_norms(True), input_gradient_norms(False)
+for depth in (DEPTH - 1, 20, 10, 0):
+    print(f"block {depth:2d} of {DEPTH}: |dx| {with_skip[depth]:10.4g} with the skip, {without[depth]:10.4g} without")
+"""
+
 # A first look at each forward, on an input small enough to read.
 _TRY = {
     "dense": "y, cache = dense_forward(np.arange(6.0).reshape(2, 3), np.ones((3, 4)), np.zeros(4))\nprint(y)",
@@ -198,6 +235,10 @@ _TRY = {
     "batch_norm": "x = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 60.0]])  # N=3 examples, C=2 channels\n"
                   "y, cache = batch_norm_forward(x, np.ones(2), np.zeros(2))\nx, xhat, s, gamma = cache\n"
                   "print(y.round(3), s, sep=\"\\n\")  # each column: mean 0, variance 1 (nearly: epsilon)",
+    "residual": "x = np.array([[1.0, -2.0], [-1.0, 0.5]])  # N=2 examples, C=2\n"
+                "y, cache = residual_forward(x, np.eye(2), np.zeros(2), -np.eye(2), np.full(2, 0.5))\n"
+                "x, w1, w2, a, h, s = cache\n"
+                "print(a, h, s, y, sep=\"\\n\\n\")  # s = x + z: the skip adds x back before the block's ReLU",
     "lstm_step": "(h, c), cache = lstm_step_forward(np.ones((2, 3)), np.zeros((2, 4)), np.zeros((2, 4)),\n"
                  "                                  np.full((3, 16), 0.1), np.zeros((4, 16)), np.zeros(16))\n"
                  "print(h.shape, c.shape, len(cache))",
@@ -226,6 +267,8 @@ NOTEBOOKS = {
                    _TRAIN_SMALL.format(name="batch_norm", shape="-1, 784", model_doc="An MLP with batch normalization",
                                        layers="sn.layers.Dense(128), sn.layers.BatchNormalization(), "
                                               "sn.layers.Activation(\"relu\"), sn.layers.Dense(10)")),
+    "residual": ("A residual block", "residual_backward(dy, cache) -> (dx, dw1, db1, dw2, db2)", "residual_forward",
+                 _DEEP_STACK),
     "lstm_step": ("One LSTM step", "lstm_step_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev, dkernel, "
                   "drecurrent_kernel, dbias)", "lstm_step_forward", _TRAIN_LSTM),
     "gru_step": ("One GRU step", "gru_step_backward(dh, cache) -> (dx, dh_prev, dkernel, drecurrent_kernel, dbias)",
@@ -258,7 +301,13 @@ def build(name):
         raise ValueError(f"exercises: unknown exercise {name!r}; choose one of {', '.join(NOTEBOOKS)}")
     title, you_write, forward_name, train = NOTEBOOKS[name]
     stub = "RMSNormalization" if name == "rms_norm" else f"{name}_backward"
-    if forward_name:
+    if name == "residual":  # no op to swap in: the last cell runs your backward down a deep stack instead
+        read = "Read the given forward pass, then fill in the function below: replace the `raise NotImplementedError` line."
+        trains = "sends a gradient down a stack of 30 blocks with your backward, and without the skip"
+        train_text = ("Once your code passes, see what the skip connection is for: a gradient sent down a stack of "
+                      "30 blocks through your backward reaches the bottom, while through the same blocks without "
+                      "their skip it fades away.")
+    elif forward_name:
         read = "Read the given forward pass, then fill in the function below: replace the `raise NotImplementedError` line."
         trains = "trains a model with your code in place of scratchnet's"
         train_text = "Once your code passes, a model trains on it; the built-in op gives the same curve."
@@ -306,7 +355,7 @@ A layer creates its weights in `build` with `self.add_weight(name, shape, initia
               _markdown("## Grade it"),
               _code(f'report = sn.exercises.grade("{name}", {stub})  # hint=1 for more help, hint=2 for the formula\n'
                     f"print(report)"),
-              _markdown(f"## Train with it\n\n{train_text}"),
+              _markdown(f"## {'Down a deep stack' if name == 'residual' else 'Train with it'}\n\n{train_text}"),
               _code(train)]
     return {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                                         "name": "python3"},

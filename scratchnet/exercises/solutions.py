@@ -93,6 +93,26 @@ def batch_norm_backward(dy, cache):
     return dx, dgamma, dbeta
 
 
+def residual_backward(dy, cache):
+    """Steps 5b to 1b of the block: the sum sends the gradient of ``s`` down both roads, and ``dx`` adds them."""
+    x, w1, w2, a, h, s = cache
+    # 5b: y = relu(s)
+    ds = dy * (s > 0)
+    # 4b: s = x + z. A sum passes its gradient to each term unchanged: dz = ds, and the skip's share of dx is ds.
+    dz = ds
+    # 3b: z = h @ w2 + b2
+    dw2 = h.T @ dz
+    db2 = dz.sum(axis=0)
+    dh = dz @ w2.T
+    # 2b: h = relu(a), masked by a's sign (not s's: each ReLU by its own input)
+    da = dh * (a > 0)
+    # 1b: a = x @ w1 + b1
+    dw1 = x.T @ da
+    db1 = da.sum(axis=0)
+    dx = da @ w1.T + ds  # the branch's road plus the skip's: x is used twice, its gradients add up
+    return dx, dw1, db1, dw2, db2
+
+
 def lstm_step_backward(dh, dc, cache):
     """Steps 4b, 3b, 2b, 1b of ``scratchnet/ops/lstm.py`` for one time step."""
     x, h_prev, c_prev, kernel, recurrent_kernel, i, f, g, o, c = cache

@@ -1,4 +1,4 @@
-"""The exercises: eight backward passes and one layer to write.
+"""The exercises: nine backward passes and one layer to write.
 
 Copy a stub into your notebook, fill in its body, and grade it::
 
@@ -148,6 +148,35 @@ def batch_norm_backward(dy, cache):
     x, xhat, s, gamma = cache
     # TODO: 3b, then 2b and 1b: x reaches xhat directly, through mu and through var.
     raise NotImplementedError("batch_norm_backward: compute dx, dgamma and dbeta")
+
+
+def residual_backward(dy, cache):
+    """Gradients of a residual block, ``y = relu(x + dense(relu(dense(x, w1, b1)), w2, b2))``.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, C)
+    cache : tuple
+        ``(x, w1, w2, a, h, s)`` from :func:`~scratchnet.exercises.forward.residual_forward`:
+        ``a = x @ w1 + b1`` (N, K), ``h = relu(a)``, ``s = x + h @ w2 + b2`` (N, C).
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C)
+    dw1 : ndarray of shape (C, K)
+    db1 : ndarray of shape (K,)
+    dw2 : ndarray of shape (K, C)
+    db2 : ndarray of shape (C,)
+
+    Notes
+    -----
+    Undo the forward's steps in reverse order: 5b (the block's ReLU), 4b (the
+    sum), 3b, 2b, 1b (the branch). ``x`` reaches ``s`` by two roads: the
+    branch and the skip connection.
+    """
+    x, w1, w2, a, h, s = cache
+    # TODO: 5b, 4b, 3b, 2b, 1b.
+    raise NotImplementedError("residual_backward: compute dx, dw1, db1, dw2 and db2")
 
 
 def lstm_step_backward(dh, dc, cache):

@@ -31,6 +31,9 @@ runs on ``(N, Tq, d)`` arrays: leading dimensions (the heads) are folded into
 with ``dropout > 0`` is refused) and its scale is ``1/sqrt(d)`` (another scale
 is refused).
 
+The ``residual`` exercise has no op to replace: ``sn.ops`` has no residual block (``ResidualBlock``
+is a layer made of layers), so ``use("residual", ...)`` is refused with a ValueError that says so.
+
 An activation that the built-in op fuses into its kernel (``activation="relu"``)
 runs after yours, through ``sn.ops.relu``. ``need_dx=False`` is ignored: your
 backward always computes ``dx``, which is never wrong.
@@ -115,7 +118,8 @@ def use(name, backward, forward=None, *, check=True):
     """
     ex = get_exercise(name)
     if ex.name not in OPS:
-        raise ValueError(f"use: exercise {name!r} has no op to replace; choose one of {', '.join(OPS)}")
+        raise ValueError(f"use: exercise {name!r} has no op to replace (sn.ops has no {ex.name} op: the layers that "
+                         f"hold one, such as ResidualBlock, are made of other layers); choose one of {', '.join(OPS)}")
     report = grade(ex.name, backward, forward)
     if not report.passed:
         if check:

@@ -35,19 +35,21 @@ from .gru_step import GRU_STEP
 from .lstm_step import LSTM_STEP
 from .lstm_step import UPSTREAM_HINTS as _LSTM_UPSTREAM_HINTS
 from .max_pool import MAX_POOL
+from .residual import RESIDUAL
 
 #: The exercises by name.
-EXERCISES = {e.name: e for e in (DENSE, CONV2D, MAX_POOL, AVG_POOL, BATCH_NORM, LSTM_STEP, GRU_STEP,
+EXERCISES = {e.name: e for e in (DENSE, CONV2D, MAX_POOL, AVG_POOL, BATCH_NORM, RESIDUAL, LSTM_STEP, GRU_STEP,
                                        ATTENTION)}
 #: Other names :func:`scratchnet.exercises.grade` accepts.
 ALIASES = {"conv": "conv2d", "max_pool2d": "max_pool", "maxpool": "max_pool", "pool": "max_pool",
            "lstm": "lstm_step", "lstm_cell": "lstm_step", "gru": "gru_step", "gru_cell": "gru_step",
            "scaled_dot_product_attention": "attention", "avg_pool2d": "avg_pool", "avgpool": "avg_pool",
-           "average_pool": "avg_pool", "batchnorm": "batch_norm", "batch_normalization": "batch_norm"}
+           "average_pool": "avg_pool", "batchnorm": "batch_norm", "batch_normalization": "batch_norm",
+           "residual_block": "residual", "skip_connection": "residual"}
 
 #: What the incoming gradient of each output of a multi-output step carries, for the diagnosis of a wrong path,
 #: by (exercise, incoming gradient): each such exercise's module defines its own.
 UPSTREAM_HINTS = {**_LSTM_UPSTREAM_HINTS}
 
 __all__ = ["ALIASES", "ATTENTION", "AVG_POOL", "BATCH_NORM", "CONV2D", "Case", "DENSE", "EXERCISES", "Evidence", "Exercise", "GRU_STEP",
-           "LSTM_STEP", "MAX_POOL", "Mistake", "UPSTREAM_HINTS"]
+           "LSTM_STEP", "MAX_POOL", "Mistake", "RESIDUAL", "UPSTREAM_HINTS"]
