@@ -199,8 +199,11 @@ class CupyOps:
         self._elementwise("lstm", "lstm_gates_forward", z.dtype, N * H, (z, c_prev, h, c, gates, *_ints(N, H)))
         return h, c, gates
 
-    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0):
+    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0, mask_seq=None):
         """Steps 1-4 for t = 0 .. T-1: per step one GEMM into a buffer made once, and one kernel.
+
+        With a mask it is the reference's loop (whose gate step is :meth:`lstm_gates_forward`'s kernel),
+        which carries a masked row's state with one ``where`` per step.
 
         The reference's step allocates the GEMM's output, adds it to ``z_seq[t]``,
         launches the gate kernel into three new arrays and copies them into the
@@ -210,6 +213,8 @@ class CupyOps:
         over, see the contract) and ``h_t``, ``c_t`` into their rows of ``h_seq``
         and ``c_seq``.
         """
+        if mask_seq is not None:
+            return ReferenceOps.lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0, mask_seq)
         T, N, G = z_seq.shape
         H = G // 4
         dtype = z_seq.dtype

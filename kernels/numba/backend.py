@@ -122,17 +122,18 @@ class NumbaOps:
     lstm_gates_backward = ReferenceOps.lstm_gates_backward
     lstm_forward = ReferenceOps.lstm_forward
 
-    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0):
-        out = lstm.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0, self.min_rows)
+    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0, mask_seq=None):
+        out = lstm.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0, self.min_rows, mask_seq)
         if out is NotImplemented:
-            return ReferenceOps.lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0)
+            return ReferenceOps.lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0, mask_seq)
         return out
 
-    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq):
-        out = lstm.lstm_backward_recurrence(dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, self.min_rows)
+    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, mask_seq=None):
+        out = lstm.lstm_backward_recurrence(dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, self.min_rows,
+                                            mask_seq)
         if out is NotImplemented:
             return ReferenceOps.lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq,
-                                                         gates_seq)
+                                                         gates_seq, mask_seq)
         return out
 
     lstm_backward = ReferenceOps.lstm_backward

@@ -25,6 +25,10 @@ loop of its rows in one Numba call (``_forward_loop``, ``_backward_loop``):
   scalar. And ``error_model="numpy"``: under Numba's default (Python's) model
   every division checks for zero to raise ``ZeroDivisionError``, and that
   branch alone keeps the rational ``tanh`` from vectorising.
+- **Masks** (``mask_seq`` (T, N), False: padding; ``scratchnet/ops/lstm.py``): a masked row copies
+  ``h_{t-1}``, ``c_{t-1}`` forward after its step, and backward writes ``dz_t = 0``, leaves ``dc``
+  as it is and puts its ``dh`` back after the recurrent GEMM (which would overwrite it with
+  ``0 @ recurrent_kernel.T``): the same per-row branch in both loops, outside the vectorised ones.
 - **Nothing returns to Python** during the loop, so the two cores never wait
   for each other's GIL, and nothing is allocated per step.
 
@@ -91,8 +95,9 @@ def _gate_coefficients(H, dtype):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _forward_loop(z_seq, packed_rk, bias, scale, offset, h_seq, c_seq, r, lo, hi):
+def _forward_loop(z_seq, packed_rk, bias, scale, offset, h_seq, c_seq, r, lo, hi, mask_seq, has_mask):
     """Steps 1-4 for t = 0 .. T-1 on rows ``lo:hi``; ``z_seq[t]`` holds step 1's input part and becomes the gates.
+    With ``has_mask``, a row whose ``mask_seq[t, n]`` is False keeps ``h_{t-1}`` and ``c_{t-1}``.
 
     z_seq : (T, N, 4H);  packed_rk : ``pack(recurrent_kernel)``;  bias, scale, offset : (4H,)
     h_seq, c_seq : (T+1, N, H), row 0 the initial state;  r : (hi - lo, 4H) scratch.
@@ -116,11 +121,19 @@ def _forward_loop(z_seq, packed_rk, bias, scale, offset, h_seq, c_seq, r, lo, hi
                 c[m, j] = z[m, H + j] * c_prev[m, j] + z[m, j] * z[m, 2 * H + j]
             for j in range(H):  # 4: h_t = o * tanh(c_t)
                 h[m, j] = z[m, 3 * H + j] * _tanh(c[m, j])
+            if has_mask and not mask_seq[t, lo + m]:  # a masked step: the state carries through
+                for j in range(H):
+                    c[m, j] = c_prev[m, j]
+                for j in range(H):
+                    h[m, j] = h_seq[t, lo + m, j]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _backward_loop(dy_seq, has_dy, dh_all, dc_all, c_seq, gates_seq, packed_rk_t, dz_seq, tanh_c, dbias, lo, hi):
+def _backward_loop(dy_seq, has_dy, dh_all, dc_all, c_seq, gates_seq, packed_rk_t, dz_seq, tanh_c, dbias, lo, hi,
+                   mask_seq, has_mask, kept):
     """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0 on rows ``lo:hi`` (``scratchnet/ops/lstm.py`` derives them).
+    With ``has_mask``, a row masked at step t has ``dz_t = 0`` and passes ``dh`` (kept in ``kept``, (hi - lo, H)
+    scratch, across the recurrent GEMM) and ``dc`` to step t-1 unchanged.
 
     dy_seq : (T, N, H), read when ``has_dy``;  dh_all, dc_all : (N, H), the final state's gradients, updated
     in place into those of the initial state;  c_seq, gates_seq : the forward's;  packed_rk_t :
@@ -134,13 +147,19 @@ def _backward_loop(dy_seq, has_dy, dh_all, dc_all, c_seq, gates_seq, packed_rk_t
     for t in range(T - 1, -1, -1):
         g, c_prev, c, dz = gates_seq[t, lo:hi], c_seq[t, lo:hi], c_seq[t + 1, lo:hi], dz_seq[t, lo:hi]
         for m in range(n):
-            for j in range(H):
-                tanh_c[m, j] = _tanh(c[m, j])
             # 4b: h_t feeds y_t and step t+1: dh += dy_t. Then h = o * tanh(c):
             #     dz_o = dh * tanh(c) * o (1 - o);  dc += dh * o * (1 - tanh(c)^2)
             if has_dy:
                 for j in range(H):
                     dh[m, j] += dy_seq[t, lo + m, j]
+            if has_mask and not mask_seq[t, lo + m]:  # a masked step is the identity on the state
+                for k in range(H4):
+                    dz[m, k] = 0
+                for j in range(H):
+                    kept[m, j] = dh[m, j]
+                continue
+            for j in range(H):
+                tanh_c[m, j] = _tanh(c[m, j])
             for j in range(H):
                 o = g[m, 3 * H + j]
                 dz[m, 3 * H + j] = dh[m, j] * tanh_c[m, j] * o * (_ONE - o)
@@ -161,6 +180,11 @@ def _backward_loop(dy_seq, has_dy, dh_all, dc_all, c_seq, gates_seq, packed_rk_t
             for k in range(H4):  # 1b: dbias sums dz over every step and row
                 dbias[k] += dz[m, k]
         gemm_packed(dz, packed_rk_t, dh, False)  # 1b: dh_{t-1} = dz_t @ recurrent_kernel.T
+        if has_mask:
+            for m in range(n):
+                if not mask_seq[t, lo + m]:
+                    for j in range(H):
+                        dh[m, j] = kept[m, j]
 
 
 @njit(cache=True, nogil=True)
@@ -194,7 +218,14 @@ def swap_batch_time(a):
     return out
 
 
-def lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0, min_rows=MIN_ROWS):
+def _mask_arg(mask_seq):
+    """``(mask_seq, has_mask)`` for the loops: a C-contiguous boolean (T, N), or a dummy when there is none."""
+    if mask_seq is None:
+        return numpy.ones((1, 1), dtype=numpy.bool_), False
+    return numpy.ascontiguousarray(mask_seq, dtype=numpy.bool_), True
+
+
+def lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0, min_rows=MIN_ROWS, mask_seq=None):
     """The contract's ``lstm_recurrence``: one :func:`_forward_loop` per core; ``NotImplemented`` where the
     recurrent kernel is not :func:`packable` or ``z_seq`` not C-contiguous."""
     T, N, _ = z_seq.shape
@@ -208,16 +239,18 @@ def lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0, min_rows=MIN_ROWS):
     packed_rk = pack(recurrent_kernel)
     bias = numpy.ascontiguousarray(bias)
     scale, offset = _gate_coefficients(H, z_seq.dtype)
+    mask_seq, has_mask = _mask_arg(mask_seq)
 
     def part(lo, hi):
         r = numpy.empty((hi - lo, 4 * H), dtype=z_seq.dtype)
-        _forward_loop(z_seq, packed_rk, bias, scale, offset, h_seq, c_seq, r, lo, hi)
+        _forward_loop(z_seq, packed_rk, bias, scale, offset, h_seq, c_seq, r, lo, hi, mask_seq, has_mask)
 
     threads.split(part, N, min_rows)
     return h_seq, c_seq, z_seq
 
 
-def lstm_backward_recurrence(dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, min_rows=MIN_ROWS):
+def lstm_backward_recurrence(dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, min_rows=MIN_ROWS,
+                             mask_seq=None):
     """The contract's ``lstm_backward_recurrence``: one :func:`_backward_loop` per core; ``NotImplemented``
     where the recurrent kernel's transpose is not :func:`packable`."""
     T, N, G = gates_seq.shape
@@ -231,11 +264,14 @@ def lstm_backward_recurrence(dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gat
     packed_rk_t = pack(recurrent_kernel.T)
     has_dy = dy_seq is not None
     dys = numpy.ascontiguousarray(dy_seq) if has_dy else numpy.zeros((1, 1, 1), dtype=gates_seq.dtype)
+    mask_seq, has_mask = _mask_arg(mask_seq)
 
     def part(lo, hi):
         tanh_c = numpy.empty((hi - lo, H), dtype=gates_seq.dtype)
+        kept = numpy.empty((hi - lo, H) if has_mask else (1, 1), dtype=gates_seq.dtype)
         dbias = numpy.zeros(4 * H)
-        _backward_loop(dys, has_dy, dh, dc, c_seq, gates_seq, packed_rk_t, dz_seq, tanh_c, dbias, lo, hi)
+        _backward_loop(dys, has_dy, dh, dc, c_seq, gates_seq, packed_rk_t, dz_seq, tanh_c, dbias, lo, hi,
+                       mask_seq, has_mask, kept)
         return dbias
 
     dbias = sum(threads.split(part, N, min_rows)).astype(gates_seq.dtype)

@@ -236,43 +236,42 @@ class Ops:
         """
         raise NotImplementedError
 
-    def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0):
+    def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0, mask_seq=None):
         """Steps 1-4 over a whole time-major sequence.
 
-        x_seq : (T, N, D);  kernel : (D, 4H);  recurrent_kernel : (H, 4H);  bias : (4H,)
-        h0, c0 : (N, H)
+        x_seq : (T, N, D);  kernel : (D, 4H);  recurrent_kernel : (H, 4H);  bias : (4H,);  h0, c0 : (N, H)
+        mask_seq : (T, N) boolean or None; a False row keeps its state: ``h_seq[t + 1] = h_seq[t]``, same for c
         returns (h_seq, c_seq, gates_seq) : (T+1, N, H), (T+1, N, H), (T, N, 4H);
             ``h_seq[0] = h0`` and ``h_seq[t + 1] = h_t`` (likewise ``c_seq``);
             ``gates_seq[t]`` is step t's ``gates``, kept for the backward.
         """
         raise NotImplementedError
 
-    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0):
+    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0, mask_seq=None):
         """Steps 1-4 over a time-major sequence whose input projection is already made.
 
-        z_seq : (T, N, 4H), ``x_t @ kernel`` for every step (the embedded LSTM
-            gathers it from a projected table). It is handed over: the kernel
-            may overwrite it and return it as ``gates_seq`` (the one exception
-            to "every returned array is new", since nobody else holds it).
-        recurrent_kernel, bias, h0, c0 : as for :meth:`lstm_forward`
+        z_seq : (T, N, 4H), ``x_t @ kernel`` for every step (the embedded LSTM gathers it from a projected
+            table). It is handed over: the kernel may overwrite it and return it as ``gates_seq`` (the one
+            exception to "every returned array is new", since nobody else holds it).
+        recurrent_kernel, bias, h0, c0, mask_seq : as for :meth:`lstm_forward`
         returns (h_seq, c_seq, gates_seq) : as :meth:`lstm_forward`, which is
             ``lstm_recurrence(x_seq @ kernel, ...)``.
         """
         raise NotImplementedError
 
-    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq):
+    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, mask_seq=None):
         """Backpropagation through time down to the pre-activations: :meth:`lstm_backward` without its input GEMMs.
 
         Arguments as for :meth:`lstm_backward`.
-        returns (dz_seq, drecurrent_kernel, dbias, dh0, dc0) :
-            (T, N, 4H), (H, 4H), (4H,), (N, H), (N, H); ``dz_seq[t]`` is the
-            gradient of step t's pre-activations z_t, from which
+        returns (dz_seq, drecurrent_kernel, dbias, dh0, dc0) : (T, N, 4H), (H, 4H), (4H,), (N, H), (N, H);
+            ``dz_seq[t]`` is the gradient of step t's pre-activations z_t, from which
             ``dkernel = sum_t x_t.T @ dz_t`` and ``dx_t = dz_t @ kernel.T``.
+        mask_seq : the forward's; a masked row of step t has ``dz_t = 0`` and hands dh, dc to step t-1 unchanged
         """
         raise NotImplementedError
 
     def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
-                      need_dx=True):
+                      need_dx=True, mask_seq=None):
         """Backpropagation through time: the backward of :meth:`lstm_forward`, step T-1 down to 0.
 
         dy_seq : (T, N, H), the gradient of every output h_t, or None when only the final state is used

@@ -31,7 +31,13 @@ and backward ``dp = dh_t * (1 - h_t^2)``, ``dW += x_t^T dp``, ``dU += h_{t-1}^T 
 ``db += sum_n dp``, ``dx_t = dp @ W^T``, ``dh_{t-1} = dp @ U^T``.
 
 Both take batch-major ``x`` (N, T, D) and return ``(ys, h)``: every step's
-state (N, T, H) and the last one (N, H). ``backprop(dys, dh)`` takes the
+state (N, T, H) and the last one (N, H).
+
+**Masks** (``mask`` (N, T), False: padding; :mod:`scratchnet.ops.masks`): a
+masked step keeps the state, ``h_t = m_t ? h_new : h_{t-1}``, as Keras's; its
+output is Keras's (``seen_t ? h_t : 0``). Backward it is the identity:
+``dh_{t-1} = dh_t`` and its ``da``, ``du`` (``dp`` for the simple RNN) are 0,
+so a padded step adds nothing to the weights' gradients. ``backprop(dys, dh)`` takes the
 gradients of both (either may be None) and returns
 ``(dx, dkernel, drecurrent_kernel, dbias, dh0)``.
 """
@@ -41,6 +47,7 @@ from .._checks import as_float_arrays, check_grad, check_rank
 from ..backend import get_backend
 from ..recording import Cost, nbytes
 from ..recording import op as recorded_op
+from .masks import keras_outputs, sequence_mask
 
 
 def _sigmoid(xp, v):
@@ -72,7 +79,7 @@ def _backprop_args(op, be, dys, dh, ys, h):
     return dys, dh
 
 
-def gru_cost(x, kernel, recurrent_kernel, bias, h0=None):
+def gru_cost(x, kernel, recurrent_kernel, bias, h0=None, mask=None):
     N, T, D = x.shape
     H = recurrent_kernel.shape[0]
     products = 2.0 * T * N * (D + H) * 3 * H
@@ -82,17 +89,19 @@ def gru_cost(x, kernel, recurrent_kernel, bias, h0=None):
 
 
 @recorded_op("gru", cost=gru_cost)
-def gru(x, kernel, recurrent_kernel, bias, h0=None):
+def gru(x, kernel, recurrent_kernel, bias, h0=None, mask=None):
     """A GRU (Keras's, ``reset_after=True``) over ``x`` (N, T, D): ``((ys, h), backprop)``, derived above.
 
     ``kernel`` (D, 3H), ``recurrent_kernel`` (H, 3H), ``bias`` (2, 3H), gates z, r, h;
-    ``h0`` (N, H), zeros when None. ``backprop(dys, dh=None) -> (dx, dkernel, drecurrent_kernel, dbias, dh0)``.
+    ``h0`` (N, H), zeros when None; ``mask`` (N, T) boolean, optional (Keras's: a False step keeps the state).
+    ``backprop(dys, dh=None) -> (dx, dkernel, drecurrent_kernel, dbias, dh0)``.
     """
     be = get_backend()
     xp = be.xp
     x, kernel, recurrent_kernel, bias, h0 = as_float_arrays(
         "gru", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0)
     N, T, D, H = _check("gru", x, kernel, recurrent_kernel, bias, h0, 3, lambda H: (2, 3 * H))
+    mask = sequence_mask("gru", be, mask, N, T)
     h = xp.zeros((N, H), dtype=x.dtype) if h0 is None else h0
     a_seq = (x.reshape(N * T, D) @ kernel + bias[0]).reshape(N, T, 3 * H)  # step 1's input part, every step
     hs, zs, rs, gs, us = [h], [], [], [], []
@@ -102,16 +111,18 @@ def gru(x, kernel, recurrent_kernel, bias, h0=None):
         z = _sigmoid(xp, a[:, :H] + u[:, :H])
         r = _sigmoid(xp, a[:, H:2 * H] + u[:, H:2 * H])
         g = xp.tanh(a[:, 2 * H:] + r * u[:, 2 * H:])
-        h = z * h + (1 - z) * g
+        h_new = z * h + (1 - z) * g
+        h = h_new if mask is None else xp.where(mask[:, t, None], h_new, h)  # a masked step keeps h
         hs.append(h)
         zs.append(z)
         rs.append(r)
         gs.append(g)
         us.append(u[:, 2 * H:])
-    ys = xp.stack(hs[1:], axis=1)
+    ys, dys_of = keras_outputs(xp, xp.stack(hs[1:], axis=1), mask)
 
     def backprop(dys, dh=None):
         dys, dh = _backprop_args("gru", be, dys, dh, ys, h)
+        dys = dys_of(dys)
         dh = xp.zeros((N, H), dtype=x.dtype) if dh is None else dh.copy()
         da_seq = xp.empty((N, T, 3 * H), dtype=x.dtype)
         du_seq = xp.empty((N, T, 3 * H), dtype=x.dtype)
@@ -130,8 +141,13 @@ def gru(x, kernel, recurrent_kernel, bias, h0=None):
             da_seq[:, t, 2 * H:] = dp_h
             du = da_seq[:, t].copy()
             du[:, 2 * H:] = dp_h * r
+            if mask is not None:  # a masked step is the identity: no da, du; dh goes to h_{t-1} as it is
+                keep = mask[:, t, None]
+                da_seq[:, t] = xp.where(keep, da_seq[:, t], 0)
+                du = xp.where(keep, du, 0)
             du_seq[:, t] = du
-            dh = dh * z + du @ recurrent_kernel.T               # 1b: both paths into h_{t-1}
+            dh_prev = dh * z + du @ recurrent_kernel.T          # 1b: both paths into h_{t-1}
+            dh = dh_prev if mask is None else xp.where(keep, dh_prev, dh)
         da = da_seq.reshape(N * T, 3 * H)
         du = du_seq.reshape(N * T, 3 * H)
         h_prevs = xp.stack(hs[:-1], axis=1).reshape(N * T, H)
@@ -144,7 +160,7 @@ def gru(x, kernel, recurrent_kernel, bias, h0=None):
     return (ys, h), backprop
 
 
-def simple_rnn_cost(x, kernel, recurrent_kernel, bias, h0=None):
+def simple_rnn_cost(x, kernel, recurrent_kernel, bias, h0=None, mask=None):
     N, T, D = x.shape
     H = recurrent_kernel.shape[0]
     products = 2.0 * T * N * (D + H) * H
@@ -154,10 +170,11 @@ def simple_rnn_cost(x, kernel, recurrent_kernel, bias, h0=None):
 
 
 @recorded_op("simple_rnn", cost=simple_rnn_cost)
-def simple_rnn(x, kernel, recurrent_kernel, bias, h0=None):
+def simple_rnn(x, kernel, recurrent_kernel, bias, h0=None, mask=None):
     """Keras's ``SimpleRNN`` (tanh) over ``x`` (N, T, D): ``((ys, h), backprop)``, derived above.
 
-    ``kernel`` (D, H), ``recurrent_kernel`` (H, H), ``bias`` (H,); ``h0`` (N, H), zeros when None.
+    ``kernel`` (D, H), ``recurrent_kernel`` (H, H), ``bias`` (H,); ``h0`` (N, H), zeros when None;
+    ``mask`` (N, T) boolean, optional, as for :func:`gru`.
     ``backprop(dys, dh=None) -> (dx, dkernel, drecurrent_kernel, dbias, dh0)``.
     """
     be = get_backend()
@@ -165,24 +182,31 @@ def simple_rnn(x, kernel, recurrent_kernel, bias, h0=None):
     x, kernel, recurrent_kernel, bias, h0 = as_float_arrays(
         "simple_rnn", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0)
     N, T, D, H = _check("simple_rnn", x, kernel, recurrent_kernel, bias, h0, 1, lambda H: (H,))
+    mask = sequence_mask("simple_rnn", be, mask, N, T)
     h = xp.zeros((N, H), dtype=x.dtype) if h0 is None else h0
     a_seq = (x.reshape(N * T, D) @ kernel + bias).reshape(N, T, H)
-    hs = [h]
+    hs, news = [h], []
     for t in range(T):
-        h = xp.tanh(a_seq[:, t] + h @ recurrent_kernel)
+        h_new = xp.tanh(a_seq[:, t] + h @ recurrent_kernel)
+        h = h_new if mask is None else xp.where(mask[:, t, None], h_new, h)  # a masked step keeps h
         hs.append(h)
-    ys = xp.stack(hs[1:], axis=1)
+        news.append(h_new)
+    ys, dys_of = keras_outputs(xp, xp.stack(hs[1:], axis=1), mask)
 
     def backprop(dys, dh=None):
         dys, dh = _backprop_args("simple_rnn", be, dys, dh, ys, h)
+        dys = dys_of(dys)
         dh = xp.zeros((N, H), dtype=x.dtype) if dh is None else dh.copy()
         dp_seq = xp.empty((N, T, H), dtype=x.dtype)
         for t in range(T - 1, -1, -1):
             if dys is not None:
                 dh = dh + dys[:, t]
-            dp = dh * (1 - hs[t + 1] * hs[t + 1])
+            dp = dh * (1 - news[t] * news[t])
+            if mask is not None:  # a masked step is the identity: no dp, dh goes to h_{t-1} as it is
+                keep = mask[:, t, None]
+                dp = xp.where(keep, dp, 0)
             dp_seq[:, t] = dp
-            dh = dp @ recurrent_kernel.T
+            dh = dp @ recurrent_kernel.T if mask is None else xp.where(keep, dp @ recurrent_kernel.T, dh)
         dp = dp_seq.reshape(N * T, H)
         h_prevs = xp.stack(hs[:-1], axis=1).reshape(N * T, H)
         return ((dp @ kernel.T).reshape(N, T, D), x.reshape(N * T, D).T @ dp, h_prevs.T @ dp, dp.sum(axis=0), dh)

@@ -74,6 +74,11 @@ batch); ``Sequential`` runs an ``Embedding`` followed by an ``LSTM`` this
 way when it does (``LSTM.forward_after``). The results equal the
 lookup-then-LSTM up to the order of float additions.
 
+Masks (``mask[n, t]`` False: padding; ``scratchnet/ops/masks.py``). A masked step keeps
+the state, ``h_t = h_{t-1}`` and ``c_t = c_{t-1}``, as Keras's; backward it is the identity:
+``dz_t = 0``, and ``dh`` (dy_t included) and ``dc`` pass to step t-1 unchanged, so a padded
+step adds nothing to the weights' gradients. ``docs/derivations/lstm.md`` derives it.
+
 Steps 2-4 are one backend method (``lstm_gates_forward``, and 4b-2b
 ``lstm_gates_backward``), the elementwise hot loop the Numba and CuPy
 backends fuse; step 1 is GEMMs, left to BLAS. The loops over time are backend
@@ -85,6 +90,7 @@ from __future__ import annotations
 
 from .._checks import as_float_arrays, check_grad, check_ids, check_rank
 from ..backend import get_backend
+from .masks import keras_outputs, sequence_mask
 from ..recording import Cost, nbytes
 from ..recording import op as recorded_op
 
@@ -131,15 +137,16 @@ class LSTMReference:
         dz[:, 3 * H :] = d_o * o * (1 - o)
         return dz, dc_prev
 
-    def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0):
+    def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0, mask_seq=None):
         """Step 1's input part for all steps at once, in one GEMM, then the recurrence."""
         T, N, D = x_seq.shape
         z_seq = self.gemm(x_seq.reshape(T * N, D), kernel).reshape(T, N, kernel.shape[1])
-        return self.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0)
+        return self.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0, mask_seq)
 
-    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0):
+    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0, mask_seq=None):
         """Steps 1-4 for t = 0 .. T-1, given the input part of every z_t; keeping ``h0`` in
-        ``h_seq`` makes the recurrent weight gradient one GEMM over all steps."""
+        ``h_seq`` makes the recurrent weight gradient one GEMM over all steps. A row whose
+        ``mask_seq[t]`` is False keeps its h and c (the module docstring's masks)."""
         xp = self.xp
         T, N, _ = z_seq.shape
         H = recurrent_kernel.shape[0]
@@ -152,11 +159,16 @@ class LSTMReference:
             # 1: ... plus the recurrent part, which needs h_{t-1} (h_seq[t]).
             z_seq[t] += self.gemm(h_seq[t], recurrent_kernel)
             # 2-4: gates, c_t, h_t
-            h_seq[t + 1], c_seq[t + 1], gates_seq[t] = self.lstm_gates_forward(z_seq[t], c_seq[t])
+            h, c, gates_seq[t] = self.lstm_gates_forward(z_seq[t], c_seq[t])
+            if mask_seq is not None:  # a masked row carries h_{t-1}, c_{t-1}
+                keep = mask_seq[t][:, None]
+                h, c = xp.where(keep, h, h_seq[t]), xp.where(keep, c, c_seq[t])
+            h_seq[t + 1], c_seq[t + 1] = h, c
         return h_seq, c_seq, gates_seq
 
-    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq):
-        """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0, then the recurrent weight's and the bias's sums."""
+    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, mask_seq=None):
+        """Steps 4b, 3b, 2b, 1b for t = T-1 down to 0, then the recurrent weight's and the bias's sums.
+        A masked row of step t is the identity: dz_t = 0, and dh, dc pass to step t-1 unchanged."""
         xp = self.xp
         T, N, G = gates_seq.shape
         H = recurrent_kernel.shape[0]
@@ -167,9 +179,14 @@ class LSTMReference:
             if dy_seq is not None:
                 dh = dh + dy_seq[t]
             # 4b, 3b, 2b: back through the gates and the cell update.
-            dz_seq[t], dc = self.lstm_gates_backward(dh, dc, c_seq[t], c_seq[t + 1], gates_seq[t])
+            dz, dc_prev = self.lstm_gates_backward(dh, dc, c_seq[t], c_seq[t + 1], gates_seq[t])
+            if mask_seq is not None:  # a masked row: no dz, and its dh and dc go to step t-1 as they are
+                keep = mask_seq[t][:, None]
+                dz, dc_prev = xp.where(keep, dz, 0), xp.where(keep, dc_prev, dc)
+            dz_seq[t], dc = dz, dc_prev
             # 1b: z_t = ... + h_{t-1} @ recurrent_kernel, so h_{t-1} gets dz_t @ recurrent_kernel.T
-            dh = self.gemm(dz_seq[t], recurrent_kernel, trans_b=True)
+            dh_prev = self.gemm(dz_seq[t], recurrent_kernel, trans_b=True)
+            dh = dh_prev if mask_seq is None else xp.where(keep, dh_prev, dh)
         # 1b, for the weights: each sums over every step, so one GEMM (or sum) over (T*N) rows.
         dz = dz_seq.reshape(T * N, G)
         drecurrent_kernel = self.gemm(h_seq[:T].reshape(T * N, H), dz, trans_a=True)
@@ -178,11 +195,11 @@ class LSTMReference:
         return dz_seq, drecurrent_kernel, dbias, dh, dc
 
     def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
-                      need_dx=True):
+                      need_dx=True, mask_seq=None):
         """The recurrence's backward, then 1b's input GEMMs over all (T*N) rows."""
         T, N, D = x_seq.shape
         dz_seq, drecurrent_kernel, dbias, dh0, dc0 = self.lstm_backward_recurrence(
-            dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq)
+            dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, mask_seq)
         dz = dz_seq.reshape(T * N, -1)
         dkernel = self.gemm(x_seq.reshape(T * N, D), dz, trans_a=True)
         dx_seq = self.gemm(dz, kernel, trans_b=True).reshape(T, N, D) if need_dx else None
@@ -204,25 +221,20 @@ def _check_weights(op, x_shape, what, kernel, recurrent_kernel, bias, h0, c0):
     N, T, D = x_shape
     H = recurrent_kernel.shape[0]
     if recurrent_kernel.shape[1] != 4 * H:
-        raise ValueError(
-            f"{op}: recurrent_kernel must have shape (H, 4H), got {tuple(recurrent_kernel.shape)}"
-        )
+        raise ValueError(f"{op}: recurrent_kernel must have shape (H, 4H), got {tuple(recurrent_kernel.shape)}")
     if tuple(kernel.shape) != (D, 4 * H):
-        raise ValueError(
-            f"{op}: kernel must have shape (D, 4H) = ({D}, {4 * H}) to match the input and recurrent_kernel "
-            f"({what}, kernel: {tuple(kernel.shape)}, recurrent_kernel: {tuple(recurrent_kernel.shape)})"
-        )
+        raise ValueError(f"{op}: kernel must have shape (D, 4H) = ({D}, {4 * H}) to match the input and "
+                         f"recurrent_kernel ({what}, kernel: {tuple(kernel.shape)}, recurrent_kernel: "
+                         f"{tuple(recurrent_kernel.shape)})")
     if tuple(bias.shape) != (4 * H,):
-        raise ValueError(
-            f"{op}: bias must have shape ({4 * H},) to match recurrent_kernel {tuple(recurrent_kernel.shape)}, "
-            f"got {tuple(bias.shape)}"
-        )
+        raise ValueError(f"{op}: bias must have shape ({4 * H},) to match recurrent_kernel "
+                         f"{tuple(recurrent_kernel.shape)}, got {tuple(bias.shape)}")
     for name, s in (("h0", h0), ("c0", c0)):
         if s is not None and tuple(s.shape) != (N, H):
             raise ValueError(f"{op}: {name} must have shape (N, H) = ({N}, {H}), got {tuple(s.shape)}")
 
 
-def lstm_cost(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True):
+def lstm_cost(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True, mask=None):
     """FLOPs and bytes of :func:`lstm`: per step the gate GEMM ``2 N (D + H) 4H`` plus ~10 N H elementwise;
     backward twice the GEMMs (the inputs' and the weights' gradients; the inputs' only with ``need_dx``)."""
     N, T, D = x.shape
@@ -237,7 +249,7 @@ def lstm_cost(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True)
 
 
 @recorded_op("lstm", cost=lstm_cost)
-def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True):
+def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True, mask=None):
     """Run an LSTM over a batch of sequences.
 
     Parameters
@@ -252,11 +264,15 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True):
     need_dx : bool
         False when nobody wants the input's gradient: ``backprop`` then
         returns ``None`` for ``dx`` and skips its GEMM.
+    mask : boolean array of shape (N, T), optional
+        Keras's RNN mask: a step where it is False keeps the state, and
+        outputs the previous output (:mod:`scratchnet.ops.masks`).
 
     Returns
     -------
     (ys, h, c) : arrays of shapes (N, T, H), (N, H), (N, H)
-        Every step's output, and the final hidden and cell state.
+        Every step's output, and the final hidden and cell state (carried
+        through masked steps).
     backprop : callable
         ``backprop(dys, dh=None, dc=None) -> (dx, dkernel, drecurrent_kernel, dbias, dh0, dc0)``.
         ``dys`` (N, T, H) may be ``None`` when only the final state is used;
@@ -265,47 +281,49 @@ def lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dx=True):
     """
     be = get_backend()
     x, kernel, recurrent_kernel, bias, h0, c0 = as_float_arrays(
-        "lstm", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0, c0=c0
-    )
+        "lstm", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0, c0=c0)
     _check_inputs(x, kernel, recurrent_kernel, bias, h0, c0)
     N, T, D = x.shape
+    mask = sequence_mask("lstm", be, mask, N, T)
+    mask_seq = None if mask is None else be.xp.ascontiguousarray(mask.T)  # (T, N), time-major
     x_seq = be.swap_batch_time(x)  # time-major: the backend reads one contiguous (N, D) block per step
 
     def forward(h0, c0):
-        return be.lstm_forward(x_seq, kernel, recurrent_kernel, bias, h0, c0)
+        return be.lstm_forward(x_seq, kernel, recurrent_kernel, bias, h0, c0, mask_seq)
 
     def backward(dy_seq, dh, dc, h_seq, c_seq, gates_seq):
         dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0 = be.lstm_backward(
-            dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq, bool(need_dx)
-        )
+            dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq, bool(need_dx), mask_seq)
         dx = be.swap_batch_time(dx_seq) if dx_seq is not None else None
         return dx, dkernel, drecurrent_kernel, dbias, dh0, dc0
 
-    return _run("lstm", be, N, T, recurrent_kernel.shape[0], x.dtype, h0, c0, forward, backward)
+    return _run("lstm", be, N, T, recurrent_kernel.shape[0], x.dtype, h0, c0, mask, forward, backward)
 
 
-def _run(op, be, N, T, H, dtype, h0, c0, forward, backward):
+def _run(op, be, N, T, H, dtype, h0, c0, mask, forward, backward):
     """The part :func:`lstm` and :func:`embedding_lstm` share: zero initial states, batch-major
-    outputs, and a ``backprop`` that checks its gradients and hands them to ``backward``."""
+    outputs (Keras's at masked steps), and a ``backprop`` that checks its gradients and hands them to ``backward``."""
     xp = be.xp
 
     def zeros():
         return xp.zeros((N, H), dtype=dtype)
 
     h_seq, c_seq, gates_seq = forward(zeros() if h0 is None else h0, zeros() if c0 is None else c0)
-    ys = be.swap_batch_time(h_seq[1:])  # (T, N, H) -> (N, T, H)
+    ys, dys_of = keras_outputs(xp, be.swap_batch_time(h_seq[1:]), mask)  # (T, N, H) -> (N, T, H)
     h, c = h_seq[T].copy(), c_seq[T].copy()
 
     def backprop(dys, dh=None, dc=None):
         dh = zeros() if dh is None else check_grad(op, dh, h, be, name="dh")
         dc = zeros() if dc is None else check_grad(op, dc, c, be, name="dc")
-        dy_seq = None if dys is None else be.swap_batch_time(check_grad(op, dys, ys, be, name="dys"))
+        dys = None if dys is None else dys_of(check_grad(op, dys, ys, be, name="dys"))
+        dy_seq = None if dys is None else be.swap_batch_time(xp.ascontiguousarray(dys))
         return backward(dy_seq, dh, dc, h_seq, c_seq, gates_seq)
 
     return (ys, h, c), backprop
 
 
-def embedding_lstm_cost(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dtable=True):
+def embedding_lstm_cost(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dtable=True,
+                        mask=None):
     """FLOPs and bytes of :func:`embedding_lstm`: the table's projection and its two gradient GEMMs
     over V rows, the recurrence as in :func:`lstm_cost`, a gather and a scatter-add of 4H per position."""
     N, T = ids.shape
@@ -323,7 +341,7 @@ def embedding_lstm_cost(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=
 
 
 @recorded_op("embedding_lstm", cost=embedding_lstm_cost)
-def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dtable=True):
+def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None, need_dtable=True, mask=None):
     """An LSTM over the embedding of ``ids``: :func:`lstm` of ``table[ids]``, computed without forming it.
 
     The module docstring derives it: the table is projected once
@@ -336,7 +354,7 @@ def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None,
     ----------
     ids : integer array of shape (N, T), each in ``[0, V)``
     table : array of shape (V, D)
-    kernel, recurrent_kernel, bias, h0, c0 : as for :func:`lstm`
+    kernel, recurrent_kernel, bias, h0, c0, mask : as for :func:`lstm`
     need_dtable : bool
         False when nobody wants the table's gradient (a frozen table):
         ``backprop`` then returns ``None`` for it and skips its GEMM.
@@ -351,8 +369,7 @@ def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None,
     be = get_backend()
     xp = be.xp
     table, kernel, recurrent_kernel, bias, h0, c0 = as_float_arrays(
-        "embedding_lstm", be, table=table, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0, c0=c0
-    )
+        "embedding_lstm", be, table=table, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0, c0=c0)
     check_rank("embedding_lstm", "table", table, 2, "[V, D]")
     V, D = table.shape
     ids = check_ids("embedding_lstm", be, "ids", ids, V, f"table has {V} rows")
@@ -363,19 +380,21 @@ def embedding_lstm(ids, table, kernel, recurrent_kernel, bias, h0=None, c0=None,
     _check_weights("embedding_lstm", (N, T, D), f"ids: {tuple(ids.shape)}, table: {tuple(table.shape)}",
                    kernel, recurrent_kernel, bias, h0, c0)
     ids_seq = xp.ascontiguousarray(ids.T)  # (T, N), time-major as the kernels are
+    mask = sequence_mask("embedding_lstm", be, mask, N, T)
+    mask_seq = None if mask is None else xp.ascontiguousarray(mask.T)
 
     def forward(h0, c0):
         projected = be.gemm(table, kernel)  # (V, 4H): row v is table[v] @ kernel
         z_seq = xp.take(projected, ids_seq, axis=0)  # (T, N, 4H): x_t @ kernel for every step
-        return be.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0)
+        return be.lstm_recurrence(z_seq, recurrent_kernel, bias, h0, c0, mask_seq)
 
     def backward(dy_seq, dh, dc, h_seq, c_seq, gates_seq):
         dz_seq, drecurrent_kernel, dbias, dh0, dc0 = be.lstm_backward_recurrence(
-            dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq
-        )
+            dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, mask_seq)
         G = be.embedding_backward(ids_seq, dz_seq, V)  # (V, 4H): dz summed over the positions of each id
         dkernel = be.gemm(table, G, trans_a=True)
         dtable = be.gemm(G, kernel, trans_b=True) if need_dtable else None
         return dtable, dkernel, drecurrent_kernel, dbias, dh0, dc0
 
-    return _run("embedding_lstm", be, N, T, recurrent_kernel.shape[0], table.dtype, h0, c0, forward, backward)
+    return _run("embedding_lstm", be, N, T, recurrent_kernel.shape[0], table.dtype, h0, c0, mask, forward,
+                backward)
