@@ -447,3 +447,68 @@ def test_a_crafted_carried_state_is_refused_and_changes_nothing(tmp_path, edit, 
         recipe.checkpoint().restore(str(tmp_path / "crafted"))
     for got, want in zip(lstm.states, before):
         np.testing.assert_array_equal(sn.to_numpy(got), want)
+
+
+# -- a BatchNormalization's moving statistics (issue 26) -----------------------------------------------
+
+
+def _bn_model_saved(tmp_path):
+    sn.random.seed(0)
+    model = sn.Sequential([L.Conv2D(3, 3, name="conv"), sn.layers.ResidualBlock(3, name="block"),
+                           L.BatchNormalization(name="bn"), L.Flatten(), L.Dense(3, name="fc")])
+    model.build((None, 6, 6, 2))
+    model.compile(sn.optimizers.SGD(0.1), sn.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.standard_normal((4, 6, 6, 2)).astype(np.float32), np.arange(4) % 3)
+    return model, sn.Checkpoint(model).save(str(tmp_path / "ck"), step=1)
+
+
+BAD_STATISTICS = [
+    ("bn/moving_variance", lambda v: np.where(np.arange(v.size) == 1, -0.5, v), r"bn/moving_variance: "
+     r"BatchNormalization 'bn' moving_variance holds -0\.5 at channel 1 \(1 of 3 channels bad\): a variance must be "
+     r"finite and >= 0"),
+    ("bn/moving_variance", lambda v: np.full_like(v, np.nan), r"moving_variance holds nan at channel 0 \(3 of 3"),
+    ("bn/moving_variance", lambda v: np.full_like(v, np.inf), r"moving_variance holds inf"),
+    ("block/bn2/moving_variance", lambda v: -v, r"block/bn2/moving_variance: BatchNormalization 'bn2'"),
+    ("bn/moving_mean", lambda v: np.where(np.arange(v.size) == 2, np.nan, v), r"bn/moving_mean: .* a mean must be "
+     r"finite"),
+]
+BAD_IDS = ["negative", "nan", "inf", "negative-in-a-residual-block", "nan-mean"]
+
+
+@pytest.mark.parametrize("name, edit, message", BAD_STATISTICS, ids=BAD_IDS)
+def test_the_batch_norm_check_names_a_bad_moving_statistic(tmp_path, name, edit, message):
+    """What the restore asks (scratchnet.checkpoint.state._check_weight_values) before it changes anything."""
+    from scratchnet.checkpoint.state import _check_weight_values
+
+    model, path = _bn_model_saved(tmp_path)
+    meta, arrays = read_archive(path)
+    plan = {p.name: p for p in model.parameters()}
+    assert _check_weight_values(model, plan, arrays) == []
+    arrays[name] = edit(arrays[name])
+    problems = _check_weight_values(model, plan, arrays)
+    assert len(problems) == 1 and problems[0].startswith(f"{name}: "), problems
+    import re
+
+    assert re.search(message, problems[0]), problems[0]
+
+
+@pytest.mark.xfail(strict=True, reason="needs Checkpoint.restore (scratchnet/checkpoint/saver.py, not this change's "
+                   "file) to add state._check_weight_values(self.model, plan, arrays) to its problems")
+@pytest.mark.parametrize("name, edit, message", BAD_STATISTICS, ids=BAD_IDS)
+def test_a_crafted_negative_or_nan_moving_variance_is_refused_and_changes_nothing(tmp_path, name, edit, message):
+    from scratchnet.archive import write_archive
+
+    model, path = _bn_model_saved(tmp_path)
+    meta, arrays = read_archive(path)
+    arrays[name] = edit(arrays[name])
+    write_archive(str(tmp_path / "crafted"), meta, arrays)
+    for p in model.parameters():  # the model moves on after the save: a refused restore must leave it here
+        p.value = p.value + 1
+    before = {p.name: sn.to_numpy(p.value).copy() for p in model.parameters()}
+    with pytest.raises(CheckpointError, match=message):
+        sn.Checkpoint(model).restore(str(tmp_path / "crafted"))
+    for p in model.parameters():
+        np.testing.assert_array_equal(sn.to_numpy(p.value), before[p.name])
+    with pytest.raises(CheckpointError, match=message):  # a partial restore of weights is refused too
+        sn.Checkpoint(model).restore(str(tmp_path / "crafted"), include=[name])

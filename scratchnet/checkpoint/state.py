@@ -69,3 +69,27 @@ def _cast_to_parameters(state, by_name, param_of):
         p = by_name.get(param_of(key)) if param_of(key) is not None else None
         cast[key] = a if p is None else a.astype(p.dtype, copy=False)
     return cast
+
+
+def _check_weight_values(model, plan, arrays):
+    """Problems with values the layers cannot hold: ``{checkpoint name: parameter}`` checked by each layer that
+    declares a ``check_weight_value(parameter, array)`` (BatchNormalization: a negative or non-finite
+    ``moving_variance``, a non-finite ``moving_mean``), before :meth:`Checkpoint.restore` changes anything."""
+    walk = getattr(model, "walk", None)
+    layers = list(walk() if walk is not None else ())
+    checks = {}
+    while layers:  # the model's tree, and the parts of a layer made of layers (a ResidualBlock's batch norms)
+        layer = layers.pop()
+        layers += getattr(layer, "_sublayers", lambda: [])()
+        check = getattr(layer, "check_weight_value", None)
+        if check is not None:
+            for p in layer.parameters():
+                checks[id(p)] = check
+    problems = []
+    for src, p in plan.items():
+        check = checks.get(id(p))
+        if check is not None and src in arrays and arrays[src].dtype.kind == "f" and tuple(arrays[src].shape) == p.shape:
+            problem = check(p, arrays[src])
+            if problem:
+                problems.append(f"{src}: {problem}")
+    return problems

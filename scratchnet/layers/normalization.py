@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from .. import initializers, ops, regularizers
 from ..backend import get_backend
 from .._checks import check_fraction
@@ -165,6 +167,24 @@ class BatchNormalization(_Normalization):
             return dx, dgamma, dbeta
 
         return y, backprop
+
+    def check_weight_value(self, parameter, value):
+        """What is wrong with ``value`` (host array) as ``parameter``'s value, or None: a checkpoint restore asks
+        before it changes anything. A variance is a finite number >= 0 (a negative one makes the inference
+        ``sqrt`` NaN), a mean a finite number."""
+        if parameter is self.moving_variance:
+            bad = ~np.isfinite(value) | (value < 0)
+            what = "a variance must be finite and >= 0"
+        elif parameter is self.moving_mean:
+            bad = ~np.isfinite(value)
+            what = "a mean must be finite"
+        else:
+            return None
+        if not bad.any():
+            return None
+        k = int(np.flatnonzero(bad)[0])
+        return (f"BatchNormalization {self.name!r} {parameter.name.rsplit('/', 1)[-1]} holds {float(value.flat[k])!r} "
+                f"at channel {k} ({int(bad.sum())} of {value.size} channels bad): {what}")
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum,
