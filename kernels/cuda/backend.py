@@ -322,6 +322,11 @@ class CupyOps:
 
     dropout_forward = ReferenceOps.dropout_forward  # x * dropout_mask(...), the mask drawn above
 
+    # --- layer and batch normalization: the reference's, on CuPy arrays ----
+
+    normalization_forward = ReferenceOps.normalization_forward
+    normalization_backward = ReferenceOps.normalization_backward
+
     # --- in-place parameter updates (updates.cu) ---------------------------
 
     def _fusable(self, *arrays):

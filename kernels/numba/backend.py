@@ -29,7 +29,7 @@ from scratchnet.ops.reference import ReferenceOps
 from scratchnet.ops.shapes import conv_output_size
 
 from ..runtime.memory import keep_freed_memory
-from . import conv, dense, dropout, embedding, losses, lstm, pooling, special, updates
+from . import conv, dense, dropout, embedding, losses, lstm, normalization, pooling, special, updates
 from .winograd import Winograd
 
 
@@ -160,6 +160,14 @@ class NumbaOps:
     def softmax_cross_entropy_backward(self, probs, labels, scale):
         out = losses.softmax_cross_entropy_backward(probs, labels, scale)
         return ReferenceOps.softmax_cross_entropy_backward(self, probs, labels, scale) if out is NotImplemented else out
+
+    # --- layer and batch normalization ---------------------------------------------
+
+    def normalization_forward(self, x, gamma, beta, epsilon, per_channel):
+        return normalization.normalization_forward(x, gamma, beta, epsilon, per_channel)
+
+    def normalization_backward(self, dy, x, mean, var, gamma, beta, epsilon, per_channel):
+        return normalization.normalization_backward(dy, x, mean, var, gamma, beta, epsilon, per_channel)
 
     # --- parameter updates (fast for contiguous arrays) ---------------------------
 

@@ -1,35 +1,29 @@
 """The backend contract: every kernel a backend provides, with its shapes, in one class.
 
-The ops (``scratchnet/ops/<family>.py``) check their inputs and hold the math
-of forward and backward; whatever is worth making fast they hand to the
-current backend through the methods listed here. Three backends implement
+The ops (``scratchnet/ops/<family>.py``) check their inputs and hold the math of forward and backward; whatever
+is worth making fast they hand to the current backend through the methods listed here. Three backends implement
 :class:`Ops`:
 
-- ``ReferenceOps`` (``scratchnet/ops/reference.py``): every kernel in plain
-  NumPy, written to be read; the oracle of the tests. Its code sits beside
-  each op, one class per family (``ConvReference`` in ``conv.py``, ...).
-- ``NumbaOps`` (``kernels/numba/backend.py``): the hot kernels compiled by
-  Numba, the others the reference's code, named method by method.
-- ``CupyOps`` (``kernels/cuda/backend.py``): the hot kernels in CUDA C, the
-  others the reference's code run on CuPy arrays, named the same way.
+- ``ReferenceOps`` (``scratchnet/ops/reference.py``): every kernel in plain NumPy, written to be read; the
+  oracle of the tests. Its code sits beside each op, one class per family (``conv.py``'s ``ConvReference``).
+- ``NumbaOps`` (``kernels/numba/backend.py``): the hot kernels compiled by Numba, the others the reference's
+  code, named method by method.
+- ``CupyOps`` (``kernels/cuda/backend.py``): the hot kernels in CUDA C, the others the reference's code run on
+  CuPy arrays, named the same way.
 
-The two fast backends are plain classes with every method listed here: a
-fast kernel has exactly the signature given here, a method without one is
-the reference's function itself (``sigmoid = ReferenceOps.sigmoid``), and
-no public method is added that is not listed here (``tests/test_backend.py``
-checks all three). Kernels take and return arrays of the backend's own type
-(``xp.ndarray``), already checked by the op: they do not validate. Every
-array a kernel returns is new, never an input, a view of one or a buffer
-it keeps: the layers hold a backward's weight gradients as ``.grad``
-without a copy (``Parameter.accumulate(g, fresh=True)``). One input is
-handed over instead: the ``z_seq`` of :meth:`Ops.lstm_recurrence`, which
-the kernel may overwrite and return as ``gates_seq`` (the op made it and
-holds no other reference).
+The two fast backends are plain classes with every method listed here: a fast kernel has exactly the signature
+given here, a method without one is the reference's function itself (``sigmoid = ReferenceOps.sigmoid``), and no
+public method is added that is not listed here (``tests/test_backend.py`` checks all three). Kernels take and
+return arrays of the backend's own type (``xp.ndarray``), already checked by the op: they do not validate. Every
+array a kernel returns is new, never an input, a view of one or a buffer it keeps: the layers hold a backward's
+weight gradients as ``.grad`` without a copy (``Parameter.accumulate(g, fresh=True)``). One input is handed over
+instead: the ``z_seq`` of :meth:`Ops.lstm_recurrence`, which the kernel may overwrite and return as
+``gates_seq`` (the op made it and holds no other reference).
 
 Notation::
 
     N          batch size (of a dense, conv or LSTM input)
-    M          rows of logits (all leading positions of the op, N or N*T)
+    M          rows of logits (all leading positions of the op, N or N*T), or of a normalization's x
     H, W, C    input height, width, channels (NHWC images)
     kh, kw     window height and width;  sh, sw: strides
     OH, OW     output height and width;  O: output channels
@@ -38,24 +32,21 @@ Notation::
     V, D       embedding rows (vocabulary size) and width
     K          classes of the logits
 
-In the LSTM kernels ``H`` is the number of units (it is the image height only
-in the conv and pooling kernels), and ``*_seq`` names a time-major stack:
-``x_seq[t]`` is the input of step ``t``.
+In the LSTM kernels ``H`` is the number of units (it is the image height only in the conv and pooling kernels),
+and ``*_seq`` names a time-major stack: ``x_seq[t]`` is the input of step ``t``.
 """
 from __future__ import annotations
 
 
-#: Fused kernels a backend may offer beyond the contract, for an optimizer that asks for them by name
-#: (``scratchnet/fused_update.py``: SGD's L2 + step + moving average in one pass). A backend without
-#: them is complete; the optimizer then runs the contract's plain steps.
+#: Fused kernels a backend may offer beyond the contract, asked for by name by an optimizer (``fused_update.py``:
+#: SGD's L2 + step + moving average in one pass). A backend without them is complete: the plain steps run instead.
 OPTIONAL_KERNELS = ("sgd_l2_ema_update", "sgd_l2_ema_apply")
 
 
 class Ops:
     """What every backend provides. Read top to bottom: arrays, then one block per op family.
 
-    Every method here raises ``NotImplementedError``; ``ReferenceOps``
-    implements them all.
+    Every method here raises ``NotImplementedError``; ``ReferenceOps`` implements them all.
     """
 
     name: str  # "numpy", "numba" or "cupy"
@@ -66,9 +57,8 @@ class Ops:
     def native(self, op, name, a):
         """``a`` as this backend's array type, for argument ``name`` of op ``op``.
 
-        Lists and Python scalars are converted (to float32 for Python floats,
-        as in TensorFlow). An array of another backend is an error, never a
-        silent copy (:meth:`_refuse_foreign`).
+        Lists and Python scalars are converted (to float32 for Python floats, as in TensorFlow). An array of
+        another backend is an error, never a silent copy (:meth:`_refuse_foreign`).
         """
         raise NotImplementedError
 
@@ -219,8 +209,7 @@ class Ops:
     def lstm_gates_forward(self, z, c_prev):
         """Steps 2-4 of one LSTM step (``scratchnet/ops/lstm.py``): gates, cell, output.
 
-        z : (N, 4H), pre-activations in Keras gate order i, f, c (candidate g), o
-        c_prev : (N, H)
+        z : (N, 4H), pre-activations in Keras gate order i, f, c (candidate g), o;  c_prev : (N, H)
         returns (h, c, gates) : (N, H), (N, H), (N, 4H) with
             ``gates = [sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)]``,
             ``c = f*c_prev + i*g`` and ``h = o*tanh(c)``.
@@ -266,7 +255,6 @@ class Ops:
         returns (dz_seq, drecurrent_kernel, dbias, dh0, dc0) : (T, N, 4H), (H, 4H), (4H,), (N, H), (N, H);
             ``dz_seq[t]`` is the gradient of step t's pre-activations z_t, from which
             ``dkernel = sum_t x_t.T @ dz_t`` and ``dx_t = dz_t @ kernel.T``.
-        mask_seq : the forward's; a masked row of step t has ``dz_t = 0`` and hands dh, dc to step t-1 unchanged
         """
         raise NotImplementedError
 
@@ -278,6 +266,7 @@ class Ops:
         dh, dc : (N, H), the gradients of the final h_{T-1}, c_{T-1}
         x_seq, kernel, recurrent_kernel : as for the forward;  h_seq, c_seq, gates_seq : what it returned
         need_dx : False when nobody wants ``dx_seq`` (the model's input): it is not computed
+        mask_seq : the forward's; a masked row of step t has ``dz_t = 0`` and hands dh, dc to step t-1 unchanged
         returns (dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0) :
             (T, N, D) or None, (D, 4H), (H, 4H), (4H,), (N, H), (N, H)
         """
@@ -333,10 +322,28 @@ class Ops:
         """
         raise NotImplementedError
 
+    # --- layer and batch normalization ------------------------------------------
+
+    def normalization_forward(self, x, gamma, beta, epsilon, per_channel):
+        """``y = (x - mean) / sqrt(var + epsilon) * gamma + beta`` over each set (``scratchnet/ops/normalization.py``).
+
+        x : (M, C);  gamma, beta : (C,) or None;  epsilon : float > 0;  per_channel : sets are columns, else rows
+        returns (y, mean, var) : (M, C), (C,) or (M,) each: var biased and two-pass (the mean of ``(x - mean)^2``)
+        """
+        raise NotImplementedError
+
+    def normalization_backward(self, dy, x, mean, var, gamma, beta, epsilon, per_channel):
+        """Gradients of :meth:`normalization_forward`: ``dx = s (g - mean(g) - xhat mean(g xhat))`` over each set,
+        ``g = dy gamma``, ``s = 1 / sqrt(var + epsilon)``, ``xhat = (x - mean) s`` (made again from ``x``).
+
+        dy, x : (M, C);  mean, var : the forward's;  the others as for it
+        returns (dx, dgamma, dbeta) : (M, C), (C,) or None (no gamma), (C,) or None (no beta)
+        """
+        raise NotImplementedError
+
     # --- parameter updates (``scratchnet/ops/updates.py``) ----------------------
-    # In place, on arrays of one shape and dtype; each returns None (but the sums: sum_of_squares and
-    # sum_of_squares_on_device). A fused update is not part of the contract: it is an optimizer's
-    # choice (scratchnet/fused_update.py asks the backend for SGD's, and takes the plain steps without it).
+    # In place, on arrays of one shape and dtype; each returns None (but the two sum_of_squares kernels). A fused
+    # update is an optimizer's choice (scratchnet/fused_update.py asks the backend for SGD's), not the contract's.
 
     def scaled_add(self, y, x, alpha):
         """``y += alpha * x``: plain SGD's step (``alpha = -lr``), an L2 penalty's gradient.

@@ -60,31 +60,45 @@ def _stats_mean(xp, a, ones, per_channel):
     return (ones @ a) / a.shape[0] if per_channel else a.mean(axis=1, keepdims=True)
 
 
-def _normalize(be, x2, gamma, beta, epsilon, per_channel):
-    """``(y2, xhat, s, mean, var)`` for ``x`` seen as (M, C), statistics per channel or per row (the docstring's sets)."""
-    xp = be.xp
+def _normalize(xp, x2, gamma, beta, epsilon, per_channel):
+    """``(y2, mean, var)`` for ``x`` seen as (M, C), statistics per channel ((C,) each) or per row ((M,) each)."""
     ones = xp.ones(x2.shape[0], dtype=x2.dtype)
     mu = _stats_mean(xp, x2, ones, per_channel)
     centered = x2 - mu
     var = _stats_mean(xp, centered * centered, ones, per_channel)
-    s = 1 / xp.sqrt(var + x2.dtype.type(epsilon))
-    xhat = centered * s
+    xhat = centered * (1 / xp.sqrt(var + x2.dtype.type(epsilon)))
     y2 = xhat if gamma is None else xhat * gamma
     if beta is not None:
         y2 = y2 + beta
-    return y2, xhat, s, mu, var
+    return y2, mu.reshape(-1), var.reshape(-1)
 
 
-def _backward(be, dy2, xhat, s, gamma, beta, per_channel):
-    """``(dx2, dgamma, dbeta)``: the docstring's ``dx = s (g - mean g - xhat mean(g xhat))`` over the same sets;
-    ``dgamma`` and ``dbeta`` sum over the M rows (every position shares a channel's scale and shift)."""
-    xp = be.xp
+def _backward(xp, dy2, x2, mean, var, gamma, beta, epsilon, per_channel):
+    """``(dx2, dgamma, dbeta)``: the docstring's ``dx = s (g - mean g - xhat mean(g xhat))`` over the same sets,
+    ``xhat`` made again from ``x`` and the statistics (as the forward made it); ``dgamma`` and ``dbeta`` sum
+    over the M rows (every position shares a channel's scale and shift)."""
     ones = xp.ones(dy2.shape[0], dtype=dy2.dtype)
+    if not per_channel:  # one statistic per row: a column that broadcasts along the row
+        mean, var = mean.reshape(-1, 1), var.reshape(-1, 1)
+    s = 1 / xp.sqrt(var + x2.dtype.type(epsilon))
+    xhat = (x2 - mean) * s
     g = dy2 if gamma is None else dy2 * gamma
     dx2 = s * (g - _stats_mean(xp, g, ones, per_channel) - xhat * _stats_mean(xp, g * xhat, ones, per_channel))
     dgamma = None if gamma is None else ones @ (dy2 * xhat)
     dbeta = None if beta is None else ones @ dy2
     return dx2, dgamma, dbeta
+
+
+class NormalizationReference:
+    """Reference kernels for layer and batch normalization, on the (M, C) view of ``x``."""
+
+    def normalization_forward(self, x, gamma, beta, epsilon, per_channel):
+        """The module's math, written out: :func:`_normalize`."""
+        return _normalize(self.xp, x, gamma, beta, epsilon, per_channel)
+
+    def normalization_backward(self, dy, x, mean, var, gamma, beta, epsilon, per_channel):
+        """The module's math, written out: :func:`_backward`."""
+        return _backward(self.xp, dy, x, mean, var, gamma, beta, epsilon, per_channel)
 
 
 def norm_cost(x, gamma=None, beta=None, epsilon=1e-3, **unused):
@@ -112,13 +126,13 @@ def layer_norm(x, gamma=None, beta=None, epsilon=1e-3):
     be = get_backend()
     x, gamma, beta = as_float_arrays("layer_norm", be, x=x, gamma=gamma, beta=beta)
     _check("layer_norm", x, gamma, beta, epsilon, 1)
-    C = x.shape[-1]
-    y2, xhat, s, _, _ = _normalize(be, x.reshape(-1, C), gamma, beta, epsilon, per_channel=False)
+    x2 = x.reshape(-1, x.shape[-1])
+    y2, mean, var = be.normalization_forward(x2, gamma, beta, epsilon, False)
     y = y2.reshape(x.shape)
 
     def backprop(dy):
-        dy = check_grad("layer_norm", dy, y, be)
-        dx2, dgamma, dbeta = _backward(be, dy.reshape(-1, C), xhat, s, gamma, beta, per_channel=False)
+        dy2 = check_grad("layer_norm", dy, y, be).reshape(x2.shape)
+        dx2, dgamma, dbeta = be.normalization_backward(dy2, x2, mean, var, gamma, beta, epsilon, False)
         return dx2.reshape(x.shape), dgamma, dbeta
 
     return y, backprop
@@ -152,15 +166,16 @@ def batch_norm(x, gamma=None, beta=None, epsilon=1e-3):
     if M < 2:
         raise ValueError(f"batch_norm: each channel needs at least 2 values to normalize over, got x of shape "
                          f"{tuple(x.shape)}")
-    y2, xhat, s, mu, var = _normalize(be, x.reshape(M, C), gamma, beta, epsilon, per_channel=True)
+    x2 = x.reshape(M, C)
+    y2, mean, var = be.normalization_forward(x2, gamma, beta, epsilon, True)
     y = y2.reshape(x.shape)
 
     def backprop(dy, dmean=None, dvariance=None):
         if dmean is not None or dvariance is not None:
             raise ValueError("batch_norm: the batch mean and variance it returns are not differentiated (they feed "
                              "the moving averages); pass None for dmean and dvariance")
-        dx2, dgamma, dbeta = _backward(be, check_grad("batch_norm", dy, y, be).reshape(M, C), xhat, s, gamma, beta,
-                                       per_channel=True)
+        dy2 = check_grad("batch_norm", dy, y, be).reshape(M, C)
+        dx2, dgamma, dbeta = be.normalization_backward(dy2, x2, mean, var, gamma, beta, epsilon, True)
         return dx2.reshape(x.shape), dgamma, dbeta
 
-    return (y, mu, var), backprop
+    return (y, mean, var), backprop

@@ -22,6 +22,7 @@ from .dropout import DropoutReference
 from .embedding import EmbeddingReference
 from .losses import LossReference
 from .lstm import LSTMReference
+from .normalization import NormalizationReference
 from .pooling import PoolingReference
 from .updates import UpdateReference
 
@@ -35,6 +36,7 @@ class ReferenceOps(
     EmbeddingReference,
     DropoutReference,
     LossReference,
+    NormalizationReference,
     UpdateReference,
     Ops,
 ):

@@ -1,0 +1,268 @@
+"""Numba kernels for layer and batch normalization: the reference's two passes, without its temporaries.
+
+The math is ``scratchnet/ops/normalization.py``'s, seen on the (M, C) view of
+``x``: the statistics of a set (a row of C channels for layer norm, a column
+of M positions for batch norm), then ``xhat = (x - mu) s`` with
+``s = 1 / sqrt(var + epsilon)``, ``y = xhat gamma + beta``, and backward
+``dx = s (g - mean(g) - xhat mean(g xhat))`` with ``g = dy gamma``. The
+reference writes every step as a full-size temporary (``x - mu``, its
+square, ``xhat``, ``g``, ``g xhat``, ...); here each pass reads its inputs
+once and writes only the outputs, and ``xhat`` is recomputed from ``x`` in
+the backward (as the reference's backward does), not stored.
+
+Why it is exact: the statistics are two-pass as in the reference (the mean,
+then the mean of squared deviations from it), never ``E[x^2] - E[x]^2``,
+which cancels when the mean is large beside the spread. The sums are
+accumulated in float64 whatever the dtype, in blocks of ``CHUNK_ROWS`` rows
+(a block's partial sum joins the total), so their error is that of a sum of
+a few hundred terms; the elementwise steps are the reference's, in its
+order and in ``x``'s dtype (the statistics are cast to it first, as the
+reference's are). A float64 result therefore differs from the reference's
+by round-off only (its sums are NumPy's and the BLAS's, in another order),
+and a float32 one is at least as accurate.
+
+A row's sums over its channels (layer norm) are ``fastmath`` (reassociation
+only): that lets LLVM keep SIMD partial sums, a reordering of one sum. A
+column's sums (batch norm) are vectorized across the channels as they are.
+
+The rows are cut into one contiguous part per core (``kernels/runtime/threads.py``);
+batch norm's column sums are returned per part and added in part order, so
+the result does not depend on the split's timing. Batch norm's forward is
+three passes (sum, squared deviations, output) and its backward two (the
+sums of ``dy`` and ``dy xhat``, then ``dx``); layer norm's rows are
+independent and each pass is one loop over a row held in L1.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+from numba import njit
+
+from ..runtime import threads
+
+# Elements of x a part should hold at least: a few memory-bound passes over 64K elements take some 50
+# microseconds, a part's hand-over some 15.
+MIN_PART_ELEMENTS = 1 << 16
+# Rows summed into a block's partial sum before it joins the part's total (the float64 sums' error).
+CHUNK_ROWS = 256
+REASSOC = {"reassoc"}
+
+
+@njit(cache=True, nogil=True)
+def _in_dtype(scratch, value):
+    """``value`` rounded to the dtype of ``scratch`` (x's, float32 or float64), as the reference's statistics are."""
+    scratch[0] = value
+    return scratch[0]
+
+
+# --- per row (layer norm) -----------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True, fastmath=REASSOC)
+def _row_sum(x, m):
+    """``sum_c x[m, c]`` in float64."""
+    total = 0.0
+    for c in range(x.shape[1]):
+        total += x[m, c]
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=REASSOC)
+def _row_sum_of_squares(x, m, mu):
+    """``sum_c (x[m, c] - mu)^2`` in float64, each deviation in x's dtype (the reference's ``centered``)."""
+    total = 0.0
+    for c in range(x.shape[1]):
+        d = x[m, c] - mu
+        total += d * d
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=REASSOC)
+def _row_grad_sums(dy, x, gamma, m, mu, s):
+    """``(sum_c g, sum_c g xhat)`` of row ``m`` in float64, ``g = dy gamma``, ``xhat = (x - mu) s``."""
+    sum_g = 0.0
+    sum_gx = 0.0
+    for c in range(x.shape[1]):
+        g = dy[m, c] * gamma[c]
+        sum_g += g
+        sum_gx += g * ((x[m, c] - mu) * s)
+    return sum_g, sum_gx
+
+
+@njit(cache=True, nogil=True)
+def _rows_forward(x, gamma, beta, epsilon, y, mean, var):
+    """Layer norm's forward of rows ``x`` (M, C): ``mean`` and ``var`` (M,), and ``y``."""
+    M, C = x.shape
+    scratch = numpy.empty(1, x.dtype)
+    for m in range(M):
+        mean[m] = _row_sum(x, m) / C
+        mu = mean[m]  # in x's dtype, as the reference's
+        var[m] = _row_sum_of_squares(x, m, mu) / C
+        s = _in_dtype(scratch, 1.0 / math.sqrt(var[m] + epsilon))
+        for c in range(C):
+            y[m, c] = (x[m, c] - mu) * s * gamma[c] + beta[c]
+
+
+@njit(cache=True, nogil=True)
+def _rows_backward(dy, x, mean, var, gamma, epsilon, dx, dgamma, dbeta, chunk):
+    """Layer norm's backward of rows (M, C): ``dx``, and this part's ``dgamma``, ``dbeta`` (C,) sums in float64."""
+    M, C = x.shape
+    block_dgamma = numpy.zeros(C)
+    block_dbeta = numpy.zeros(C)
+    scratch = numpy.empty(1, x.dtype)
+    for m in range(M):
+        mu = mean[m]
+        s = _in_dtype(scratch, 1.0 / math.sqrt(var[m] + epsilon))
+        sum_g, sum_gx = _row_grad_sums(dy, x, gamma, m, mu, s)
+        mean_g, mean_gx = _in_dtype(scratch, sum_g / C), _in_dtype(scratch, sum_gx / C)
+        for c in range(C):
+            xhat = (x[m, c] - mu) * s
+            dx[m, c] = s * (dy[m, c] * gamma[c] - mean_g - xhat * mean_gx)
+            block_dgamma[c] += dy[m, c] * xhat
+            block_dbeta[c] += dy[m, c]
+        if (m + 1) % chunk == 0 or m == M - 1:
+            dgamma += block_dgamma
+            dbeta += block_dbeta
+            block_dgamma[:] = 0.0
+            block_dbeta[:] = 0.0
+
+
+# --- per channel (batch norm) ------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _column_sums(x, mean, chunk):
+    """``sum_m x[m]`` per channel, or with a ``mean`` (C,) ``sum_m (x[m] - mean)^2`` (each deviation in x's
+    dtype, the reference's ``centered``): (C,) float64."""
+    M, C = x.shape
+    total = numpy.zeros(C)
+    block = numpy.zeros(C)
+    for lo in range(0, M, chunk):
+        block[:] = 0.0
+        for m in range(lo, min(lo + chunk, M)):
+            if mean is None:
+                for c in range(C):
+                    block[c] += x[m, c]
+            else:
+                for c in range(C):
+                    d = x[m, c] - mean[c]
+                    block[c] += d * d
+        total += block
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _columns_forward(x, mean, inv_std, gamma, beta, y):
+    """``y = (x - mean) inv_std gamma + beta``, per channel."""
+    M, C = x.shape
+    for m in range(M):
+        for c in range(C):
+            y[m, c] = (x[m, c] - mean[c]) * inv_std[c] * gamma[c] + beta[c]
+
+
+@njit(cache=True, nogil=True)
+def _column_grad_sums(dy, x, mean, inv_std, chunk):
+    """``(sum_m dy, sum_m dy xhat)`` per channel, (C,) float64 each: dbeta and dgamma."""
+    M, C = x.shape
+    sum_dy = numpy.zeros(C)
+    sum_dyx = numpy.zeros(C)
+    block_dy = numpy.zeros(C)
+    block_dyx = numpy.zeros(C)
+    for lo in range(0, M, chunk):
+        block_dy[:] = 0.0
+        block_dyx[:] = 0.0
+        for m in range(lo, min(lo + chunk, M)):
+            for c in range(C):
+                xhat = (x[m, c] - mean[c]) * inv_std[c]
+                block_dy[c] += dy[m, c]
+                block_dyx[c] += dy[m, c] * xhat
+        sum_dy += block_dy
+        sum_dyx += block_dyx
+    return sum_dy, sum_dyx
+
+
+@njit(cache=True, nogil=True)
+def _columns_backward(dy, x, mean, inv_std, gamma, mean_g, mean_gx, dx):
+    """``dx = s (dy gamma - mean(g) - xhat mean(g xhat))``, per channel."""
+    M, C = x.shape
+    for m in range(M):
+        for c in range(C):
+            xhat = (x[m, c] - mean[c]) * inv_std[c]
+            dx[m, c] = inv_std[c] * (dy[m, c] * gamma[c] - mean_g[c] - xhat * mean_gx[c])
+
+
+# --- the contract's methods ---------------------------------------------------------------------------
+
+def _affine(gamma, beta, C, dtype):
+    """``gamma`` and ``beta`` as contiguous (C,) arrays; 1 and 0 where absent (``xhat * 1 + 0`` is ``xhat``)."""
+    gamma = numpy.ones(C, dtype) if gamma is None else numpy.ascontiguousarray(gamma)
+    beta = numpy.zeros(C, dtype) if beta is None else numpy.ascontiguousarray(beta)
+    return gamma, beta
+
+
+def _split(fn, M, C):
+    """``threads.split(fn, M)``, in parts of at least ``MIN_PART_ELEMENTS`` elements."""
+    return threads.split(fn, M, threads.rows_for(C, MIN_PART_ELEMENTS))
+
+
+def _column_total(x, mean=None):
+    """:func:`_column_sums` over the parts, added in part order."""
+    parts = _split(lambda lo, hi: _column_sums(x[lo:hi], mean, CHUNK_ROWS), *x.shape)
+    total = parts[0]
+    for other in parts[1:]:
+        total = total + other
+    return total
+
+
+def normalization_forward(x, gamma, beta, epsilon, per_channel):
+    """The contract's ``normalization_forward``: ``(y, mean, var)``."""
+    x = numpy.ascontiguousarray(x)
+    M, C = x.shape
+    dtype = x.dtype
+    gamma, beta = _affine(gamma, beta, C, dtype)
+    eps = dtype.type(epsilon)
+    y = numpy.empty_like(x)
+    if not per_channel:
+        mean, var = numpy.empty(M, dtype), numpy.empty(M, dtype)
+        _split(lambda lo, hi: _rows_forward(x[lo:hi], gamma, beta, eps, y[lo:hi], mean[lo:hi], var[lo:hi]), M, C)
+        return y, mean, var
+    mean = (_column_total(x) / M).astype(dtype)
+    var = (_column_total(x, mean) / M).astype(dtype)
+    inv_std = 1 / numpy.sqrt(var + eps)
+    _split(lambda lo, hi: _columns_forward(x[lo:hi], mean, inv_std, gamma, beta, y[lo:hi]), M, C)
+    return y, mean, var
+
+
+def normalization_backward(dy, x, mean, var, gamma, beta, epsilon, per_channel):
+    """The contract's ``normalization_backward``: ``(dx, dgamma, dbeta)``."""
+    dy, x = numpy.ascontiguousarray(dy), numpy.ascontiguousarray(x)
+    M, C = x.shape
+    dtype = x.dtype
+    has_gamma, has_beta = gamma is not None, beta is not None
+    gamma, _ = _affine(gamma, None, C, dtype)
+    eps = dtype.type(epsilon)
+    dx = numpy.empty_like(x)
+    if not per_channel:
+        def part(lo, hi):
+            dgamma, dbeta = numpy.zeros(C), numpy.zeros(C)
+            _rows_backward(dy[lo:hi], x[lo:hi], mean[lo:hi], var[lo:hi], gamma, eps, dx[lo:hi], dgamma, dbeta,
+                           CHUNK_ROWS)
+            return dgamma, dbeta
+
+        parts = _split(part, M, C)
+        sum_dyx, sum_dy = parts[0]
+        for other_dyx, other_dy in parts[1:]:
+            sum_dyx, sum_dy = sum_dyx + other_dyx, sum_dy + other_dy
+    else:
+        inv_std = 1 / numpy.sqrt(var + eps)
+        parts = _split(lambda lo, hi: _column_grad_sums(dy[lo:hi], x[lo:hi], mean, inv_std, CHUNK_ROWS), M, C)
+        sum_dy, sum_dyx = parts[0]
+        for other_dy, other_dyx in parts[1:]:
+            sum_dy, sum_dyx = sum_dy + other_dy, sum_dyx + other_dyx
+        # g = dy gamma: its means are gamma times those of dy and dy xhat.
+        mean_g = (gamma * sum_dy / M).astype(dtype)
+        mean_gx = (gamma * sum_dyx / M).astype(dtype)
+        _split(lambda lo, hi: _columns_backward(dy[lo:hi], x[lo:hi], mean, inv_std, gamma, mean_g, mean_gx,
+                                                dx[lo:hi]), M, C)
+    dgamma = sum_dyx.astype(dtype) if has_gamma else None
+    dbeta = sum_dy.astype(dtype) if has_beta else None
+    return dx, dgamma, dbeta
