@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from helpers import assert_close, load_tensorflow, to_backend
+from helpers import assert_close, backend_params, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
 
 DTYPES = [np.float32, np.float64]
@@ -171,3 +171,131 @@ def test_bad_arguments_are_one_clear_error(call, message):
     with sn.use_backend("numpy"), pytest.raises(ValueError) as info:
         call()
     assert message in str(info.value)
+
+
+# --- the fast kernels (normalization_forward / _backward) against the reference ---------------------------------
+
+FAST = backend_params(("numba", "cupy"))
+# (rtol, atol): float64 to round-off (the sums in another order), float32 close; atol scaled as in assert_close.
+KERNEL_TOLERANCES = {np.dtype(np.float64): (1e-10, 1e-12), np.dtype(np.float32): (1e-4, 1e-5)}
+# Awkward shapes: one channel, two values per set, one example, odd sizes, and rows enough for several blocks.
+KERNEL_SHAPES = [(2, 1), (1, 2), (2, 3), (7, 1, 1, 1), (1, 5, 3, 2), (3, 4, 5), (9, 2, 3, 6), (611, 3), (40, 16, 5)]
+LAYOUTS = {
+    "contiguous": lambda a: a,
+    "fortran": np.asfortranarray,
+    "stepped": lambda a: _stepped(a),
+    "reversed": lambda a: np.ascontiguousarray(a[..., ::-1])[..., ::-1],
+}
+
+
+def _stepped(a):
+    """``a``'s values, every other element of a NaN-filled buffer along each axis (read a gap, get NaN)."""
+    buffer = np.full(tuple(2 * n for n in a.shape), np.nan, dtype=a.dtype)
+    view = buffer[tuple(slice(None, None, 2) for _ in a.shape)]
+    view[...] = a
+    return view
+
+
+def _run_op(op, x, gamma, beta, dy, epsilon=1e-3):
+    """Every result of ``op`` (the statistics too, for batch norm) by name, on the current backend, as NumPy."""
+    out, backprop = getattr(sn.ops, op)(x, gamma, beta, epsilon)
+    y, mean, var = out if op == "batch_norm" else (out, None, None)
+    dx, dgamma, dbeta = backprop(dy)
+    named = dict(y=y, mean=mean, var=var, dx=dx, dgamma=dgamma, dbeta=dbeta)
+    return {k: None if v is None else np.asarray(sn.to_numpy(v)) for k, v in named.items()}
+
+
+def _assert_kernel_matches(got, want, dtype, input_scale=1.0):
+    """Close to the reference: ``KERNEL_TOLERANCES``, the absolute one scaled by the largest result and by
+    ``input_scale`` (the inputs' magnitude over their spread, which their round-off is relative to)."""
+    rtol, atol = KERNEL_TOLERANCES[np.dtype(dtype)]
+    atol *= input_scale
+    assert got.keys() == want.keys()
+    for name, expected in want.items():
+        actual = got[name]
+        if expected is None or actual is None:
+            assert actual is None and expected is None, f"{name}: one backend returned None, the other an array"
+            continue
+        assert actual.shape == expected.shape and actual.dtype == expected.dtype == dtype, name
+        scale = max(1.0, float(np.max(np.abs(expected))))
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, err_msg=name)
+
+
+def _compare_with_reference(target, op, dtype, x, gamma, beta, dy, layout="contiguous", epsilon=1e-3,
+                            input_scale=1.0):
+    """``op`` on ``target`` with ``x`` and ``dy`` laid out as ``layout`` says, and on the reference with contiguous
+    copies: the same results; the inputs come back unchanged."""
+    with sn.use_backend("numpy"):
+        want = _run_op(op, x, gamma, beta, dy, epsilon)
+    with sn.use_backend(target) as be:
+        laid = [None if a is None else be.xp.asarray(LAYOUTS[layout](a)) if a.ndim > 1 else be.xp.asarray(a)
+                for a in (x, gamma, beta, dy)]
+        got = _run_op(op, *laid, epsilon)
+    for a, original in zip(laid, (x, gamma, beta, dy)):
+        if a is not None:
+            np.testing.assert_array_equal(sn.to_numpy(a), original, err_msg=f"the {target} backend wrote into an input")
+    _assert_kernel_matches(got, want, dtype, input_scale)
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """The numba kernels split any input between the threads, and sum over blocks of 3 rows: the parts' bounds
+    and the blocks' partial sums are exercised on small shapes."""
+    from scratchnet.kernels.numba import normalization as kernels
+    from scratchnet.kernels.runtime import threads
+
+    monkeypatch.setattr(kernels, "MIN_PART_ELEMENTS", 1)
+    monkeypatch.setattr(kernels, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(threads, "rows_for", lambda per_row, min_elements=1: 1)
+
+
+@pytest.mark.parametrize("target", FAST)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("op", ["layer_norm", "batch_norm"])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=str)
+def test_the_fast_kernels_match_the_reference_on_awkward_shapes(target, dtype, op, shape):
+    if op == "batch_norm" and (len(shape) < 2 or int(np.prod(shape[:-1])) < 2):
+        pytest.skip("batch_norm needs at least 2 values per channel (its bad-argument test covers the error)")
+    x, dy = data(shape, dtype, seed=sum(shape))
+    rng = np.random.default_rng(len(shape))
+    gamma, beta = (1 + rng.standard_normal(shape[-1])).astype(dtype), rng.standard_normal(shape[-1]).astype(dtype)
+    _compare_with_reference(target, op, dtype, x, gamma, beta, dy)
+
+
+@pytest.mark.parametrize("target", FAST)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("op", ["layer_norm", "batch_norm"])
+@pytest.mark.parametrize("layout", [k for k in LAYOUTS if k != "contiguous"])
+@pytest.mark.parametrize("affine", ["both", "gamma", "beta", "neither"])
+def test_the_fast_kernels_take_any_layout_and_optional_scale_and_shift(target, dtype, op, layout, affine):
+    x, dy = data((5, 3, 4), dtype, seed=7)
+    rng = np.random.default_rng(8)
+    gamma = (1 + rng.standard_normal(4)).astype(dtype) if affine in ("both", "gamma") else None
+    beta = rng.standard_normal(4).astype(dtype) if affine in ("both", "beta") else None
+    _compare_with_reference(target, op, dtype, x, gamma, beta, dy, layout)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("op", ["layer_norm", "batch_norm"])
+@pytest.mark.parametrize("shape", [(2, 1), (5, 7), (11, 2, 3), (70, 16)], ids=str)
+def test_the_numba_kernels_split_between_threads_and_blocks_match_the_reference(split_everything, dtype, op, shape):
+    x, dy = data(shape, dtype, seed=9)
+    rng = np.random.default_rng(10)
+    gamma, beta = (1 + rng.standard_normal(shape[-1])).astype(dtype), rng.standard_normal(shape[-1]).astype(dtype)
+    _compare_with_reference("numba", op, dtype, x, gamma, beta, dy, "stepped")
+
+
+@pytest.mark.parametrize("target", FAST)
+@pytest.mark.parametrize("op", ["layer_norm", "batch_norm"])
+def test_the_fast_kernels_keep_float64_exact_when_the_mean_dwarfs_the_spread(target, op):
+    """Values 1e6 apart from their mean by about 1: the two-pass variance keeps its digits (the one-pass
+    ``E[x^2] - E[x]^2`` would lose all but a few), and float64 still matches the reference to the round-off of
+    the inputs (an ulp of 1e6 is 1e-10: the deviations from the mean, and so the outputs, carry that much)."""
+    x, dy = data((300, 8), np.float64, seed=11, offset=1e6)
+    _compare_with_reference(target, op, np.float64, x, np.linspace(0.5, 2, 8), np.linspace(-1, 1, 8), dy,
+                            epsilon=1e-12, input_scale=1e6)
+    with sn.use_backend(target) as be:
+        out, _ = getattr(sn.ops, op)(be.xp.asarray(x), None, None, 1e-12)
+    y = np.asarray(sn.to_numpy(out[0] if op == "batch_norm" else out))
+    axis = 0 if op == "batch_norm" else 1
+    np.testing.assert_allclose(y.std(axis=axis), 1, rtol=1e-6)
