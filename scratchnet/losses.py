@@ -2,6 +2,11 @@
 
 ``value`` is a Python float (the mean over every leading position);
 ``backprop(dloss=1.0)`` returns the gradient with respect to ``y_pred``.
+``loss(y_true, y_pred, mask=m)`` takes Keras's mask of ``y_pred`` (a boolean
+array over the positions, ``y_pred.shape[:-1]``): a position where it is False
+counts for nothing, neither in the sum nor in the mean's divisor
+(``sum(mask * loss) / sum(mask)``, 0 when nothing is left, as Keras's
+``divide_no_nan``), and its gradient is 0.
 ``loss.on_device(y_true, y_pred)`` is the same with the value left a 0-d
 array of the backend: on a GPU, reading it is a wait for the device, which a
 training step makes once for all its numbers (``scratchnet.model.step.train_step``).
@@ -14,6 +19,8 @@ for any finite logits, and the fused ``softmax - onehot`` gradient.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 
 import numpy
@@ -36,15 +43,48 @@ class Loss(Configurable):
 
     name = "loss"
 
-    def __call__(self, y_true, y_pred):
+    def __call__(self, y_true, y_pred, mask=None):
         if type(self).on_device is Loss.on_device:
             raise NotImplementedError(f"{type(self).__name__} implements neither __call__ nor on_device")
-        value, backprop = self.on_device(y_true, y_pred)
+        value, backprop = self.on_device(y_true, y_pred, mask=mask)
         return float(value), backprop
 
-    def on_device(self, y_true, y_pred):
+    def on_device(self, y_true, y_pred, mask=None):
         """``(value, backprop)`` with ``value`` a 0-d array of the backend (or a float): not read yet."""
-        return self(y_true, y_pred)
+        return with_mask(self, mask)(y_true, y_pred)
+
+
+def with_mask(fn, mask, name=None):
+    """``fn`` (a loss or a metric) called with ``mask=mask``; ``fn`` itself when there is no mask.
+
+    A function that takes no ``mask`` cannot honour one: a ValueError says so
+    rather than counting the padded positions.
+    """
+    if mask is None:
+        return fn
+    try:
+        takes = "mask" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if not takes:
+        what = name or getattr(fn, "__name__", type(fn).__name__)
+        raise ValueError(f"{what}: the model's output has a mask (from Embedding(mask_zero=True) or Masking) but "
+                         f"this loss or metric takes no mask= argument; give it one (positions where the mask is "
+                         f"False must count for nothing), or remove the mask")
+    return functools.partial(fn, mask=mask)
+
+
+def _positions_mask(op, be, mask, shape):
+    """``mask`` as a boolean backend array of the per-position losses' ``shape``, or None."""
+    if mask is None:
+        return None
+    mask = be.native(op, "mask", mask)
+    if mask.dtype != numpy.bool_:
+        raise ValueError(f"{op}: mask must be boolean (False: the position counts for nothing), got {mask.dtype}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{op}: mask must have the shape of the positions {tuple(shape)} (y_pred without its last "
+                         f"axis), got {tuple(mask.shape)}")
+    return mask
 
 
 class CategoricalCrossentropy(Loss):
@@ -62,13 +102,26 @@ class CategoricalCrossentropy(Loss):
     def __init__(self, from_logits=True):
         self.from_logits = bool(from_logits)
 
-    def on_device(self, y_true, y_pred):
+    def on_device(self, y_true, y_pred, mask=None):
         op = type(self).__name__
         if tuple(y_true.shape) != tuple(y_pred.shape):
             raise ValueError(
                 f"{op}: y_true must have y_pred's shape {tuple(y_pred.shape)}, got {tuple(y_true.shape)}"
             )
         labels = y_true.astype(y_pred.dtype, copy=False)
+        if mask is not None:  # per-position losses, then the masked mean
+            be = get_backend()
+            mask = _positions_mask(op, be, mask, y_pred.shape[:-1])
+            if self.from_logits:
+                log_p, log_softmax_backprop = ops.log_softmax(y_pred)
+                losses = -(labels * log_p).sum(axis=-1)
+
+                def rows_backprop(g):
+                    return log_softmax_backprop(labels * -g[..., None])
+            else:
+                losses, rows_backprop = _crossentropy_rows_from_probabilities(op, labels, y_pred)
+            w = mask.astype(y_pred.dtype)
+            return _reduce(op, be, losses * w, w, "mean", rows_backprop)
         if self.from_logits:
             return ops.softmax_cross_entropy(y_pred, labels)
         return _crossentropy_from_probabilities(op, labels, y_pred)
@@ -126,13 +179,13 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             raise ValueError(f"{op}: reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
         self.reduction = _REDUCTIONS[reduction.lower()]
 
-    def __call__(self, y_true, y_pred):
+    def __call__(self, y_true, y_pred, mask=None):
         if self.reduction != "none":
-            return super().__call__(y_true, y_pred)
-        value, backprop = self.on_device(y_true, y_pred)
+            return super().__call__(y_true, y_pred, mask=mask)
+        value, backprop = self.on_device(y_true, y_pred, mask=mask)
         return to_numpy(value), backprop
 
-    def on_device(self, y_true, y_pred):
+    def on_device(self, y_true, y_pred, mask=None):
         op = type(self).__name__
         be = get_backend()
         xp = be.xp
@@ -145,7 +198,8 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
                 f"got {tuple(y_true.shape)} (y_pred: {tuple(y_pred.shape)})"
             )
         K = y_pred.shape[-1]
-        if self.ignore_index is None and self.class_weight is None and self.reduction != "none":
+        mask = _positions_mask(op, be, mask, ids.shape)
+        if self.ignore_index is None and self.class_weight is None and self.reduction != "none" and mask is None:
             value, backprop = self._plain(op, ids, y_pred)
             if self.reduction == "mean":
                 return value, backprop
@@ -153,6 +207,8 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             return value * M, lambda dloss=1.0: backprop(scalar_grad(op, be, dloss) * M)
         ids = be.native(op, "y_true", ids)
         counted = None if self.ignore_index is None else ids != self.ignore_index
+        if mask is not None:  # Keras's mask: the masked positions count as ignored ones (any id there is read as 0)
+            counted = mask if counted is None else counted & mask
         if counted is not None:
             ids = xp.where(counted, ids, 0)  # an ignored position's id may be any int (-100): read as class 0
         ids = check_ids(op, be, "y_true", ids, K, f"y_pred has {K} classes", floats=True)
@@ -281,16 +337,26 @@ def _crossentropy_from_probabilities(op, labels, P):
 
 
 class MeanSquaredError(Loss):
-    """``mean((y_pred - y_true) ** 2)`` over every element."""
+    """``mean((y_pred - y_true) ** 2)`` over every element (with a mask: Keras's, the masked mean over the
+    positions of each position's mean over the last axis)."""
 
     name = "mean_squared_error"
 
-    def on_device(self, y_true, y_pred):
+    def on_device(self, y_true, y_pred, mask=None):
         if tuple(y_true.shape) != tuple(y_pred.shape):
             raise ValueError(
                 f"MeanSquaredError: y_true must have y_pred's shape {tuple(y_pred.shape)}, got {tuple(y_true.shape)}"
             )
         D = y_pred - y_true.astype(y_pred.dtype, copy=False)
+        if mask is not None:  # Keras's: the mean over the last axis per position, then the masked mean of those
+            be = get_backend()
+            w = _positions_mask("MeanSquaredError", be, mask, y_pred.shape[:-1]).astype(y_pred.dtype)
+            C = y_pred.shape[-1]
+
+            def rows_backprop(g):
+                return D * (2 * g / C)[..., None]
+
+            return _reduce("MeanSquaredError", be, (D * D).mean(axis=-1) * w, w, "mean", rows_backprop)
         loss = (D * D).mean()
 
         def backprop(dloss=1.0):

@@ -47,6 +47,11 @@ def _project(x, kernel, bias):
     return heads, backprop
 
 
+def _zero_rows(backprop, empty, xp):
+    """``backprop`` of an attention whose output rows ``empty`` were set to 0 (their gradient is 0)."""
+    return lambda dA: backprop(xp.where(empty, 0, dA))
+
+
 @register
 class MultiHeadAttention(Layer):
     """Multi-head attention with Keras's arguments, defaults and weight layout.
@@ -73,6 +78,13 @@ class MultiHeadAttention(Layer):
     query may attend. ``backprop(dy)`` returns ``dquery`` for self-attention,
     and ``[dquery, dvalue, dkey]`` (``dkey`` None when no key was given) otherwise.
 
+    Masks (Keras 3's ``_compute_attention_mask``): with ``takes_mask`` the layer gets the masks of
+    its inputs, ``mask=m`` (the query's; for self-attention the value's too) or ``mask=[query_mask,
+    value_mask(, key_mask)]`` (the inputs of ``layer([query, value(, key)])``). Query ``i`` may
+    attend to key ``j`` where ``query_mask[i] & value_mask[j] & key_mask[j]`` (and the
+    ``attention_mask``, and the causal mask); a query left no key gets attention weights 0, as
+    Keras's masked softmax gives, so its output is the output bias. The output's mask is the query's.
+
     Weights, in Keras's order: ``query/kernel`` (Dq, h, key_dim), ``query/bias`` (h, key_dim),
     ``key/kernel`` (Dk, h, key_dim), ``key/bias``, ``value/kernel`` (Dv, h, value_dim),
     ``value/bias`` (h, value_dim), ``attention_output/kernel`` (h, value_dim, output_dim),
@@ -98,8 +110,23 @@ class MultiHeadAttention(Layer):
         self.bias_regularizer = regularizers.get(bias_regularizer)
         self._other_shapes = None  # (value's, key's) last dimensions, set by the first forward
 
+    takes_mask = True
+    supports_masking = True
+
+    def compute_mask(self, x, mask):
+        """The query's mask (Keras's)."""
+        return mask[0] if isinstance(mask, (list, tuple)) else mask
+
     def forward(self, x, training=False, need_dx=True, value=None, key=None, attention_mask=None,
-                use_causal_mask=False):
+                use_causal_mask=False, **kwargs):
+        if isinstance(x, (list, tuple)):  # layer([query, value(, key)]): the functional API's call of two inputs
+            if not 2 <= len(x) <= 3 or value is not None or key is not None:
+                raise ValueError(f"MultiHeadAttention {self.name!r}: a list input is [query, value] or [query, value, "
+                                 f"key], without value= or key=; got {len(x)} inputs")
+            inputs = len(x)
+            y, backprop = self.forward(x[0], training, need_dx, x[1], x[2] if inputs == 3 else None, attention_mask,
+                                       use_causal_mask, **kwargs)
+            return y, (lambda dy: backprop(dy)[:inputs])
         if value is None and key is not None:
             raise ValueError(f"MultiHeadAttention {self.name!r}: key is given without value; pass value= too")
         value = None if value is None else self._as_input(value)
@@ -109,7 +136,7 @@ class MultiHeadAttention(Layer):
             dv = dq if value is None else value.shape[-1]
             self._other_shapes = (dv, dv if key is None else key.shape[-1])
         return super().forward(x, training, need_dx, value=value, key=key, attention_mask=attention_mask,
-                               use_causal_mask=use_causal_mask)
+                               use_causal_mask=use_causal_mask, **kwargs)
 
     def build(self, input_shape):
         if len(input_shape) != 3:
@@ -134,7 +161,7 @@ class MultiHeadAttention(Layer):
             raise ValueError(f"MultiHeadAttention {self.name!r}: {name} must have shape [N, T, {depth}] (the depth it "
                              f"was built for), got {tuple(a.shape)}")
 
-    def call(self, x, training=False, value=None, key=None, attention_mask=None, use_causal_mask=False):
+    def call(self, x, training=False, value=None, key=None, attention_mask=None, use_causal_mask=False, mask=None):
         self_attention = value is None
         v = x if self_attention else value
         k = v if key is None else key
@@ -147,14 +174,23 @@ class MultiHeadAttention(Layer):
         Q, q_backprop = _project(x, self.query_kernel.value, _value(self.query_bias))
         K, k_backprop = _project(k, self.key_kernel.value, _value(self.key_bias))
         V, v_backprop = _project(v, self.value_kernel.value, _value(self.value_bias))
-        mask = attention_mask
+        causal = bool(use_causal_mask)
+        allowed = attention_mask
+        if allowed is not None:
+            allowed = self._as_mask(allowed)
+            if allowed.ndim == 3:
+                allowed = allowed[:, None]  # (N, Tq, Tk) -> (N, 1, Tq, Tk): the same for every head, as in Keras
+        empty = None
         if mask is not None:
-            mask = self._as_mask(mask)
-            if mask.ndim == 3:
-                mask = mask[:, None]  # (N, Tq, Tk) -> (N, 1, Tq, Tk): the same for every head, as in Keras
-        A, attention_backprop = ops.attention(Q, K, V, mask=mask, causal=bool(use_causal_mask),
+            allowed, empty = self._input_masks(mask, allowed, x, k, self_attention, key is None, causal)
+            causal = False  # in `allowed` now
+        A, attention_backprop = ops.attention(Q, K, V, mask=allowed, causal=causal,
                                               scale=1.0 / numpy.sqrt(self.key_dim),
                                               dropout_rate=self.dropout if training else 0.0)
+        if empty is not None:  # Keras's masked softmax gives a query with no key weights 0: no output, no gradient
+            xp = get_backend().xp
+            A = xp.where(empty, 0, A)
+            attention_backprop = _zero_rows(attention_backprop, empty, xp)
         N, h, Tq, dv = A.shape
         out = self.output_kernel.shape[-1]
         Y, o_backprop = ops.dense(A.transpose(0, 2, 1, 3).reshape(N * Tq, h * dv),
@@ -180,6 +216,35 @@ class MultiHeadAttention(Layer):
             return [grads["query"], grads["value"], grads["key"]]
 
         return Y.reshape(N, Tq, out), backprop
+
+    def _input_masks(self, mask, allowed, q, k, self_attention, no_key, causal):
+        """``(allowed, empty)``: the attention mask of Keras's ``_compute_attention_mask`` from the inputs' masks
+        (query's over rows, value's and key's over columns; the key's only when a key was given), with the
+        ``attention_mask`` and causal mask, as (N, 1, Tq, Tk); and ``empty`` (N, 1, Tq, 1), the queries it
+        leaves no key, which are then given every key (the op needs one) and zeroed after."""
+        be = get_backend()
+        xp = be.xp
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask, mask if self_attention else None]
+        masks += [None] * (3 - len(masks))
+        if no_key:
+            masks[2] = None
+        N, Tq, Tk = q.shape[0], q.shape[1], k.shape[1]
+        full = xp.ones((N, 1, Tq, Tk), dtype=bool)
+        for m, length, index in zip(masks, (Tq, Tk, Tk), (numpy.s_[:, None, :, None], numpy.s_[:, None, None, :],
+                                                          numpy.s_[:, None, None, :])):
+            if m is None:
+                continue
+            m = be.native(f"MultiHeadAttention {self.name!r}", "mask", m)
+            if m.dtype != numpy.bool_ or tuple(m.shape) != (N, length):
+                raise ValueError(f"MultiHeadAttention {self.name!r}: an input's mask must be boolean (N, T) = "
+                                 f"({N}, {length}), got {m.dtype} {tuple(m.shape)}")
+            full = full & m[index]
+        if allowed is not None:
+            full = full & allowed
+        if causal:
+            full = full & xp.tril(xp.ones((Tq, Tk), dtype=bool))
+        empty = ~full.any(axis=-1, keepdims=True)
+        return full | empty, empty
 
     def _as_mask(self, mask):
         be = get_backend()

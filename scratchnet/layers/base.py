@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy
 
@@ -69,10 +70,22 @@ class Layer:
         gradient of its input, as for the first layer of a model trained on
         data), it skips computing ``dx`` and its ``backprop`` returns ``None``.
         A layer without it computes ``dx`` anyway, which is never wrong.
+    supports_masking : bool
+        Keras's: the layer passes its input's mask on unchanged (:meth:`compute_mask`).
+    takes_mask : bool
+        ``call`` takes ``mask=``, the input's mask (Keras's ``call(..., mask=None)``); a
+        container passes it only when there is one (``forward(x, training, mask=m)``).
+
+    Masks, as Keras's: a boolean array over the leading axes of a sequence
+    (``(N, T)``), False at padding. A container runs each layer, passes it the
+    mask when it :attr:`takes_mask`, and asks it the mask of its output with
+    :meth:`compute_mask`.
     """
 
     takes_ids = False
     takes_need_dx = False
+    supports_masking = False
+    takes_mask = False
     #: A container's own name is not part of its weights' names when it is
     #: outermost (as in TF 1's ``get_variable``); a lone layer's is.
     _names_weights = True
@@ -181,6 +194,20 @@ class Layer:
         if self.output_shape is None:
             self.output_shape = shape_of(y)
         return y, backprop
+
+    def compute_mask(self, x, mask):
+        """The mask of this layer's output for the input ``x`` with mask ``mask`` (a list of them for a layer of
+        several inputs), or None. The default is Keras's: the mask passes through a layer that
+        :attr:`supports_masking`; any other drops it, with Keras's warning (once per layer)."""
+        if self.supports_masking:
+            return mask
+        if not getattr(self, "_warned_mask", False) and any(
+                m is not None for m in (mask if isinstance(mask, (list, tuple)) else [mask])):
+            self._warned_mask = True
+            warnings.warn(f"Layer {self.name!r} (of type {type(self).__name__}) was passed an input with a mask "
+                          "attached to it. However, this layer does not support masking and will therefore destroy "
+                          "the mask information. Downstream layers will not see the mask.", stacklevel=2)
+        return None
 
     def forward_after(self, previous, x, training=False):
         """``(y, backprop)`` of layer ``previous`` and then this one as one fused op, or ``None``.

@@ -30,6 +30,8 @@ class Dense(Layer):
     for the GEMM, as Keras does for a sequence fed to a Dense.
     """
 
+    supports_masking = True  # Keras's: the mask passes through
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, name=None, dtype=None):
         super().__init__(name, dtype)
@@ -84,6 +86,8 @@ class Dense(Layer):
 class Activation(Layer):
     """An activation as a layer: ``Activation("relu")``."""
 
+    supports_masking = True  # Keras's: the mask passes through
+
     def __init__(self, activation, name=None, dtype=None):
         super().__init__(name, dtype)
         self.activation = activation_name("Activation", activation)
@@ -102,6 +106,8 @@ class LogSoftmax(Layer):
     Keras has no LogSoftmax layer; ``Activation("log_softmax")`` is its
     equivalent for ``axis=-1``, and ``to_keras`` writes this layer as that.
     """
+
+    supports_masking = True  # Keras's: the mask passes through
 
     def __init__(self, axis=-1, name=None, dtype=None):
         super().__init__(name, dtype)
@@ -129,6 +135,8 @@ class Dropout(Layer):
     (:func:`scratchnet.ops.dropout`'s ``global_shape`` and ``offset``), so
     the masks do not depend on the number of ranks.
     """
+
+    supports_masking = True  # Keras's: the mask passes through
 
     def __init__(self, rate, seed=None, name=None, dtype=None):
         super().__init__(name, dtype)

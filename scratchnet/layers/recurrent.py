@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy
 
 from .. import initializers, ops, recording, regularizers
+from ..backend import get_backend
+from ..ops.masks import sequence_mask
 from ..serialization import initializer_config, register
 from ._args import positive_int
 from .base import Layer, as_backend_array
@@ -29,6 +31,15 @@ class LSTM(Layer):
         Gradients stop at the batch boundary (truncated BPTT).
     unit_forget_bias : bool
         Initialise the forget gate's bias to 1 (Keras's default).
+    zero_output_for_mask : bool
+        Keras's: with a mask, a masked step outputs zeros instead of the previous
+        output (``Bidirectional`` sets it when returning sequences).
+
+    Masks (Keras's): ``forward(x, training, mask=m)``, ``m`` (N, T) boolean
+    (from ``Embedding(mask_zero=True)`` or ``Masking`` in a model): a step where
+    it is False keeps the state and outputs the previous output
+    (:func:`scratchnet.ops.lstm`). The output's mask is ``m`` with
+    ``return_sequences``, else None.
 
     ``forward(x, training, initial_state=[h0, c0])`` starts from a given state;
     ``backprop`` then returns ``[dx, dh0, dc0]``.
@@ -37,8 +48,9 @@ class LSTM(Layer):
     def __init__(self, units, return_sequences=False, return_state=False, stateful=False,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
                  unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
-                 name=None, dtype=None):
+                 zero_output_for_mask=False, name=None, dtype=None):
         super().__init__(name, dtype)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         self.units = positive_int("LSTM", "units", units)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
@@ -73,12 +85,22 @@ class LSTM(Layer):
         self.states = None
 
     takes_need_dx = True
+    takes_mask = True
+    supports_masking = True
 
-    def call(self, x, training=False, initial_state=None, need_dx=True):
+    def compute_mask(self, x, mask):
+        """Keras's: the input's mask with ``return_sequences``, else None (and None for the states)."""
+        mask = mask[0] if isinstance(mask, (list, tuple)) else mask
+        out = mask if self.return_sequences else None
+        return [out, None, None] if self.return_state else out
+
+    def call(self, x, training=False, initial_state=None, need_dx=True, mask=None):
         h0, c0 = self._initial_state(x.shape[0], initial_state, f"x has {x.shape[0]} (x: {tuple(x.shape)})")
+        mask = None if mask is None else sequence_mask(f"LSTM {self.name!r}", get_backend(), mask, *x.shape[:2])
+        masked = {} if mask is None else {"mask": mask}  # an op swapped in by sn.exercises.use may take no mask
         outputs, lstm_backprop = ops.lstm(x, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0, c0,
-                                          need_dx=need_dx)
-        return self._finish(outputs, lstm_backprop, state_grads=initial_state is not None)
+                                          need_dx=need_dx, **masked)
+        return self._finish(outputs, lstm_backprop, state_grads=initial_state is not None, mask=mask)
 
     def forward_after(self, previous, x, training=False):
         """An :class:`Embedding` then this LSTM as one op, :func:`scratchnet.ops.embedding_lstm`.
@@ -88,7 +110,8 @@ class LSTM(Layer):
         table has fewer rows than a batch has positions (a character model).
         ``None`` otherwise: before both layers are built, when the two keep
         different dtypes, or when either is a subclass with a ``call`` or
-        ``forward`` of its own (the fused op would skip it).
+        ``forward`` of its own (the fused op would skip it). With
+        ``mask_zero`` the fused op takes the mask ``ids != 0``.
 
         What runs is the fused op, and tools that watch the ops see it: the
         profiler times ``embedding_lstm`` under this layer, and a TensorBoard
@@ -104,9 +127,11 @@ class LSTM(Layer):
         ids = previous.ids_of(as_backend_array(x, previous.dtype))
         with recording.scope(self.name, self):
             h0, c0 = self._initial_state(ids.shape[0], None, f"the ids have {ids.shape[0]} (ids: {tuple(ids.shape)})")
+            mask = previous.compute_mask(ids)
+            masked = {} if mask is None else {"mask": mask}
             outputs, op_backprop = ops.embedding_lstm(ids, table, self.kernel.value, self.recurrent_kernel.value,
                                                       self.bias.value, h0, c0,
-                                                      need_dtable=previous.embeddings.trainable)
+                                                      need_dtable=previous.embeddings.trainable, **masked)
 
         def lstm_backprop(dys, dh, dc):
             dtable, *rest = op_backprop(dys, dh, dc)
@@ -114,7 +139,7 @@ class LSTM(Layer):
                 previous.embeddings.accumulate(dtable, fresh=True)
             return (None, *rest)
 
-        return self._finish(outputs, lstm_backprop, state_grads=False)
+        return self._finish(outputs, lstm_backprop, state_grads=False, mask=mask)
 
     def _initial_state(self, N, initial_state, what):
         """``(h0, c0)``: the given state, the carried one of a stateful layer, or ``(None, None)`` (zeros)."""
@@ -130,14 +155,14 @@ class LSTM(Layer):
             return h0, c0
         return None, None
 
-    def _finish(self, outputs, op_backprop, state_grads):
+    def _finish(self, outputs, op_backprop, state_grads, mask=None):
         """The layer's output and ``backprop`` around an op's: carry the state, route ``dY`` to the op's
         ``(dys, dh, dc)`` and hold the weight gradients; ``backprop`` returns ``dX``, or
         ``[dX, dh0, dc0]`` with ``state_grads`` (the caller gave an initial state)."""
         ys, h, c = outputs
         if self.stateful:
             self.states = (h, c)
-        out = ys if self.return_sequences else h
+        out, dys_of, dlast_of = masked_outputs(ys, h, mask, self.return_sequences, self.zero_output_for_mask)
 
         def backprop(dY):
             if self.return_state:
@@ -145,11 +170,12 @@ class LSTM(Layer):
             else:
                 dout, dh, dc = dY, None, None
             if self.return_sequences:
-                dys = dout
+                dys = dys_of(dout)
             else:
-                # The last output is h itself: its gradient joins dh.
+                # The last output is h itself (Keras's last output, with a mask): its gradient joins dh.
                 dys = None
                 if dout is not None:
+                    dout = dlast_of(dout)
                     dh = dout if dh is None else dh + dout
             dX, dK, dR, db, dh0, dc0 = op_backprop(dys, dh, dc)
             self.kernel.accumulate(dK, fresh=True)  # the op's new arrays: held without a copy
@@ -167,7 +193,25 @@ class LSTM(Layer):
                 "bias_initializer": initializer_config(self.bias_initializer), "unit_forget_bias": self.unit_forget_bias,
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
                 "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+                "zero_output_for_mask": self.zero_output_for_mask}
+
+
+def masked_outputs(ys, h, mask, return_sequences, zero_output_for_mask):
+    """``(out, dys_of, dlast_of)``: a recurrent layer's output from its op's ``ys`` (Keras's outputs, masked steps
+    included) and final state ``h``, and the maps of its gradient back. Without a mask the last output is ``h``;
+    with one it is Keras's last output, ``h`` where the sequence has an unmasked step and 0 where it has none.
+    ``zero_output_for_mask`` zeroes the masked steps' outputs (Keras's, set by ``Bidirectional``)."""
+    if mask is None:
+        return (ys if return_sequences else h), (lambda d: d), (lambda d: d)
+    xp = get_backend().xp
+    if return_sequences:
+        if not zero_output_for_mask:
+            return ys, (lambda d: d), None
+        keep = mask[..., None]
+        return xp.where(keep, ys, 0), (lambda d: None if d is None else xp.where(keep, d, 0)), None
+    any_step = mask.any(axis=1)[:, None]
+    return xp.where(any_step, h, 0), None, (lambda d: xp.where(any_step, d, 0))
 
 
 def _plain(layer, cls):

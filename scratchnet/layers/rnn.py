@@ -5,7 +5,9 @@ from .. import initializers, ops, regularizers
 from ..backend import get_backend
 from ..serialization import deserialize, initializer_config, register, serialize
 from ._args import positive_int
+from ..ops.masks import sequence_mask
 from .base import Layer
+from .recurrent import masked_outputs
 
 
 class _Recurrent(Layer):
@@ -16,10 +18,14 @@ class _Recurrent(Layer):
     #: The op in ``scratchnet.ops``, looked up at each call (so that ``sn.exercises.use`` can swap it).
     op_name = None
 
+    takes_mask = True
+    supports_masking = True
+
     def __init__(self, units, return_sequences, return_state, go_backwards, kernel_initializer, recurrent_initializer,
                  bias_initializer, kernel_regularizer, recurrent_regularizer, bias_regularizer, activation,
-                 name, dtype, **fixed):
+                 name, dtype, zero_output_for_mask=False, **fixed):
         super().__init__(name, dtype)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         kind = type(self).__name__
         self.units = positive_int(kind, "units", units)
         for argument, (value, only) in {"activation": (activation, "tanh"), **fixed}.items():
@@ -50,23 +56,35 @@ class _Recurrent(Layer):
                                                 regularizer=self.recurrent_regularizer)
         self.bias = self.add_weight("bias", self._bias_shape(), self.bias_initializer, regularizer=self.bias_regularizer)
 
-    def call(self, x, training=False, initial_state=None):
+    def compute_mask(self, x, mask):
+        """Keras's: the input's mask with ``return_sequences``, else None (and None for the state)."""
+        mask = mask[0] if isinstance(mask, (list, tuple)) else mask
+        out = mask if self.return_sequences else None
+        return [out, None] if self.return_state else out
+
+    def call(self, x, training=False, initial_state=None, mask=None):
         h0 = None
         if initial_state is not None:
             state = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
             h0 = self._as_input(state)
         xs = x[:, ::-1] if self.go_backwards else x  # Keras: the sequence read from its end, outputs in that order
+        masked = {}  # an op swapped in by sn.exercises.use may take no mask
+        if mask is not None:
+            mask = sequence_mask(f"{type(self).__name__} {self.name!r}", get_backend(), mask, *x.shape[:2])
+            mask = mask[:, ::-1] if self.go_backwards else mask  # the mask is read from its end too
+            masked["mask"] = mask
         op = getattr(ops, self.op_name)
-        (ys, h), op_backprop = op(xs, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0)
-        out = ys if self.return_sequences else h
+        (ys, h), op_backprop = op(xs, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0, **masked)
+        out, dys_of, dlast_of = masked_outputs(ys, h, mask, self.return_sequences, self.zero_output_for_mask)
 
         def backprop(dY):
             dout, dh = (dY[0], dY[1]) if self.return_state else (dY, None)
             if self.return_sequences:
-                dys = dout
+                dys = dys_of(dout)
             else:
                 dys = None
                 if dout is not None:
+                    dout = dlast_of(dout)
                     dh = dout if dh is None else dh + dout
             dxs, dkernel, drecurrent, dbias, dh0 = op_backprop(dys, dh)
             self.kernel.accumulate(dkernel, fresh=True)
@@ -85,7 +103,8 @@ class _Recurrent(Layer):
                 "bias_initializer": initializer_config(self.bias_initializer),
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
                 "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+                "zero_output_for_mask": self.zero_output_for_mask}
 
 
 @register
@@ -102,6 +121,13 @@ class GRU(_Recurrent):
         Output ``[output, h]``; ``backprop`` then takes ``[doutput, dh]`` (``None``: zeros).
     go_backwards : bool
         Read the sequence from its last step; the outputs are in that (reversed) order, as Keras's.
+    zero_output_for_mask : bool
+        Keras's: with a mask, a masked step outputs zeros instead of the previous output.
+
+    Masks (Keras's): ``forward(x, training, mask=m)``, ``m`` (N, T) boolean: a step where it is
+    False keeps the state and outputs the previous output (:func:`scratchnet.ops.gru`); with
+    ``go_backwards`` the mask is read from its end with the sequence. The output's mask is
+    ``m`` with ``return_sequences``, else None.
 
     Weights, Keras's layout: ``kernel`` (D, 3H), ``recurrent_kernel`` (H, 3H), ``bias`` (2, 3H)
     (input and recurrent biases), gate blocks z, r, h. ``forward(x, training, initial_state=[h0])``
@@ -115,10 +141,10 @@ class GRU(_Recurrent):
     def __init__(self, units, return_sequences=False, return_state=False, go_backwards=False,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
                  kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None, activation="tanh",
-                 recurrent_activation="sigmoid", reset_after=True, name=None, dtype=None):
+                 recurrent_activation="sigmoid", reset_after=True, zero_output_for_mask=False, name=None, dtype=None):
         super().__init__(units, return_sequences, return_state, go_backwards, kernel_initializer,
                          recurrent_initializer, bias_initializer, kernel_regularizer, recurrent_regularizer,
-                         bias_regularizer, activation, name, dtype,
+                         bias_regularizer, activation, name, dtype, zero_output_for_mask,
                          recurrent_activation=(recurrent_activation, "sigmoid"), reset_after=(reset_after, True))
 
     def _bias_shape(self):
@@ -139,10 +165,10 @@ class SimpleRNN(_Recurrent):
     def __init__(self, units, return_sequences=False, return_state=False, go_backwards=False,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
                  kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None, activation="tanh",
-                 name=None, dtype=None):
+                 zero_output_for_mask=False, name=None, dtype=None):
         super().__init__(units, return_sequences, return_state, go_backwards, kernel_initializer,
                          recurrent_initializer, bias_initializer, kernel_regularizer, recurrent_regularizer,
-                         bias_regularizer, activation, name, dtype)
+                         bias_regularizer, activation, name, dtype, zero_output_for_mask)
 
 
 _MERGE_MODES = ("concat", "sum", "ave", "mul")
@@ -163,7 +189,15 @@ class Bidirectional(Layer):
     directions' state at ``t``. Weights: the forward layer's, then the
     backward one's (``forward_<name>/...``, ``backward_<name>/...``).
     ``return_state`` is not supported.
+
+    Masks (Keras's): both layers get the mask (the backward one reversed with
+    the sequence); with ``return_sequences`` both output zeros at masked
+    steps (Keras sets ``zero_output_for_mask`` on them), and the output's mask is
+    the input's (else None).
     """
+
+    takes_mask = True
+    supports_masking = True
 
     def __init__(self, layer, merge_mode="concat", name=None, dtype=None):
         from .recurrent import LSTM
@@ -188,12 +222,22 @@ class Bidirectional(Layer):
             backward["go_backwards"] = not config["go_backwards"]
         self.backward_layer = self._add_part(type(layer).from_config(backward))
         self._backward_reverses = "go_backwards" in config  # an LSTM here has no go_backwards: reverse by hand
+        for part in (self.forward_layer, self.backward_layer):  # Keras's force_zero_output_for_mask
+            part.zero_output_for_mask = part.return_sequences
 
-    def call(self, x, training=False):
+    def compute_mask(self, x, mask):
+        mask = mask[0] if isinstance(mask, (list, tuple)) else mask
+        return mask if self.forward_layer.return_sequences else None
+
+    def call(self, x, training=False, mask=None):
         sequences = self.forward_layer.return_sequences
-        yf, forward_backprop = self.forward_layer.forward(x, training)
+        masks = ({}, {})
+        if mask is not None:
+            mask = sequence_mask(f"Bidirectional {self.name!r}", get_backend(), mask, *x.shape[:2])
+            masks = ({"mask": mask}, {"mask": mask if self._backward_reverses else mask[:, ::-1]})
+        yf, forward_backprop = self.forward_layer.forward(x, training, **masks[0])
         xb = x if self._backward_reverses else x[:, ::-1]
-        yb, backward_backprop = self.backward_layer.forward(xb, training)
+        yb, backward_backprop = self.backward_layer.forward(xb, training, **masks[1])
         if sequences:
             yb = yb[:, ::-1]  # back in time order
         xp = get_backend().xp

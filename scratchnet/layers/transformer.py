@@ -35,22 +35,29 @@ class TokenAndPositionEmbedding(Layer):
         For both tables (KerasNLP's default, ``uniform``, is Keras's
         ``RandomUniform(-0.05, 0.05)``; the default here is the same).
 
+    mask_zero : bool
+        KerasNLP's: id 0 is padding, and the output's mask is ``ids != 0`` (as ``Embedding(mask_zero=True)``).
+
     Input integer ids (N, T) with ``T <= sequence_length``; output (N, T, embedding_dim).
     Weights: ``token_embedding/embeddings`` (V, D), ``position_embedding/embeddings`` (sequence_length, D).
     """
 
     takes_ids = True
 
-    def __init__(self, vocabulary_size, sequence_length, embedding_dim, embeddings_initializer="uniform", name=None,
-                 dtype=None):
+    def __init__(self, vocabulary_size, sequence_length, embedding_dim, embeddings_initializer="uniform",
+                 mask_zero=False, name=None, dtype=None):
         super().__init__(name, dtype)
+        self.mask_zero = bool(mask_zero)
         self.vocabulary_size = positive_int("TokenAndPositionEmbedding", "vocabulary_size", vocabulary_size)
         self.sequence_length = positive_int("TokenAndPositionEmbedding", "sequence_length", sequence_length)
         self.embedding_dim = positive_int("TokenAndPositionEmbedding", "embedding_dim", embedding_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.token_embedding = self._add_part(Embedding(self.vocabulary_size, self.embedding_dim,
-                                                        self.embeddings_initializer, name="token_embedding",
-                                                        dtype=dtype))
+                                                        self.embeddings_initializer, mask_zero=self.mask_zero,
+                                                        name="token_embedding", dtype=dtype))
+
+    def compute_mask(self, x, mask=None):
+        return self.token_embedding.compute_mask(x, mask)
 
     def _all_parameters(self):  # KerasNLP's order: the token table, then the positions
         yield from self.token_embedding._all_parameters()
@@ -85,7 +92,7 @@ class TokenAndPositionEmbedding(Layer):
     def get_config(self):
         return {**super().get_config(), "vocabulary_size": self.vocabulary_size,
                 "sequence_length": self.sequence_length, "embedding_dim": self.embedding_dim,
-                "embeddings_initializer": initializer_config(self.embeddings_initializer)}
+                "embeddings_initializer": initializer_config(self.embeddings_initializer), "mask_zero": self.mask_zero}
 
 
 @register
@@ -123,7 +130,15 @@ class TransformerBlock(Layer):
     The backward of a residual ``y = x + f(x)`` is ``dx = dy + f'(x)^T dy``: the
     gradient reaches ``x`` along the identity unchanged, which is why deep stacks of
     blocks train.
+
+    Masks: given the input's padding mask (``mask=``, from a ``mask_zero``
+    embedding), the self-attention gets it as its query's and value's mask
+    (:class:`MultiHeadAttention`), so no position attends to padding; the
+    output's mask is the input's.
     """
+
+    takes_mask = True
+    supports_masking = True
 
     def __init__(self, num_heads, intermediate_dim, key_dim=None, dropout=0.0, activation="relu", causal=True,
                  normalize_first=False, layer_norm_epsilon=1e-5, name=None, dtype=None):
@@ -183,16 +198,20 @@ class TransformerBlock(Layer):
 
         return y, backprop
 
-    def _attend(self, x, training):
-        return self.attention.forward(x, training, use_causal_mask=self.causal)
+    def _attend(self, x, training, mask=None):
+        masked = {} if mask is None else {"mask": mask}
+        return self.attention.forward(x, training, use_causal_mask=self.causal, **masked)
 
     def _feedforward(self, x, training):
         f, intermediate_backprop = self.intermediate.forward(x, training)
         y, output_backprop = self.output_dense.forward(f, training)
         return y, (lambda dy: intermediate_backprop(output_backprop(dy)))
 
-    def call(self, x, training=False):
-        h, attention_backprop = self._residual(x, self._attend, self.attention_norm, training)
+    def call(self, x, training=False, mask=None):
+        def attend(n, training):
+            return self._attend(n, training, mask)
+
+        h, attention_backprop = self._residual(x, attend, self.attention_norm, training)
         y, feedforward_backprop = self._residual(h, self._feedforward, self.feedforward_norm, training)
 
         def backprop(dy):

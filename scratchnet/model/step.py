@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy
 
+from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import recording
 from .._checks import deferred_checks
@@ -64,9 +65,10 @@ def train_step(model, x, y, gradients_ready=None, rows=None):
     model.zero_grad()
     with deferred_checks() as checks:
         y_pred, backprop = model.forward(x, training=rows or True, need_dx=False)  # forward (x is data: no dx)
-        value, dloss = loss_of(model.loss, y, y_pred)  # loss
+        mask = output_mask(model)  # Keras's: masked positions count for nothing in the loss and the metrics
+        value, dloss = loss_of(model.loss, y, y_pred, mask)  # loss
         backprop(dloss(1.0))  # backward: p.grad
-        metrics = measure(model.metrics, y, y_pred)
+        metrics = measure(model.metrics, y, y_pred, mask)
     everything = list(model.parameters())  # after the forward pass: the first one builds the layers
     params = [p for p in everything if p.trainable]
     loss, penalty, finite, logs = read_numbers(model, value, metrics, checks, params, gradients_ready is None)
@@ -87,8 +89,9 @@ def test_step(model, x, y):
     x, y = as_backend_array(x, model.dtype), as_backend_array(y, model.dtype)
     with deferred_checks() as checks:
         y_pred, _ = model.forward(x, training=False)
-        value, _ = loss_of(model.loss, y, y_pred)
-        metrics = measure(model.metrics, y, y_pred)
+        mask = output_mask(model)
+        value, _ = loss_of(model.loss, y, y_pred, mask)
+        metrics = measure(model.metrics, y, y_pred, mask)
     loss, penalty, _, logs = read_numbers(model, value, metrics, checks, (), False)
     if penalty is None:
         penalty = model.regularization_loss()
@@ -99,17 +102,24 @@ def _on_device():
     return get_backend().xp is not numpy
 
 
-def loss_of(loss, y, y_pred):
-    """``(value, backprop)`` of the loss; on a GPU the value is left unread (a 0-d array, or a custom loss's float)."""
+def output_mask(model):
+    """The mask of the model's last output (``model.output_mask``; None for a list of outputs)."""
+    mask = getattr(model, "output_mask", None)
+    return None if isinstance(mask, (list, tuple)) else mask
+
+
+def loss_of(loss, y, y_pred, mask=None):
+    """``(value, backprop)`` of the loss; on a GPU the value is left unread (a 0-d array, or a custom loss's float).
+    A mask is passed as ``mask=`` (:func:`scratchnet.losses.with_mask`)."""
     on_device = getattr(loss, "on_device", None) if _on_device() else None
-    return on_device(y, y_pred) if on_device is not None else loss(y, y_pred)
+    return _losses.with_mask(on_device or loss, mask)(y, y_pred)
 
 
-def measure(metrics, y, y_pred):
+def measure(metrics, y, y_pred, mask=None):
     """``[(name, value)]`` of the metrics: floats on the CPU backends, unread 0-d arrays on a GPU."""
     if _on_device():
-        return [(name, _metrics.on_device(fn)(y, y_pred)) for name, fn in metrics]
-    return [(name, float(fn(y, y_pred))) for name, fn in metrics]
+        return [(name, _losses.with_mask(_metrics.on_device(fn), mask, name)(y, y_pred)) for name, fn in metrics]
+    return [(name, float(_losses.with_mask(fn, mask, name)(y, y_pred))) for name, fn in metrics]
 
 
 def read_numbers(model, value, metrics, checks, params, with_finite):
