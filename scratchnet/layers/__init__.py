@@ -15,7 +15,8 @@ layer                          file                  weights (Keras order and la
 ``GRU``                        ``rnn.py``            ``kernel`` (D, 3H), ``recurrent_kernel`` (H, 3H), ``bias`` (2, 3H); gates z, r, h (``reset_after=True``)
 ``SimpleRNN``                  ``rnn.py``            ``kernel`` (D, H), ``recurrent_kernel`` (H, H), ``bias`` (H,)
 ``Bidirectional``              ``rnn.py``            the forward layer's, then the backward copy's (``forward_<name>/``, ``backward_<name>/``)
-``Embedding``                  ``embedding.py``      ``embeddings`` (V, D)
+``Embedding``                  ``embedding.py``      ``embeddings`` (V, D); ``mask_zero=True`` masks id 0
+``Masking``                    ``masking.py``        none: masks the steps whose features all equal ``mask_value``
 ``LayerNormalization``         ``normalization.py``  ``gamma`` (C,), ``beta`` (C,)
 ``BatchNormalization``         ``normalization.py``  ``gamma``, ``beta``, ``moving_mean``, ``moving_variance`` (C,) each
 ``MultiHeadAttention``         ``attention.py``      ``query/kernel`` (Dq, h, key_dim), ``query/bias`` (h, key_dim), the same for ``key/``
@@ -28,7 +29,9 @@ layer                          file                  weights (Keras order and la
 
 Every layer's ``forward(x, training) -> (y, backprop)``; ``backprop(dy)``
 adds the weight gradients to ``p.grad`` and returns ``dx`` (``None`` for
-Embedding, whose integer input has no gradient). The base class is
+Embedding, whose integer input has no gradient). Masks follow Keras's protocol:
+:attr:`Layer.supports_masking`, :attr:`Layer.takes_mask`, :meth:`Layer.compute_mask`
+(``docs/derivations/lstm.md``, "Masks"). The base class is
 :class:`Layer` (``base.py``); :func:`register` makes a custom layer
 serializable like a built-in one.
 """
@@ -38,6 +41,7 @@ from .base import Layer
 from .conv import Conv2D, Conv2DTranspose, MaxPool2D, MaxPooling2D
 from .core import Activation, Dense, Dropout, Flatten, LogSoftmax, Reshape
 from .embedding import Embedding
+from .masking import Masking
 from .normalization import BatchNormalization, LayerNormalization
 from .pooling import (
     AveragePooling2D,
@@ -55,7 +59,7 @@ from .transformer import TokenAndPositionEmbedding, TransformerBlock, sine_posit
 __all__ = [
     "Activation", "AveragePooling2D", "AvgPool2D", "BatchNormalization", "Bidirectional", "Conv2D", "Conv2DTranspose", "Dense",
     "Dropout", "Embedding", "Flatten", "GRU", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
-    "GlobalMaxPooling2D", "LSTM", "Layer", "LayerNormalization", "LogSoftmax", "MaxPool2D", "MaxPooling2D",
+    "GlobalMaxPooling2D", "LSTM", "Layer", "LayerNormalization", "LogSoftmax", "Masking", "MaxPool2D", "MaxPooling2D",
     "MultiHeadAttention", "Reshape", "ResidualBlock", "SimpleRNN", "TokenAndPositionEmbedding", "TransformerBlock", "deserialize",
     "register", "serialize", "sine_position_encoding",
 ]
