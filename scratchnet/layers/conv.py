@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import initializers, ops, regularizers
 from .._checks import pair
+from ..ops.conv_transpose import check_output_padding
 from ..serialization import initializer_config, register
 from ._args import activate, activation_name, fused_activation, op_padding, padding_name, positive_int
 from .base import Layer
@@ -97,18 +98,26 @@ class Conv2D(Layer):
 class Conv2DTranspose(Conv2D):
     """Transposed 2-D convolution over NHWC inputs, Keras's ``Conv2DTranspose`` (:func:`scratchnet.ops.conv2d_transpose`).
 
-    :class:`Conv2D`'s arguments, with ``padding`` "valid" or "same" only and no dilation: the output is
-    ``H * s`` high under "same", ``(H - 1) * s + kh`` under "valid". Weights, Keras's layout: ``kernel``
-    (kh, kw, F, C) (output channels before input channels), ``bias`` (F,).
+    :class:`Conv2D`'s arguments without dilation, and Keras's ``output_padding``:
+
+    padding : "valid", "same", int, (ph, pw) or ((top, bottom), (left, right))
+        Keras's names: the output is ``H * s`` high under "same", ``(H - 1) * s + max(kh, s)`` under
+        "valid". An explicit padding (PyTorch's ``ConvTranspose2d(padding=)``, which Keras does not
+        take) is cut off the full ``(H - 1) * s + kh``.
+    output_padding : None, int or (ph, pw)
+        Extra rows (columns) at the bottom (right), each smaller than the stride: under "same" the
+        output is then ``(H - 1) * s + kh % 2 + ph`` high, under "valid" ``(H - 1) * s + kh + ph``.
+
+    Weights, Keras's layout: ``kernel`` (kh, kw, F, C) (output channels before input channels), ``bias`` (F,).
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None, activation=None,
+                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
                  bias_regularizer=None, name=None, dtype=None):
-        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-            raise ValueError(f"Conv2DTranspose: padding must be 'valid' or 'same', got {padding!r}")
+        padding = padding_name("Conv2DTranspose", padding)
         super().__init__(filters, kernel_size, strides, padding, activation, use_bias, kernel_initializer,
                          bias_initializer, kernel_regularizer, bias_regularizer, name=name, dtype=dtype)
+        self.output_padding = check_output_padding("Conv2DTranspose", output_padding, self.strides)
 
     def _kernel_shape(self, channels):
         """(kh, kw, filters, input channels): the transpose's output channels come first, as in Keras."""
@@ -118,7 +127,7 @@ class Conv2DTranspose(Conv2D):
 
     def call(self, x, training=False):
         Z, op_backprop = ops.conv2d_transpose(x, self.kernel.value, None if self.bias is None else self.bias.value,
-                                              self.strides, self.padding.upper())
+                                              self.strides, op_padding(self.padding), self.output_padding)
         Y, act_backprop = activate(self.activation, Z)
 
         def backprop(dY):
@@ -133,7 +142,7 @@ class Conv2DTranspose(Conv2D):
     def get_config(self):
         config = super().get_config()
         del config["dilation_rate"]
-        return config
+        return {**config, "output_padding": self.output_padding}
 
 
 @register
