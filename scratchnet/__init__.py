@@ -72,6 +72,7 @@ _LAZY_NAMES = {
     "Layer": "scratchnet.layers",
     "Sequential": "scratchnet.model",
     "Model": "scratchnet.model",
+    "Input": "scratchnet.model",
     "Parameter": "scratchnet.parameters",
     "ParameterStore": "scratchnet.parameters",
     "floatx": "scratchnet.dtypes",

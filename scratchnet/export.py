@@ -19,7 +19,7 @@ from . import layers
 from . import random as _random
 from .backend import to_numpy
 from .checkpoint import CheckpointError, read_archive, write_archive
-from .model import Sequential
+from .model import Functional, Sequential
 from .ops.shapes import padding_2d
 from .parameters import ParameterStore
 from .serialization import deserialize, serialize
@@ -51,9 +51,10 @@ def save_model(model, path):
         built-in layers.
     path : str
     """
-    if not isinstance(model, Sequential):
+    if not isinstance(model, (Sequential, Functional)):
         raise ValueError(
-            f"save_model: only a Sequential of registered layers can be exported, got {type(model).__name__}; "
+            f"save_model: only a Sequential or a functional Model of registered layers can be exported, got "
+            f"{type(model).__name__}; "
             f"save a subclassed model's weights with sn.Checkpoint"
         )
     params = list(model.parameters())
@@ -63,7 +64,8 @@ def save_model(model, path):
         "format": FORMAT,
         "version": VERSION,
         "model": serialize(model),
-        "input_shape": list(model.input_shape),
+        # a functional model's inputs are in its config; its first one here too
+        "input_shape": list(model.input_shape[0] if isinstance(model.input_shape, list) else model.input_shape),
         "weights": [p.name for p in params],
     }
     write_archive(path, meta, {f"weight_{i}": to_numpy(p.value) for i, p in enumerate(params)})
@@ -95,9 +97,11 @@ def load_model(path):
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
         raise CheckpointError(f"load_model: {path!r}: header field 'model' does not describe a model "
                               f"({type(e).__name__}: {e})") from None
-    if not isinstance(model, Sequential):
+    if not isinstance(model, (Sequential, Functional)):
         raise CheckpointError(f"load_model: {path!r}: header field 'model' describes a {type(model).__name__}, "
-                              f"not a Sequential")
+                              f"not a Sequential or a functional Model")
+    if isinstance(model, Functional):
+        input_shape = _functional_input_shape(path, model, input_shape)
     # The model takes its weights from the file, whatever parameter scope the
     # caller is in: each one is checked as a layer asks for it.
     model._scope = None
@@ -107,7 +111,7 @@ def load_model(path):
     # still draw random numbers, which must not change what the caller draws next.
     rng_state = _random.get_state()
     try:
-        model.build(input_shape)
+        model.build(None if isinstance(model, Functional) else input_shape)
     except CheckpointError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
@@ -232,6 +236,8 @@ def _check_build_size(path, model, input_shape):
     this does not know (a custom one) ends the estimate: its output shape
     cannot be told without running it.
     """
+    if isinstance(model, Functional):
+        return _check_graph_build_size(path, model)
     shape = tuple(input_shape[1:])
     for where, layer in _flat_layers(model):
         step = _output_shape(layer, shape)
@@ -245,6 +251,53 @@ def _check_build_size(path, model, input_shape):
                 f"would make {numbers:,} numbers for one example of header field 'input_shape' "
                 f"{[None, *input_shape[1:]]}, more than the {MAX_BUILD_NUMBERS:,} a model loaded from a file may "
                 f"(MAX_BUILD_NUMBERS); nothing was allocated")
+
+
+def _functional_input_shape(path, model, input_shape):
+    """A functional model's inputs are in its config: the header's ``input_shape`` must be its first, and each
+    input is held to :data:`MAX_INPUT_ELEMENTS`."""
+    shapes = [t.shape for t in model.inputs]
+    if tuple(input_shape[1:]) != tuple(shapes[0][1:]):
+        raise CheckpointError(f"load_model: {path!r}: header field 'input_shape' {list(input_shape)} is not the "
+                              f"model's first input {list(shapes[0])}")
+    for t in model.inputs:
+        if len(t.shape) > MAX_INPUT_RANK or math.prod(t.shape[1:]) > MAX_INPUT_ELEMENTS:
+            raise CheckpointError(f"load_model: {path!r}: header field 'model': input {t.node.name!r} of shape "
+                                  f"{list(t.shape)} is larger than a model loaded from a file may take "
+                                  f"({MAX_INPUT_ELEMENTS:,} numbers, rank {MAX_INPUT_RANK})")
+    return input_shape
+
+
+def _check_graph_build_size(path, model):
+    """:func:`_check_build_size` for a functional model: the shapes followed call by call through its graph."""
+    shapes = {id(t): tuple(t.shape[1:]) for t in model.inputs}
+    for node in model._nodes:
+        layer = node.layer
+        ins = [shapes.get(id(t)) for t in node.inputs]
+        if any(s is None for s in ins):
+            continue  # after a layer this cannot follow: its build reports
+        if isinstance(layer, layers.Concatenate) and isinstance(node.x, list):
+            axis = layer.axis if layer.axis < 0 else layer.axis - 1
+            try:
+                out = list(ins[0])
+                out[axis] = sum(s[axis] for s in ins)
+            except IndexError:
+                continue
+            step = tuple(out), math.prod(out)
+        elif isinstance(layer, (layers.Add, layers.Subtract, layers.Multiply, layers.Average)):
+            step = ins[0], math.prod(ins[0])
+        else:
+            step = _output_shape(layer, ins[0])
+        if step is None:
+            continue
+        out, numbers = step
+        if numbers > MAX_BUILD_NUMBERS:
+            raise CheckpointError(
+                f"load_model: {path!r}: header field 'model': layer {layer.name!r} would make {numbers:,} numbers "
+                f"for one example, more than the {MAX_BUILD_NUMBERS:,} a model loaded from a file may "
+                f"(MAX_BUILD_NUMBERS); nothing was allocated")
+        if len(node.outputs) == 1:
+            shapes[id(node.outputs[0])] = out
 
 
 def _flat_layers(model, prefix=""):

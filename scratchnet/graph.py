@@ -178,6 +178,8 @@ class GraphTracer:
         for arg, value in call.inputs.items():
             if _is_array(value):
                 inputs.append(self._source(value, arg, scope))
+            elif isinstance(value, (list, tuple)) and value and all(_is_array(v) for v in value):
+                inputs.extend(self._source(v, f"{arg}[{i}]", scope) for i, v in enumerate(value))  # add(xs), ...
             elif value is not None:
                 attrs[arg] = value
         attrs.update(OP_ATTRS.get(call.name, lambda _: {})(call.inputs))

@@ -82,5 +82,5 @@ def test_only_built_sequential_models_can_be_exported(tmp_path):
         def call(self, x, training=False):
             return x, lambda dy: dy
 
-    with pytest.raises(ValueError, match="only a Sequential of registered layers can be exported, got Custom"):
+    with pytest.raises(ValueError, match="only a Sequential or a functional Model of registered layers can be exported, got Custom"):
         sn.export.save_model(Custom(), str(tmp_path / "m"))

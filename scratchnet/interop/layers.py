@@ -1,49 +1,10 @@
-"""Keras interop: the same model, with the same weights, on either side.
-
-scratchnet's layers keep Keras's names, arguments and weight layouts
-(``Dense`` kernel (C, K); ``Conv2D`` kernel HWIO; ``LSTM`` kernel (D, 4H),
-recurrent kernel (H, 4H), bias (4H,) with gates i, f, c, o; ``Embedding``
-(V, D)), so converting is a matter of copying configs and ``get_weights()``.
-TensorFlow / Keras is imported inside these functions only.
-
-Dtypes travel both ways. ``from_keras`` reads each Keras layer's dtype policy
-(``layer.dtype_policy``: float32 or float64, from ``dtype=`` on the layer or
-``keras.backend.set_floatx`` / ``keras.config.set_dtype_policy`` when it was
-built) and builds the scratchnet layer, and the ``Sequential``, in that dtype;
-``to_keras`` passes each layer's dtype to the Keras layer. scratchnet computes
-in one dtype per model, float32 or float64, with the weights in that dtype, so
-``from_keras`` refuses a model whose layers disagree and a policy it cannot
-represent (mixed precision such as ``"mixed_float16"``, float16, bfloat16,
-quantized). The Keras ``Sequential``'s own policy is not read: it computes
-nothing itself, and a model built with ``dtype="float64"`` on every layer keeps
-the float32 default there. Give the ``keras.Input`` the layers' dtype too:
-Keras rounds the data to the Input's dtype before the first layer casts it
-back up, while scratchnet casts it to the model's dtype once.
-
-L1 / L2 / L1L2 weight regularizers are carried over (Keras's ``l2(s)`` is
-``s * sum(w**2)``, the same as ``sn.regularizers.l2(s)``), with the factors
-as the Keras config holds them (Keras's TensorFlow backend casts an L2 factor
-to the weights' dtype through float32, so a float64 Keras model penalises with
-``float32(s)``: 2.5e-8 relative off for ``5e-5``); activity regularizers,
-weight constraints and other regularizers are refused, since the trained
-weights would differ.
-
-GRU and SimpleRNN (Keras's defaults: tanh, sigmoid, ``reset_after=True``),
-``Bidirectional`` around a GRU, SimpleRNN or LSTM, ``LayerNormalization`` and
-``BatchNormalization`` (last axis; the moving averages travel with the
-weights) convert both ways.
-
-Keras has no LogSoftmax layer: ``to_keras`` writes ``sn.layers.LogSoftmax()``
-(``axis=-1``) as ``Activation("log_softmax")``, which ``from_keras`` reads
-back as ``sn.layers.Activation("log_softmax")``; another axis is refused.
-"""
+"""One layer at a time, both ways: ``from_keras_layer`` and ``to_keras_layer`` (see :mod:`scratchnet.interop`)."""
 from __future__ import annotations
 
 import numpy
 
-from . import layers as L
-from . import regularizers as R
-from .model import Sequential
+from .. import layers as L
+from .. import regularizers as R
 
 # The float dtypes scratchnet computes in (weights and compute alike).
 _FLOAT_DTYPES = ("float32", "float64")
@@ -58,16 +19,18 @@ _REGULARIZERS = {
     "SimpleRNN": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
     "LayerNormalization": ("beta_regularizer", "gamma_regularizer"),
     "BatchNormalization": ("beta_regularizer", "gamma_regularizer"),
+    "MultiHeadAttention": ("kernel_regularizer", "bias_regularizer"),
 }
 _SUPPORTED = ("Dense", "Conv2D", "Conv2DTranspose", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
               "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "LSTM",
               "Embedding", "Dropout", "Flatten", "Reshape", "Activation", "GRU", "SimpleRNN", "Bidirectional",
-              "LayerNormalization", "BatchNormalization")
+              "LayerNormalization", "BatchNormalization", "MultiHeadAttention", "Add", "Subtract", "Multiply",
+              "Average", "Concatenate")
 _CONSTRAINTS = ("kernel_constraint", "bias_constraint", "recurrent_constraint", "embeddings_constraint",
                 "beta_constraint", "gamma_constraint")
 
 
-def _keras():
+def import_keras():
     try:
         import keras
     except ImportError as e:
@@ -75,7 +38,7 @@ def _keras():
     return keras
 
 
-def _dtype_name(dtype):
+def dtype_name(dtype):
     """A Keras / TensorFlow / NumPy dtype (or its name) as a name: ``"float64"``."""
     name = getattr(dtype, "name", dtype)
     try:
@@ -84,7 +47,7 @@ def _dtype_name(dtype):
         return str(name)  # bfloat16 and the like, which NumPy does not know
 
 
-def _keras_layer_dtype(kl):
+def keras_layer_dtype(kl):
     """The dtype (``"float32"`` / ``"float64"``) the Keras layer ``kl`` keeps its weights and computes in.
 
     A policy scratchnet cannot represent (variables and compute in different
@@ -94,12 +57,12 @@ def _keras_layer_dtype(kl):
     policy = getattr(kl, "dtype_policy", None)
     if policy is not None:
         policy_name = str(getattr(policy, "name", policy))
-        variable = _dtype_name(getattr(policy, "variable_dtype", None) or kl.dtype)
-        compute = _dtype_name(getattr(policy, "compute_dtype", None) or getattr(kl, "compute_dtype", kl.dtype))
+        variable = dtype_name(getattr(policy, "variable_dtype", None) or kl.dtype)
+        compute = dtype_name(getattr(policy, "compute_dtype", None) or getattr(kl, "compute_dtype", kl.dtype))
         quantized = getattr(policy, "quantization_mode", None)
     else:  # an old tf.keras layer without a policy object
-        variable = _dtype_name(kl.dtype)
-        compute = _dtype_name(getattr(kl, "compute_dtype", kl.dtype))
+        variable = dtype_name(kl.dtype)
+        compute = dtype_name(getattr(kl, "compute_dtype", kl.dtype))
         policy_name, quantized = variable, None
     if quantized or variable != compute or variable not in _FLOAT_DTYPES:
         why = (f"quantized ({quantized})" if quantized
@@ -124,14 +87,15 @@ def _from_keras_regularizer(kl, attr):
     return R.L1L2(l1=float(c.get("l1") or 0.0), l2=float(c.get("l2") or 0.0))
 
 
-def _check_supported(kl):
+def check_supported(kl):
     kind = type(kl).__name__
     if kind not in _SUPPORTED:
         raise ValueError(
             f"from_keras: layer {kl.name!r} is a {kind}; supported: Dense, Conv2D, Conv2DTranspose, MaxPooling2D, "
             f"AveragePooling2D, "
             f"GlobalAveragePooling2D, GlobalMaxPooling2D, LSTM, GRU, SimpleRNN, Bidirectional, LayerNormalization, "
-            f"BatchNormalization, Embedding, Dropout, Flatten, Reshape, Activation"
+            f"BatchNormalization, Embedding, Dropout, Flatten, Reshape, Activation, MultiHeadAttention, Add, "
+            f"Subtract, Multiply, Average, Concatenate"
         )
 
 
@@ -143,13 +107,13 @@ def _check_unsupported_extras(kl):
             raise ValueError(f"from_keras: layer {kl.name!r} has a {attr}, which is not supported")
 
 
-def _from_keras_layer(kl, dtype):
+def from_keras_layer(kl, dtype):
     """The scratchnet layer equivalent to the Keras layer ``kl`` (unbuilt), in ``dtype``."""
     kind = type(kl).__name__
     c = kl.get_config()
     name = c["name"]
     common = {"name": name, "dtype": dtype}
-    _check_supported(kl)
+    check_supported(kl)
     _check_unsupported_extras(kl)
     regs = {attr: _from_keras_regularizer(kl, attr) for attr in _REGULARIZERS.get(kind, ())}
 
@@ -215,7 +179,7 @@ def _from_keras_layer(kl, dtype):
         if inner_kind not in ("GRU", "SimpleRNN", "LSTM"):
             raise ValueError(f"from_keras: Bidirectional {name!r} wraps a {inner_kind}; GRU, SimpleRNN and LSTM are "
                              f"supported")
-        layer = _from_keras_layer(inner, dtype)
+        layer = from_keras_layer(inner, dtype)
         if c.get("merge_mode") not in ("concat", "sum", "ave", "mul"):
             raise ValueError(f"from_keras: Bidirectional {name!r} has merge_mode={c.get('merge_mode')!r}; concat, "
                              f"sum, ave and mul are supported")
@@ -244,40 +208,23 @@ def _from_keras_layer(kl, dtype):
         return L.Reshape(c["target_shape"], **common)
     if kind == "Activation":
         return L.Activation(activation(), **common)
+    if kind in ("Add", "Subtract", "Multiply", "Average"):
+        return getattr(L, kind)(**common)
+    if kind == "Concatenate":
+        return L.Concatenate(axis=c["axis"], **common)
+    if kind == "MultiHeadAttention":
+        if c.get("attention_axes") is not None or c.get("use_gate") or c.get("sliding_window") is not None:
+            raise ValueError(f"from_keras: MultiHeadAttention {name!r}: attention_axes, use_gate and sliding_window "
+                             f"are not supported (attention runs over the sequence axis)")
+        output = c.get("output_shape")
+        if isinstance(output, (list, tuple)):
+            if len(output) != 1:
+                raise ValueError(f"from_keras: MultiHeadAttention {name!r} has output_shape={output!r}; one size is "
+                                 f"supported")
+            output = output[0]
+        return L.MultiHeadAttention(c["num_heads"], c["key_dim"], value_dim=c.get("value_dim"), dropout=c["dropout"],
+                                    use_bias=c["use_bias"], output_shape=output, **regs, **common)
     raise AssertionError(f"from_keras: {kind} is in _SUPPORTED but not converted")
-
-
-def from_keras(keras_model):
-    """A :class:`scratchnet.Sequential` computing what the Keras ``Sequential`` computes, with its weights.
-
-    The Keras model must be built (have an input shape). Layer names are kept,
-    so parameters are named ``<keras layer name>/<weight>``. The model and its
-    layers take the Keras layers' dtype (float32 or float64), which must be the
-    same for every layer.
-    """
-    keras = _keras()
-    if not isinstance(keras_model, keras.Sequential):
-        raise ValueError(f"from_keras: expected a keras.Sequential, got {type(keras_model).__name__}")
-    if not keras_model.built:
-        raise ValueError("from_keras: the Keras model is not built; give it an Input(shape) or call it once")
-    klayers = list(keras_model.layers)
-    for kl in klayers:  # a layer scratchnet lacks is refused whatever its dtype
-        _check_supported(kl)
-    dtypes = [_keras_layer_dtype(kl) for kl in klayers]
-    if len(set(dtypes)) > 1:
-        listing = ", ".join(f"{kl.name!r} {d}" for kl, d in zip(klayers, dtypes))
-        raise ValueError(
-            f"from_keras: the Keras model {keras_model.name!r} mixes dtypes ({listing}); a scratchnet Sequential "
-            f"computes in one dtype, so build every Keras layer in the same one (dtype='float64' on each layer, "
-            f"or keras.backend.set_floatx('float64') before building them)"
-        )
-    dtype = dtypes[0] if dtypes else "float32"
-    model = Sequential([_from_keras_layer(kl, dtype) for kl in klayers], name=keras_model.name, dtype=dtype)
-    input_shape = tuple(keras_model.inputs[0].shape)
-    input_dtype = "int32" if "int" in str(keras_model.inputs[0].dtype) else None
-    model.build(input_shape, dtype=input_dtype)
-    model.set_weights(keras_model.get_weights())
-    return model
 
 
 def _to_keras_regularizer(keras, layer, config):
@@ -290,13 +237,20 @@ def _to_keras_regularizer(keras, layer, config):
     return keras.regularizers.L1L2(l1=c.get("l1", 0.0), l2=c.get("l2", 0.0))
 
 
-def _to_keras_layer(keras, layer, dtype):
+def to_keras_layer(keras, layer, dtype):
     kl = keras.layers
     c = layer.get_config()
     name = layer.name
     common = {"name": name, "dtype": dtype}
     kind = type(layer).__name__
     regs = {attr: _to_keras_regularizer(keras, layer, c.get(attr)) for attr in _REGULARIZERS.get(kind, ())}
+    if isinstance(layer, (L.Add, L.Subtract, L.Multiply, L.Average)):
+        return getattr(kl, kind)(**common)
+    if isinstance(layer, L.Concatenate):
+        return kl.Concatenate(axis=c["axis"], **common)
+    if isinstance(layer, L.MultiHeadAttention):
+        return kl.MultiHeadAttention(c["num_heads"], c["key_dim"], value_dim=c["value_dim"], dropout=c["dropout"],
+                                     use_bias=c["use_bias"], output_shape=c["output_shape"], **regs, **common)
     if isinstance(layer, L.Dense):
         return kl.Dense(c["units"], activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
     if not isinstance(c.get("padding", "valid"), str):
@@ -325,7 +279,7 @@ def _to_keras_layer(keras, layer, dtype):
         return getattr(kl, kind)(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
                                  go_backwards=c["go_backwards"], **regs, **common)
     if isinstance(layer, L.Bidirectional):
-        inner = _to_keras_layer(keras, layer.forward_layer, dtype)
+        inner = to_keras_layer(keras, layer.forward_layer, dtype)
         inner.name = layer.forward_layer.name[len("forward_"):] if layer.forward_layer.name.startswith("forward_") \
             else layer.forward_layer.name
         return kl.Bidirectional(inner, merge_mode=c["merge_mode"], **common)
@@ -350,27 +304,3 @@ def _to_keras_layer(keras, layer, dtype):
                              f"works along the last axis only (axis=-1)")
         return kl.Activation("log_softmax", **common)
     raise ValueError(f"to_keras: layer {name!r} is a {type(layer).__name__}, which has no Keras counterpart here")
-
-
-def to_keras(model):
-    """A ``keras.Sequential`` equivalent to the built scratchnet ``Sequential`` ``model``, with its weights.
-
-    Each Keras layer is built in its scratchnet layer's dtype (the model's), so
-    a float64 model gives float64 Keras weights and outputs.
-    """
-    keras = _keras()
-    if not isinstance(model, Sequential):
-        raise ValueError(f"to_keras: expected a scratchnet Sequential, got {type(model).__name__}")
-    if not model.built or model.input_shape is None:
-        raise ValueError("to_keras: the model is not built; call it on a batch or use model.build(input_shape)")
-    stack = model.layers
-    if len({id(layer) for layer in stack}) != len(stack):
-        raise ValueError("to_keras: a layer used twice in the stack has no Keras Sequential equivalent")
-    model_dtype = _dtype_name(model.dtype)
-    input_dtype = "int32" if isinstance(stack[0], L.Embedding) else model_dtype
-    inputs = keras.Input(shape=tuple(model.input_shape[1:]), dtype=input_dtype)
-    klayers = [_to_keras_layer(keras, layer, _dtype_name(getattr(layer, "dtype", None) or model_dtype))
-               for layer in stack]
-    keras_model = keras.Sequential([inputs] + klayers, name=model.name)
-    keras_model.set_weights(model.get_weights())
-    return keras_model

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import Model
+from .functional import Functional, Input
 from .sequential import Sequential
 
-__all__ = ["Model", "Sequential"]
+__all__ = ["Functional", "Input", "Model", "Sequential"]

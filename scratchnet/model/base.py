@@ -34,6 +34,7 @@ from .. import recording, training
 from .._checks import check_bool, check_count
 from ..backend import get_backend, to_numpy
 from ..layers.base import Layer, as_backend_array, shape_of
+from ..layers.symbolic import is_symbolic
 from . import fitting, printing, step, tracking
 
 _OPTIMIZERS = {"sgd": _optimizers.SGD, "adam": _optimizers.Adam, "rmsprop": _optimizers.RMSProp}
@@ -69,6 +70,14 @@ class Model(Layer):
     """
 
     _names_weights = False
+
+    def __new__(cls, *args, **kwargs):
+        # sn.Model(inputs, outputs) is Keras's functional model (scratchnet/model/functional.py).
+        if cls is Model and (args and is_symbolic(args[0]) or "inputs" in kwargs or "outputs" in kwargs):
+            from .functional import Functional
+
+            return object.__new__(Functional)
+        return object.__new__(cls)
 
     def __init__(self, name=None, dtype=None):
         super().__init__(name, dtype)

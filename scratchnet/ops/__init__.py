@@ -24,6 +24,8 @@ call                                                             ``backprop(...)
 ``batch_norm(x, gamma, beta, epsilon=1e-3)``                     ``(dx, dgamma, dbeta)``
 ``attention(q, k, v, mask=None, causal=False)``                  ``(dq, dk, dv)``
 ``softmax_cross_entropy(logits, labels)``                        ``dlogits``
+``add`` / ``subtract`` / ``multiply`` / ``average(xs)``          ``[dx_1, dx_2, ...]``
+``concatenate(xs, axis=-1)``                                     ``[dx_1, dx_2, ...]``
 ===============================================================  =========================================================
 
 Each op family has one file (``dense.py``, ``conv.py``, ...) holding the op,
@@ -45,11 +47,17 @@ from .embedding import embedding
 from .gru import gru, simple_rnn
 from .losses import softmax_cross_entropy
 from .lstm import embedding_lstm, lstm
+from .merge import add, average, concatenate, multiply, subtract
 from .normalization import batch_norm, layer_norm
 from .pooling import avg_pool2d, global_avg_pool2d, global_max_pool2d, max_pool2d
 
 __all__ = [
+    "add",
     "attention",
+    "average",
+    "concatenate",
+    "multiply",
+    "subtract",
     "avg_pool2d",
     "batch_norm",
     "conv2d",
