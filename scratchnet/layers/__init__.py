@@ -25,6 +25,7 @@ layer                          file                  weights (Keras order and la
 ``TransformerBlock``           ``transformer.py``    its ``self_attention`` (a MultiHeadAttention), two layer norms and two Dense
 ``ResidualBlock``              ``residual.py``       ``conv1``, ``bn1``, ``conv2``, ``bn2`` (and ``shortcut_conv``, ``shortcut_bn``)
 ``Dropout``                    ``core.py``           none (likewise ``Flatten``, ``Reshape``, ``Activation``, ``LogSoftmax``)
+``Add``, ``Concatenate``, ...  ``merge.py``          none (``Add``, ``Subtract``, ``Multiply``, ``Average``, ``Concatenate``: a list of inputs)
 =============================  ====================  ===========================================================================================================
 
 Every layer's ``forward(x, training) -> (y, backprop)``; ``backprop(dy)``
@@ -42,6 +43,7 @@ from .conv import Conv2D, Conv2DTranspose, MaxPool2D, MaxPooling2D
 from .core import Activation, Dense, Dropout, Flatten, LogSoftmax, Reshape
 from .embedding import Embedding
 from .masking import Masking
+from .merge import Add, Average, Concatenate, Multiply, Subtract
 from .normalization import BatchNormalization, LayerNormalization
 from .pooling import (
     AveragePooling2D,
@@ -57,7 +59,8 @@ from .rnn import GRU, Bidirectional, SimpleRNN
 from .transformer import TokenAndPositionEmbedding, TransformerBlock, sine_position_encoding
 
 __all__ = [
-    "Activation", "AveragePooling2D", "AvgPool2D", "BatchNormalization", "Bidirectional", "Conv2D", "Conv2DTranspose", "Dense",
+    "Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D", "BatchNormalization", "Bidirectional",
+    "Concatenate", "Conv2D", "Conv2DTranspose", "Dense", "Multiply", "Subtract",
     "Dropout", "Embedding", "Flatten", "GRU", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
     "GlobalMaxPooling2D", "LSTM", "Layer", "LayerNormalization", "LogSoftmax", "Masking", "MaxPool2D", "MaxPooling2D",
     "MultiHeadAttention", "Reshape", "ResidualBlock", "SimpleRNN", "TokenAndPositionEmbedding", "TransformerBlock", "deserialize",
