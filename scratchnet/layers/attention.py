@@ -47,9 +47,22 @@ def _project(x, kernel, bias):
     return heads, backprop
 
 
-def _zero_rows(backprop, empty, xp):
-    """``backprop`` of an attention whose output rows ``empty`` were set to 0 (their gradient is 0)."""
-    return lambda dA: backprop(xp.where(empty, 0, dA))
+def _empty_rows(A, backprop, V, empty, zero):
+    """``(A, backprop)`` with the rows of the queries ``empty`` (N, 1, Tq, 1) that the mask leaves no key set as
+    Keras 3 sets them: to 0 when the layer has dropout (its masked softmax zeroes masked weights), else to the
+    mean of the values (its ``dot_product_attention`` gives such a row the same score for every key: weights
+    1/Tk). Neither depends on the scores: such a row sends no gradient to Q and K."""
+    xp = get_backend().xp
+    if zero:
+        return xp.where(empty, 0, A), (lambda dA: backprop(xp.where(empty, 0, dA)))
+    Tk = V.shape[-2]
+    A = xp.where(empty, V.mean(axis=-2, keepdims=True), A)
+
+    def uniform_backprop(dA):
+        dQ, dK, dV = backprop(xp.where(empty, 0, dA))
+        return dQ, dK, dV + xp.where(empty, dA, 0).sum(axis=-2, keepdims=True) / Tk
+
+    return A, uniform_backprop
 
 
 @register
@@ -82,8 +95,9 @@ class MultiHeadAttention(Layer):
     its inputs, ``mask=m`` (the query's; for self-attention the value's too) or ``mask=[query_mask,
     value_mask(, key_mask)]`` (the inputs of ``layer([query, value(, key)])``). Query ``i`` may
     attend to key ``j`` where ``query_mask[i] & value_mask[j] & key_mask[j]`` (and the
-    ``attention_mask``, and the causal mask); a query left no key gets attention weights 0, as
-    Keras's masked softmax gives, so its output is the output bias. The output's mask is the query's.
+    ``attention_mask``, and the causal mask); a query left no key attends to every key equally (Keras's
+    ``dot_product_attention``), or, with ``dropout``, to none (Keras's masked softmax then: weights 0).
+    The output's mask is the query's.
 
     Weights, in Keras's order: ``query/kernel`` (Dq, h, key_dim), ``query/bias`` (h, key_dim),
     ``key/kernel`` (Dk, h, key_dim), ``key/bias``, ``value/kernel`` (Dv, h, value_dim),
@@ -187,10 +201,8 @@ class MultiHeadAttention(Layer):
         A, attention_backprop = ops.attention(Q, K, V, mask=allowed, causal=causal,
                                               scale=1.0 / numpy.sqrt(self.key_dim),
                                               dropout_rate=self.dropout if training else 0.0)
-        if empty is not None:  # Keras's masked softmax gives a query with no key weights 0: no output, no gradient
-            xp = get_backend().xp
-            A = xp.where(empty, 0, A)
-            attention_backprop = _zero_rows(attention_backprop, empty, xp)
+        if empty is not None:
+            A, attention_backprop = _empty_rows(A, attention_backprop, V, empty, self.dropout > 0)
         N, h, Tq, dv = A.shape
         out = self.output_kernel.shape[-1]
         Y, o_backprop = ops.dense(A.transpose(0, 2, 1, 3).reshape(N * Tq, h * dv),
@@ -221,7 +233,7 @@ class MultiHeadAttention(Layer):
         """``(allowed, empty)``: the attention mask of Keras's ``_compute_attention_mask`` from the inputs' masks
         (query's over rows, value's and key's over columns; the key's only when a key was given), with the
         ``attention_mask`` and causal mask, as (N, 1, Tq, Tk); and ``empty`` (N, 1, Tq, 1), the queries it
-        leaves no key, which are then given every key (the op needs one) and zeroed after."""
+        leaves no key, which are then given every key (the op needs one) and set after (:func:`_empty_rows`)."""
         be = get_backend()
         xp = be.xp
         masks = list(mask) if isinstance(mask, (list, tuple)) else [mask, mask if self_attention else None]
