@@ -327,3 +327,68 @@ def test_the_cupy_path_averages_through_nccl_or_the_host():
     buf = cupy.arange(10, dtype=cupy.float32)
     HostStaged(OneRank())(buf)
     np.testing.assert_array_equal(cupy.asnumpy(buf), 2 * np.arange(10, dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------
+# Batch normalization: per-rank statistics in the forward, the global batch's in the moving averages
+
+BN_WORKER = str(Path(__file__).with_name("mpi_worker_batch_norm.py"))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_batch_norm_moving_averages_follow_the_global_batch_on_every_rank_and_in_rank_0s_checkpoint(
+        mpiexec, tmp_path, dtype):
+    one, two = tmp_path / "one.npz", tmp_path / "two.npz"
+    rc, log = _run([sys.executable, BN_WORKER, dtype, str(one), str(tmp_path / "ck1")])
+    assert rc == 0, log
+    rc, log = _run([mpiexec, "-n", "2", sys.executable, BN_WORKER, dtype, str(two), str(tmp_path / "ck2")])
+    assert rc == 0, log
+    a, b = np.load(one), np.load(two)
+    meta = json.loads(str(b["meta"]))
+    assert meta["ranks"] == 2
+    first, second = meta["digests"]
+    assert first == second, "the ranks' tensors differ"  # the moving averages included
+    # The first batch norm reads the data: its moving averages are the global batches', as in one process,
+    # though each rank normalized its own 6 rows (whose means differ: the rows are sorted).
+    rtol = 1e-12 if dtype == "float64" else 2e-6
+    for name in ("bn_data/moving_mean", "bn_data/moving_variance"):
+        np.testing.assert_allclose(b[name], a[name], rtol=rtol, atol=rtol, err_msg=name)
+    # Rank 0's checkpoint carries them (every moving statistic), as every rank holds them.
+    _, arrays = read_archive(meta["checkpoint"])
+    for name in ("bn_data/moving_mean", "bn_data/moving_variance", "bn_hidden/moving_mean", "bn_hidden/moving_variance"):
+        np.testing.assert_array_equal(arrays[name], b[name], err_msg=name)
+    # Per-rank statistics in the forward (not a synchronized batch norm): the other weights differ from one process.
+    assert not np.allclose(b["dense/kernel"], a["dense/kernel"], rtol=1e-6)
+
+
+def test_reduce_batch_statistics_gives_the_global_batchs_mean_and_variance():
+    """The two allreduces' formula, on a world that sums what its two shards hand it: the whole batch's statistics."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((10, 3)) * [1.0, 4.0, 0.1] + [3.0, -1.0, 100.0]
+    shards = [Shard.of(10, r, 2) for r in range(2)]
+
+    class TwoShards(sn.distributed.World):
+        """Rank 0 of a two-rank world whose other rank holds the second shard: allreduce adds its share."""
+
+        def __init__(self):
+            super().__init__()
+            self.size, self.calls = 2, 0
+
+        def allreduce(self, buf, what="allreduce"):
+            other = shards[1].take(x)
+            m1, v1 = other.mean(axis=0), other.var(axis=0)
+            if self.calls == 0:
+                share = shards[1].weight * m1
+            else:
+                share = shards[1].weight * (v1 + (m1 - self.mean) ** 2)
+            self.calls += 1
+            buf = buf + share
+            self.mean = buf
+            return buf
+
+    dp = sn.distributed.DataParallel.__new__(sn.distributed.DataParallel)
+    dp.world = TwoShards()
+    own = shards[0].take(x)
+    mean, variance = dp.reduce_batch_statistics(own.mean(axis=0), own.var(axis=0), shards[0].weight)
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(variance, x.var(axis=0), rtol=1e-12)

@@ -17,7 +17,24 @@ the global batch of ``N`` rows (the same on every rank)::
 
 The weights ``n_r / N`` sum to 1, and the optimizer (which adds the L2
 gradient and clips) sees the averaged gradient, as in one process; a short
-final batch is weighted by its true size. The gradients travel as one flat
+final batch is weighted by its true size.
+
+Batch normalization: each rank normalizes its rows with its shard's own
+mean and variance in the forward (Keras's and PyTorch's default; a
+synchronized batch norm would also need the backward's channel sums
+allreduced), but the moving averages follow the global batch. During the
+step every ``BatchNormalization`` (in a layer made of layers too) gets a
+:attr:`~scratchnet.layers.BatchNormalization.statistics_reducer`, which
+turns the shard's ``(mean_r, var_r)`` into the global batch's, in two
+allreduces of C float64 numbers (:meth:`DataParallel.reduce_batch_statistics`)::
+
+    mean = sum_r (n_r / N) mean_r
+    var  = sum_r (n_r / N) (var_r + (mean_r - mean)**2)      the spread of the shards' means included
+
+and every rank applies the same moving-average update with them. So the
+moving averages are identical on every rank after each step (rank 0's
+checkpoints carry what every rank holds), and equal (to round-off) to those
+of one process on the whole batch. The gradients travel as one flat
 buffer per dtype, in one ``Allreduce``, not one call per parameter.
 
 :func:`broadcast_state` makes every rank start from rank 0's state: the
@@ -26,6 +43,8 @@ global step and the global random generator (so shuffling and dropout draw
 the same numbers on every rank).
 """
 from __future__ import annotations
+
+import functools
 
 import numpy
 
@@ -174,8 +193,41 @@ class DataParallel:
                 share_nonfinite_loss(loss, params)
             self.allreduce_gradients(params, shard.weight)
 
-        logs = train_step(self.model, shard.take(x), shard.take(y), gradients_ready=gradients_ready, rows=shard)
+        norms = self._batch_norms() if self.world.size > 1 else []
+        for layer in norms:  # the moving averages follow the global batch (the module's docstring)
+            layer.statistics_reducer = functools.partial(self.reduce_batch_statistics, weight=shard.weight)
+        try:
+            logs = train_step(self.model, shard.take(x), shard.take(y), gradients_ready=gradients_ready, rows=shard)
+        finally:
+            for layer in norms:
+                layer.statistics_reducer = None
         return self.average_logs(logs, shard.weight)
+
+    def _batch_norms(self):
+        """The layers with batch statistics (``statistics_reducer``), the parts of a layer made of layers included."""
+        found, layers = [], list(self.model.walk())
+        while layers:
+            layer = layers.pop(0)
+            layers += getattr(layer, "_sublayers", lambda: [])()
+            if hasattr(layer, "statistics_reducer") and layer not in found:
+                found.append(layer)
+        return found
+
+    def reduce_batch_statistics(self, mean, variance, weight):
+        """The global batch's ``(mean, variance)`` per channel from this rank's, its shard weighted ``weight``.
+
+        ``mean = sum_r w_r mean_r``, then ``var = sum_r w_r (var_r + (mean_r - mean)**2)``: two allreduces
+        of C numbers, in float64 (no cancellation: the second sum has no subtraction of large terms).
+        Returned in ``mean``'s dtype, on the backend. A rank with no rows (a short last batch) adds nothing.
+        """
+        m = numpy.asarray(to_numpy(mean), dtype=numpy.float64)
+        v = numpy.asarray(to_numpy(variance), dtype=numpy.float64)
+        if weight == 0:  # no rows: its statistics are NaN, and weigh nothing
+            m, v = numpy.zeros_like(m), numpy.zeros_like(v)
+        total = self.world.allreduce(weight * m, what="allreduce of the batch norm means")
+        spread = self.world.allreduce(weight * (v + (m - total) ** 2), what="allreduce of the batch norm variances")
+        xp = get_backend().xp
+        return xp.asarray(total.astype(mean.dtype)), xp.asarray(spread.astype(mean.dtype))
 
     def allreduce_gradients(self, params=None, weight=None):
         """``p.grad = sum_r weight_r p.grad_r`` over the ranks, one ``Allreduce`` per dtype, in the kept buffers.

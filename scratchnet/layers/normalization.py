@@ -109,10 +109,21 @@ class BatchNormalization(_Normalization):
     averages: ``y = gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta``.
 
     Weights, in Keras's order: ``gamma``, ``beta`` (trainable), ``moving_mean``,
-    ``moving_variance`` (not trainable; saved in checkpoints). Under data
-    parallelism each rank normalizes with its own shard's statistics (Keras's
-    default, not a synchronized batch norm).
+    ``moving_variance`` (not trainable; saved in checkpoints).
+
+    Under data parallelism (:class:`scratchnet.distributed.DataParallel`)
+    each rank normalizes its rows with its own shard's statistics, as Keras
+    and PyTorch do by default (not a synchronized batch norm), but the moving
+    averages follow the *global* batch's mean and variance: ``DataParallel``
+    sets :attr:`statistics_reducer` for the step, which combines the shards'
+    ``(mean, variance)``, weighted by their rows, into the global batch's. So
+    the moving averages are the same on every rank after each step, and the
+    same as one process on the whole batch would keep.
     """
+
+    #: ``(mean, variance) -> (mean, variance)`` of the global batch, set by DataParallel during its step; None
+    #: otherwise (the batch's own statistics update the moving averages).
+    statistics_reducer = None
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", moving_mean_initializer="zeros", moving_variance_initializer="ones",
@@ -137,6 +148,8 @@ class BatchNormalization(_Normalization):
         gamma, beta = self._affine()
         if training:
             (y, mean, variance), op_backprop = ops.batch_norm(x, gamma, beta, self.epsilon)
+            if self.statistics_reducer is not None:  # data-parallel: the moving averages follow the global batch
+                mean, variance = self.statistics_reducer(mean, variance)
             m = x.dtype.type(self.momentum)
             self.moving_mean.value[...] = m * self.moving_mean.value + (1 - m) * mean
             self.moving_variance.value[...] = m * self.moving_variance.value + (1 - m) * variance
