@@ -1,7 +1,9 @@
 """Time each op's forward + backward against TensorFlow and PyTorch.
 
-At the shapes of the five lessons (batch 100): the MNIST MLP and CNN
-layers, their max-pools, and the two LSTMs (MNIST rows, PTB words). Every
+At the shapes of the lessons (batch 100): the MNIST MLP and CNN layers,
+their max-pools (and an average pool), the two LSTMs (MNIST rows, PTB words)
+and the GRU at their shapes, lesson 6's causal attention and layer norm, and
+lesson 7's batch norms (the zoo's resnet, one row per stage). Every
 framework runs in this process, on the same inputs, with the same thread
 count. Frameworks that each own a thread pool disturb each other when
 interleaved call by call, so they are timed in alternating blocks
@@ -54,6 +56,9 @@ def cases(batch, large):
     for H, C in ((28, 32), (14, 64)):
         out.append(("max_pool2d 2x2", f"{N}x{H}x{H}x{C}", dict(N=N, H=H, C=C),
                     sn.ops.max_pool2d.cost(x=f(N, H, H, C), ksize=2, strides=2, padding="SAME")))
+    # Average pooling at LeNet's first pooling shape, beside max pooling's.
+    out.append(("avg_pool2d 2x2", f"{N}x28x28x32", dict(N=N, H=28, C=32),
+                sn.ops.avg_pool2d.cost(x=f(N, 28, 28, 32), ksize=2, strides=2, padding="SAME")))
     for D, Hd in ((28, hidden[0]), (256, hidden[1])):
         T = 28
         out.append(("lstm", f"{N}x{T}x{D}, hidden {Hd}", dict(N=N, T=T, D=D, H=Hd),
@@ -69,9 +74,11 @@ def cases(batch, large):
                 sn.ops.attention.cost(q=f(N, heads, T, d), k=f(N, heads, T, d), v=f(N, heads, T, d))))
     out.append(("layer_norm", f"{N * 50}x64", dict(N=N * 50, C=64),
                 sn.ops.layer_norm.cost(x=f(N * 50, 64), gamma=f(64), beta=f(64))))
-    # Issue 26: batch norm at lesson 7's first stage (NHWC).
-    out.append(("batch_norm", f"{N}x28x28x16", dict(N=N, H=28, C=16),
-                sn.ops.batch_norm.cost(x=f(N, 28, 28, 16), gamma=f(16), beta=f(16))))
+    # Issue 26: batch norm at lesson 7's three stages (the zoo's resnet: 16, 32 and 64 channels on 28x28, 14x14
+    # and 7x7 images, NHWC).
+    for H, C in ((28, 16), (14, 32), (7, 64)):
+        out.append(("batch_norm", f"{N}x{H}x{H}x{C}", dict(N=N, H=H, C=C),
+                    sn.ops.batch_norm.cost(x=f(N, H, H, C), gamma=f(C), beta=f(C))))
     return out
 
 
@@ -84,7 +91,7 @@ def make_inputs(op, s, rng):
     if op.startswith("conv2d"):
         return dict(x=f(N, s["H"], s["H"], s["C"]), w=f(s["k"], s["k"], s["C"], s["O"]), b=f(s["O"]),
                     dy=f(N, s["H"], s["H"], s["O"]))
-    if op.startswith("max_pool2d"):
+    if op.startswith(("max_pool2d", "avg_pool2d")):
         return dict(x=f(N, s["H"], s["H"], s["C"]), dy=f(N, s["H"] // 2, s["H"] // 2, s["C"]))
     if op == "lstm":
         return dict(x=f(N, s["T"], s["D"]), k=f(s["D"], 4 * s["H"]), rk=f(s["H"], 4 * s["H"]), b=f(4 * s["H"]),
@@ -119,6 +126,10 @@ def scratchnet_step(op, a, be):
     elif op.startswith("max_pool2d"):
         def step():
             y, bp = sn.ops.max_pool2d(a["x"], 2, 2, padding="SAME")
+            return bp(a["dy"])
+    elif op.startswith("avg_pool2d"):
+        def step():
+            y, bp = sn.ops.avg_pool2d(a["x"], 2, 2, padding="SAME")
             return bp(a["dy"])
     elif op == "gru":
         def step():
@@ -188,6 +199,8 @@ def tf_step(op, a, tf):
             return tf.nn.conv2d(x, w, 1, "SAME") + b
         if op.startswith("max_pool2d"):
             return tf.nn.max_pool2d(x, 2, 2, "SAME")
+        if op.startswith("avg_pool2d"):
+            return tf.nn.avg_pool2d(x, 2, 2, "SAME")
         return layer(x)
 
     w, b = t.get("w"), t.get("b")
@@ -224,6 +237,9 @@ def torch_step(op, a, torch, device):
     elif op.startswith("max_pool2d"):
         x, dy = T(a["x"].transpose(0, 3, 1, 2).copy()), T(a["dy"].transpose(0, 3, 1, 2).copy(), False)
         fwd = lambda: F.max_pool2d(x, 2, 2)  # noqa: E731
+    elif op.startswith("avg_pool2d"):
+        x, dy = T(a["x"].transpose(0, 3, 1, 2).copy()), T(a["dy"].transpose(0, 3, 1, 2).copy(), False)
+        fwd = lambda: F.avg_pool2d(x, 2, 2)  # noqa: E731
     elif op.startswith("attention"):
         q, k, v, dy = T(a["q"]), T(a["k"]), T(a["v"]), T(a["dy"], False)
         fwd = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
@@ -258,7 +274,7 @@ def main(argv=None):
                    help=f"seconds between blocks, untimed (default {SETTLE_S}: OpenBLAS's idle threads spin for about 0.1 s)")
     p.add_argument("--large", action="store_true", help="batch 1024 and LSTM hidden 1024 (the GPU case)")
     p.add_argument("--peers", default="tf,torch", help="peer frameworks, comma-separated: tf, torch, or none")
-    p.add_argument("--only", default="", help="run only ops whose name contains this")
+    p.add_argument("--only", default="", help="run only ops whose name contains one of these (comma-separated)")
     args = p.parse_args(argv)
 
     backends = sn.available_backends() if args.backend == "all" else args.backend.split(",")
@@ -309,7 +325,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     rows = []
     for op, label, spec, cost in cases(batch, args.large):
-        if args.only and args.only not in op:
+        if args.only and not any(word in op for word in args.only.split(",")):
             continue
         a = make_inputs(op, spec, rng)
         steps, times = {}, {}

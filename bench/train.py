@@ -11,7 +11,7 @@ Markdown table: median milliseconds per training step (the first steps,
 which compile or trace, are left out), its ratio to the faster peer (the
 faster of Keras and PyTorch), and each framework's final test accuracy
 (on the moving-average weights where the zoo model keeps them; next-token
-accuracy on held-out text for ``charlm``).
+accuracy on held-out text for ``charlm`` and ``transformer_lm``).
 
 Usage::
 
@@ -19,6 +19,7 @@ Usage::
     python bench/train.py --train-data ~/mnist --test-data ../shared/datasets/mnist-test
     python bench/train.py --fashion          # /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)
     python bench/train.py --models charlm --text corpus.txt
+    python bench/train.py --models resnet,transformer_lm --steps 30   # lessons 7 and 6
 
 The peers are written here, not in the library: TensorFlow and PyTorch are
 imported only by this script.
@@ -153,15 +154,71 @@ def keras_model(name, hp, vocab_size=None):
         e = L.Embedding(vocab_size, hp["embedding_size"])(ids)
         seq, h, c = L.LSTM(hp["units"], return_sequences=True, return_state=True)(e, initial_state=[h0, c0])
         return keras.Model([ids, h0, c0], [L.Dense(vocab_size)(seq), h, c])
+    if name == "resnet":
+        return keras_resnet(keras, hp)
+    if name == "transformer_lm":
+        return keras_transformer_lm(keras, hp, vocab_size)
     raise ValueError(f"bench: no Keras peer for {name!r}")
+
+
+def keras_resnet(keras, hp):
+    """The zoo's ``resnet`` (lesson 7): a 3x3 stem, ``ResidualBlock`` stages, global average pooling, in Keras."""
+    from keras import layers as L
+
+    def bn():
+        return L.BatchNormalization(momentum=hp["bn_momentum"], epsilon=1e-3)
+
+    def conv(filters, size, strides=1):
+        return L.Conv2D(filters, size, strides=strides, padding="same", use_bias=False)
+
+    x = inputs = keras.Input((784,))
+    x = L.Reshape((28, 28, 1))(x)
+    x = L.ReLU()(bn()(conv(hp["widths"][0], 3)(x)))
+    for stage, width in enumerate(hp["widths"]):
+        for block in range(hp["blocks_per_stage"]):
+            strides = 2 if stage > 0 and block == 0 else 1
+            main = bn()(conv(width, 3)(L.ReLU()(bn()(conv(width, 3, strides)(x)))))
+            skip = x if x.shape[-1] == width and strides == 1 else bn()(conv(width, 1, strides)(x))
+            x = L.ReLU()(L.Add()([main, skip]))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(10)(x))
+
+
+def keras_transformer_lm(keras, hp, vocab_size):
+    """The zoo's ``transformer_lm`` (lesson 6): token and position embeddings, pre-norm causal blocks, in Keras."""
+    from keras import layers as L
+
+    uniform = keras.initializers.RandomUniform(-0.05, 0.05)  # KerasNLP's TokenAndPositionEmbedding's
+    D, T = hp["embedding_dim"], hp["seq_len"]
+
+    class PositionEmbedding(L.Layer):
+        def build(self, input_shape):
+            self.positions = self.add_weight(shape=(T, D), initializer=uniform, name="positions")
+
+        def call(self, x):
+            return x + self.positions[: keras.ops.shape(x)[1]]
+
+    ids = keras.Input((None,), dtype="int32")
+    x = PositionEmbedding()(L.Embedding(vocab_size, D, embeddings_initializer=uniform)(ids))
+    for _ in range(hp["num_blocks"]):
+        n = L.LayerNormalization(epsilon=1e-5)(x)
+        a = L.MultiHeadAttention(hp["num_heads"], D // hp["num_heads"], dropout=hp["dropout"])(
+            n, n, use_causal_mask=True)
+        x = L.Add()([x, a])
+        n = L.LayerNormalization(epsilon=1e-5)(x)
+        x = L.Add()([x, L.Dense(D)(L.Dense(hp["intermediate_dim"], activation="relu")(n))])
+    x = L.LayerNormalization(epsilon=1e-5)(x)
+    return keras.Model(ids, L.Dense(vocab_size)(x))
 
 
 def keras_optimizer(hp, steps_per_epoch):
     import keras
 
     if hp["optimizer"] == "sgd":
-        lr = keras.optimizers.schedules.ExponentialDecay(hp["learning_rate"], steps_per_epoch, hp["decay_rate"])
-        return keras.optimizers.SGD(lr)
+        lr = hp["learning_rate"]
+        if hp.get("decay_rate"):
+            lr = keras.optimizers.schedules.ExponentialDecay(lr, steps_per_epoch, hp["decay_rate"])
+        return keras.optimizers.SGD(lr, momentum=hp.get("momentum", 0.0))
     return keras.optimizers.Adam(hp["learning_rate"], global_clipnorm=hp.get("clipnorm"))
 
 
@@ -288,7 +345,109 @@ def torch_model(name, hp, vocab_size=None):
                 return self.out(seq), state
 
         return CharLM()
+    if name == "resnet":
+        return torch_resnet(hp)
+    if name == "transformer_lm":
+        return torch_transformer_lm(hp, vocab_size)
     raise ValueError(f"bench: no PyTorch peer for {name!r}")
+
+
+def torch_resnet(hp):
+    """The zoo's ``resnet`` in PyTorch (NCHW, its native layout), with Keras's initializers and ``padding="same"``.
+
+    A stride-2 3x3 convolution pads as TensorFlow's SAME does, one row and column at the bottom and right only
+    (PyTorch's ``padding=1`` would pad both sides, and shift every window by a pixel).
+    """
+    from torch import nn
+
+    def conv(cin, cout, size, strides=1):
+        layer = nn.Conv2d(cin, cout, size, stride=strides, padding="same" if strides == 1 else 0, bias=False)
+        nn.init.xavier_uniform_(layer.weight)  # Keras's glorot_uniform: the same fans for an OIHW kernel
+        if strides == 1 or size == 1:  # a 1x1 stride-2 window needs no padding under SAME
+            return layer
+        return nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), layer)
+
+    def bn(channels):  # PyTorch's momentum is Keras's 1 - momentum
+        return nn.BatchNorm2d(channels, eps=1e-3, momentum=1 - hp["bn_momentum"])
+
+    class Block(nn.Module):
+        def __init__(self, cin, width, strides):
+            super().__init__()
+            self.main = nn.Sequential(conv(cin, width, 3, strides), bn(width), nn.ReLU(), conv(width, width, 3),
+                                      bn(width))
+            self.skip = (nn.Identity() if cin == width and strides == 1
+                         else nn.Sequential(conv(cin, width, 1, strides), bn(width)))
+
+        def forward(self, x):
+            return (self.main(x) + self.skip(x)).relu()
+
+    widths = hp["widths"]
+    stack = [conv(1, widths[0], 3), bn(widths[0]), nn.ReLU()]
+    cin = widths[0]
+    for stage, width in enumerate(widths):
+        for block in range(hp["blocks_per_stage"]):
+            stack.append(Block(cin, width, 2 if stage > 0 and block == 0 else 1))
+            cin = width
+    dense = nn.Linear(cin, 10)
+    nn.init.xavier_uniform_(dense.weight)
+    nn.init.zeros_(dense.bias)
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features, self.dense = nn.Sequential(*stack), dense
+
+        def forward(self, x):
+            return self.dense(self.features(x.reshape(-1, 1, 28, 28)).mean(dim=(2, 3)))
+
+    return ResNet()
+
+
+def torch_transformer_lm(hp, vocab_size):
+    """The zoo's ``transformer_lm`` in PyTorch: the same pre-norm blocks, attention by ``scaled_dot_product_attention``."""
+    import torch
+    from torch import nn
+
+    D, heads = hp["embedding_dim"], hp["num_heads"]
+
+    def dense(cin, cout):
+        layer = nn.Linear(cin, cout)
+        nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(layer.bias)
+        return layer
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention_norm, self.feedforward_norm = nn.LayerNorm(D, eps=1e-5), nn.LayerNorm(D, eps=1e-5)
+            self.query, self.key, self.value, self.output = (dense(D, D) for _ in range(4))
+            self.intermediate, self.output_dense = dense(D, hp["intermediate_dim"]), dense(hp["intermediate_dim"], D)
+
+        def attend(self, x):
+            N, T, _ = x.shape
+            q, k, v = (f(x).reshape(N, T, heads, D // heads).transpose(1, 2) for f in (self.query, self.key, self.value))
+            a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=hp["dropout"] if self.training else 0.0)
+            return self.output(a.transpose(1, 2).reshape(N, T, D))
+
+        def forward(self, x):
+            x = x + self.attend(self.attention_norm(x))
+            return x + self.output_dense(self.intermediate(self.feedforward_norm(x)).relu())
+
+    class TransformerLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tokens = nn.Embedding(vocab_size, D)
+            self.positions = nn.Parameter(torch.empty(hp["seq_len"], D))
+            for table in (self.tokens.weight, self.positions):
+                nn.init.uniform_(table, -0.05, 0.05)
+            self.blocks = nn.Sequential(*(Block() for _ in range(hp["num_blocks"])))
+            self.norm, self.softmax = nn.LayerNorm(D, eps=1e-5), dense(D, vocab_size)
+
+        def forward(self, ids):
+            x = self.tokens(ids) + self.positions[: ids.shape[1]]
+            return self.softmax(self.norm(self.blocks(x)))
+
+    return TransformerLM()
 
 
 def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None, device="cpu"):
@@ -300,7 +459,8 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None, device=
     model = torch_model(name, hp, vocab_size).to(device)
     params = list(model.parameters())
     if hp["optimizer"] == "sgd":
-        opt = torch.optim.SGD(params, lr=hp["learning_rate"])
+        # Keras's momentum (m = momentum m - lr g; w += m) is PyTorch's at a constant learning rate.
+        opt = torch.optim.SGD(params, lr=hp["learning_rate"], momentum=hp.get("momentum", 0.0))
     else:
         opt = torch.optim.Adam(params, lr=hp["learning_rate"])
     # The zoo regularizes the kernels of the layers it names; find them by shape (Linear weights).
@@ -310,6 +470,7 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None, device=
         regularized = [m.weight for m in (linears if name == "mlp" else linears[-1:])]
     shadows = [p.detach().clone() for p in params] if hp.get("ema_decay") else []
     carried = name == "charlm"
+    takes_ids = name in ("charlm", "transformer_lm")  # token ids in, logits at every position out
     ce = nn.CrossEntropyLoss()
 
     it = iter(enumerate(batches))
@@ -322,13 +483,16 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None, device=
         model.train()
         x = torch.from_numpy(np.ascontiguousarray(x)).to(device)
         y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
-        if hp["optimizer"] == "sgd":  # tf.train.exponential_decay, not staircase
+        if hp.get("decay_rate"):  # tf.train.exponential_decay, not staircase
             for g in opt.param_groups:
                 g["lr"] = hp["learning_rate"] * hp["decay_rate"] ** (i / steps_per_epoch)
         opt.zero_grad()
         if carried:
             logits, (h, c) = model(x.long(), (state["h"], state["c"]) if state else None)
             state["h"], state["c"] = h.detach(), c.detach()
+            loss = ce(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        elif takes_ids:
+            logits = model(x.long())
             loss = ce(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         else:
             loss = ce(model(x), y)
@@ -355,7 +519,7 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None, device=
             preds = []
             for lo in range(0, len(x), 1000):
                 xb = torch.from_numpy(np.ascontiguousarray(x[lo:lo + 1000])).to(device)
-                logits = model(xb.long())[0] if carried else model(xb)
+                logits = model(xb.long())[0] if carried else model(xb.long()) if takes_ids else model(xb)
                 preds.append(logits.argmax(-1).cpu().numpy())
         return float(np.mean(np.concatenate(preds) == y))
 
@@ -367,8 +531,8 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None, device=
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="mlp,lenet,lstm,charlm",
-                   help="comma-separated zoo models (default: the four with Keras and PyTorch peers)")
+    p.add_argument("--models", default="mlp,lenet,lstm,charlm,transformer_lm,resnet",
+                   help="comma-separated zoo models (default: the six with Keras and PyTorch peers)")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of scratchnet,keras,torch")
     p.add_argument("--steps", type=int, default=100, help="training steps per model and framework (default 100)")
     p.add_argument("--block", type=int, default=10, help="steps of one framework before the next takes its turn (default 10)")
@@ -380,7 +544,7 @@ def parse_args(argv=None):
     p.add_argument("--test-data", help="folder with the t10k IDX files, used when --train-data holds no test set")
     p.add_argument("--validation-size", type=int, help="training examples held out (default 5,000, as read_data_sets)")
     p.add_argument("--fashion", action="store_true", help="full Fashion-MNIST from /usr/share/datasets/fashion-mnist")
-    p.add_argument("--text", help="text file for charlm (default: the data package's corpus)")
+    p.add_argument("--text", help="text file for charlm and transformer_lm (default: the data package's corpus)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
@@ -415,7 +579,8 @@ def main(argv=None):
     rows = []
     for name in args.models:
         sn.random.seed(args.seed)
-        data = zoo.load_data(name, data=args.text if name == "charlm" else args.train_data, test_data=args.test_data,
+        text = name in ("charlm", "transformer_lm")
+        data = zoo.load_data(name, data=args.text if text else args.train_data, test_data=args.test_data,
                              fashion=args.fashion, validation_size=args.validation_size, batch_size=args.batch_size)
         print(f"{name}: {data.source}", flush=True)
         recipe = zoo.build(name, data=data, batch_size=args.batch_size, seed=args.seed)
