@@ -163,6 +163,8 @@ def test_a_model_with_batch_norm_trains_and_restores_its_moving_averages(tmp_pat
     (lambda: sn.ops.layer_norm(np.ones((2, 3)), epsilon=0), "epsilon must be a positive number"),
     (lambda: sn.ops.batch_norm(np.ones(3)), "rank >= 2"),
     (lambda: sn.ops.batch_norm(np.ones((1, 3))), "at least 2 values"),
+    (lambda: sn.ops.layer_norm(np.ones((2, 0))), "layer_norm: x has no channels to normalize"),
+    (lambda: sn.ops.batch_norm(np.ones((4, 0))), "batch_norm: x has no channels to normalize"),
     (lambda: sn.layers.BatchNormalization(momentum=1.0), "momentum must be a number in [0, 1)"),
     (lambda: sn.layers.LayerNormalization(axis=1), "axis must be -1"),
     (lambda: sn.layers.LayerNormalization(epsilon=-1), "epsilon must be a positive number"),

@@ -45,6 +45,8 @@ def _check(op, x, gamma, beta, epsilon, min_rank):
     if x.ndim < min_rank:
         raise ValueError(f"{op}: x must have rank >= {min_rank} (channels last), got shape {tuple(x.shape)}")
     C = x.shape[-1]
+    if C == 0:
+        raise ValueError(f"{op}: x has no channels to normalize (its last axis is empty), got shape {tuple(x.shape)}")
     for name, a in (("gamma", gamma), ("beta", beta)):
         if a is not None and tuple(a.shape) != (C,):
             raise ValueError(f"{op}: {name} must have shape ({C},) (x's last axis), got {tuple(a.shape)} "
