@@ -22,8 +22,9 @@ by round-off only (its sums are NumPy's and the BLAS's, in another order),
 and a float32 one is at least as accurate.
 
 A row's sums over its channels (layer norm) are ``fastmath`` (reassociation
-only): that lets LLVM keep SIMD partial sums, a reordering of one sum. A
-column's sums (batch norm) are vectorized across the channels as they are.
+only): that lets LLVM keep SIMD partial sums, a reordering of the sum and of
+its terms' products (round-off again). A column's sums (batch norm) are
+vectorized across the channels as they are, each channel's in row order.
 
 The rows are cut into one contiguous part per core (``kernels/runtime/threads.py``);
 batch norm's column sums are returned per part and added in part order, so
