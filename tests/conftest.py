@@ -123,6 +123,7 @@ FILE_FAMILIES = {
     "test_losses.py": ("losses",),
     "test_lstm.py": ("lstm",),
     "test_model.py": ("model",),
+    "test_functional.py": ("model",),
     "test_optimizers.py": ("optimizers",),
     "test_packaging.py": ("packaging",),
     "test_pooling.py": ("pool",),

@@ -112,6 +112,13 @@ class Model(Layer):
     def layers(self):
         return list(self._layers)
 
+    def get_layer(self, name):
+        """The layer called ``name`` (Keras's ``get_layer``); a ValueError naming the layers there are otherwise."""
+        for layer in self._layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"{self.name}: no layer named {name!r}; its layers: {[layer.name for layer in self._layers]}")
+
     def walk(self):
         """Every layer of the tree below this model, depth first."""
         for layer in self._layers:

@@ -208,6 +208,7 @@ class Functional(Model):
     """
 
     takes_need_dx = True
+    takes_mask = True
 
     def __init__(self, inputs, outputs, name=None, dtype=None, _build=True):
         self._inputs, self._many_inputs = _as_list(inputs, "inputs")
@@ -254,6 +255,10 @@ class Functional(Model):
         return list(self._outputs)
 
     # -- running -----------------------------------------------------------------------
+    def compute_mask(self, x, mask):
+        """The mask its last forward's output had (a model inside a model passes it on)."""
+        return self.output_mask
+
     def _arrays_of_inputs(self, x):
         if self._many_inputs:
             if not isinstance(x, (list, tuple)) or len(x) != len(self._inputs):
