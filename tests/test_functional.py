@@ -319,8 +319,7 @@ def test_the_graph_the_profiler_and_the_summary_see_the_branches(tmp_path):
     model = sn.Model(x, sn.layers.Dense(3, name="out")(y))
     model.compile(loss="sparse_categorical_crossentropy")
     data, labels = np.random.default_rng(9).random((4, 8), dtype=np.float32), np.array([0, 1, 2, 0])
-    with sn.use_backend("numpy"):
-        sn.summary.write_graph(tmp_path, model, data, labels)
+    sn.summary.write_graph(tmp_path, model, data, labels)
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     graph = {n.name: list(n.input) for n in acc.Graph().node}
