@@ -267,13 +267,13 @@ def test_multi_head_attention_with_input_masks_matches_keras(backend, form, caus
     np.testing.assert_array_equal(sn.to_numpy(ours.compute_mask(x_in, mask_in)), q_mask)
 
 
-def test_mask_errors():
-    x = np.zeros((2, 3, 1))
-    w = np.zeros((1, 4)), np.zeros((1, 4)), np.zeros(4)
+def test_mask_errors(backend):
+    x, w = to_backend(backend, np.zeros((2, 3, 1))), to_backend(backend, np.zeros((1, 4)), np.zeros((1, 4)), np.zeros(4))
     with pytest.raises(ValueError, match=r"lstm: mask must have shape \(N, T\) = \(2, 3\)"):
-        sn.ops.lstm(x, *w, mask=np.ones((2, 4), bool))
+        sn.ops.lstm(x, *w, mask=to_backend(backend, np.ones((2, 4), bool)))
     with pytest.raises(ValueError, match="gru: mask must be boolean"):
-        sn.ops.gru(x, np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((2, 3)), mask=np.ones((2, 3)))
+        sn.ops.gru(x, *to_backend(backend, np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((2, 3))),
+                   mask=to_backend(backend, np.ones((2, 3))))
     with pytest.raises(ValueError, match="Masking: mask_value"):
         L.Masking("0")
     layer = L.Flatten()
