@@ -103,18 +103,27 @@ class CallbackList:
 
 
 class _Means:
-    """Means of logs over batches, each weighted by its number of examples."""
+    """Means of logs over batches: the loss weighted by each batch's number of examples, the metrics by the
+    positions they counted (Keras's running total and count): the examples, or the unmasked positions of a
+    model whose output has a mask (``model.output_mask``), so that an epoch's accuracy is the accuracy over
+    every counted position, however the padding fell into batches."""
 
     def __init__(self):
-        self.totals, self.count = {}, 0
+        self.totals, self.weights, self.count = {}, {}, 0
 
-    def add(self, logs, n):
+    def add(self, logs, n, model=None):
         self.count += n
+        mask = getattr(model, "output_mask", None) if model is not None else None
+        counted = n if mask is None or isinstance(mask, (list, tuple)) else float(mask.sum())
         for k, v in logs.items():
-            self.totals[k] = self.totals.get(k, 0.0) + v * n
+            w = n if k == "loss" else counted
+            self.totals[k] = self.totals.get(k, 0.0) + v * w
+            self.weights[k] = self.weights.get(k, 0) + w
 
     def result(self):
-        return {k: v / self.count for k, v in self.totals.items()} if self.count else {}
+        if not self.count:
+            return {}
+        return {k: (v / self.weights[k] if self.weights[k] else 0.0) for k, v in self.totals.items()}
 
 
 def train(model, batches, steps, callbacks=(), params=None, validate=None, validate_every=None, batch_logs="mean",
@@ -208,7 +217,7 @@ def _train(model, batches, steps, callbacks, params, validate, validate_every, b
             model.stop_training = True
             cbs.on_train_end(history.last())
             raise
-        means.add(logs, len(x))
+        means.add(logs, len(x), model)
         cbs.on_train_batch_end(batch, means.result() if batch_logs == "mean" else logs)
         batch += 1
         if validate is not None and validate_every and model.step % validate_every == 0 and model.step != last_step:
@@ -247,7 +256,7 @@ def evaluate(model, batches, callbacks=()):
     for i, (x, y) in enumerate(batches):
         _call(cbs, "on_test_batch_begin", i, {})
         logs = model.test_on_batch(x, y)
-        means.add(logs, len(x))
+        means.add(logs, len(x), model)
         _call(cbs, "on_test_batch_end", i, logs)
     if means.count == 0:
         raise ValueError(f"{model.name}: evaluate needs at least one example")

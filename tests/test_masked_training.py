@@ -159,3 +159,12 @@ def test_embedding_gru_dense_trains_like_keras_float64(backend):
     assert abs(result["accuracy"] - result_k["sparse_categorical_accuracy"]) < 1e-12
     np.testing.assert_allclose(ours.predict(x, batch_size=16), keras_model.predict(x, verbose=0), rtol=1e-9,
                                atol=1e-12)
+    # Several batches: Keras's metric is the accuracy over every unmasked position of all of them (a running total
+    # and count), its loss the batches' losses weighted by their sizes.
+    x2, y2 = _data(rng, V)
+    x, y = np.concatenate([x, x2]), np.concatenate([y, y2])
+    x[20:23] = 0  # batches of 5 then: some nearly all padding
+    result_k = keras_model.evaluate(x, y, batch_size=5, verbose=0, return_dict=True)
+    result = ours.evaluate(x, y, batch_size=5)
+    assert abs(result["loss"] - result_k["loss"]) <= 1e-7 * abs(result_k["loss"])
+    assert abs(result["accuracy"] - result_k["sparse_categorical_accuracy"]) < 1e-7

@@ -15,7 +15,7 @@ from .layers import check_supported, dtype_name, from_keras_layer, keras_layer_d
 
 #: The keyword arguments of a Keras layer call that carry over (others are refused).
 _CALL_KWARGS = {
-    "MultiHeadAttention": ("value", "key", "attention_mask", "use_causal_mask"),
+    "MultiHeadAttention": ("attention_mask", "use_causal_mask"),
     "GRU": ("initial_state",), "SimpleRNN": ("initial_state",), "LSTM": ("initial_state",),
 }
 #: Keyword arguments a Keras call records that change nothing here (Keras fills them in itself).
@@ -52,10 +52,9 @@ def from_keras_functional(keras, keras_model):
         args, kwargs = list(node.arguments.args), dict(node.arguments.kwargs)
         kind = type(op).__name__
         allowed = _CALL_KWARGS.get(kind, ())
-        if kind == "MultiHeadAttention":  # mha(query, value, key=None): value and key as keywords here
-            for key, value in zip(("value", "key"), args[1:3]):
-                kwargs[key] = value
-            args = args[:1]
+        if kind == "MultiHeadAttention":  # mha(query, value, key=None) is layer([query, value(, key)]) here
+            inputs = list(args[:3]) + [kwargs.pop(k) for k in ("value", "key") if kwargs.get(k) is not None]
+            args = [inputs]
         if len(args) != 1:
             raise ValueError(f"from_keras: layer {op.name!r} is called with {len(args)} positional arguments; one "
                              f"(a tensor or a list of tensors) is supported")
@@ -136,9 +135,11 @@ def to_keras_functional(keras, model):
         x = [lookup(v) for v in node.x] if isinstance(node.x, list) else lookup(node.x)
         kwargs = {k: ([lookup(v) for v in value] if isinstance(value, list) else lookup(value))
                   for k, value in node.kwargs.items()}
-        if type(layer).__name__ == "MultiHeadAttention":
-            value = kwargs.pop("value", None)
-            outs = kl(x, x if value is None else value, **kwargs)
+        if type(layer).__name__ == "MultiHeadAttention":  # layer([query, value(, key)]) or layer(q, value=...)
+            parts = x if isinstance(x, list) else [x] + [kwargs.pop(k) for k in ("value", "key") if k in kwargs]
+            if len(parts) == 1:
+                parts.append(parts[0])
+            outs = kl(*parts[:2], **({"key": parts[2]} if len(parts) > 2 else {}), **kwargs)
         else:
             outs = kl(x, **kwargs)
         for t, kt in zip(node.outputs, outs if isinstance(outs, (list, tuple)) else [outs]):

@@ -25,7 +25,7 @@ _SUPPORTED = ("Dense", "Conv2D", "Conv2DTranspose", "MaxPooling2D", "MaxPool2D",
               "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "LSTM",
               "Embedding", "Dropout", "Flatten", "Reshape", "Activation", "GRU", "SimpleRNN", "Bidirectional",
               "LayerNormalization", "BatchNormalization", "MultiHeadAttention", "Add", "Subtract", "Multiply",
-              "Average", "Concatenate")
+              "Average", "Concatenate", "Masking")
 _CONSTRAINTS = ("kernel_constraint", "bias_constraint", "recurrent_constraint", "embeddings_constraint",
                 "beta_constraint", "gamma_constraint")
 
@@ -95,7 +95,7 @@ def check_supported(kl):
             f"AveragePooling2D, "
             f"GlobalAveragePooling2D, GlobalMaxPooling2D, LSTM, GRU, SimpleRNN, Bidirectional, LayerNormalization, "
             f"BatchNormalization, Embedding, Dropout, Flatten, Reshape, Activation, MultiHeadAttention, Add, "
-            f"Subtract, Multiply, Average, Concatenate"
+            f"Subtract, Multiply, Average, Concatenate, Masking"
         )
 
 
@@ -197,9 +197,9 @@ def from_keras_layer(kl, dtype):
         return getattr(L, kind)(epsilon=c["epsilon"], center=c["center"], scale=c["scale"], **extra, **regs,
                                 **common)
     if kind == "Embedding":
-        if c.get("mask_zero"):
-            raise ValueError(f"from_keras: Embedding {name!r}: mask_zero is not supported")
-        return L.Embedding(c["input_dim"], c["output_dim"], **regs, **common)
+        return L.Embedding(c["input_dim"], c["output_dim"], mask_zero=bool(c.get("mask_zero")), **regs, **common)
+    if kind == "Masking":
+        return L.Masking(mask_value=c["mask_value"], **common)
     if kind == "Dropout":
         return L.Dropout(c["rate"], seed=c.get("seed"), **common)
     if kind == "Flatten":
@@ -213,7 +213,9 @@ def from_keras_layer(kl, dtype):
     if kind == "Concatenate":
         return L.Concatenate(axis=c["axis"], **common)
     if kind == "MultiHeadAttention":
-        if c.get("attention_axes") is not None or c.get("use_gate") or c.get("sliding_window") is not None:
+        axes = c.get("attention_axes")
+        axes = tuple(axes) if isinstance(axes, (list, tuple)) else axes
+        if axes not in (None, (1,), (-2,)) or c.get("use_gate") or c.get("sliding_window") is not None:
             raise ValueError(f"from_keras: MultiHeadAttention {name!r}: attention_axes, use_gate and sliding_window "
                              f"are not supported (attention runs over the sequence axis)")
         output = c.get("output_shape")
@@ -288,7 +290,9 @@ def to_keras_layer(keras, layer, dtype):
         return getattr(kl, kind)(epsilon=c["epsilon"], center=c["center"], scale=c["scale"], **extra, **regs,
                                  **common)
     if isinstance(layer, L.Embedding):
-        return kl.Embedding(c["input_dim"], c["output_dim"], **regs, **common)
+        return kl.Embedding(c["input_dim"], c["output_dim"], mask_zero=c["mask_zero"], **regs, **common)
+    if isinstance(layer, L.Masking):
+        return kl.Masking(mask_value=c["mask_value"], **common)
     if isinstance(layer, L.Dropout):
         return kl.Dropout(c["rate"], seed=c["seed"], **common)
     if isinstance(layer, L.Flatten):

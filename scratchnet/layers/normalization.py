@@ -71,8 +71,10 @@ class LayerNormalization(_Normalization):
 
     Keras's arguments and defaults (``epsilon=1e-3``; PyTorch's ``LayerNorm``
     uses 1e-5). Weights, in Keras's order: ``gamma`` (C,), ``beta`` (C,). The
-    same in training and at inference.
+    same in training and at inference. A mask passes through (each position is normalized on its own).
     """
+
+    supports_masking = True  # Keras's
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, name=None, dtype=None):

@@ -72,9 +72,11 @@ def _flat(value):
 
 
 def _resolve(value, lookup):
-    """``value`` with each placeholder replaced by ``lookup(placeholder)``."""
+    """``value`` with each placeholder replaced by ``lookup(placeholder)`` (a dict's values, a list's items)."""
     if isinstance(value, SymbolicTensor):
         return lookup(value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, lookup) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_resolve(v, lookup) for v in value]
     return value
