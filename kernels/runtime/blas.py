@@ -45,6 +45,11 @@ uses both (``bench/`` does). An earlier version waited under ``auto`` for an
 installed PyTorch to be imported, which made the BLAS, and so the last bits
 of a run, depend on import order: a run resumed in a fresh process could
 then differ from the uninterrupted one.
+**Thin products on a CPU not Intel's.** Under ``auto`` on an AMD (or any
+non-Intel) CPU, a product with a side under ``THIN`` (32) runs through NumPy's
+OpenBLAS even when MKL is in use: MKL's kernels for them ran 1.4 to 4 times
+slower than OpenBLAS's there (:func:`_thin_to_openblas`).
+
 A product MKL cannot take as it lies (an integer dtype, mixed dtypes, a
 matrix with no unit stride) runs through ``numpy.matmul``, which computes the
 same product.
@@ -182,7 +187,7 @@ def _compile(lib):
     return gemm, batch
 
 
-_state = None  # (name, _MKL or None), chosen at the first product
+_state = None  # (name, _MKL or None[, thin products to OpenBLAS]), chosen at the first product
 _why_not_mkl = None  # under auto, why the products stay on OpenBLAS
 
 
@@ -226,7 +231,9 @@ def _decide():
     if mkl is None and why is None and choice == "auto":
         why = "the mkl wheel is not installed (pip install 'scratchnet[mkl]')"
     _why_not_mkl = why
-    return ("mkl", mkl) if mkl is not None else ("openblas", None)
+    if mkl is None:
+        return ("openblas", None)
+    return ("mkl", mkl, choice == "auto" and not _cpu_is_intel())
 
 
 def name():
@@ -238,7 +245,8 @@ def describe():
     """The BLAS in use, for a report: ``"mkl (sequential), Intel(R) oneMKL ..."`` or ``"openblas (NumPy's)"``."""
     mkl = _choose()[1]
     if mkl is not None:
-        return f"mkl (sequential), {mkl.version}"
+        thin = f"; products with a side under {THIN} through NumPy's OpenBLAS (CPU not Intel's)" if _thin_to_openblas() else ""
+        return f"mkl (sequential), {mkl.version}{thin}"
     return "openblas (NumPy's)" + (f"; not MKL: {_why_not_mkl}" if _why_not_mkl else "")
 
 
@@ -254,7 +262,8 @@ def matmul(a, b, out=None):
         if a.ndim != b.ndim or a.ndim not in (2, 3):
             return numpy.matmul(a, b)
         out = numpy.empty(a.shape[:-1] + b.shape[-1:], dtype=numpy.result_type(a, b))
-    if mkl is None or not _suits(a, b, out) or numpy.may_share_memory(out, a) or numpy.may_share_memory(out, b):
+    if (mkl is None or not _suits(a, b, out) or (_thin_to_openblas() and _thin(a, b))
+            or numpy.may_share_memory(out, a) or numpy.may_share_memory(out, b)):
         return numpy.matmul(a, b, out=out)  # (numpy.matmul also takes an out that overlaps an operand)
     if out.size == 0:
         return out
@@ -267,6 +276,41 @@ def matmul(a, b, out=None):
 
 
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+#: A product with a side (rows, sum or columns) shorter than this is thin (:func:`_thin_for_mkl_here`).
+THIN = 32
+_intel = None  # whether this CPU is Intel's, read once
+
+
+def _cpu_is_intel():
+    """Whether the CPU is Intel's (``vendor_id`` in ``/proc/cpuinfo``; True where that cannot be read)."""
+    global _intel
+    if _intel is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                vendor = next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "GenuineIntel")
+        except OSError:
+            vendor = "GenuineIntel"
+        _intel = vendor == "GenuineIntel"
+    return _intel
+
+
+def _thin(a, b):
+    """Whether the product ``a @ b`` has a side (rows, sum or columns) under ``THIN``."""
+    return min(a.shape[-2], a.shape[-1], b.shape[-1]) < THIN
+
+
+def _thin_to_openblas():
+    """Whether thin products go to NumPy's OpenBLAS although MKL is in use: under ``auto``, on a CPU not Intel's.
+
+    On an AMD EPYC (AVX-512) MKL ran every thin product at a quarter to two
+    thirds of OpenBLAS's speed (an MLP's last layer, ``(100, 500) @ (500, 10)``:
+    60 against 15 microseconds; float64 alike) and no product faster. The
+    choice depends on the shapes and the CPU only, so a run on one machine
+    repeats bit for bit. ``SCRATCHNET_BLAS=mkl`` runs every product MKL takes through MKL.
+    """
+    state = _choose()
+    return len(state) > 2 and state[2]
 
 
 def _suits(a, b, out):

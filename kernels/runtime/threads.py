@@ -3,7 +3,8 @@
 An op whose batch rows are independent (the images of a convolution, the
 sequences of an LSTM) runs :func:`split`: the rows are cut into one
 contiguous part per core, and each part runs the whole op, its copies and its
-GEMMs, on a thread of its own, with a one-thread BLAS for the duration
+GEMMs, on whichever thread takes it first (the caller takes the parts a
+late worker has not started: :class:`_Job`), with a one-thread BLAS for the duration
 (``blas.single_threaded``, in ``kernels/runtime/blas.py``, which owns the
 BLAS and its thread count). Nothing is shared between the parts but the
 read-only inputs; a part writes only its own rows of the outputs, and sums
@@ -116,40 +117,85 @@ def _wait(flag, lock):
 
 
 class _Worker:
-    """A thread that runs one part at a time, handed over through a flag and a lock (:func:`_wait`)."""
+    """A thread that takes parts of one :class:`_Job` at a time, handed over through a flag and a lock (:func:`_wait`).
+
+    ``engaged`` is the job whose parts it is taking (set before it takes the
+    first); ``owed`` says that it was handed a job it has not yet answered
+    (the caller took every part before it woke): :meth:`ready` collects that
+    answer without waiting, and the worker sits out the splits until then.
+    """
 
     def __init__(self):
         self._go, self._done = threading.Lock(), threading.Lock()
         self._go.acquire()
         self._done.acquire()
         self._go_flag, self._done_flag = numpy.zeros(1, numpy.int64), numpy.zeros(1, numpy.int64)
-        self._task = self._result = self._error = None
+        self._job = self.engaged = None
+        self.owed = False
         threading.Thread(target=self._loop, name="scratchnet-part", daemon=True).start()
 
     def _loop(self):
         while True:
             _wait(self._go_flag, self._go)
-            fn, args = self._task
-            try:
-                self._result, self._error = fn(*args), None
-            except BaseException as e:  # handed to the caller by join()
-                self._result, self._error = None, e
-            self._task = None
+            job, self._job = self._job, None
+            job.run(self)  # records its parts' errors; never raises
             self._done_flag[0] = 1
             self._done.release()
 
-    def start(self, fn, *args):
-        self._task = (fn, args)
+    def ready(self):
+        """Whether a job can be handed over now: collects an owed answer if it has come, never waits."""
+        if self.owed:
+            if not self._done_flag[0]:
+                return False
+            self._done.acquire()  # released just after the flag was set
+            self._done_flag[0] = 0
+            self.owed, self.engaged = False, None
+        return True
+
+    def start(self, job):
+        self._job, self.owed = job, True
         self._go_flag[0] = 1
         self._go.release()
 
-    def join(self):
-        """Wait for the part; its result, or raise its error."""
-        _wait(self._done_flag, self._done)
-        result, error, self._result, self._error = self._result, self._error, None, None
-        if error is not None:
-            raise error
-        return result
+    def finish(self, job):
+        """After the caller has found no part left: wait for this worker only if it took (or is taking) one."""
+        if self.engaged is job:
+            _wait(self._done_flag, self._done)
+            self.owed, self.engaged = False, None
+
+
+class _Job:
+    """The parts of one :func:`split`, each taken once, in order, by whichever thread is free first.
+
+    The calling thread and the workers each loop: take the next part, run
+    it, store its result at its index. A worker that wakes late (its core
+    busy with another process, or asleep in the hypervisor) finds the caller
+    has taken its parts; one held up in the middle of a part leaves the
+    later parts to the others. The results, and the order the caller adds
+    them in, do not depend on which thread ran which part.
+    """
+
+    def __init__(self, fn, ranges):
+        self.fn, self.ranges = fn, ranges
+        self.results = [None] * len(ranges)
+        self.errors = {}
+        self._claim = threading.Lock()
+        self._taken = 0
+
+    def _take(self, worker):
+        with self._claim:
+            if worker is not None:
+                worker.engaged = self  # before the part is taken: the caller then waits for this worker
+            i = self._taken
+            self._taken = i + 1
+        return i
+
+    def run(self, worker=None):
+        while (i := self._take(worker)) < len(self.ranges):
+            try:
+                self.results[i] = self.fn(*self.ranges[i])
+            except BaseException as e:  # raised by the caller once every part has run
+                self.errors[i] = e
 
 
 def available():
@@ -174,15 +220,19 @@ def parts(n, min_rows=1):
 
 
 def split(fn, n, min_rows=1):
-    """``[fn(lo, hi) for (lo, hi) in parts(n, min_rows)]``, the parts on their own threads, BLAS single-threaded.
+    """``[fn(lo, hi) for (lo, hi) in parts(n, min_rows)]``, the parts on the cores' threads, BLAS single-threaded.
 
     ``fn(lo, hi)`` handles rows ``lo:hi`` of the batch; it must write nothing
-    outside them. With one part, or when the split cannot run in parallel
-    (:func:`available`), or when another split is running (a nested call),
-    the parts run here, one after the other, still with single-threaded
-    BLAS: a part too small to split is too small for BLAS's threads too, and
-    an OpenBLAS thread woken for it would then spin on the other core while
-    the next split's part wants it.
+    outside them. The calling thread and the workers take the parts in order,
+    each the next one left (:class:`_Job`): a worker that is late leaves its
+    parts to the others, so that a split never waits for a thread that has
+    not started (its core busy with another process, or still waking).
+
+    With one part, or when the split cannot run in parallel (:func:`available`),
+    or when another split is running (a nested call), the parts run here,
+    one after the other, still with single-threaded BLAS: a part too small to
+    split is too small for BLAS's threads too, and an OpenBLAS thread woken
+    for it would then spin on the other core while the next split's part wants it.
     """
     ranges = parts(n, min_rows)
     if len(ranges) == 1 or not available() or not _lock.acquire(blocking=False):
@@ -191,23 +241,18 @@ def split(fn, n, min_rows=1):
     try:
         while len(_workers) < len(ranges) - 1:
             _workers.append(_Worker())
+        job = _Job(fn, ranges)
         with blas.single_threaded():
-            for worker, (lo, hi) in zip(_workers, ranges[1:]):
-                worker.start(fn, lo, hi)
-            results, error = [None] * len(ranges), None
-            try:
-                results[0] = fn(*ranges[0])  # the calling thread takes the first part
-            except BaseException as e:
-                error = e
-            # Every part is joined, even after an error: BLAS is restored only once all are done.
-            for i, worker in enumerate(_workers[: len(ranges) - 1], start=1):
-                try:
-                    results[i] = worker.join()
-                except BaseException as e:
-                    error = error or e
-            if error is not None:
-                raise error
-            return results
+            started = [w for w in _workers[: len(ranges) - 1] if w.ready()]
+            for worker in started:
+                worker.start(job)
+            job.run()  # the calling thread takes parts too, from the first
+            # Every part has run once this returns (a worker still asleep took none): BLAS is restored only then.
+            for worker in started:
+                worker.finish(job)
+        if job.errors:
+            raise job.errors[min(job.errors)]
+        return job.results
     finally:
         _lock.release()
 
