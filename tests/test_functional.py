@@ -401,3 +401,24 @@ def test_a_masked_keras_sequence_model_trains_like_keras_in_float64():
     assert len(ours) == len(km.weights)  # the same weights in the same (Keras's) order
     for mine, w in zip(ours, km.weights):
         np.testing.assert_allclose(mine, w.numpy(), rtol=1e-9, atol=1e-11, err_msg=w.path)
+
+
+def test_multi_head_attention_takes_kerass_call_query_value_key(backend):
+    """``mha(query, value)`` and ``mha(query, value, key)`` as in Keras, on arrays and on placeholders."""
+    tf = load_tensorflow()
+    import keras
+
+    rng = np.random.default_rng(12)
+    q, v, k = rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 6, 3)), rng.normal(size=(2, 6, 2))
+    kmha = keras.layers.MultiHeadAttention(2, 4, dtype="float64")
+    expected = kmha(tf.constant(q), tf.constant(v), tf.constant(k)).numpy()
+    mha = sn.layers.MultiHeadAttention(2, 4, dtype="float64")
+    mha(*to_backend(backend, q, v, k))
+    mha.set_weights(kmha.get_weights())
+    np.testing.assert_allclose(sn.to_numpy(mha(*to_backend(backend, q, v, k))), expected, rtol=1e-10)
+    inputs = [sn.Input(a.shape[1:], dtype="float64") for a in (q, v, k)]
+    model = sn.Model(inputs, sn.layers.MultiHeadAttention(2, 4, name="cross")(*inputs))
+    model.get_layer("cross").set_weights(kmha.get_weights())
+    np.testing.assert_allclose(sn.to_numpy(model(list(to_backend(backend, q, v, k)))), expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="pass training= by keyword"):
+        mha(to_backend(backend, q), True)

@@ -127,6 +127,21 @@ class MultiHeadAttention(Layer):
     takes_mask = True
     supports_masking = True
 
+    def __call__(self, query, value=None, key=None, training=False, **kwargs):
+        """Keras's call, ``layer(query, value=None, key=None, training=False, ...)``: the output.
+
+        With a ``value`` (and ``key``) it is ``layer([query, value(, key)])``, so that a functional model
+        passes each input's mask along (``layer(x, x)`` is self-attention with ``x``'s mask on both sides).
+        """
+        if isinstance(value, (bool, numpy.bool_)) or isinstance(key, (bool, numpy.bool_)):
+            raise ValueError(f"MultiHeadAttention {self.name!r}: the second argument is value and the third key "
+                             f"(Keras's call(query, value, key)); pass training= by keyword")
+        if value is None:
+            if key is not None:
+                raise ValueError(f"MultiHeadAttention {self.name!r}: key is given without value; pass value= too")
+            return super().__call__(query, training, **kwargs)
+        return super().__call__([query, value] + ([] if key is None else [key]), training, **kwargs)
+
     def compute_mask(self, x, mask):
         """The query's mask (Keras's)."""
         return mask[0] if isinstance(mask, (list, tuple)) else mask
