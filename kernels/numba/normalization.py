@@ -13,13 +13,15 @@ the backward (as the reference's backward does), not stored.
 Why it is exact: the statistics are two-pass as in the reference (the mean,
 then the mean of squared deviations from it), never ``E[x^2] - E[x]^2``,
 which cancels when the mean is large beside the spread. The sums are
-accumulated in float64 whatever the dtype, in blocks of ``CHUNK_ROWS`` rows
-(a block's partial sum joins the total), so their error is that of a sum of
-a few hundred terms; the elementwise steps are the reference's, in its
-order and in ``x``'s dtype (the statistics are cast to it first, as the
-reference's are). A float64 result therefore differs from the reference's
-by round-off only (its sums are NumPy's and the BLAS's, in another order),
-and a float32 one is at least as accurate.
+accumulated in blocks: a row's C values (layer norm, in x's dtype, in SIMD
+partial sums), or ``CHUNK_ROWS`` rows of a column (batch norm in float64, a
+layer norm's ``dgamma`` and ``dbeta`` in x's dtype), the blocks' sums added
+in float64; the error is that of a sum of a few hundred terms at most. The
+elementwise steps are the reference's, in its order and in ``x``'s dtype
+(the statistics are cast to it first, as the reference's are). A float64
+result therefore differs from the reference's by round-off only (its sums
+are NumPy's and the BLAS's, in another order), and a float32 one is about as
+accurate as the reference's float32 sums (pairwise and BLAS-blocked).
 
 A row's sums over its channels (layer norm) are ``fastmath`` (reassociation
 only): that lets LLVM keep SIMD partial sums, a reordering of the sum and of
@@ -60,18 +62,18 @@ def _in_dtype(scratch, value):
 # --- per row (layer norm) -----------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, fastmath=REASSOC)
-def _row_sum(x, m):
-    """``sum_c x[m, c]`` in float64."""
-    total = 0.0
+def _row_sum(x, m, zero):
+    """``sum_c x[m, c]``, accumulated in ``zero``'s dtype (x's)."""
+    total = zero
     for c in range(x.shape[1]):
         total += x[m, c]
     return total
 
 
 @njit(cache=True, nogil=True, fastmath=REASSOC)
-def _row_sum_of_squares(x, m, mu):
-    """``sum_c (x[m, c] - mu)^2`` in float64, each deviation in x's dtype (the reference's ``centered``)."""
-    total = 0.0
+def _row_sum_of_squares(x, m, mu, zero):
+    """``sum_c (x[m, c] - mu)^2``, each deviation in x's dtype (the reference's ``centered``)."""
+    total = zero
     for c in range(x.shape[1]):
         d = x[m, c] - mu
         total += d * d
@@ -79,10 +81,10 @@ def _row_sum_of_squares(x, m, mu):
 
 
 @njit(cache=True, nogil=True, fastmath=REASSOC)
-def _row_grad_sums(dy, x, gamma, m, mu, s):
-    """``(sum_c g, sum_c g xhat)`` of row ``m`` in float64, ``g = dy gamma``, ``xhat = (x - mu) s``."""
-    sum_g = 0.0
-    sum_gx = 0.0
+def _row_grad_sums(dy, x, gamma, m, mu, s, zero):
+    """``(sum_c g, sum_c g xhat)`` of row ``m``, ``g = dy gamma``, ``xhat = (x - mu) s``."""
+    sum_g = zero
+    sum_gx = zero
     for c in range(x.shape[1]):
         g = dy[m, c] * gamma[c]
         sum_g += g
@@ -94,11 +96,12 @@ def _row_grad_sums(dy, x, gamma, m, mu, s):
 def _rows_forward(x, gamma, beta, epsilon, y, mean, var):
     """Layer norm's forward of rows ``x`` (M, C): ``mean`` and ``var`` (M,), and ``y``."""
     M, C = x.shape
-    scratch = numpy.empty(1, x.dtype)
+    scratch = numpy.zeros(1, x.dtype)
+    zero = scratch[0]
     for m in range(M):
-        mean[m] = _row_sum(x, m) / C
+        mean[m] = _row_sum(x, m, zero) / C
         mu = mean[m]  # in x's dtype, as the reference's
-        var[m] = _row_sum_of_squares(x, m, mu) / C
+        var[m] = _row_sum_of_squares(x, m, mu, zero) / C
         s = _in_dtype(scratch, 1.0 / math.sqrt(var[m] + epsilon))
         for c in range(C):
             y[m, c] = (x[m, c] - mu) * s * gamma[c] + beta[c]
@@ -106,15 +109,17 @@ def _rows_forward(x, gamma, beta, epsilon, y, mean, var):
 
 @njit(cache=True, nogil=True)
 def _rows_backward(dy, x, mean, var, gamma, epsilon, dx, dgamma, dbeta, chunk):
-    """Layer norm's backward of rows (M, C): ``dx``, and this part's ``dgamma``, ``dbeta`` (C,) sums in float64."""
+    """Layer norm's backward of rows (M, C): ``dx``, and this part's ``dgamma``, ``dbeta`` (C,) float64 sums
+    of blocks of ``chunk`` rows (each block's in x's dtype)."""
     M, C = x.shape
-    block_dgamma = numpy.zeros(C)
-    block_dbeta = numpy.zeros(C)
-    scratch = numpy.empty(1, x.dtype)
+    block_dgamma = numpy.zeros(C, x.dtype)
+    block_dbeta = numpy.zeros(C, x.dtype)
+    scratch = numpy.zeros(1, x.dtype)
+    zero = scratch[0]
     for m in range(M):
         mu = mean[m]
         s = _in_dtype(scratch, 1.0 / math.sqrt(var[m] + epsilon))
-        sum_g, sum_gx = _row_grad_sums(dy, x, gamma, m, mu, s)
+        sum_g, sum_gx = _row_grad_sums(dy, x, gamma, m, mu, s, zero)
         mean_g, mean_gx = _in_dtype(scratch, sum_g / C), _in_dtype(scratch, sum_gx / C)
         for c in range(C):
             xhat = (x[m, c] - mu) * s
