@@ -44,7 +44,7 @@ def _connections(graph, layer):
     def call_index(node):
         return 0 if node.layer is None else calls[id(node.layer)].index(node)
 
-    return "; ".join(", ".join(f"{t.node.name}[{call_index(t.node)}][{t.index}]" for t in node.inputs)
+    return "; ".join(", ".join(f"{t.node.layer.name if t.node.layer else t.node.name}[{call_index(t.node)}][{t.index}]" for t in node.inputs)
                      for node in calls.get(id(layer), []))
 
 
