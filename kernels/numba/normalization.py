@@ -49,6 +49,8 @@ from ..runtime import threads
 MIN_PART_ELEMENTS = 1 << 16
 # Rows summed into a block's partial sum before it joins the part's total (the float64 sums' error).
 CHUNK_ROWS = 256
+# Elements of a widened row in batch norm's kernels (:func:`_pieces`): 8 AVX2 vectors of float32.
+WIDE = 64
 REASSOC = {"reassoc"}
 
 
@@ -134,11 +136,14 @@ def _rows_backward(dy, x, mean, var, gamma, epsilon, dx, dgamma, dbeta, chunk):
 
 
 # --- per channel (batch norm) ------------------------------------------------------------------------
+# Each kernel takes its (rows, width) arrays first, then its per-channel (width,) ones. The wrapper hands them
+# a widened view (:func:`_pieces`): with C = 16, four rows side by side as one row of 64, the per-channel
+# arrays tiled to match, so that a row is a few SIMD vectors and a column sum has as many independent chains.
 
 @njit(cache=True, nogil=True)
 def _column_sums(x, mean, chunk):
-    """``sum_m x[m]`` per channel, or with a ``mean`` (C,) ``sum_m (x[m] - mean)^2`` (each deviation in x's
-    dtype, the reference's ``centered``): (C,) float64."""
+    """``(sum_m x[m],)`` per column, or with a ``mean`` ``(sum_m (x[m] - mean)^2,)`` (each deviation in x's
+    dtype, the reference's ``centered``): float64, summed in blocks of ``chunk`` rows."""
     M, C = x.shape
     total = numpy.zeros(C)
     block = numpy.zeros(C)
@@ -153,12 +158,12 @@ def _column_sums(x, mean, chunk):
                     d = x[m, c] - mean[c]
                     block[c] += d * d
         total += block
-    return total
+    return (total,)
 
 
 @njit(cache=True, nogil=True)
-def _columns_forward(x, mean, inv_std, gamma, beta, y):
-    """``y = (x - mean) inv_std gamma + beta``, per channel."""
+def _columns_forward(x, y, mean, inv_std, gamma, beta):
+    """``y = (x - mean) inv_std gamma + beta``, per column."""
     M, C = x.shape
     for m in range(M):
         for c in range(C):
@@ -167,7 +172,7 @@ def _columns_forward(x, mean, inv_std, gamma, beta, y):
 
 @njit(cache=True, nogil=True)
 def _column_grad_sums(dy, x, mean, inv_std, chunk):
-    """``(sum_m dy, sum_m dy xhat)`` per channel, (C,) float64 each: dbeta and dgamma."""
+    """``(sum_m dy, sum_m dy xhat)`` per column, float64 (dbeta and dgamma), summed in blocks of ``chunk`` rows."""
     M, C = x.shape
     sum_dy = numpy.zeros(C)
     sum_dyx = numpy.zeros(C)
@@ -187,8 +192,8 @@ def _column_grad_sums(dy, x, mean, inv_std, chunk):
 
 
 @njit(cache=True, nogil=True)
-def _columns_backward(dy, x, mean, inv_std, gamma, mean_g, mean_gx, dx):
-    """``dx = s (dy gamma - mean(g) - xhat mean(g xhat))``, per channel."""
+def _columns_backward(dy, x, dx, mean, inv_std, gamma, mean_g, mean_gx):
+    """``dx = s (dy gamma - mean(g) - xhat mean(g xhat))``, per column."""
     M, C = x.shape
     for m in range(M):
         for c in range(C):
@@ -210,13 +215,31 @@ def _split(fn, M, C):
     return threads.split(fn, M, threads.rows_for(C, MIN_PART_ELEMENTS))
 
 
-def _column_total(x, mean=None):
-    """:func:`_column_sums` over the parts, added in part order."""
-    parts = _split(lambda lo, hi: _column_sums(x[lo:hi], mean, CHUNK_ROWS), *x.shape)
-    total = parts[0]
-    for other in parts[1:]:
-        total = total + other
-    return total
+def _pieces(M, C):
+    """``[(lo, hi, k)]``: rows ``lo:hi`` of an (M, C) array are seen ``k`` at a time, as rows of ``k*C`` (about
+    ``WIDE`` elements); the last ``M % k`` rows one at a time."""
+    k = max(1, min(WIDE // C, M))
+    main = M - M % k
+    return [(0, main, k)] + ([(main, M, 1)] if main < M else [])
+
+
+def _over_columns(kernel, rows, channels, chunked=False):
+    """``kernel(*row arrays, *per-channel arrays[, chunk])`` over every piece (:func:`_pieces`) and part.
+
+    rows : (M, C) arrays, read or written, widened for each piece;  channels : (C,) arrays (None kept), tiled
+    returns, when the kernel returns sums (``chunked``): their (C,) float64 totals, folded and added in order
+    """
+    M, C = rows[0].shape
+    totals = None
+    for lo, hi, k in _pieces(M, C):
+        views = [a[lo:hi].reshape((hi - lo) // k, k * C) for a in rows]
+        tiled = [None if a is None else numpy.tile(a, k) for a in channels]
+        extra = (max(1, CHUNK_ROWS // k),) if chunked else ()
+        results = _split(lambda a, b: kernel(*(v[a:b] for v in views), *tiled, *extra), *views[0].shape)
+        for sums in results if chunked else ():
+            folded = [s.reshape(k, C).sum(axis=0) for s in sums]
+            totals = folded if totals is None else [t + f for t, f in zip(totals, folded)]
+    return totals
 
 
 def normalization_forward(x, gamma, beta, epsilon, per_channel):
@@ -231,10 +254,10 @@ def normalization_forward(x, gamma, beta, epsilon, per_channel):
         mean, var = numpy.empty(M, dtype), numpy.empty(M, dtype)
         _split(lambda lo, hi: _rows_forward(x[lo:hi], gamma, beta, eps, y[lo:hi], mean[lo:hi], var[lo:hi]), M, C)
         return y, mean, var
-    mean = (_column_total(x) / M).astype(dtype)
-    var = (_column_total(x, mean) / M).astype(dtype)
+    mean = (_over_columns(_column_sums, [x], [None], chunked=True)[0] / M).astype(dtype)
+    var = (_over_columns(_column_sums, [x], [mean], chunked=True)[0] / M).astype(dtype)
     inv_std = 1 / numpy.sqrt(var + eps)
-    _split(lambda lo, hi: _columns_forward(x[lo:hi], mean, inv_std, gamma, beta, y[lo:hi]), M, C)
+    _over_columns(_columns_forward, [x, y], [mean, inv_std, gamma, beta])
     return y, mean, var
 
 
@@ -260,15 +283,11 @@ def normalization_backward(dy, x, mean, var, gamma, beta, epsilon, per_channel):
             sum_dyx, sum_dy = sum_dyx + other_dyx, sum_dy + other_dy
     else:
         inv_std = 1 / numpy.sqrt(var + eps)
-        parts = _split(lambda lo, hi: _column_grad_sums(dy[lo:hi], x[lo:hi], mean, inv_std, CHUNK_ROWS), M, C)
-        sum_dy, sum_dyx = parts[0]
-        for other_dy, other_dyx in parts[1:]:
-            sum_dy, sum_dyx = sum_dy + other_dy, sum_dyx + other_dyx
+        sum_dy, sum_dyx = _over_columns(_column_grad_sums, [dy, x], [mean, inv_std], chunked=True)
         # g = dy gamma: its means are gamma times those of dy and dy xhat.
         mean_g = (gamma * sum_dy / M).astype(dtype)
         mean_gx = (gamma * sum_dyx / M).astype(dtype)
-        _split(lambda lo, hi: _columns_backward(dy[lo:hi], x[lo:hi], mean, inv_std, gamma, mean_g, mean_gx,
-                                                dx[lo:hi]), M, C)
+        _over_columns(_columns_backward, [dy, x, dx], [mean, inv_std, gamma, mean_g, mean_gx])
     dgamma = sum_dyx.astype(dtype) if has_gamma else None
     dbeta = sum_dy.astype(dtype) if has_beta else None
     return dx, dgamma, dbeta
