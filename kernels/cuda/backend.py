@@ -247,6 +247,7 @@ class CupyOps:
     lstm_forward = ReferenceOps.lstm_forward
     lstm_backward_recurrence = ReferenceOps.lstm_backward_recurrence
     lstm_backward = ReferenceOps.lstm_backward
+    gru_recurrence, gru_backward_recurrence = ReferenceOps.gru_recurrence, ReferenceOps.gru_backward_recurrence
 
     # --- embedding (embedding.cu) ------------------------------------------
 

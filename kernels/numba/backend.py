@@ -29,7 +29,7 @@ from scratchnet.ops.reference import ReferenceOps
 from scratchnet.ops.shapes import conv_output_size
 
 from ..runtime.memory import keep_freed_memory
-from . import conv, dense, dropout, embedding, losses, lstm, normalization, pooling, special, updates
+from . import conv, dense, dropout, embedding, gru, losses, lstm, normalization, pooling, special, updates
 from .winograd import Winograd
 
 
@@ -137,6 +137,23 @@ class NumbaOps:
         return out
 
     lstm_backward = ReferenceOps.lstm_backward
+
+    # --- GRU -------------------------------------------------------------------
+    # The time loops are Numba's (gru.py); the ops run the input GEMMs around them, through self.gemm.
+
+    def gru_recurrence(self, a_seq, recurrent_kernel, bias, h0, mask_seq=None):
+        out = gru.gru_recurrence(a_seq, recurrent_kernel, bias, h0, self.min_rows, mask_seq)
+        if out is NotImplemented:
+            return ReferenceOps.gru_recurrence(self, a_seq, recurrent_kernel, bias, h0, mask_seq)
+        return out
+
+    def gru_backward_recurrence(self, dy_seq, dh, recurrent_kernel, h_seq, gates_seq, uh_seq, mask_seq=None):
+        out = gru.gru_backward_recurrence(dy_seq, dh, recurrent_kernel, h_seq, gates_seq, uh_seq, self.min_rows,
+                                          mask_seq)
+        if out is NotImplemented:
+            return ReferenceOps.gru_backward_recurrence(self, dy_seq, dh, recurrent_kernel, h_seq, gates_seq, uh_seq,
+                                                        mask_seq)
+        return out
 
     # --- embedding -------------------------------------------------------------
 

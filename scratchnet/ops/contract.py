@@ -37,6 +37,8 @@ and ``*_seq`` names a time-major stack: ``x_seq[t]`` is the input of step ``t``.
 """
 from __future__ import annotations
 
+from . import contract_recurrent as recurrent
+
 
 #: Fused kernels a backend may offer beyond the contract, asked for by name by an optimizer (``fused_update.py``:
 #: SGD's L2 + step + moving average in one pass). A backend without them is complete: the plain steps run instead.
@@ -197,80 +199,17 @@ class Ops:
         """
         raise NotImplementedError
 
-    # --- LSTM ------------------------------------------------------------------
+    # --- recurrent layers: LSTM, GRU (their shapes in ``contract_recurrent.py``) -------
 
-    def swap_batch_time(self, a):
-        """``a`` (N, T, F) as a new C-contiguous (T, N, F) array, ``out[t, n] = a[n, t]``; its own inverse.
-
-        The LSTM's layer is batch-major, as Keras's; its kernels are time-major.
-        """
-        raise NotImplementedError
-
-    def lstm_gates_forward(self, z, c_prev):
-        """Steps 2-4 of one LSTM step (``scratchnet/ops/lstm.py``): gates, cell, output.
-
-        z : (N, 4H), pre-activations in Keras gate order i, f, c (candidate g), o;  c_prev : (N, H)
-        returns (h, c, gates) : (N, H), (N, H), (N, 4H) with
-            ``gates = [sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)]``,
-            ``c = f*c_prev + i*g`` and ``h = o*tanh(c)``.
-        """
-        raise NotImplementedError
-
-    def lstm_gates_backward(self, dh, dc, c_prev, c, gates):
-        """Steps 4b, 3b, 2b: the backward of :meth:`lstm_gates_forward`.
-
-        dh : (N, H), the total gradient of h_t;  dc : (N, H), the gradient of c_t from step t+1
-        c_prev, c : (N, H);  gates : (N, 4H), from the forward
-        returns (dz, dc_prev) : (N, 4H), (N, H)
-        """
-        raise NotImplementedError
-
-    def lstm_forward(self, x_seq, kernel, recurrent_kernel, bias, h0, c0, mask_seq=None):
-        """Steps 1-4 over a whole time-major sequence.
-
-        x_seq : (T, N, D);  kernel : (D, 4H);  recurrent_kernel : (H, 4H);  bias : (4H,);  h0, c0 : (N, H)
-        mask_seq : (T, N) boolean or None; a False row keeps its state: ``h_seq[t + 1] = h_seq[t]``, same for c
-        returns (h_seq, c_seq, gates_seq) : (T+1, N, H), (T+1, N, H), (T, N, 4H);
-            ``h_seq[0] = h0`` and ``h_seq[t + 1] = h_t`` (likewise ``c_seq``);
-            ``gates_seq[t]`` is step t's ``gates``, kept for the backward.
-        """
-        raise NotImplementedError
-
-    def lstm_recurrence(self, z_seq, recurrent_kernel, bias, h0, c0, mask_seq=None):
-        """Steps 1-4 over a time-major sequence whose input projection is already made.
-
-        z_seq : (T, N, 4H), ``x_t @ kernel`` for every step (the embedded LSTM gathers it from a projected
-            table). It is handed over: the kernel may overwrite it and return it as ``gates_seq`` (the one
-            exception to "every returned array is new", since nobody else holds it).
-        recurrent_kernel, bias, h0, c0, mask_seq : as for :meth:`lstm_forward`
-        returns (h_seq, c_seq, gates_seq) : as :meth:`lstm_forward`, which is
-            ``lstm_recurrence(x_seq @ kernel, ...)``.
-        """
-        raise NotImplementedError
-
-    def lstm_backward_recurrence(self, dy_seq, dh, dc, recurrent_kernel, h_seq, c_seq, gates_seq, mask_seq=None):
-        """Backpropagation through time down to the pre-activations: :meth:`lstm_backward` without its input GEMMs.
-
-        Arguments as for :meth:`lstm_backward`.
-        returns (dz_seq, drecurrent_kernel, dbias, dh0, dc0) : (T, N, 4H), (H, 4H), (4H,), (N, H), (N, H);
-            ``dz_seq[t]`` is the gradient of step t's pre-activations z_t, from which
-            ``dkernel = sum_t x_t.T @ dz_t`` and ``dx_t = dz_t @ kernel.T``.
-        """
-        raise NotImplementedError
-
-    def lstm_backward(self, dy_seq, dh, dc, x_seq, kernel, recurrent_kernel, h_seq, c_seq, gates_seq,
-                      need_dx=True, mask_seq=None):
-        """Backpropagation through time: the backward of :meth:`lstm_forward`, step T-1 down to 0.
-
-        dy_seq : (T, N, H), the gradient of every output h_t, or None when only the final state is used
-        dh, dc : (N, H), the gradients of the final h_{T-1}, c_{T-1}
-        x_seq, kernel, recurrent_kernel : as for the forward;  h_seq, c_seq, gates_seq : what it returned
-        need_dx : False when nobody wants ``dx_seq`` (the model's input): it is not computed
-        mask_seq : the forward's; a masked row of step t has ``dz_t = 0`` and hands dh, dc to step t-1 unchanged
-        returns (dx_seq, dkernel, drecurrent_kernel, dbias, dh0, dc0) :
-            (T, N, D) or None, (D, 4H), (H, 4H), (4H,), (N, H), (N, H)
-        """
-        raise NotImplementedError
+    swap_batch_time = recurrent.swap_batch_time
+    lstm_gates_forward = recurrent.lstm_gates_forward
+    lstm_gates_backward = recurrent.lstm_gates_backward
+    lstm_forward = recurrent.lstm_forward
+    lstm_recurrence = recurrent.lstm_recurrence
+    lstm_backward_recurrence = recurrent.lstm_backward_recurrence
+    lstm_backward = recurrent.lstm_backward
+    gru_recurrence = recurrent.gru_recurrence
+    gru_backward_recurrence = recurrent.gru_backward_recurrence
 
     # --- embedding -------------------------------------------------------------
 

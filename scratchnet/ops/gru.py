@@ -40,6 +40,11 @@ output is Keras's (``seen_t ? h_t : 0``). Backward it is the identity:
 so a padded step adds nothing to the weights' gradients. ``backprop(dys, dh)`` takes the
 gradients of both (either may be None) and returns
 ``(dx, dkernel, drecurrent_kernel, dbias, dh0)``.
+
+**Backends.** As for the LSTM, the ops run step 1's input GEMM (and 1b's) over all T*N rows
+themselves, time-major, and hand the loops over time to the backend: ``gru_recurrence`` and
+``gru_backward_recurrence`` (``GRUReference`` below is the reference's, step for step the
+derivation above; the Numba backend's are ``kernels/numba/gru.py``).
 """
 from __future__ import annotations
 
@@ -50,9 +55,60 @@ from ..recording import op as recorded_op
 from .masks import keras_outputs, sequence_mask
 
 
-def _sigmoid(xp, v):
-    e = xp.exp(-xp.abs(v))  # no overflow: exp of a non-positive number
-    return xp.where(v >= 0, 1 / (1 + e), e / (1 + e))
+class GRUReference:
+    """The reference backend's GRU loops over time (the contract's ``gru_recurrence``, ``gru_backward_recurrence``):
+    the steps of the module docstring, on time-major stacks. A masked row keeps its state, and backward is the identity."""
+
+    def gru_recurrence(self, a_seq, recurrent_kernel, bias, h0, mask_seq=None):
+        """Steps 1-3 for t = 0 .. T-1, given the input part ``x_t @ kernel`` of every a_t."""
+        xp = self.xp
+        T, N, _ = a_seq.shape
+        H = recurrent_kernel.shape[0]
+        h_seq = xp.empty((T + 1, N, H), dtype=a_seq.dtype)
+        gates_seq = xp.empty((T, N, 3 * H), dtype=a_seq.dtype)
+        uh_seq = xp.empty((T, N, H), dtype=a_seq.dtype)
+        h_seq[0] = h0
+        for t in range(T):
+            h = h_seq[t]
+            a = a_seq[t] + bias[0]                                       # 1
+            u = self.gemm(h, recurrent_kernel) + bias[1]
+            z = self.sigmoid(a[:, :H] + u[:, :H])                        # 2
+            r = self.sigmoid(a[:, H:2 * H] + u[:, H:2 * H])
+            g = xp.tanh(a[:, 2 * H:] + r * u[:, 2 * H:])
+            h_new = z * h + (1 - z) * g                                  # 3
+            h_seq[t + 1] = h_new if mask_seq is None else xp.where(mask_seq[t][:, None], h_new, h)
+            gates_seq[t, :, :H], gates_seq[t, :, H:2 * H], gates_seq[t, :, 2 * H:] = z, r, g
+            uh_seq[t] = u[:, 2 * H:]
+        return h_seq, gates_seq, uh_seq
+
+    def gru_backward_recurrence(self, dy_seq, dh, recurrent_kernel, h_seq, gates_seq, uh_seq, mask_seq=None):
+        """Steps 3b, 2b, 1b for t = T-1 down to 0, then the recurrent weight's and the biases' sums."""
+        xp = self.xp
+        T, N, H3 = gates_seq.shape
+        H = H3 // 3
+        da_seq = xp.empty((T, N, H3), dtype=gates_seq.dtype)
+        du_seq = xp.empty((T, N, H3), dtype=gates_seq.dtype)
+        for t in range(T - 1, -1, -1):
+            if dy_seq is not None:  # h_t feeds the output y_t and step t+1 (dh holds the latter)
+                dh = dh + dy_seq[t]
+            z, r, g = gates_seq[t, :, :H], gates_seq[t, :, H:2 * H], gates_seq[t, :, 2 * H:]
+            dg = dh * (1 - z)                                            # 3b
+            dz = dh * (h_seq[t] - g)
+            dp_h = dg * (1 - g * g)                                      # 2b
+            dr = dp_h * uh_seq[t]
+            da = xp.concatenate([dz * z * (1 - z), dr * r * (1 - r), dp_h], axis=1)
+            du = xp.concatenate([da[:, :2 * H], dp_h * r], axis=1)
+            if mask_seq is not None:  # a masked row is the identity: no da, du; dh goes to h_{t-1} as it is
+                keep = mask_seq[t][:, None]
+                da, du = xp.where(keep, da, 0), xp.where(keep, du, 0)
+            da_seq[t], du_seq[t] = da, du
+            dh_prev = dh * z + self.gemm(du, recurrent_kernel, trans_b=True)  # 1b: both paths into h_{t-1}
+            dh = dh_prev if mask_seq is None else xp.where(keep, dh_prev, dh)
+        # 1b, for the weights: each sums over every step, so one GEMM (or sum) over (T*N) rows.
+        du = du_seq.reshape(T * N, H3)
+        drecurrent_kernel = self.gemm(h_seq[:T].reshape(T * N, H), du, trans_a=True)
+        dbias = xp.stack([da_seq.reshape(T * N, H3).sum(axis=0), du.sum(axis=0)])
+        return da_seq, drecurrent_kernel, dbias, dh
 
 
 def _check(op, x, kernel, recurrent_kernel, bias, h0, gates, bias_shape):
@@ -102,60 +158,25 @@ def gru(x, kernel, recurrent_kernel, bias, h0=None, mask=None):
         "gru", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0)
     N, T, D, H = _check("gru", x, kernel, recurrent_kernel, bias, h0, 3, lambda H: (2, 3 * H))
     mask = sequence_mask("gru", be, mask, N, T)
-    h = xp.zeros((N, H), dtype=x.dtype) if h0 is None else h0
-    a_seq = (x.reshape(N * T, D) @ kernel + bias[0]).reshape(N, T, 3 * H)  # step 1's input part, every step
-    hs, zs, rs, gs, us = [h], [], [], [], []
-    for t in range(T):
-        a = a_seq[:, t]
-        u = h @ recurrent_kernel + bias[1]
-        z = _sigmoid(xp, a[:, :H] + u[:, :H])
-        r = _sigmoid(xp, a[:, H:2 * H] + u[:, H:2 * H])
-        g = xp.tanh(a[:, 2 * H:] + r * u[:, 2 * H:])
-        h_new = z * h + (1 - z) * g
-        h = h_new if mask is None else xp.where(mask[:, t, None], h_new, h)  # a masked step keeps h
-        hs.append(h)
-        zs.append(z)
-        rs.append(r)
-        gs.append(g)
-        us.append(u[:, 2 * H:])
-    ys, dys_of = keras_outputs(xp, xp.stack(hs[1:], axis=1), mask)
+    mask_seq = None if mask is None else xp.ascontiguousarray(mask.T)  # (T, N), time-major
+    h0 = xp.zeros((N, H), dtype=x.dtype) if h0 is None else h0
+    x_seq = be.swap_batch_time(x)  # time-major: the backend reads one contiguous (N, 3H) block per step
+    a_seq = be.gemm(x_seq.reshape(T * N, D), kernel).reshape(T, N, 3 * H)  # step 1's input part, every step
+    h_seq, gates_seq, uh_seq = be.gru_recurrence(a_seq, recurrent_kernel, bias, h0, mask_seq)
+    ys, dys_of = keras_outputs(xp, be.swap_batch_time(h_seq[1:]), mask)
+    h = h_seq[T].copy()
 
     def backprop(dys, dh=None):
         dys, dh = _backprop_args("gru", be, dys, dh, ys, h)
         dys = dys_of(dys)
-        dh = xp.zeros((N, H), dtype=x.dtype) if dh is None else dh.copy()
-        da_seq = xp.empty((N, T, 3 * H), dtype=x.dtype)
-        du_seq = xp.empty((N, T, 3 * H), dtype=x.dtype)
-        for t in range(T - 1, -1, -1):
-            if dys is not None:
-                dh = dh + dys[:, t]
-            z, r, g, u_h, h_prev = zs[t], rs[t], gs[t], us[t], hs[t]
-            dg = dh * (1 - z)                                   # 3b
-            dz = dh * (h_prev - g)
-            dp_h = dg * (1 - g * g)                             # 2b
-            dr = dp_h * u_h
-            dp_z = dz * z * (1 - z)
-            dp_r = dr * r * (1 - r)
-            da_seq[:, t, :H] = dp_z
-            da_seq[:, t, H:2 * H] = dp_r
-            da_seq[:, t, 2 * H:] = dp_h
-            du = da_seq[:, t].copy()
-            du[:, 2 * H:] = dp_h * r
-            if mask is not None:  # a masked step is the identity: no da, du; dh goes to h_{t-1} as it is
-                keep = mask[:, t, None]
-                da_seq[:, t] = xp.where(keep, da_seq[:, t], 0)
-                du = xp.where(keep, du, 0)
-            du_seq[:, t] = du
-            dh_prev = dh * z + du @ recurrent_kernel.T          # 1b: both paths into h_{t-1}
-            dh = dh_prev if mask is None else xp.where(keep, dh_prev, dh)
-        da = da_seq.reshape(N * T, 3 * H)
-        du = du_seq.reshape(N * T, 3 * H)
-        h_prevs = xp.stack(hs[:-1], axis=1).reshape(N * T, H)
-        dx = (da @ kernel.T).reshape(N, T, D)                   # 1b, for every step at once
-        dkernel = x.reshape(N * T, D).T @ da
-        drecurrent_kernel = h_prevs.T @ du
-        dbias = xp.stack([da.sum(axis=0), du.sum(axis=0)])
-        return dx, dkernel, drecurrent_kernel, dbias, dh
+        dy_seq = None if dys is None else be.swap_batch_time(xp.ascontiguousarray(dys))
+        dh = xp.zeros((N, H), dtype=x.dtype) if dh is None else dh
+        da_seq, drecurrent_kernel, dbias, dh0 = be.gru_backward_recurrence(
+            dy_seq, dh, recurrent_kernel, h_seq, gates_seq, uh_seq, mask_seq)
+        da = da_seq.reshape(T * N, 3 * H)
+        dx = be.swap_batch_time(be.gemm(da, kernel, trans_b=True).reshape(T, N, D))  # 1b, for every step at once
+        dkernel = be.gemm(x_seq.reshape(T * N, D), da, trans_a=True)
+        return dx, dkernel, drecurrent_kernel, dbias, dh0
 
     return (ys, h), backprop
 

@@ -20,6 +20,7 @@ from .conv import ConvReference
 from .dense import DenseReference
 from .dropout import DropoutReference
 from .embedding import EmbeddingReference
+from .gru import GRUReference
 from .losses import LossReference
 from .lstm import LSTMReference
 from .normalization import NormalizationReference
@@ -33,6 +34,7 @@ class ReferenceOps(
     ConvReference,
     PoolingReference,
     LSTMReference,
+    GRUReference,
     EmbeddingReference,
     DropoutReference,
     LossReference,
