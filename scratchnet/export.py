@@ -20,6 +20,8 @@ from . import random as _random
 from .backend import to_numpy
 from .checkpoint import CheckpointError, read_archive, write_archive
 from .model import Functional, Sequential
+from .layers._args import op_padding
+from .ops.conv_transpose import conv2d_transpose_output_shape
 from .ops.shapes import padding_2d
 from .parameters import ParameterStore
 from .serialization import deserialize, serialize
@@ -349,9 +351,14 @@ def _output_shape(layer, shape):
     elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)) and len(shape) == 3:
         out = (1, 1, shape[2]) if layer.keepdims else (shape[2],)
     elif isinstance(layer, L.Conv2DTranspose) and len(shape) == 3:  # a Conv2D subclass: asked before Conv2D
-        (h, w, c), (kh, kw), (sh, sw) = shape, layer.kernel_size, layer.strides
-        out = ((h * sh, w * sw) if layer.padding == "same" else ((h - 1) * sh + kh, (w - 1) * sw + kw)) + \
-            (layer.filters,)
+        (h, w, c), (kh, kw) = shape, layer.kernel_size
+        try:
+            (_, oh, ow, _), _ = conv2d_transpose_output_shape("Conv2DTranspose", (1, h, w, c), layer.kernel_size,
+                                                              layer.strides, op_padding(layer.padding),
+                                                              layer.output_padding, layer.filters)
+        except ValueError:
+            return None  # the build reports it
+        out = (oh, ow, layer.filters)
         return out, max(math.prod(out), h * w * kh * kw * layer.filters)  # its columns before col2im
     elif isinstance(layer, (L.Conv2D, L.MaxPool2D, L.AveragePooling2D)) and len(shape) == 3:
         (h, w, c), (kh, kw) = shape, layer.kernel_size if isinstance(layer, L.Conv2D) else layer.pool_size

@@ -255,3 +255,20 @@ def test_the_layer_config_keeps_output_padding_and_explicit_padding():
     again = sn.layers.deserialize({"class_name": "Conv2DTranspose", "config": config})
     assert again.get_config() == config
     assert sn.layers.Conv2DTranspose(3, 3).get_config()["output_padding"] is None
+
+
+@pytest.mark.parametrize("padding, output_padding", [("same", 1), ("valid", (1, 0)), ("same", None)])
+def test_output_padding_travels_through_from_keras_to_keras_and_export(tmp_path, padding, output_padding):
+    load_tensorflow()
+    import keras
+
+    from scratchnet.interop import from_keras, to_keras
+
+    km = keras.Sequential([keras.Input((5, 4, 3)), keras.layers.Conv2DTranspose(
+        4, 3, strides=2, padding=padding, output_padding=output_padding)])
+    x = np.random.default_rng(0).random((2, 5, 4, 3), dtype=np.float32)
+    ours = from_keras(km)
+    np.testing.assert_allclose(ours.predict(x), km.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(to_keras(ours).predict(x, verbose=0), km.predict(x, verbose=0))
+    sn.export.save_model(ours, str(tmp_path / "m"))
+    np.testing.assert_array_equal(sn.export.load_model(str(tmp_path / "m")).predict(x), ours.predict(x))

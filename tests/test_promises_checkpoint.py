@@ -493,8 +493,6 @@ def test_the_batch_norm_check_names_a_bad_moving_statistic(tmp_path, name, edit,
     assert re.search(message, problems[0]), problems[0]
 
 
-@pytest.mark.xfail(strict=True, reason="needs Checkpoint.restore (scratchnet/checkpoint/saver.py, not this change's "
-                   "file) to add state._check_weight_values(self.model, plan, arrays) to its problems")
 @pytest.mark.parametrize("name, edit, message", BAD_STATISTICS, ids=BAD_IDS)
 def test_a_crafted_negative_or_nan_moving_variance_is_refused_and_changes_nothing(tmp_path, name, edit, message):
     from scratchnet.archive import write_archive

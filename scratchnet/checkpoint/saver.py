@@ -16,8 +16,8 @@ from ..training import NonFiniteError  # one error for a non-finite step and a n
 from .header import FORMAT_VERSION, parse_header, variable_names
 from .index import INDEX_NAME, is_plain_name, read_index, write_index
 from .rotation import _delete_own_checkpoint, _rotate, first_nonfinite
-from .state import (_cast_to_parameters, _check_carried_states, _check_state_shapes, _shadow_parameter, _slot_parameter,
-                    _stateful_layers)
+from .state import (_cast_to_parameters, _check_carried_states, _check_state_shapes, _check_weight_values,
+                    _shadow_parameter, _slot_parameter, _stateful_layers)
 from .temporaries import remove_stale_temporaries
 
 __all__ = ["Checkpoint", "NonFiniteError", "first_nonfinite", "remove_stale_temporaries"]
@@ -233,6 +233,7 @@ class Checkpoint:
         stateful = _stateful_layers(self.model) if full else {}
         if full:
             problems += _check_carried_states(header["states"], stateful, strict)
+        problems += _check_weight_values(self.model, plan, arrays)  # a negative moving variance, ...
         if problems:
             raise CheckpointError(f"cannot restore {path!r} into the model (nothing was changed):\n  "
                                   + "\n  ".join(problems))

@@ -133,12 +133,11 @@ def from_keras_layer(kl, dtype):
                         dilation_rate=tuple(c.get("dilation_rate", (1, 1))), activation=activation(),
                         use_bias=c["use_bias"], **regs, **common)
     if kind == "Conv2DTranspose":
-        if c.get("data_format", "channels_last") != "channels_last" or c.get("output_padding") is not None \
-                or tuple(c.get("dilation_rate", (1, 1))) != (1, 1):
-            raise ValueError(f"from_keras: Conv2DTranspose {name!r} must be channels_last, without output_padding "
-                             f"or dilation")
+        if c.get("data_format", "channels_last") != "channels_last" or tuple(c.get("dilation_rate", (1, 1))) != (1, 1):
+            raise ValueError(f"from_keras: Conv2DTranspose {name!r} must be channels_last, without dilation")
         return L.Conv2DTranspose(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                                 activation=activation(), use_bias=c["use_bias"], **regs, **common)
+                                 output_padding=c.get("output_padding"), activation=activation(),
+                                 use_bias=c["use_bias"], **regs, **common)
     if kind in ("MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
                 "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D"):
         if c.get("data_format") not in (None, "channels_last"):
@@ -261,7 +260,8 @@ def to_keras_layer(keras, layer, dtype):
     # a Conv2DTranspose is a Conv2D (its subclass, as in Keras): asked first
     if isinstance(layer, L.Conv2DTranspose):
         return kl.Conv2DTranspose(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                                  activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
+                                  output_padding=c["output_padding"], activation=c["activation"],
+                                  use_bias=c["use_bias"], **regs, **common)
     if isinstance(layer, L.Conv2D):
         return kl.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
                          dilation_rate=c["dilation_rate"], activation=c["activation"], use_bias=c["use_bias"],
