@@ -279,3 +279,16 @@ def test_mask_errors(backend):
     layer = L.Flatten()
     with pytest.warns(UserWarning, match="does not support masking"):
         assert layer.compute_mask(x, np.ones((2, 3), bool)) is None
+
+
+def test_batch_norm_passes_a_mask_at_inference_and_refuses_one_that_hides_positions_in_training():
+    with sn.use_backend("numpy"):
+        model = sn.Sequential([sn.layers.Embedding(5, 3, mask_zero=True), sn.layers.BatchNormalization(),
+                               sn.layers.GRU(2)], dtype="float64")
+        ids = np.array([[1, 2, 0], [3, 0, 0]])
+        model(ids)  # inference: the moving statistics, the mask passed on to the GRU
+        assert model.layers[1].compute_mask(None, ids != 0) is not None
+        with pytest.raises(ValueError, match=r"BatchNormalization 'batch_normalization': its input has a mask hiding "
+                                             r"3 of 6 positions"):
+            model.forward(ids, training=True)
+        model.forward(np.array([[1, 2, 3], [3, 1, 2]]), training=True)  # nothing hidden: Keras's statistics

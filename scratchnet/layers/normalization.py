@@ -146,8 +146,19 @@ class BatchNormalization(_Normalization):
         self.moving_variance = self.add_weight("moving_variance", (C,), self.moving_variance_initializer,
                                                trainable=False)
 
-    def call(self, x, training=False):
+    #: Keras's: a mask passes through. At inference the moving statistics ignore it, as Keras's do; in training
+    #: Keras takes the batch statistics over the unmasked positions only, which this layer does not do: a mask
+    #: that hides a position in training is refused (call) rather than counted.
+    supports_masking = True
+    takes_mask = True
+
+    def call(self, x, training=False, mask=None):
         gamma, beta = self._affine()
+        if training and mask is not None and not bool(mask.all()):
+            raise ValueError(f"BatchNormalization {self.name!r}: its input has a mask hiding "
+                             f"{int(mask.size - mask.sum())} of {mask.size} positions (shape {tuple(mask.shape)}); "
+                             f"Keras would take the batch statistics over the unmasked ones, which scratchnet's "
+                             f"batch norm does not: use LayerNormalization, or drop the mask before this layer")
         if training:
             (y, mean, variance), op_backprop = ops.batch_norm(x, gamma, beta, self.epsilon)
             if self.statistics_reducer is not None:  # data-parallel: the moving averages follow the global batch
