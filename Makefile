@@ -38,7 +38,7 @@ CUPY_STAND_IN_TESTS := tests/test_dense.py tests/test_activations.py tests/test_
 	tests/test_loss_options.py tests/test_attention.py tests/test_gelu.py tests/test_normalization.py \
 	tests/test_multi_head_attention.py tests/test_transformer.py tests/test_gru.py tests/test_kernels_properties.py \
 	tests/test_conv_padding.py tests/test_conv_transpose.py tests/test_functional.py \
-	tests/test_masks.py tests/test_masked_training.py
+	tests/test_masks.py tests/test_masked_training.py tests/test_grouped_conv.py
 
 # Includes compiling every kernels/cuda/*.cu with nvcc (tests/test_cuda.py), then the cupy backend on the
 # stand-in (tests/conftest.py: SCRATCHNET_FAKE_CUPY=1), with its kernels on the host shim.

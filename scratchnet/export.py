@@ -360,9 +360,10 @@ def _output_shape(layer, shape):
             return None  # the build reports it
         out = (oh, ow, layer.filters)
         return out, max(math.prod(out), h * w * kh * kw * layer.filters)  # its columns before col2im
-    elif isinstance(layer, (L.Conv2D, L.MaxPool2D, L.AveragePooling2D)) and len(shape) == 3:
-        (h, w, c), (kh, kw) = shape, layer.kernel_size if isinstance(layer, L.Conv2D) else layer.pool_size
-        if isinstance(layer, L.Conv2D):  # a dilated kernel spans (k - 1) * d + 1 cells
+    elif isinstance(layer, (L.Conv2D, L.MaxPool2D, L.AveragePooling2D, L.DepthwiseConv2D)) and len(shape) == 3:
+        (h, w, c) = shape
+        (kh, kw) = layer.pool_size if isinstance(layer, (L.MaxPool2D, L.AveragePooling2D)) else layer.kernel_size
+        if not isinstance(layer, (L.MaxPool2D, L.AveragePooling2D)):  # a dilated kernel spans (k - 1) * d + 1 cells
             kh, kw = ((k - 1) * d + 1 for k, d in zip((kh, kw), layer.dilation_rate))
         try:
             oh, ow, _ = padding_2d(type(layer).__name__, (1, h, w, c), (kh, kw), layer.strides, layer.padding)
@@ -370,7 +371,8 @@ def _output_shape(layer, shape):
             return None  # the build reports it
         if oh < 1 or ow < 1:
             return None
-        out = (oh, ow, layer.filters if isinstance(layer, L.Conv2D) else c)
+        out = (oh, ow, layer.filters if isinstance(layer, L.Conv2D) else
+               c * layer.depth_multiplier if isinstance(layer, L.DepthwiseConv2D) else c)
         return out, max(math.prod(out), oh * ow * kh * kw * c)
     else:
         return None

@@ -124,6 +124,7 @@ FILE_FAMILIES = {
     "test_lstm.py": ("lstm",),
     "test_model.py": ("model",),
     "test_functional.py": ("model",),
+    "test_grouped_conv.py": ("conv",),
     "test_optimizers.py": ("optimizers",),
     "test_packaging.py": ("packaging",),
     "test_pooling.py": ("pool",),

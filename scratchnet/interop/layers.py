@@ -13,6 +13,7 @@ _REGULARIZERS = {
     "Dense": ("kernel_regularizer", "bias_regularizer"),
     "Conv2D": ("kernel_regularizer", "bias_regularizer"),
     "Conv2DTranspose": ("kernel_regularizer", "bias_regularizer"),
+    "DepthwiseConv2D": ("depthwise_regularizer", "bias_regularizer"),
     "LSTM": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
     "Embedding": ("embeddings_regularizer",),
     "GRU": ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"),
@@ -21,7 +22,7 @@ _REGULARIZERS = {
     "BatchNormalization": ("beta_regularizer", "gamma_regularizer"),
     "MultiHeadAttention": ("kernel_regularizer", "bias_regularizer"),
 }
-_SUPPORTED = ("Dense", "Conv2D", "Conv2DTranspose", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
+_SUPPORTED = ("Dense", "Conv2D", "Conv2DTranspose", "DepthwiseConv2D", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
               "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "LSTM",
               "Embedding", "Dropout", "Flatten", "Reshape", "Activation", "GRU", "SimpleRNN", "Bidirectional",
               "LayerNormalization", "BatchNormalization", "MultiHeadAttention", "Add", "Subtract", "Multiply",
@@ -91,7 +92,8 @@ def check_supported(kl):
     kind = type(kl).__name__
     if kind not in _SUPPORTED:
         raise ValueError(
-            f"from_keras: layer {kl.name!r} is a {kind}; supported: Dense, Conv2D, Conv2DTranspose, MaxPooling2D, "
+            f"from_keras: layer {kl.name!r} is a {kind}; supported: Dense, Conv2D, Conv2DTranspose, DepthwiseConv2D, "
+            f"MaxPooling2D, "
             f"AveragePooling2D, "
             f"GlobalAveragePooling2D, GlobalMaxPooling2D, LSTM, GRU, SimpleRNN, Bidirectional, LayerNormalization, "
             f"BatchNormalization, Embedding, Dropout, Flatten, Reshape, Activation, MultiHeadAttention, Add, "
@@ -127,11 +129,17 @@ def from_keras_layer(kl, dtype):
     if kind == "Conv2D":
         if c.get("data_format", "channels_last") != "channels_last":
             raise ValueError(f"from_keras: Conv2D {name!r} must be channels_last")
-        if c.get("groups", 1) != 1:
-            raise ValueError(f"from_keras: Conv2D {name!r} has groups={c['groups']}; only 1 is supported")
         return L.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                        dilation_rate=tuple(c.get("dilation_rate", (1, 1))), activation=activation(),
+                        dilation_rate=tuple(c.get("dilation_rate", (1, 1))), groups=c.get("groups", 1),
+                        activation=activation(),
                         use_bias=c["use_bias"], **regs, **common)
+    if kind == "DepthwiseConv2D":
+        if c.get("data_format", "channels_last") != "channels_last":
+            raise ValueError(f"from_keras: DepthwiseConv2D {name!r} must be channels_last")
+        return L.DepthwiseConv2D(c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                                 depth_multiplier=c["depth_multiplier"],
+                                 dilation_rate=tuple(c.get("dilation_rate", (1, 1))), activation=activation(),
+                                 use_bias=c["use_bias"], **regs, **common)
     if kind == "Conv2DTranspose":
         if c.get("data_format", "channels_last") != "channels_last" or tuple(c.get("dilation_rate", (1, 1))) != (1, 1):
             raise ValueError(f"from_keras: Conv2DTranspose {name!r} must be channels_last, without dilation")
@@ -264,8 +272,12 @@ def to_keras_layer(keras, layer, dtype):
                                   use_bias=c["use_bias"], **regs, **common)
     if isinstance(layer, L.Conv2D):
         return kl.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                         dilation_rate=c["dilation_rate"], activation=c["activation"], use_bias=c["use_bias"],
-                         **regs, **common)
+                         dilation_rate=c["dilation_rate"], groups=c["groups"], activation=c["activation"],
+                         use_bias=c["use_bias"], **regs, **common)
+    if isinstance(layer, L.DepthwiseConv2D):
+        return kl.DepthwiseConv2D(c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                                  depth_multiplier=c["depth_multiplier"], dilation_rate=c["dilation_rate"],
+                                  activation=c["activation"], use_bias=c["use_bias"], **regs, **common)
     if isinstance(layer, L.MaxPool2D):
         return kl.MaxPooling2D(c["pool_size"], strides=c["strides"], padding=c["padding"], **common)
     if isinstance(layer, L.AveragePooling2D):

@@ -8,6 +8,7 @@ layer                          file                  weights (Keras order and la
 =============================  ====================  ===========================================================================================================
 ``Dense``                      ``core.py``           ``kernel`` (C, K), ``bias`` (K,)
 ``Conv2D``                     ``conv.py``           ``kernel`` (kh, kw, C, O) (HWIO), ``bias`` (O,)
+``DepthwiseConv2D``            ``depthwise.py``      ``depthwise_kernel`` (kh, kw, C, M), ``bias`` (C*M,); ``Conv2D(groups=g)``: kernel (kh, kw, C/g, O)
 ``Conv2DTranspose``            ``conv.py``           ``kernel`` (kh, kw, F, C) (output channels first), ``bias`` (F,)
 ``MaxPool2D``                  ``conv.py``           none
 ``AveragePooling2D``           ``pooling.py``        none (likewise ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``)
@@ -41,6 +42,7 @@ from .attention import MultiHeadAttention
 from .base import Layer
 from .conv import Conv2D, Conv2DTranspose, MaxPool2D, MaxPooling2D
 from .core import Activation, Dense, Dropout, Flatten, LogSoftmax, Reshape
+from .depthwise import DepthwiseConv2D
 from .embedding import Embedding
 from .masking import Masking
 from .merge import Add, Average, Concatenate, Multiply, Subtract
@@ -60,7 +62,7 @@ from .transformer import TokenAndPositionEmbedding, TransformerBlock, sine_posit
 
 __all__ = [
     "Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D", "BatchNormalization", "Bidirectional",
-    "Concatenate", "Conv2D", "Conv2DTranspose", "Dense", "Multiply", "Subtract",
+    "Concatenate", "Conv2D", "Conv2DTranspose", "Dense", "DepthwiseConv2D", "Multiply", "Subtract",
     "Dropout", "Embedding", "Flatten", "GRU", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
     "GlobalMaxPooling2D", "LSTM", "Layer", "LayerNormalization", "LogSoftmax", "Masking", "MaxPool2D", "MaxPooling2D",
     "MultiHeadAttention", "Reshape", "ResidualBlock", "SimpleRNN", "TokenAndPositionEmbedding", "TransformerBlock", "deserialize",

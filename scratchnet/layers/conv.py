@@ -24,6 +24,10 @@ class Conv2D(Layer):
         writes it as a ``ZeroPadding2D`` before a "valid" convolution).
     dilation_rate : int or (dh, dw)
         The kernel's taps ``dh`` rows and ``dw`` columns apart (strides 1 only, as Keras).
+    groups : int
+        Keras's grouped convolution: the channels and the filters split into ``groups`` groups, each
+        group's filters seeing its channels only; the kernel is (kh, kw, C / groups, O)
+        (:func:`scratchnet.ops.grouped_conv2d`, one ``conv2d`` per group).
     activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer : as :class:`Dense`
 
     Input ``(N, H, W, C)``, output ``(N, OH, OW, O)``.
@@ -31,9 +35,12 @@ class Conv2D(Layer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
-                 bias_regularizer=None, dilation_rate=1, name=None, dtype=None):
+                 bias_regularizer=None, dilation_rate=1, groups=1, name=None, dtype=None):
         super().__init__(name, dtype)
         self.filters = positive_int("Conv2D", "filters", filters)
+        self.groups = positive_int("Conv2D", "groups", groups)
+        if self.filters % self.groups:
+            raise ValueError(f"Conv2D: groups={groups} must divide filters={filters}")
         self.kernel_size = pair("Conv2D", "kernel_size", kernel_size)
         self.strides = pair("Conv2D", "strides", strides)
         self.padding = padding_name("Conv2D", padding)
@@ -51,6 +58,9 @@ class Conv2D(Layer):
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"Conv2D {self.name!r}: input must have rank 4 [N, H, W, C], got shape {input_shape}")
+        if input_shape[-1] % self.groups:
+            raise ValueError(f"Conv2D {self.name!r}: groups={self.groups} must divide the input's {input_shape[-1]} "
+                             f"channels (input shape {input_shape})")
         self.kernel = self.add_weight(
             "kernel", self._kernel_shape(input_shape[-1]), self.kernel_initializer, regularizer=self.kernel_regularizer
         )
@@ -61,12 +71,14 @@ class Conv2D(Layer):
         )
 
     def _kernel_shape(self, channels):
-        """HWIO: (kh, kw, input channels, filters)."""
-        return (*self.kernel_size, channels, self.filters)
+        """HWIO: (kh, kw, input channels per group, filters)."""
+        return (*self.kernel_size, channels // self.groups, self.filters)
 
     takes_need_dx = True
 
     def call(self, x, training=False, need_dx=True):
+        if self.groups > 1:
+            return self._grouped(x)
         fused = fused_activation(self.activation)  # a ReLU runs inside the conv kernel
         Z, conv_backprop = ops.conv2d(
             x, self.kernel.value, None if self.bias is None else self.bias.value, self.strides, op_padding(self.padding),
@@ -85,9 +97,24 @@ class Conv2D(Layer):
 
         return Y, backprop
 
+    def _grouped(self, x):
+        Z, conv_backprop = ops.grouped_conv2d(x, self.kernel.value, None if self.bias is None else self.bias.value,
+                                              self.strides, op_padding(self.padding), self.groups, self.dilation_rate)
+        Y, act_backprop = activate(self.activation, Z)
+
+        def backprop(dY):
+            dX, dW, db = conv_backprop(act_backprop(dY))
+            self.kernel.accumulate(dW, fresh=True)
+            if self.bias is not None:
+                self.bias.accumulate(db, fresh=True)
+            return dX
+
+        return Y, backprop
+
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "dilation_rate": self.dilation_rate, "activation": self.activation,
+                "padding": self.padding, "dilation_rate": self.dilation_rate, "groups": self.groups,
+                "activation": self.activation,
                 "use_bias": self.use_bias, "kernel_initializer": initializer_config(self.kernel_initializer),
                 "bias_initializer": initializer_config(self.bias_initializer),
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
@@ -141,7 +168,7 @@ class Conv2DTranspose(Conv2D):
 
     def get_config(self):
         config = super().get_config()
-        del config["dilation_rate"]
+        del config["dilation_rate"], config["groups"]
         return {**config, "output_padding": self.output_padding}
 
 

@@ -9,6 +9,8 @@ call                                                             ``backprop(...)
 ``dense(x, w, b=None)``                                          ``(dx, dw, db)``
 ``conv2d(x, w, b=None, strides=1, padding)``                     ``(dx, dw, db)``
 ``conv2d_transpose(x, w, b=None, strides=1, padding)``           ``(dx, dw, db)``
+``grouped_conv2d(x, w, b=None, strides, padding, groups)``        ``(dx, dw, db)``
+``depthwise_conv2d(x, w, b=None, strides, padding)``              ``(dx, dw, db)``
 ``max_pool2d(x, ksize, strides, padding)``                       ``dx``
 ``avg_pool2d(x, ksize, strides, padding)``                       ``dx``
 ``global_avg_pool2d`` / ``global_max_pool2d(x)``                 ``dx``
@@ -44,6 +46,7 @@ from .conv_transpose import conv2d_transpose
 from .dense import dense
 from .dropout import dropout
 from .embedding import embedding
+from .grouped_conv import depthwise_conv2d, grouped_conv2d
 from .gru import gru, simple_rnn
 from .losses import softmax_cross_entropy
 from .lstm import embedding_lstm, lstm
@@ -63,12 +66,14 @@ __all__ = [
     "conv2d",
     "conv2d_transpose",
     "dense",
+    "depthwise_conv2d",
     "dropout",
     "embedding",
     "embedding_lstm",
     "gelu",
     "global_avg_pool2d",
     "global_max_pool2d",
+    "grouped_conv2d",
     "gru",
     "layer_norm",
     "log_softmax",
