@@ -217,7 +217,7 @@ def _train(model, batches, steps, callbacks, params, validate, validate_every, b
             model.stop_training = True
             cbs.on_train_end(history.last())
             raise
-        means.add(logs, len(x), model)
+        means.add(logs, num_examples(x), model)
         cbs.on_train_batch_end(batch, means.result() if batch_logs == "mean" else logs)
         batch += 1
         if validate is not None and validate_every and model.step % validate_every == 0 and model.step != last_step:
@@ -256,7 +256,7 @@ def evaluate(model, batches, callbacks=()):
     for i, (x, y) in enumerate(batches):
         _call(cbs, "on_test_batch_begin", i, {})
         logs = model.test_on_batch(x, y)
-        means.add(logs, len(x), model)
+        means.add(logs, num_examples(x), model)
         _call(cbs, "on_test_batch_end", i, logs)
     if means.count == 0:
         raise ValueError(f"{model.name}: evaluate needs at least one example")
@@ -296,17 +296,31 @@ def _array_batches(x, y, n, batch_size, shuffle, epochs):
         epoch += 1
 
 
+def input_list(x):
+    """Whether ``x`` is the list of arrays of a model of several inputs (``fit([a, b], y)``, Keras's)."""
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(hasattr(a, "shape") for a in x)
+
+
 def num_examples(x, y=None, op=None):
-    """``len(x)``, checked against ``len(y)``; ``op`` (``"fit"``) starts the error."""
-    n = len(x)
+    """``len(x)`` (of each array, for a list of inputs), checked against ``len(y)``; ``op`` (``"fit"``) starts the
+    error."""
+    where = f"{op}: " if op else ""
+    if input_list(x):
+        counts = [len(a) for a in x]
+        if len(set(counts)) > 1:
+            raise ValueError(f"{where}the inputs must have the same number of examples, got {counts}")
+        n = counts[0]
+    else:
+        n = len(x)
     if y is not None and len(y) != n:
-        where = f"{op}: " if op else ""
         raise ValueError(f"{where}x and y must have the same number of examples, got {n} and {len(y)}")
     return n
 
 
 def take(a, idx):
-    """``a[idx]``: host data indexed on the host, a device array with a device index."""
+    """``a[idx]``: host data indexed on the host, a device array with a device index (each array of a list)."""
+    if input_list(a):
+        return [take(t, idx) for t in a]
     if isinstance(a, numpy.ndarray):
         return a[idx]
     return a[get_backend().xp.asarray(idx)]

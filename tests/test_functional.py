@@ -422,3 +422,22 @@ def test_multi_head_attention_takes_kerass_call_query_value_key(backend):
     np.testing.assert_allclose(sn.to_numpy(model(list(to_backend(backend, q, v, k)))), expected, rtol=1e-10)
     with pytest.raises(ValueError, match="pass training= by keyword"):
         mha(to_backend(backend, q), True)
+
+
+def test_fit_evaluate_and_predict_take_a_list_of_inputs_as_keras():
+    rng = np.random.default_rng(13)
+    a, b = rng.normal(size=(90, 4)).astype(np.float32), rng.normal(size=(90, 3)).astype(np.float32)
+    y = (a[:, 0] - b[:, 1] > 0).astype(np.int64)
+    x1, x2 = sn.Input((4,)), sn.Input((3,))
+    h = sn.layers.Concatenate()([sn.layers.Dense(8, activation="relu")(x1), sn.layers.Dense(8, activation="relu")(x2)])
+    model = sn.Model([x1, x2], sn.layers.Dense(2)(h))
+    model.compile(optimizer=sn.optimizers.SGD(0.2), loss="sparse_categorical_crossentropy")
+    history = model.fit([a, b], y, batch_size=16, epochs=20, verbose=0, validation_split=0.2)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    assert "val_accuracy" in history.history
+    assert model.evaluate([a, b], y, batch_size=7)["accuracy"] > 0.85
+    assert model.predict([a, b], batch_size=13).shape == (90, 2)
+    with pytest.raises(ValueError, match=r"fit: the inputs must have the same number of examples, got \[90, 89\]"):
+        model.fit([a, b[:89]], y, verbose=0)
+    with pytest.raises(ValueError, match="validation_data: x_val must have x's shape per example"):
+        model.fit([a, b], y, verbose=0, validation_data=([a, a], y))

@@ -183,10 +183,11 @@ class DataParallel:
         from ..finite import share_nonfinite_loss
         from ..model.step import train_step
 
-        if len(x) != len(y):
-            raise ValueError(f"x and y must have the same number of examples, got {len(x)} and {len(y)}")
+        from ..training import num_examples
+
+        n = num_examples(x, y)
         self.world.step = self.model.step + 1  # named if a collective of this step times out
-        shard = Shard.of(len(x), self.world.rank, self.world.size)
+        shard = Shard.of(n, self.world.rank, self.world.size)
 
         def gradients_ready(loss, params):
             if self.model.check_finite:  # a rank's non-finite loss reaches every rank: all refuse the same step

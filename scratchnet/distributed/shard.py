@@ -54,7 +54,10 @@ class Shard:
         return self.stop - self.start
 
     def take(self, a):
-        """This rank's rows of ``a``, an array of the global batch (first axis)."""
+        """This rank's rows of ``a``, an array of the global batch (first axis), or of each array of a list
+        (a model's several inputs)."""
+        if isinstance(a, (list, tuple)) and a and all(hasattr(t, "shape") for t in a):
+            return [t[self.start:self.stop] for t in a]
         return a[self.start:self.stop]
 
     def global_shape(self, x):

@@ -292,7 +292,7 @@ class Model(Layer):
             callbacks.append(_callbacks.ProgressBar())
         batches = training.array_batches(x, y, batch_size, shuffle=shuffle)
         if steps_per_epoch is None:
-            steps_per_epoch = math.ceil(len(x) / batch_size)
+            steps_per_epoch = math.ceil(training.num_examples(x) / batch_size)
         else:
             batches = fitting.epochs_of(batches, steps_per_epoch)
         validate = None

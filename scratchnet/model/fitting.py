@@ -6,6 +6,8 @@ import numbers
 
 import numpy
 
+from .. import training
+
 
 def check_verbose(op, verbose):
     """Keras's ``verbose``: 0 (silent), 1 (a progress bar), 2 (one line per epoch), or ``"auto"`` (1); as an int."""
@@ -29,11 +31,12 @@ def hold_out(x, y, validation_split, validation_data):
         return x, y, validation_data
     if validation_data is not None:
         raise ValueError("fit: give validation_data or validation_split, not both")
-    n = len(x)
+    n = training.num_examples(x)
     split_at = math.ceil(n * (1 - validation_split))
     if split_at == n:
         raise ValueError(f"fit: validation_split={validation_split!r} of {n} examples leaves no example to validate on")
-    return x[:split_at], y[:split_at], (x[split_at:], y[split_at:])
+    head, tail = training.take(x, slice(None, split_at)), training.take(x, slice(split_at, None))
+    return head, y[:split_at], (tail, y[split_at:])
 
 
 def check_validation_data(validation_data, x, y):
@@ -43,7 +46,7 @@ def check_validation_data(validation_data, x, y):
                if isinstance(validation_data, (tuple, list)) else type(validation_data).__name__)
         raise ValueError(f"fit: validation_data must be a pair (x_val, y_val), got {got}")
     x_val, y_val = validation_data
-    n = len(x_val)
+    n = training.num_examples(x_val)
     if len(y_val) != n:
         raise ValueError(f"fit: validation_data: x_val and y_val must have the same number of examples, "
                          f"got {n} and {len(y_val)}")
@@ -57,7 +60,10 @@ def check_validation_data(validation_data, x, y):
 
 
 def per_example(a):
-    """The shape of one example of ``a``; a trailing axis of 1 (labels as ``(N, 1)``) does not count."""
+    """The shape of one example of ``a``; a trailing axis of 1 (labels as ``(N, 1)``) does not count.
+    For a list of inputs, the list of their shapes."""
+    if training.input_list(a):
+        return [per_example(t) for t in a]
     shape = tuple(numpy.shape(a)[1:])
     return shape[:-1] if shape and shape[-1] == 1 else shape
 

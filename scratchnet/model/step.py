@@ -30,6 +30,7 @@ from .._checks import deferred_checks
 from ..backend import get_backend
 from ..finite import all_finite_on_device, check_step, read_back
 from ..layers.base import as_backend_array
+from ..training import input_list
 from ..regularizers import L1L2
 
 
@@ -61,7 +62,7 @@ def train_step(model, x, y, gradients_ready=None, rows=None):
     stay as they were.
     """
     model.require_compiled("train_on_batch", optimizer=True)
-    x, y = as_backend_array(x, model.dtype), as_backend_array(y, model.dtype)
+    x, y = inputs_as_arrays(x, model.dtype), as_backend_array(y, model.dtype)
     model.zero_grad()
     with deferred_checks() as checks:
         y_pred, backprop = model.forward(x, training=rows or True, need_dx=False)  # forward (x is data: no dx)
@@ -86,7 +87,7 @@ def train_step(model, x, y, gradients_ready=None, rows=None):
 def test_step(model, x, y):
     """Loss (with the penalty) and metrics of one batch in inference mode: ``Model.test_on_batch``."""
     model.require_compiled("test_on_batch")
-    x, y = as_backend_array(x, model.dtype), as_backend_array(y, model.dtype)
+    x, y = inputs_as_arrays(x, model.dtype), as_backend_array(y, model.dtype)
     with deferred_checks() as checks:
         y_pred, _ = model.forward(x, training=False)
         mask = output_mask(model)
@@ -96,6 +97,13 @@ def test_step(model, x, y):
     if penalty is None:
         penalty = model.regularization_loss()
     return {"loss": loss + penalty, **logs}
+
+
+def inputs_as_arrays(x, dtype):
+    """The batch's input on the backend: an array, or each array of a model's list of inputs."""
+    if input_list(x):
+        return [as_backend_array(a, dtype) for a in x]
+    return as_backend_array(x, dtype)
 
 
 def _on_device():
