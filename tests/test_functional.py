@@ -296,6 +296,8 @@ def test_the_placeholders_refuse_what_cannot_be_built():
         two(np.ones((2, 4), np.float32))
     with pytest.raises(TypeError, match="placeholder of a model being defined"):
         np.asarray(x)
+    with pytest.raises(ValueError, match="compile: the model has 2 outputs"):
+        sn.Model(x, [h, sn.layers.Dense(2)(h)]).compile(loss="sparse_categorical_crossentropy")
 
 
 def test_a_crafted_config_is_refused_by_field():

@@ -248,6 +248,14 @@ class Functional(Model):
                                  f"{shapes if self._many_inputs else shapes[0]}")
         self._build_from_inputs()
 
+    def compile(self, optimizer="sgd", loss=None, metrics=("accuracy",)):
+        """Keras's ``compile``, for a model of one output (a loss per output is not supported)."""
+        if self._many_outputs:
+            raise ValueError(f"{self.name}: compile: the model has {len(self._outputs)} outputs; training takes one "
+                             f"loss on one output here (Keras's loss per output is not supported): train "
+                             f"sn.Model(inputs, one_output), which shares these layers and weights")
+        super().compile(optimizer, loss, metrics)
+
     @property
     def inputs(self):
         return list(self._inputs)
