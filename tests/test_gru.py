@@ -2,12 +2,15 @@
 float32 and float64), the ops by finite differences in float64, and their argument errors."""
 from __future__ import annotations
 
+from functools import reduce
+
 import numpy as np
 import pytest
 
 import scratchnet as sn
 from helpers import assert_close, load_tensorflow, to_backend
 from scratchnet.gradcheck import check_op
+from scratchnet.ops.reference import ReferenceOps
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]
@@ -166,3 +169,171 @@ def test_bad_shapes_name_the_op_and_the_shapes():
             sn.ops.gru(np.ones((2, 3, 4)), np.ones((4, 5)), np.ones((2, 6)), np.ones((2, 6)))
         with pytest.raises(ValueError, match=r"simple_rnn: h0 must have shape \(N, H\) = \(2, 3\)"):
             sn.ops.simple_rnn(np.ones((2, 3, 4)), np.ones((4, 3)), np.ones((3, 3)), np.ones(3), np.ones((3, 3)))
+
+
+# --- the Numba backend's GRU loops (kernels/numba/gru.py) against the reference's ----------------------------
+
+REF = ReferenceOps()
+
+
+@pytest.fixture
+def split_rows(numba_ops, monkeypatch):
+    """Every batch split into one part per thread, however few its rows (each part runs its own time loop)."""
+    from scratchnet.kernels.runtime import threads
+
+    monkeypatch.setattr(threads, "MIN_PART_MACS", 1)
+    monkeypatch.setattr(numba_ops, "min_rows", 1)
+    return numba_ops
+
+
+def _masks(kind, T, N, rng):
+    """A (T, N) time-major mask: none, holes, whole rows masked (and one row never masked), or every step masked."""
+    if kind == "none":
+        return None
+    if kind == "all_masked":
+        return np.zeros((T, N), bool)
+    mask = rng.random((T, N)) > 0.4
+    if kind == "masked_rows":
+        mask[:, ::2] = False
+        mask[:, -1] = True
+    return mask
+
+
+def _gru_case(T, N, H, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((T, N, 3 * H)).astype(dtype)
+    recurrent_kernel = (0.5 * rng.standard_normal((H, 3 * H))).astype(dtype)
+    bias = rng.standard_normal((2, 3 * H)).astype(dtype)
+    # Large pre-activations: the gates saturate, and the sigmoid and tanh must not overflow.
+    bias[0, :2] = [-1e4, 1e4]
+    bias[1, H : H + 1] = 800
+    bias[0, 2 * H] = -800
+    h0, dh = rng.standard_normal((N, H)).astype(dtype), rng.standard_normal((N, H)).astype(dtype)
+    dys = rng.standard_normal((T, N, H)).astype(dtype)
+    return rng, a, recurrent_kernel, bias, h0, dh, dys
+
+
+GRU_SHAPES = {"odd": (5, 7, 6), "one_row": (4, 1, 5), "one_step": (1, 6, 4), "one_unit": (6, 5, 1),
+              "all_ones": (1, 1, 1), "wide": (3, 23, 37)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("mask_kind", ["none", "holes", "masked_rows", "all_masked"])
+@pytest.mark.parametrize("shape", list(GRU_SHAPES))
+def test_numba_gru_recurrences_match_the_reference(split_rows, shape, mask_kind, dtype):
+    numba_ops, ref = split_rows, REF
+    T, N, H = GRU_SHAPES[shape]
+    rng, a, recurrent_kernel, bias, h0, dh, dys = _gru_case(T, N, H, dtype, 40)
+    mask_seq = _masks(mask_kind, T, N, rng)
+    kept = [v.copy() for v in (recurrent_kernel, bias, h0, dh, dys)]
+    got = numba_ops.gru_recurrence(a.copy(), recurrent_kernel, bias, h0, mask_seq)
+    want = ref.gru_recurrence(a.copy(), recurrent_kernel, bias, h0, mask_seq)
+    for g, w, name in zip(got, want, ("h_seq", "gates_seq", "uh_seq")):
+        assert g.dtype == dtype and g.shape == w.shape and np.all(np.isfinite(g)), name
+        assert_close(g, w, dtype, name)
+    if mask_seq is not None:  # a masked row's state is its previous one, exactly
+        for t in range(T):
+            np.testing.assert_array_equal(got[0][t + 1][~mask_seq[t]], got[0][t][~mask_seq[t]])
+    for dy_seq in (dys, None):
+        got_b = numba_ops.gru_backward_recurrence(dy_seq, dh, recurrent_kernel, *want, mask_seq)
+        want_b = ref.gru_backward_recurrence(dy_seq, dh, recurrent_kernel, *want, mask_seq)
+        for g, w, name in zip(got_b, want_b, ("da_seq", "drecurrent_kernel", "dbias", "dh0")):
+            assert g.dtype == dtype and g.shape == w.shape, name
+            assert_close(g, w, dtype, name)
+        if mask_seq is not None:
+            assert not np.any(got_b[0][~mask_seq]), "a masked step has no da"
+    if mask_kind == "all_masked":  # nothing reaches the weights; dh0 is dh plus every dy, h stays h0
+        np.testing.assert_array_equal(got[0][T], h0)
+        assert not np.any(got_b[1]) and not np.any(got_b[2])
+    for v, before in zip((recurrent_kernel, bias, h0, dh, dys), kept):
+        np.testing.assert_array_equal(v, before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("mask_kind", ["none", "holes", "masked_rows", "all_masked"])
+@pytest.mark.parametrize("shape", list(GRU_SHAPES) + ["two_k_blocks"])
+def test_numba_simple_rnn_recurrences_match_the_reference(split_rows, shape, mask_kind, dtype):
+    numba_ops = split_rows
+    T, N, H = GRU_SHAPES.get(shape, (2, 3, 300))  # 300 units: the recurrent GEMM's K in two blocks
+    rng = np.random.default_rng(43)
+    a = rng.standard_normal((T, N, H)).astype(dtype)
+    recurrent_kernel = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+    bias = rng.standard_normal(H).astype(dtype)
+    bias[0], bias[-1] = -1e4, 800  # saturated units: tanh must not overflow
+    h0, dh = rng.standard_normal((N, H)).astype(dtype), rng.standard_normal((N, H)).astype(dtype)
+    dys = rng.standard_normal((T, N, H)).astype(dtype)
+    mask_seq = _masks(mask_kind, T, N, rng)
+    kept = [v.copy() for v in (a, recurrent_kernel, bias, h0, dh, dys)]
+    got = numba_ops.simple_rnn_recurrence(a, recurrent_kernel, bias, h0, mask_seq)
+    want = REF.simple_rnn_recurrence(a, recurrent_kernel, bias, h0, mask_seq)
+    assert got.dtype == dtype and np.all(np.isfinite(got))
+    assert_close(got, want, dtype, "h_seq")
+    for dy_seq in (dys, None):
+        got_b = numba_ops.simple_rnn_backward_recurrence(dy_seq, dh, recurrent_kernel, want, mask_seq)
+        want_b = REF.simple_rnn_backward_recurrence(dy_seq, dh, recurrent_kernel, want, mask_seq)
+        for g, w, name in zip(got_b, want_b, ("dp_seq", "drecurrent_kernel", "dbias", "dh0")):
+            assert g.dtype == dtype and g.shape == w.shape, name
+            assert_close(g, w, dtype, name)
+        if mask_seq is not None:
+            assert not np.any(got_b[0][~mask_seq]), "a masked step has no dp"
+            if mask_kind == "all_masked":  # dh0 is dh plus every dy (from the last), exactly
+                np.testing.assert_array_equal(got_b[3], reduce(np.add, dys[::-1], dh) if dy_seq is not None else dh)
+    for v, before in zip((a, recurrent_kernel, bias, h0, dh, dys), kept):
+        np.testing.assert_array_equal(v, before)
+
+
+def test_numba_gru_kernels_run_without_the_reference(numba_ops, monkeypatch):
+    # Contiguous inputs take the compiled loops: the reference's would raise here.
+    def refuse(*args, **kwargs):
+        raise AssertionError("the numba backend fell back to the reference's loop")
+
+    for name in ("gru_recurrence", "gru_backward_recurrence", "simple_rnn_recurrence", "simple_rnn_backward_recurrence"):
+        monkeypatch.setattr(ReferenceOps, name, refuse)
+    T, N, H = 3, 4, 5
+    rng, a, recurrent_kernel, bias, h0, dh, dys = _gru_case(T, N, H, np.float32, 41)
+    mask_seq = _masks("holes", T, N, rng)
+    outs = numba_ops.gru_recurrence(a, recurrent_kernel, bias, h0, mask_seq)
+    numba_ops.gru_backward_recurrence(dys, dh, recurrent_kernel, *outs, mask_seq)
+    h_seq = numba_ops.simple_rnn_recurrence(a[..., :H].copy(), recurrent_kernel[:, :H], bias[0, :H], h0, mask_seq)
+    numba_ops.simple_rnn_backward_recurrence(dys, dh, recurrent_kernel[:, :H], h_seq, mask_seq)
+
+
+def _strided(a, order):
+    """``a``'s values in another memory layout: a transposed copy viewed back, or every other element of a wider
+    buffer whose gaps hold NaN (a kernel that reads past its view poisons its output)."""
+    if order == "F":
+        return np.asfortranarray(a)
+    wide = np.full(a.shape[:-1] + (2 * a.shape[-1],), np.nan, a.dtype)
+    wide[..., ::2] = a
+    return wide[..., ::2]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", ["F", "strided"])
+@pytest.mark.parametrize("mask_kind", ["none", "masked_rows"])
+@pytest.mark.parametrize("op", ["gru", "simple_rnn"])
+def test_numba_recurrent_ops_match_the_reference_on_any_layout(split_rows, op, layout, mask_kind, dtype):
+    # The whole op (input GEMMs, layout swaps, the loops) on the numba backend against the numpy one.
+    rng = np.random.default_rng(42)
+    N, T, D, H = 6, 5, 4, 7
+    G = 3 * H if op == "gru" else H
+    arrays = dict(x=rng.standard_normal((N, T, D)), kernel=rng.standard_normal((D, G)),
+                  recurrent_kernel=0.5 * rng.standard_normal((H, G)),
+                  bias=rng.standard_normal((2, G) if op == "gru" else (G,)),
+                  h0=rng.standard_normal((N, H)), dys=rng.standard_normal((N, T, H)), dh=rng.standard_normal((N, H)))
+    arrays = {k: v.astype(dtype) for k, v in arrays.items()}
+    mask = _masks(mask_kind, T, N, rng)
+    mask = None if mask is None else np.asfortranarray(mask.T)  # (N, T), not C-contiguous
+    laid = {k: _strided(v, layout) for k, v in arrays.items()}
+    results = {}
+    for name, inputs in (("numba", laid), ("numpy", arrays)):
+        with sn.use_backend(name):
+            (ys, h), backprop = getattr(sn.ops, op)(inputs["x"], inputs["kernel"], inputs["recurrent_kernel"],
+                                                    inputs["bias"], inputs["h0"], mask=mask)
+            results[name] = (ys, h, *backprop(inputs["dys"], inputs["dh"]))
+    names = ("ys", "h", "dx", "dkernel", "drecurrent_kernel", "dbias", "dh0")
+    for g, w, name in zip(results["numba"], results["numpy"], names):
+        assert g.dtype == dtype and np.all(np.isfinite(g)), name
+        assert_close(g, w, dtype, name)
+    for k in arrays:  # the inputs come back unchanged
+        np.testing.assert_array_equal(laid[k], arrays[k], err_msg=k)

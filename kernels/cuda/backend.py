@@ -248,6 +248,7 @@ class CupyOps:
     lstm_backward_recurrence = ReferenceOps.lstm_backward_recurrence
     lstm_backward = ReferenceOps.lstm_backward
     gru_recurrence, gru_backward_recurrence = ReferenceOps.gru_recurrence, ReferenceOps.gru_backward_recurrence
+    simple_rnn_recurrence, simple_rnn_backward_recurrence = ReferenceOps.simple_rnn_recurrence, ReferenceOps.simple_rnn_backward_recurrence
 
     # --- embedding (embedding.cu) ------------------------------------------
 

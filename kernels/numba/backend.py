@@ -138,7 +138,7 @@ class NumbaOps:
 
     lstm_backward = ReferenceOps.lstm_backward
 
-    # --- GRU -------------------------------------------------------------------
+    # --- GRU and simple RNN ----------------------------------------------------
     # The time loops are Numba's (gru.py); the ops run the input GEMMs around them, through self.gemm.
 
     def gru_recurrence(self, a_seq, recurrent_kernel, bias, h0, mask_seq=None):
@@ -153,6 +153,18 @@ class NumbaOps:
         if out is NotImplemented:
             return ReferenceOps.gru_backward_recurrence(self, dy_seq, dh, recurrent_kernel, h_seq, gates_seq, uh_seq,
                                                         mask_seq)
+        return out
+
+    def simple_rnn_recurrence(self, a_seq, recurrent_kernel, bias, h0, mask_seq=None):
+        out = gru.simple_rnn_recurrence(a_seq, recurrent_kernel, bias, h0, self.min_rows, mask_seq)
+        if out is NotImplemented:
+            return ReferenceOps.simple_rnn_recurrence(self, a_seq, recurrent_kernel, bias, h0, mask_seq)
+        return out
+
+    def simple_rnn_backward_recurrence(self, dy_seq, dh, recurrent_kernel, h_seq, mask_seq=None):
+        out = gru.simple_rnn_backward_recurrence(dy_seq, dh, recurrent_kernel, h_seq, self.min_rows, mask_seq)
+        if out is NotImplemented:
+            return ReferenceOps.simple_rnn_backward_recurrence(self, dy_seq, dh, recurrent_kernel, h_seq, mask_seq)
         return out
 
     # --- embedding -------------------------------------------------------------

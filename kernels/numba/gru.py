@@ -1,4 +1,5 @@
-"""Numba kernels for the GRU: the whole time loop in one Numba function per core, as the LSTM's (``lstm.py``).
+"""Numba kernels for the GRU and the simple RNN: the whole time loop in one Numba function per core, as the
+LSTM's (``lstm.py``).
 
 Steps are numbered as in ``scratchnet.ops.gru``, which derives them (Keras's ``reset_after=True``,
 gate blocks z, r, h): forward 1 (``a_t``, ``u_t``), 2 (gates), 3 (``h_t``); backward 3b, 2b, 1b.
@@ -19,6 +20,9 @@ The op makes step 1's input part ``x_t @ kernel`` for every step in one GEMM bef
 - **Masks** (``mask_seq`` (T, N), False: padding): a masked row copies ``h_{t-1}`` forward after its step;
   backward it writes ``da_t = du_t = 0`` and skips ``dh *= z``, so the recurrent GEMM adds ``0 @ U.T``
   to its ``dh``, which reaches step t-1 unchanged, as the reference's ``where`` does.
+
+The simple RNN's loops (``_simple_rnn_forward_loop``, ``_simple_rnn_backward_loop``) are the same, with one
+block instead of three: ``h_t = tanh(a_t + b + h_{t-1} @ U)``, ``dp_t = dh (1 - h_t^2)``.
 
 The sequences of a batch never meet in the time loop, so the batch is split into one part per core
 (``kernels/runtime/threads.py``), each running the whole loop on its own rows. The biases' gradients
@@ -115,6 +119,51 @@ def _backward_loop(dy_seq, has_dy, dh_all, h_seq, gates_seq, uh_seq, packed_rk_t
         gemm_packed(du, packed_rk_t, dh, True)  # 1b: dh_{t-1} += du_t @ recurrent_kernel.T
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _simple_rnn_forward_loop(a_seq, packed_rk, bias, h_seq, u, lo, hi, mask_seq, has_mask):
+    """``h_t = tanh((a_t + bias) + h_{t-1} @ recurrent_kernel)`` for t = 0 .. T-1 on rows ``lo:hi``, the order
+    of the reference's additions; a masked row keeps ``h_{t-1}``. ``u`` : (hi - lo, H) scratch."""
+    T, _, H = a_seq.shape
+    n = hi - lo
+    for t in range(T):
+        gemm_packed(h_seq[t, lo:hi], packed_rk, u, False)
+        a, h_prev, h = a_seq[t, lo:hi], h_seq[t, lo:hi], h_seq[t + 1, lo:hi]
+        for m in range(n):
+            for j in range(H):
+                h[m, j] = _tanh((a[m, j] + bias[j]) + u[m, j])
+            if has_mask and not mask_seq[t, lo + m]:
+                for j in range(H):
+                    h[m, j] = h_prev[m, j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _simple_rnn_backward_loop(dy_seq, has_dy, dh_all, h_seq, packed_rk_t, dp_seq, dbias, lo, hi, mask_seq, has_mask):
+    """``dp_t = dh (1 - h_t^2)``, ``dh_{t-1} = dp_t @ recurrent_kernel.T`` for t = T-1 down to 0 on rows ``lo:hi``.
+    With a mask the GEMM adds onto ``dh`` instead: an unmasked row's is zeroed first, a masked row's (its ``dp``
+    is 0) passes unchanged. ``dbias`` : (H,) float64, ``+= sum dp_t[m]``."""
+    T, _, H = dp_seq.shape
+    n = hi - lo
+    dh = dh_all[lo:hi]
+    for t in range(T - 1, -1, -1):
+        h, dp = h_seq[t + 1, lo:hi], dp_seq[t, lo:hi]
+        for m in range(n):
+            if has_dy:
+                for j in range(H):
+                    dh[m, j] += dy_seq[t, lo + m, j]
+            if has_mask and not mask_seq[t, lo + m]:
+                for j in range(H):
+                    dp[m, j] = 0
+                continue
+            for j in range(H):
+                dp[m, j] = dh[m, j] * (_ONE - h[m, j] * h[m, j])
+            for j in range(H):
+                dbias[j] += dp[m, j]
+            if has_mask:
+                for j in range(H):
+                    dh[m, j] = 0
+        gemm_packed(dp, packed_rk_t, dh, has_mask)
+
+
 #: Rows per part at least: below that a second thread costs more than it saves (the backend passes its own).
 MIN_ROWS = 8
 
@@ -168,3 +217,47 @@ def gru_backward_recurrence(dy_seq, dh, recurrent_kernel, h_seq, gates_seq, uh_s
     # 1b, for the recurrent weight: one GEMM over all (T*N) rows.
     drecurrent_kernel = threads.matmul(h_seq[:T].reshape(T * N, H).T, du_seq.reshape(T * N, H3))
     return da_seq, drecurrent_kernel, dbias, dh
+
+
+def simple_rnn_recurrence(a_seq, recurrent_kernel, bias, h0, min_rows=MIN_ROWS, mask_seq=None):
+    """The contract's ``simple_rnn_recurrence``: one :func:`_simple_rnn_forward_loop` per core; ``NotImplemented``
+    where the recurrent kernel is not :func:`packable` or ``a_seq`` not C-contiguous."""
+    T, N, H = a_seq.shape
+    if not packable(recurrent_kernel) or not a_seq.flags.c_contiguous:
+        return NotImplemented
+    h_seq = numpy.empty((T + 1, N, H), dtype=a_seq.dtype)
+    h_seq[0] = h0
+    packed_rk, bias = pack(recurrent_kernel), numpy.ascontiguousarray(bias)
+    mask_seq, has_mask = _mask_arg(mask_seq)
+
+    def part(lo, hi):
+        u = numpy.empty((hi - lo, H), dtype=a_seq.dtype)
+        _simple_rnn_forward_loop(a_seq, packed_rk, bias, h_seq, u, lo, hi, mask_seq, has_mask)
+
+    threads.split(part, N, min_rows)
+    return h_seq
+
+
+def simple_rnn_backward_recurrence(dy_seq, dh, recurrent_kernel, h_seq, min_rows=MIN_ROWS, mask_seq=None):
+    """The contract's ``simple_rnn_backward_recurrence``: one :func:`_simple_rnn_backward_loop` per core;
+    ``NotImplemented`` where the recurrent kernel's transpose is not :func:`packable`."""
+    T, N, H = h_seq.shape[0] - 1, h_seq.shape[1], h_seq.shape[2]
+    if not packable(recurrent_kernel.T):
+        return NotImplemented
+    dh = numpy.array(dh, order="C")  # a copy: the loop updates it in place
+    dtype = h_seq.dtype
+    dp_seq = numpy.empty((T, N, H), dtype=dtype)
+    h_seq = numpy.ascontiguousarray(h_seq)
+    packed_rk_t = pack(recurrent_kernel.T)
+    has_dy = dy_seq is not None
+    dys = numpy.ascontiguousarray(dy_seq) if has_dy else numpy.zeros((1, 1, 1), dtype=dtype)
+    mask_seq, has_mask = _mask_arg(mask_seq)
+
+    def part(lo, hi):
+        dbias = numpy.zeros(H)
+        _simple_rnn_backward_loop(dys, has_dy, dh, h_seq, packed_rk_t, dp_seq, dbias, lo, hi, mask_seq, has_mask)
+        return dbias
+
+    dbias = sum(threads.split(part, N, min_rows)).astype(dtype)
+    drecurrent_kernel = threads.matmul(h_seq[:T].reshape(T * N, H).T, dp_seq.reshape(T * N, H))
+    return dp_seq, drecurrent_kernel, dbias, dh

@@ -199,7 +199,7 @@ class Ops:
         """
         raise NotImplementedError
 
-    # --- recurrent layers: LSTM, GRU (their shapes in ``contract_recurrent.py``) -------
+    # --- recurrent layers: LSTM, GRU, simple RNN (their shapes in ``contract_recurrent.py``) ---
 
     swap_batch_time = recurrent.swap_batch_time
     lstm_gates_forward = recurrent.lstm_gates_forward
@@ -210,6 +210,8 @@ class Ops:
     lstm_backward = recurrent.lstm_backward
     gru_recurrence = recurrent.gru_recurrence
     gru_backward_recurrence = recurrent.gru_backward_recurrence
+    simple_rnn_recurrence = recurrent.simple_rnn_recurrence
+    simple_rnn_backward_recurrence = recurrent.simple_rnn_backward_recurrence
 
     # --- embedding -------------------------------------------------------------
 

@@ -109,3 +109,25 @@ def gru_backward_recurrence(self, dy_seq, dh, recurrent_kernel, h_seq, gates_seq
         ``dkernel = sum_t x_t.T @ da_t`` and ``dx_t = da_t @ kernel.T``.
     """
     raise NotImplementedError
+
+
+def simple_rnn_recurrence(self, a_seq, recurrent_kernel, bias, h0, mask_seq=None):
+    """Keras's ``SimpleRNN`` (tanh, ``scratchnet/ops/gru.py``) over a time-major sequence whose input projection
+    is already made: ``h_t = tanh(a_t + bias + h_{t-1} @ recurrent_kernel)``.
+
+    a_seq : (T, N, H), ``x_t @ kernel`` for every step (read only);  recurrent_kernel : (H, H);  bias : (H,)
+    h0 : (N, H);  mask_seq : (T, N) boolean or None; a False row keeps its state: ``h_seq[t + 1] = h_seq[t]``
+    returns h_seq : (T+1, N, H), ``h_seq[0] = h0`` and ``h_seq[t + 1] = h_t``
+    """
+    raise NotImplementedError
+
+
+def simple_rnn_backward_recurrence(self, dy_seq, dh, recurrent_kernel, h_seq, mask_seq=None):
+    """Backpropagation through time of :func:`simple_rnn_recurrence`, step T-1 down to 0.
+
+    dy_seq : (T, N, H) or None;  dh : (N, H), the final state's gradient;  h_seq : what the forward returned
+    A masked row of step t has ``dp_t = 0`` and hands ``dh`` to step t-1 unchanged.
+    returns (dp_seq, drecurrent_kernel, dbias, dh0) : (T, N, H), (H, H), (H,), (N, H); ``dp_seq[t]`` is the
+        gradient of step t's pre-activation, from which ``dkernel = sum_t x_t.T @ dp_t`` and ``dx_t = dp_t @ kernel.T``.
+    """
+    raise NotImplementedError

@@ -42,9 +42,10 @@ gradients of both (either may be None) and returns
 ``(dx, dkernel, drecurrent_kernel, dbias, dh0)``.
 
 **Backends.** As for the LSTM, the ops run step 1's input GEMM (and 1b's) over all T*N rows
-themselves, time-major, and hand the loops over time to the backend: ``gru_recurrence`` and
-``gru_backward_recurrence`` (``GRUReference`` below is the reference's, step for step the
-derivation above; the Numba backend's are ``kernels/numba/gru.py``).
+themselves, time-major (:func:`_sequence`), and hand the loops over time to the backend:
+``gru_recurrence`` / ``gru_backward_recurrence`` and ``simple_rnn_recurrence`` /
+``simple_rnn_backward_recurrence`` (``GRUReference`` below is the reference's, step for step the
+derivations above; the Numba backend's are ``kernels/numba/gru.py``).
 """
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ from .masks import keras_outputs, sequence_mask
 
 
 class GRUReference:
-    """The reference backend's GRU loops over time (the contract's ``gru_recurrence``, ``gru_backward_recurrence``):
-    the steps of the module docstring, on time-major stacks. A masked row keeps its state, and backward is the identity."""
+    """The reference backend's GRU and simple RNN loops over time (the contract's ``gru_recurrence``, ...): the
+    steps of the module docstring, on time-major stacks. A masked row keeps its state; backward it is the identity."""
 
     def gru_recurrence(self, a_seq, recurrent_kernel, bias, h0, mask_seq=None):
         """Steps 1-3 for t = 0 .. T-1, given the input part ``x_t @ kernel`` of every a_t."""
@@ -110,6 +111,35 @@ class GRUReference:
         dbias = xp.stack([da_seq.reshape(T * N, H3).sum(axis=0), du.sum(axis=0)])
         return da_seq, drecurrent_kernel, dbias, dh
 
+    def simple_rnn_recurrence(self, a_seq, recurrent_kernel, bias, h0, mask_seq=None):
+        """``h_t = tanh(x_t @ kernel + bias + h_{t-1} @ recurrent_kernel)`` for t = 0 .. T-1, given every ``x_t @ kernel``."""
+        xp = self.xp
+        T, N, H = a_seq.shape
+        h_seq = xp.empty((T + 1, N, H), dtype=a_seq.dtype)
+        h_seq[0] = h0
+        for t in range(T):
+            h_new = xp.tanh((a_seq[t] + bias) + self.gemm(h_seq[t], recurrent_kernel))
+            h_seq[t + 1] = h_new if mask_seq is None else xp.where(mask_seq[t][:, None], h_new, h_seq[t])
+        return h_seq
+
+    def simple_rnn_backward_recurrence(self, dy_seq, dh, recurrent_kernel, h_seq, mask_seq=None):
+        """``dp_t = dh_t (1 - h_t^2)`` and ``dh_{t-1} = dp_t @ recurrent_kernel.T`` for t = T-1 down to 0, then the sums."""
+        xp = self.xp
+        T, N, H = h_seq.shape[0] - 1, h_seq.shape[1], h_seq.shape[2]
+        dp_seq = xp.empty((T, N, H), dtype=h_seq.dtype)
+        for t in range(T - 1, -1, -1):
+            if dy_seq is not None:
+                dh = dh + dy_seq[t]
+            dp = dh * (1 - h_seq[t + 1] * h_seq[t + 1])  # h_t = tanh(p_t); a masked row's dp is dropped below
+            if mask_seq is not None:  # a masked row is the identity: no dp, dh goes to h_{t-1} as it is
+                keep = mask_seq[t][:, None]
+                dp = xp.where(keep, dp, 0)
+            dp_seq[t] = dp
+            dh_prev = self.gemm(dp, recurrent_kernel, trans_b=True)
+            dh = dh_prev if mask_seq is None else xp.where(keep, dh_prev, dh)
+        dp = dp_seq.reshape(T * N, H)
+        return dp_seq, self.gemm(h_seq[:T].reshape(T * N, H), dp, trans_a=True), dp.sum(axis=0), dh
+
 
 def _check(op, x, kernel, recurrent_kernel, bias, h0, gates, bias_shape):
     check_rank(op, "x", x, 3, "[N, T, D]")
@@ -135,6 +165,36 @@ def _backprop_args(op, be, dys, dh, ys, h):
     return dys, dh
 
 
+def _sequence(op, be, x, kernel, h0, mask, H, recurrence, backward_recurrence):
+    """What :func:`gru` and :func:`simple_rnn` share: step 1's input GEMM over every step (time-major), the
+    backend's loop over time (``recurrence(a_seq, h0, mask_seq) -> (h_seq, *saved)``), Keras's outputs, and a
+    ``backprop`` that runs ``backward_recurrence(dy_seq, dh, h_seq, *saved, mask_seq) -> (da_seq, drecurrent_kernel,
+    dbias, dh0)`` and 1b's input GEMMs over every step."""
+    xp = be.xp
+    N, T, D = x.shape
+    mask = sequence_mask(op, be, mask, N, T)
+    mask_seq = None if mask is None else xp.ascontiguousarray(mask.T)  # (T, N), time-major
+    h0 = xp.zeros((N, H), dtype=x.dtype) if h0 is None else h0
+    x_seq = be.swap_batch_time(x)  # time-major: the loops read one contiguous (N, G) block per step
+    G = kernel.shape[1]
+    h_seq, *saved = recurrence(be.gemm(x_seq.reshape(T * N, D), kernel).reshape(T, N, G), h0, mask_seq)
+    ys, dys_of = keras_outputs(xp, be.swap_batch_time(h_seq[1:]), mask)
+    h = h_seq[T].copy()
+
+    def backprop(dys, dh=None):
+        dys, dh = _backprop_args(op, be, dys, dh, ys, h)
+        dys = dys_of(dys)
+        dy_seq = None if dys is None else be.swap_batch_time(xp.ascontiguousarray(dys))
+        dh = xp.zeros((N, H), dtype=x.dtype) if dh is None else dh
+        da_seq, drecurrent_kernel, dbias, dh0 = backward_recurrence(dy_seq, dh, h_seq, *saved, mask_seq)
+        da = da_seq.reshape(T * N, G)
+        dx = be.swap_batch_time(be.gemm(da, kernel, trans_b=True).reshape(T, N, D))  # 1b, for every step at once
+        dkernel = be.gemm(x_seq.reshape(T * N, D), da, trans_a=True)
+        return dx, dkernel, drecurrent_kernel, dbias, dh0
+
+    return (ys, h), backprop
+
+
 def gru_cost(x, kernel, recurrent_kernel, bias, h0=None, mask=None):
     N, T, D = x.shape
     H = recurrent_kernel.shape[0]
@@ -153,32 +213,17 @@ def gru(x, kernel, recurrent_kernel, bias, h0=None, mask=None):
     ``backprop(dys, dh=None) -> (dx, dkernel, drecurrent_kernel, dbias, dh0)``.
     """
     be = get_backend()
-    xp = be.xp
     x, kernel, recurrent_kernel, bias, h0 = as_float_arrays(
         "gru", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0)
     N, T, D, H = _check("gru", x, kernel, recurrent_kernel, bias, h0, 3, lambda H: (2, 3 * H))
-    mask = sequence_mask("gru", be, mask, N, T)
-    mask_seq = None if mask is None else xp.ascontiguousarray(mask.T)  # (T, N), time-major
-    h0 = xp.zeros((N, H), dtype=x.dtype) if h0 is None else h0
-    x_seq = be.swap_batch_time(x)  # time-major: the backend reads one contiguous (N, 3H) block per step
-    a_seq = be.gemm(x_seq.reshape(T * N, D), kernel).reshape(T, N, 3 * H)  # step 1's input part, every step
-    h_seq, gates_seq, uh_seq = be.gru_recurrence(a_seq, recurrent_kernel, bias, h0, mask_seq)
-    ys, dys_of = keras_outputs(xp, be.swap_batch_time(h_seq[1:]), mask)
-    h = h_seq[T].copy()
 
-    def backprop(dys, dh=None):
-        dys, dh = _backprop_args("gru", be, dys, dh, ys, h)
-        dys = dys_of(dys)
-        dy_seq = None if dys is None else be.swap_batch_time(xp.ascontiguousarray(dys))
-        dh = xp.zeros((N, H), dtype=x.dtype) if dh is None else dh
-        da_seq, drecurrent_kernel, dbias, dh0 = be.gru_backward_recurrence(
-            dy_seq, dh, recurrent_kernel, h_seq, gates_seq, uh_seq, mask_seq)
-        da = da_seq.reshape(T * N, 3 * H)
-        dx = be.swap_batch_time(be.gemm(da, kernel, trans_b=True).reshape(T, N, D))  # 1b, for every step at once
-        dkernel = be.gemm(x_seq.reshape(T * N, D), da, trans_a=True)
-        return dx, dkernel, drecurrent_kernel, dbias, dh0
+    def recurrence(a_seq, h0, mask_seq):
+        return be.gru_recurrence(a_seq, recurrent_kernel, bias, h0, mask_seq)
 
-    return (ys, h), backprop
+    def backward_recurrence(dy_seq, dh, h_seq, gates_seq, uh_seq, mask_seq):
+        return be.gru_backward_recurrence(dy_seq, dh, recurrent_kernel, h_seq, gates_seq, uh_seq, mask_seq)
+
+    return _sequence("gru", be, x, kernel, h0, mask, H, recurrence, backward_recurrence)
 
 
 def simple_rnn_cost(x, kernel, recurrent_kernel, bias, h0=None, mask=None):
@@ -199,37 +244,14 @@ def simple_rnn(x, kernel, recurrent_kernel, bias, h0=None, mask=None):
     ``backprop(dys, dh=None) -> (dx, dkernel, drecurrent_kernel, dbias, dh0)``.
     """
     be = get_backend()
-    xp = be.xp
     x, kernel, recurrent_kernel, bias, h0 = as_float_arrays(
         "simple_rnn", be, x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, h0=h0)
     N, T, D, H = _check("simple_rnn", x, kernel, recurrent_kernel, bias, h0, 1, lambda H: (H,))
-    mask = sequence_mask("simple_rnn", be, mask, N, T)
-    h = xp.zeros((N, H), dtype=x.dtype) if h0 is None else h0
-    a_seq = (x.reshape(N * T, D) @ kernel + bias).reshape(N, T, H)
-    hs, news = [h], []
-    for t in range(T):
-        h_new = xp.tanh(a_seq[:, t] + h @ recurrent_kernel)
-        h = h_new if mask is None else xp.where(mask[:, t, None], h_new, h)  # a masked step keeps h
-        hs.append(h)
-        news.append(h_new)
-    ys, dys_of = keras_outputs(xp, xp.stack(hs[1:], axis=1), mask)
 
-    def backprop(dys, dh=None):
-        dys, dh = _backprop_args("simple_rnn", be, dys, dh, ys, h)
-        dys = dys_of(dys)
-        dh = xp.zeros((N, H), dtype=x.dtype) if dh is None else dh.copy()
-        dp_seq = xp.empty((N, T, H), dtype=x.dtype)
-        for t in range(T - 1, -1, -1):
-            if dys is not None:
-                dh = dh + dys[:, t]
-            dp = dh * (1 - news[t] * news[t])
-            if mask is not None:  # a masked step is the identity: no dp, dh goes to h_{t-1} as it is
-                keep = mask[:, t, None]
-                dp = xp.where(keep, dp, 0)
-            dp_seq[:, t] = dp
-            dh = dp @ recurrent_kernel.T if mask is None else xp.where(keep, dp @ recurrent_kernel.T, dh)
-        dp = dp_seq.reshape(N * T, H)
-        h_prevs = xp.stack(hs[:-1], axis=1).reshape(N * T, H)
-        return ((dp @ kernel.T).reshape(N, T, D), x.reshape(N * T, D).T @ dp, h_prevs.T @ dp, dp.sum(axis=0), dh)
+    def recurrence(a_seq, h0, mask_seq):
+        return (be.simple_rnn_recurrence(a_seq, recurrent_kernel, bias, h0, mask_seq),)
 
-    return (ys, h), backprop
+    def backward_recurrence(dy_seq, dh, h_seq, mask_seq):
+        return be.simple_rnn_backward_recurrence(dy_seq, dh, recurrent_kernel, h_seq, mask_seq)
+
+    return _sequence("simple_rnn", be, x, kernel, h0, mask, H, recurrence, backward_recurrence)
