@@ -33,7 +33,8 @@ call                                                             ``backprop(...)
 Each op family has one file (``dense.py``, ``conv.py``, ...) holding the op,
 its derivation and its NumPy reference kernels. The rest of this folder:
 
-- ``contract.py``: ``Ops``, every kernel a backend provides, with its shapes;
+- ``contract.py``: ``Ops``, every kernel a backend provides, with its shapes
+  (the recurrent ones in ``contract_recurrent.py``);
 - ``reference.py``: ``ReferenceOps``, the ``numpy`` backend, built from the
   reference kernels of each family;
 - ``backends.py``: how each backend (numpy, numba, cupy) is built;
