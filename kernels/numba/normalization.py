@@ -28,9 +28,10 @@ only): that lets LLVM keep SIMD partial sums, a reordering of the sum and of
 its terms' products (round-off again). A column's sums (batch norm) are
 vectorized across the channels as they are, each channel's in row order.
 
-The rows are cut into one contiguous part per core (``kernels/runtime/threads.py``);
-batch norm's column sums are returned per part and added in part order, so
-the result does not depend on the split's timing. Batch norm's forward is
+The rows of a large input (``MIN_PART_ELEMENTS``) are cut into one contiguous
+part per core (``kernels/runtime/threads.py``); batch norm's column sums are
+returned per part and added in part order, so the result does not depend on
+the split's timing. Batch norm's forward is
 three passes (sum, squared deviations, output) and its backward two (the
 sums of ``dy`` and ``dy xhat``, then ``dx``); layer norm's rows are
 independent and each pass is one loop over a row held in L1.
@@ -44,9 +45,10 @@ from numba import njit
 
 from ..runtime import threads
 
-# Elements of x a part should hold at least: a few memory-bound passes over 64K elements take some 50
-# microseconds, a part's hand-over some 15.
-MIN_PART_ELEMENTS = 1 << 16
+# Elements of x a part should hold at least. The passes are memory-bound and short: on the 2-core CI machine
+# two parts of lesson 7's batch norm (1.25M elements) or lesson 6's layer norm (320K) took longer than one
+# thread (1.5x for the batch norm), and two parts of 3.2M elements 0.55x of one.
+MIN_PART_ELEMENTS = 1 << 20
 # Rows summed into a block's partial sum before it joins the part's total (the float64 sums' error).
 CHUNK_ROWS = 256
 # Elements of a widened row in batch norm's kernels (:func:`_pieces`): 8 AVX2 vectors of float32.
