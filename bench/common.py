@@ -6,7 +6,9 @@ the first calls and are not what is measured).
 """
 from __future__ import annotations
 
+import ctypes
 import statistics
+import threading
 import time
 
 import numpy as np
@@ -18,6 +20,31 @@ from scratchnet.profiler.calibration import cpu_count, cpu_model  # noqa: F401  
 #: Untimed seconds before each framework's block: an idle OpenBLAS pool spins for about 0.1 s after a
 #: call (2^28 cycles), OpenMP's and TensorFlow's for a while too (docs/timing.md).
 SETTLE_S = 0.3
+
+
+def busy_wait(seconds=SETTLE_S):
+    """Wait ``seconds`` with every core kept busy (a thread per core calling ``sched_yield``).
+
+    The pause lets the framework before go quiet: its spinning workers stop after their own spin count
+    whatever else runs. Sleeping instead would let the cores go idle, and on a virtual machine an idle
+    core takes tens of milliseconds to run at speed again (measured: the MLP step at 3.6 ms for its
+    first fifteen steps after a 0.6 s sleep, then 2.0; after this busy pause, 1.5 from the second step).
+    ``sched_yield`` releases the GIL and gives the core to any thread that wants it.
+    """
+    libc = ctypes.CDLL(None)
+    end = time.perf_counter() + seconds
+
+    def spin():
+        yield_ = libc.sched_yield
+        while time.perf_counter() < end:
+            yield_()
+
+    helpers = [threading.Thread(target=spin, daemon=True) for _ in range(max(cpu_count() - 1, 0))]
+    for t in helpers:
+        t.start()
+    spin()
+    for t in helpers:
+        t.join()
 
 
 def alternating_medians(steps, rounds, block, warmup, sync=None, settle=SETTLE_S):
@@ -36,7 +63,7 @@ def alternating_medians(steps, rounds, block, warmup, sync=None, settle=SETTLE_S
     times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, fn in steps.items():
-            time.sleep(settle)
+            busy_wait(settle)
             for _ in range(block):
                 start = time.perf_counter()
                 fn()

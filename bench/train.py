@@ -6,8 +6,10 @@ tutorials), on the same batches of the same data split, in this one process
 on this one machine. The frameworks each own a thread pool, so they train in
 alternating blocks of ``--block`` steps (scratchnet's, then Keras's, then
 PyTorch's, and again), never interleaved call by call, with ``--settle``
-untimed seconds between blocks for the last framework's threads to go to sleep. The report is a
-Markdown table: median milliseconds per training step (the first steps,
+untimed seconds between blocks for the last framework's threads to go to sleep, every core kept
+busy meanwhile (``common.busy_wait``: on a virtual machine an idle core takes tens of milliseconds to
+run at speed again, a cost of the pause, not of the framework). The first ``--block-warmup`` steps
+of every block run untimed too. The report is a Markdown table: median milliseconds per training step (the first steps,
 which compile or trace, are left out), its ratio to the faster peer (the
 faster of Keras and PyTorch), and each framework's final test accuracy
 (on the moving-average weights where the zoo model keeps them; next-token
@@ -31,7 +33,7 @@ import statistics
 import time
 
 import numpy as np
-from common import SETTLE_S, cpu_count, import_peers_first, machine_line, markdown_table
+from common import SETTLE_S, busy_wait, cpu_count, import_peers_first, machine_line, markdown_table
 
 FRAMEWORKS = ("scratchnet", "keras", "torch")
 WARMUP_STEPS = 3  # compile (Numba), trace (tf.function) and allocate: not timed
@@ -94,7 +96,7 @@ def run_scratchnet(recipe, batches, test, between_blocks=None, block=None, settl
         for i, (epoch, (_, x, y)) in enumerate(zip(epochs_of(batches), batches)):
             if between_blocks is not None and i and i % block == 0:
                 between_blocks()
-                time.sleep(settle)  # the peers' threads go back to sleep before scratchnet's block
+                busy_wait(settle)  # the peers' threads go back to sleep before scratchnet's block (cores kept awake)
             yield epoch, x, y
 
     timer = StepTimer()
@@ -529,13 +531,23 @@ def run_torch(name, hp, batches, test, steps_per_epoch, vocab_size=None, device=
 # --------------------------------------------------------------------- report
 
 
+def steady(times, args):
+    """The step times that count: not the first ``WARMUP_STEPS`` (compiling, tracing), nor the first
+    ``--block-warmup`` of each block of ``--block`` (the cores waking after the settle)."""
+    skip = min(args.block_warmup, args.block - 1)
+    kept = [t for i, t in enumerate(times) if i >= WARMUP_STEPS and i % args.block >= skip]
+    return kept or times[WARMUP_STEPS:]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="mlp,lenet,lstm,charlm,transformer_lm,resnet",
                    help="comma-separated zoo models (default: the six with Keras and PyTorch peers)")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of scratchnet,keras,torch")
     p.add_argument("--steps", type=int, default=100, help="training steps per model and framework (default 100)")
-    p.add_argument("--block", type=int, default=10, help="steps of one framework before the next takes its turn (default 10)")
+    p.add_argument("--block", type=int, default=20, help="steps of one framework before the next takes its turn (default 20)")
+    p.add_argument("--block-warmup", type=int, default=2,
+                   help="steps at the start of each block run untimed, every framework alike (default 2; 0 times all)")
     p.add_argument("--settle", type=float, default=SETTLE_S,
                    help=f"untimed seconds between blocks (default {SETTLE_S}: idle BLAS and OpenMP threads spin for about 0.1 s)")
     p.add_argument("--batch-size", type=int, default=100)
@@ -598,7 +610,7 @@ def main(argv=None):
 
         def peers_block(count=args.block):
             for fw, step in peer_steps.items():
-                time.sleep(args.settle)
+                busy_wait(args.settle)
                 for _ in range(count):
                     if len(peer_times[fw]) < len(batches):
                         start = time.perf_counter()
@@ -609,11 +621,11 @@ def main(argv=None):
         results = {}
         if "scratchnet" in args.frameworks:
             times, evaluate = run_scratchnet(recipe, batches, test, peers_block, args.block, args.settle)
-            results["scratchnet"] = (1e3 * statistics.median(times[WARMUP_STEPS:]), evaluate())
+            results["scratchnet"] = (1e3 * statistics.median(steady(times, args)), evaluate())
         while any(len(t) < len(batches) for t in peer_times.values()):
             peers_block()
         for fw in peer_steps:
-            results[fw] = (1e3 * statistics.median(peer_times[fw][WARMUP_STEPS:]), peer_evals[fw]())
+            results[fw] = (1e3 * statistics.median(steady(peer_times[fw], args)), peer_evals[fw]())
         peers = [ms for fw, (ms, _) in results.items() if fw != "scratchnet"] or [results["scratchnet"][0]]
         for fw, (ms, acc) in results.items():
             rows.append([name, fw, f"{ms:.1f}", f"{ms / min(peers):.2f}x", f"{acc:.4f}"])

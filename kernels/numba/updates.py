@@ -26,8 +26,9 @@ from numba import njit
 from ..runtime import threads
 
 # Elements a part should hold at least: handing a part to another thread costs about 15 microseconds,
-# what a one-pass update of some 50,000 elements takes. LeNet's 1.6-million-weight dense kernel is split.
-MIN_PART_ELEMENTS = 1 << 18
+# what a one-pass update of some 50,000 elements takes. LeNet's 1.6-million-weight dense kernel is split, and
+# so is the MLP's 392,000-weight one (3% off its whole step, measured in alternating blocks: bench/RESULTS.md).
+MIN_PART_ELEMENTS = 1 << 17
 
 
 @njit(cache=True, nogil=True)
