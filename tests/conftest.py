@@ -117,6 +117,7 @@ FILE_FAMILIES = {
     "test_interop_float64.py": ("interop",),
     "test_kernels_properties.py": ("properties",),
     "test_layers.py": ("layers",),
+    "test_normalization.py": ("layers",),
     "test_learner_cli.py": ("cli",),
     "test_learner_path.py": ("docs",),
     "test_loss_options.py": ("losses",),

@@ -25,7 +25,7 @@ import pytest
 
 pytest.importorskip("hypothesis", reason="the property tests need hypothesis: install scratchnet[test]")
 
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import scratchnet as sn  # noqa: E402
@@ -434,3 +434,23 @@ def test_update_kernels_match_the_reference_in_place_for_any_layout(target, shap
                                    err_msg=f"{kernel}'s sum")
     for name, g, w in zip(names, got_arrays, want_arrays):
         assert_same(g, w, dtype, f"{kernel}: {name}")
+
+
+@pytest.mark.properties
+@on_each_target
+@given(shape=shapes(min_dims=2, max_dims=4), dtype=dtypes(), op=st.sampled_from(["layer_norm", "batch_norm"]),
+       affine=st.booleans(), data=st.data())
+def test_normalization_forward_and_backward_match_the_reference(target, shape, dtype, op, affine, data):
+    assume(op == "layer_norm" or int(np.prod(shape[:-1])) >= 2)
+    C = shape[-1]
+    x, dy = draw(data, shape, dtype, "x"), draw(data, shape, dtype, "dy")
+    gamma = draw(data, (C,), dtype, "gamma") if affine else None
+    beta = draw(data, (C,), dtype, "beta") if affine else None
+
+    def run(x, gamma, beta, dy):
+        out, backprop = getattr(sn.ops, op)(x, gamma, beta)
+        y, mean, var = out if op == "batch_norm" else (out, None, None)
+        dx, dgamma, dbeta = backprop(dy)
+        return {"y": y, "mean": mean, "var": var, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+
+    compare_with_reference(data, target, run, dtype, x, gamma, beta, dy)

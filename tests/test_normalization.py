@@ -246,7 +246,7 @@ def split_everything(monkeypatch):
     from scratchnet.kernels.numba import normalization as kernels
     from scratchnet.kernels.runtime import threads
 
-    monkeypatch.setattr(kernels, "MIN_PART_ELEMENTS", 1)
+    monkeypatch.setattr(kernels, "MIN_PART_ELEMENTS", {"rows": 1, "columns": 1})
     monkeypatch.setattr(kernels, "CHUNK_ROWS", 3)
     monkeypatch.setattr(threads, "rows_for", lambda per_row, min_elements=1: 1)
 

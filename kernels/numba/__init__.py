@@ -2,7 +2,8 @@
 
 ``conv.py`` (im2col + GEMM), ``winograd.py`` and ``winograd_transforms.py``
 (Winograd F(4x4, 5x5)), ``dense.py``, ``pooling.py``, ``lstm.py``,
-``embedding.py``, ``dropout.py``, ``losses.py``, ``updates.py``,
+``gru.py`` (the GRU's and SimpleRNN's loops), ``embedding.py``, ``dropout.py``,
+``losses.py``, ``updates.py``, ``normalization.py`` (layer and batch norm),
 ``special.py`` (``erf``). Each
 module's functions take and return NumPy arrays with the contract's
 arguments (``scratchnet/ops/contract.py``); ``backend.py`` is the one class

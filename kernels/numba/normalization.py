@@ -28,7 +28,7 @@ only): that lets LLVM keep SIMD partial sums, a reordering of the sum and of
 its terms' products (round-off again). A column's sums (batch norm) are
 vectorized across the channels as they are, each channel's in row order.
 
-The rows of a large input (``MIN_PART_ELEMENTS``) are cut into one contiguous
+The rows of a large input (``MIN_PART_ELEMENTS``, per kind) are cut into one contiguous
 part per core (``kernels/runtime/threads.py``); batch norm's column sums are
 returned per part and added in part order, so the result does not depend on
 the split's timing. Batch norm's forward is
@@ -45,10 +45,12 @@ from numba import njit
 
 from ..runtime import threads
 
-# Elements of x a part should hold at least. The passes are memory-bound and short: on the 2-core CI machine
-# two parts of lesson 7's batch norm (1.25M elements) or lesson 6's layer norm (320K) took longer than one
-# thread (1.5x for the batch norm), and two parts of 3.2M elements 0.55x of one.
-MIN_PART_ELEMENTS = 1 << 20
+# Elements of x a part should hold at least, per kind: the passes are memory-bound and short. On the 2-core
+# machine with its cores awake (forward + backward, A/B in one process, three to five runs each), two parts of
+# lesson 6's layer norm (5000 x 64, 320K elements) take 0.77x of one thread's time, of lesson 7's first batch
+# norm (1.25M) 0.67x, but of its last (100 x 7 x 7 x 64, 313K: five passes over columns, each handed over)
+# 1.25x. With the other core busy elsewhere two parts lose, as any split does.
+MIN_PART_ELEMENTS = {"rows": 1 << 17, "columns": 1 << 19}
 # Rows summed into a block's partial sum before it joins the part's total (the float64 sums' error).
 CHUNK_ROWS = 256
 # Elements of a widened row in batch norm's kernels (:func:`_pieces`): 8 AVX2 vectors of float32.
@@ -212,9 +214,10 @@ def _affine(gamma, beta, C, dtype):
     return gamma, beta
 
 
-def _split(fn, M, C):
-    """``threads.split(fn, M)``, in parts of at least ``MIN_PART_ELEMENTS`` elements."""
-    return threads.split(fn, M, threads.rows_for(C, MIN_PART_ELEMENTS))
+def _split(fn, M, C, kind="rows"):
+    """``threads.split(fn, M)``, in parts of at least ``MIN_PART_ELEMENTS[kind]`` elements (layer norm's
+    statistics per row: ``"rows"``; batch norm's per column: ``"columns"``)."""
+    return threads.split(fn, M, threads.rows_for(C, MIN_PART_ELEMENTS[kind]))
 
 
 def _pieces(M, C):
@@ -237,7 +240,8 @@ def _over_columns(kernel, rows, channels, chunked=False):
         views = [a[lo:hi].reshape((hi - lo) // k, k * C) for a in rows]
         tiled = [None if a is None else numpy.tile(a, k) for a in channels]
         extra = (max(1, CHUNK_ROWS // k),) if chunked else ()
-        results = _split(lambda a, b: kernel(*(v[a:b] for v in views), *tiled, *extra), *views[0].shape)
+        results = _split(lambda a, b: kernel(*(v[a:b] for v in views), *tiled, *extra), *views[0].shape,
+                         kind="columns")
         for sums in results if chunked else ():
             folded = [s.reshape(k, C).sum(axis=0) for s in sums]
             totals = folded if totals is None else [t + f for t, f in zip(totals, folded)]
