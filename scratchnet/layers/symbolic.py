@@ -1,4 +1,5 @@
-"""``SymbolicTensor``: a placeholder for an array in a model being defined (Keras's ``KerasTensor``).
+"""``SymbolicTensor``: a placeholder for an array in a model being defined (Keras's ``KerasTensor``),
+and the ``Node``, the layer call, that made it.
 
 ``sn.Input(shape)`` makes one; calling a layer on it makes another, and a
 :class:`scratchnet.Model` built from ``(inputs, outputs)`` runs the graph of
@@ -7,6 +8,8 @@ defines the placeholder, so that :meth:`scratchnet.Layer.__call__` can tell it
 from an array without importing the models.
 """
 from __future__ import annotations
+
+import itertools
 
 
 class SymbolicTensor:
@@ -50,3 +53,30 @@ def is_symbolic(value):
     if isinstance(value, SymbolicTensor):
         return True
     return isinstance(value, (list, tuple)) and any(isinstance(v, SymbolicTensor) for v in value)
+
+
+_counter = itertools.count()
+
+
+class Node:
+    """One call of ``layer`` on placeholders (``layer is None``: a model input).
+
+    ``x`` and ``kwargs`` are the call's arguments with each placeholder in
+    place; ``inputs`` lists the placeholders in the order the layer's
+    ``backprop`` returns their gradients: ``x`` (or its list), then the
+    keyword arguments' in their given order.
+    """
+
+    def __init__(self, layer, x, kwargs, training, name):
+        self.order = next(_counter)
+        self.layer, self.x, self.kwargs, self.training, self.name = layer, x, kwargs, training, name
+        self.inputs = flat(x) + [t for v in kwargs.values() for t in flat(v)]
+        self.outputs = []
+
+
+def flat(value):
+    if isinstance(value, SymbolicTensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, SymbolicTensor)]
+    return []
