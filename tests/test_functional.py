@@ -443,3 +443,19 @@ def test_fit_evaluate_and_predict_take_a_list_of_inputs_as_keras():
         model.fit([a, b[:89]], y, verbose=0)
     with pytest.raises(ValueError, match="validation_data: x_val must have x's shape per example"):
         model.fit([a, b], y, verbose=0, validation_data=([a, a], y))
+
+
+def test_recurrent_interop_keeps_zero_output_for_mask_and_bidirectional_names():
+    load_tensorflow()
+    import keras
+
+    km = keras.Sequential([keras.Input((5, 3)), keras.layers.Masking(),
+                           keras.layers.GRU(4, return_sequences=True, zero_output_for_mask=True),
+                           keras.layers.Bidirectional(keras.layers.SimpleRNN(2, return_sequences=True))])
+    ours = from_keras(km)
+    assert ours.layers[1].zero_output_for_mask and to_keras(ours).layers[1].zero_output_for_mask
+    names = [p.name for p in ours.layers[2].parameters()]
+    assert names[0].startswith(f"{ours.layers[2].name}/forward_simple_rnn") and "forward_forward" not in names[0]
+    x = np.random.default_rng(14).random((2, 5, 3)).astype(np.float32)
+    x[0, 3:] = 0  # masked steps: zeros out of the GRU, as Keras's
+    np.testing.assert_allclose(ours.predict(x), km.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

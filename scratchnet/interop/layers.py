@@ -165,7 +165,8 @@ def from_keras_layer(kl, dtype):
         if c.get("go_backwards") or c.get("dropout") or c.get("recurrent_dropout"):
             raise ValueError(f"from_keras: LSTM {name!r}: go_backwards and (recurrent) dropout are not supported")
         return L.LSTM(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
-                      stateful=c["stateful"], **regs, **common)
+                      stateful=c["stateful"], zero_output_for_mask=bool(c.get("zero_output_for_mask")), **regs,
+                      **common)
     if kind in ("GRU", "SimpleRNN"):
         if c.get("activation") != "tanh" or c.get("recurrent_activation", "sigmoid") != "sigmoid" \
                 or not c.get("use_bias", True) or not c.get("reset_after", True):
@@ -174,7 +175,8 @@ def from_keras_layer(kl, dtype):
         if c.get("stateful") or c.get("dropout") or c.get("recurrent_dropout"):
             raise ValueError(f"from_keras: {kind} {name!r}: stateful and (recurrent) dropout are not supported")
         return getattr(L, kind)(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
-                                go_backwards=c["go_backwards"], **regs, **common)
+                                go_backwards=c["go_backwards"],
+                                zero_output_for_mask=bool(c.get("zero_output_for_mask")), **regs, **common)
     if kind == "Bidirectional":
         inner = kl.forward_layer
         back = kl.backward_layer
@@ -187,6 +189,8 @@ def from_keras_layer(kl, dtype):
             raise ValueError(f"from_keras: Bidirectional {name!r} wraps a {inner_kind}; GRU, SimpleRNN and LSTM are "
                              f"supported")
         layer = from_keras_layer(inner, dtype)
+        if layer.name.startswith("forward_"):  # Keras named it forward_<name>; Bidirectional adds the prefix again
+            layer.name = layer.name[len("forward_"):]
         if c.get("merge_mode") not in ("concat", "sum", "ave", "mul"):
             raise ValueError(f"from_keras: Bidirectional {name!r} has merge_mode={c.get('merge_mode')!r}; concat, "
                              f"sum, ave and mul are supported")
@@ -288,10 +292,11 @@ def to_keras_layer(keras, layer, dtype):
         return kl.GlobalMaxPooling2D(keepdims=c["keepdims"], **common)
     if isinstance(layer, L.LSTM):
         return kl.LSTM(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
-                       stateful=c["stateful"], **regs, **common)
+                       stateful=c["stateful"], zero_output_for_mask=c["zero_output_for_mask"], **regs, **common)
     if isinstance(layer, (L.GRU, L.SimpleRNN)):
         return getattr(kl, kind)(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
-                                 go_backwards=c["go_backwards"], **regs, **common)
+                                 go_backwards=c["go_backwards"], zero_output_for_mask=c["zero_output_for_mask"],
+                                 **regs, **common)
     if isinstance(layer, L.Bidirectional):
         inner = to_keras_layer(keras, layer.forward_layer, dtype)
         inner.name = layer.forward_layer.name[len("forward_"):] if layer.forward_layer.name.startswith("forward_") \
