@@ -317,6 +317,35 @@ def test_embedding_lstm_forward_and_backward_match_the_reference(target, case, d
     compare_with_reference(data, target, run, dtype, ids, table, *weights, *rest)
 
 
+# --- GRU, SimpleRNN ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", ["gru", "simple_rnn"])
+@on_each_target
+@given(case=sequence_cases(), dtype=dtypes(), with_state=st.booleans(), with_dys=st.booleans(),
+       with_final=st.booleans(), masked=st.booleans(), data=st.data())
+def test_gru_and_simple_rnn_forward_and_backward_match_the_reference(target, op, case, dtype, with_state, with_dys,
+                                                                     with_final, masked, data):
+    gates = 3 if op == "gru" else 1
+    x = draw(data, (case.N, case.T, case.D), dtype, "x")
+    kernel = draw(data, (case.D, gates * case.H), dtype, "kernel")
+    recurrent_kernel = draw(data, (case.H, gates * case.H), dtype, "recurrent_kernel")
+    bias = draw(data, (2, 3 * case.H) if op == "gru" else (case.H,), dtype, "bias")
+    h0 = draw(data, (case.N, case.H), dtype, "h0") if with_state else None
+    dys = draw(data, (case.N, case.T, case.H), dtype, "dys") if with_dys or not with_final else None
+    dh = draw(data, (case.N, case.H), dtype, "dh") if with_final else None
+    # A mask with holes anywhere (whole rows masked included): the state carried over masked steps.
+    mask = (np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="mask seed")).random((case.N, case.T))
+            > 0.4) if masked else None
+
+    def run(x, kernel, recurrent_kernel, bias, h0, dys, dh):
+        m = None if mask is None else sn.get_backend().xp.asarray(mask)
+        (ys, h), backprop = getattr(sn.ops, op)(x, kernel, recurrent_kernel, bias, h0, mask=m)
+        names = ("dx", "dkernel", "drecurrent_kernel", "dbias", "dh0")
+        return {"ys": ys, "h": h, **dict(zip(names, backprop(dys, dh)))}
+
+    compare_with_reference(data, target, run, dtype, x, kernel, recurrent_kernel, bias, h0, dys, dh)
+
+
 # --- embedding, dropout ---------------------------------------------------------------------------
 
 @pytest.mark.embedding
