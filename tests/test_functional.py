@@ -459,3 +459,37 @@ def test_recurrent_interop_keeps_zero_output_for_mask_and_bidirectional_names():
     x = np.random.default_rng(14).random((2, 5, 3)).astype(np.float32)
     x[0, 3:] = 0  # masked steps: zeros out of the GRU, as Keras's
     np.testing.assert_allclose(ours.predict(x), km.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_built_model_nested_in_another_takes_its_name_in_its_weights_and_saves_apart(tmp_path):
+    """A functional model is built when made, so its weights were named on their own (``dense/kernel``); inside
+    another model they become ``block/dense/kernel`` and do not collide with the outer ``dense``. Two weights
+    under one name could not be checkpointed apart: a save refuses them."""
+    x = sn.Input((6,))
+    block = sn.Model(x, sn.layers.Add()([x, sn.layers.Dense(6)(x)]), name="block")
+    y = sn.Input((6,))
+    outer = sn.Model(y, sn.layers.Dense(2)(block(block(y))), name="outer")  # the block twice: shared weights
+    assert [p.name for p in outer.parameters()] == ["block/dense/kernel", "block/dense/bias", "dense/kernel",
+                                                    "dense/bias"]
+    a = np.random.default_rng(15).random((3, 6)).astype(np.float32)
+    expected = outer.predict(a)
+    path = sn.Checkpoint(model=outer).save(str(tmp_path / "ckpt" / "model"))
+    for p in outer.parameters():
+        p.value = p.value * 0
+    sn.Checkpoint(model=outer).restore(path)
+    np.testing.assert_array_equal(outer.predict(a), expected)
+    sn.export.save_model(outer, str(tmp_path / "m"))
+    np.testing.assert_array_equal(sn.export.load_model(str(tmp_path / "m")).predict(a), expected)
+
+    first, second = sn.layers.Dense(3), sn.layers.Dense(3)
+    first(a), second(np.zeros((1, 3), np.float32))
+    assert [p.name for p in sn.Sequential([first, second]).parameters()] == ["dense/kernel", "dense/bias",
+                                                                             "dense_1/kernel", "dense_1/bias"]
+    # Two different weights under one name (however a model came to hold them) are refused by a save,
+    # with nothing written: a restore would load one array into both.
+    clash = sn.Sequential([sn.layers.Dense(3, name="a"), sn.layers.Dense(3, name="b")])
+    clash(a)
+    clash.layers[1].kernel.name = clash.layers[0].kernel.name
+    with pytest.raises(sn.checkpoint.CheckpointError, match="two different weights named 'a/kernel'"):
+        sn.Checkpoint(model=clash).save(str(tmp_path / "clash" / "model"))
+    assert not list((tmp_path / "clash").rglob("model-*")) if (tmp_path / "clash").exists() else True

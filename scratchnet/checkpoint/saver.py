@@ -123,6 +123,9 @@ class Checkpoint:
         arrays = {}
         weights = []
         for p in self.model.parameters():
+            if p.name in arrays:  # two weights under one name: the file would keep one, restore both from it
+                raise CheckpointError(f"cannot save: the model has two different weights named {p.name!r} (a model "
+                                      f"built on its own, then put in another under a scope?); nothing was written")
             arrays[p.name] = to_numpy(p.value)
             weights.append(p.name)
         meta = {"format": "scratchnet.checkpoint", "version": FORMAT_VERSION, "step": step, "weights": weights,

@@ -23,6 +23,7 @@ def track(model, layer):
         return
     taken = {other.name for other in model._layers}
     if layer._parent is None:
+        before = layer._prefix()  # the names its weights have if it was built on its own
         if layer.name in taken:
             if not layer._auto_named:
                 raise ValueError(
@@ -33,8 +34,26 @@ def track(model, layer):
                 i += 1
             layer.name = f"{base}_{i}"
         layer._parent = model
+        if layer.built and layer._scope is None:
+            _rename_weights(layer, before, layer._prefix())
     model._layers.append(layer)
     settle_dtypes(model)
+
+
+def _rename_weights(layer, before, after):
+    """The weights of a layer built on its own, named as the model it joins names its layers' weights.
+
+    A model built on its own (a functional model always is) names its weights without its own name
+    (``dense/kernel``); inside another model they become ``<model>/dense/kernel``, so that they stay
+    apart from the outer model's own ``dense``. A layer renamed on joining (``dense`` -> ``dense_1``)
+    takes its new name likewise. A layer built under a ``ParameterStore`` scope keeps the names the
+    scope gave (they are shared on purpose).
+    """
+    if before == after:
+        return
+    for p in layer.parameters():
+        if p.name.startswith(before):
+            p.name = after + p.name[len(before):]
 
 
 def settle_dtypes(model, inherited=None):
