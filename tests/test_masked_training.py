@@ -166,5 +166,6 @@ def test_embedding_gru_dense_trains_like_keras_float64(backend):
     x[20:23] = 0  # batches of 5 then: some nearly all padding
     result_k = keras_model.evaluate(x, y, batch_size=5, verbose=0, return_dict=True)
     result = ours.evaluate(x, y, batch_size=5)
-    assert abs(result["loss"] - result_k["loss"]) <= 1e-7 * abs(result_k["loss"])
+    # Keras's loss tracker adds the 7 batches' weighted losses in float32: its rounding, a few 1e-8 per addition.
+    assert abs(result["loss"] - result_k["loss"]) <= 5e-7 * abs(result_k["loss"])
     assert abs(result["accuracy"] - result_k["sparse_categorical_accuracy"]) < 1e-7

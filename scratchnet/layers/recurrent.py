@@ -162,21 +162,11 @@ class LSTM(Layer):
         ys, h, c = outputs
         if self.stateful:
             self.states = (h, c)
-        out, dys_of, dlast_of = masked_outputs(ys, h, mask, self.return_sequences, self.zero_output_for_mask)
+        out, grads_of = masked_outputs(ys, h, mask, self.return_sequences, self.zero_output_for_mask)
 
         def backprop(dY):
-            if self.return_state:
-                dout, dh, dc = dY
-            else:
-                dout, dh, dc = dY, None, None
-            if self.return_sequences:
-                dys = dys_of(dout)
-            else:
-                # The last output is h itself (Keras's last output, with a mask): its gradient joins dh.
-                dys = None
-                if dout is not None:
-                    dout = dlast_of(dout)
-                    dh = dout if dh is None else dh + dout
+            dout, dh, dc = dY if self.return_state else (dY, None, None)
+            dys, dh = grads_of(dout, dh)
             dX, dK, dR, db, dh0, dc0 = op_backprop(dys, dh, dc)
             self.kernel.accumulate(dK, fresh=True)  # the op's new arrays: held without a copy
             self.recurrent_kernel.accumulate(dR, fresh=True)
@@ -198,20 +188,27 @@ class LSTM(Layer):
 
 
 def masked_outputs(ys, h, mask, return_sequences, zero_output_for_mask):
-    """``(out, dys_of, dlast_of)``: a recurrent layer's output from its op's ``ys`` (Keras's outputs, masked steps
-    included) and final state ``h``, and the maps of its gradient back. Without a mask the last output is ``h``;
-    with one it is Keras's last output, ``h`` where the sequence has an unmasked step and 0 where it has none.
+    """``(out, grads_of)``: a recurrent layer's output from its op's ``ys`` (Keras's outputs, masked steps
+    included) and final state ``h``, and ``grads_of(dout, dh) -> (dys, dh)``, the output's gradient handed
+    back to the op: as ``dys`` for a sequence, else joined to the final state's ``dh`` (the last output is
+    ``h`` itself; ``None`` is no gradient). Without a mask the last output is ``h``; with one it is Keras's
+    last output, ``h`` where the sequence has an unmasked step and 0 where it has none.
     ``zero_output_for_mask`` zeroes the masked steps' outputs (Keras's, set by ``Bidirectional``)."""
-    if mask is None:
-        return (ys if return_sequences else h), (lambda d: d), (lambda d: d)
     xp = get_backend().xp
+    keep = None if mask is None or not (return_sequences and zero_output_for_mask) else mask[..., None]
+    any_step = None if mask is None or return_sequences else mask.any(axis=1)[:, None]
+
+    def grads_of(dout, dh):
+        if return_sequences:
+            return (dout if keep is None or dout is None else xp.where(keep, dout, 0)), dh
+        if dout is not None:
+            dout = dout if any_step is None else xp.where(any_step, dout, 0)
+            dh = dout if dh is None else dh + dout
+        return None, dh
+
     if return_sequences:
-        if not zero_output_for_mask:
-            return ys, (lambda d: d), None
-        keep = mask[..., None]
-        return xp.where(keep, ys, 0), (lambda d: None if d is None else xp.where(keep, d, 0)), None
-    any_step = mask.any(axis=1)[:, None]
-    return xp.where(any_step, h, 0), None, (lambda d: xp.where(any_step, d, 0))
+        return (ys if keep is None else xp.where(keep, ys, 0)), grads_of
+    return (h if any_step is None else xp.where(any_step, h, 0)), grads_of
 
 
 def _plain(layer, cls):

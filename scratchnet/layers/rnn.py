@@ -75,17 +75,11 @@ class _Recurrent(Layer):
             masked["mask"] = mask
         op = getattr(ops, self.op_name)
         (ys, h), op_backprop = op(xs, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0, **masked)
-        out, dys_of, dlast_of = masked_outputs(ys, h, mask, self.return_sequences, self.zero_output_for_mask)
+        out, grads_of = masked_outputs(ys, h, mask, self.return_sequences, self.zero_output_for_mask)
 
         def backprop(dY):
             dout, dh = (dY[0], dY[1]) if self.return_state else (dY, None)
-            if self.return_sequences:
-                dys = dys_of(dout)
-            else:
-                dys = None
-                if dout is not None:
-                    dout = dlast_of(dout)
-                    dh = dout if dh is None else dh + dout
+            dys, dh = grads_of(dout, dh)
             dxs, dkernel, drecurrent, dbias, dh0 = op_backprop(dys, dh)
             self.kernel.accumulate(dkernel, fresh=True)
             self.recurrent_kernel.accumulate(drecurrent, fresh=True)
