@@ -37,6 +37,23 @@ def activate(name, Y, fused=False):
     return _ACTIVATIONS[name](Y)
 
 
+def activated_with_weights(activation, Z, op_backprop, kernel, bias, fused=False):
+    """``(Y, backprop)`` of a layer whose op computed ``Z`` from its ``kernel`` and ``bias`` (Parameters; ``bias``
+    may be None), then ``activation``: ``backprop(dY)`` runs the activation's backward and the op's
+    ``(dX, dW, db)``, adds ``dW`` and ``db`` to the weights (the op's new arrays, held without a copy) and
+    returns ``dX``. Dense, Conv2D (plain and grouped), Conv2DTranspose and DepthwiseConv2D share it."""
+    Y, act_backprop = activate(activation, Z, fused=fused)
+
+    def backprop(dY):
+        dX, dW, db = op_backprop(act_backprop(dY))
+        kernel.accumulate(dW, fresh=True)
+        if bias is not None:
+            bias.accumulate(db, fresh=True)
+        return dX
+
+    return Y, backprop
+
+
 def padding_name(layer, padding):
     """``"valid"`` or ``"same"`` (Keras's names, any case), or an explicit padding as ``((top, bottom), (left,
     right))`` (from an int, a pair or that form: :func:`scratchnet.ops.shapes.explicit_pads`)."""

@@ -5,7 +5,7 @@ from .. import initializers, ops, regularizers
 from .._checks import pair
 from ..ops.conv_transpose import check_output_padding
 from ..serialization import initializer_config, register
-from ._args import activate, activation_name, fused_activation, op_padding, padding_name, positive_int
+from ._args import activated_with_weights, activation_name, fused_activation, op_padding, padding_name, positive_int
 from .base import Layer
 
 
@@ -86,30 +86,12 @@ class Conv2D(Layer):
             # only when dilated: a student's conv2d swapped in by sn.exercises.use takes the classic arguments
             **({"dilations": self.dilation_rate} if self.dilation_rate != (1, 1) else {}),
         )
-        Y, act_backprop = activate(self.activation, Z, fused=fused is not None)
-
-        def backprop(dY):
-            dX, dW, db = conv_backprop(act_backprop(dY))
-            self.kernel.accumulate(dW, fresh=True)  # the op's new arrays: held without a copy
-            if self.bias is not None:
-                self.bias.accumulate(db, fresh=True)
-            return dX
-
-        return Y, backprop
+        return activated_with_weights(self.activation, Z, conv_backprop, self.kernel, self.bias, fused is not None)
 
     def _grouped(self, x):
         Z, conv_backprop = ops.grouped_conv2d(x, self.kernel.value, None if self.bias is None else self.bias.value,
                                               self.strides, op_padding(self.padding), self.groups, self.dilation_rate)
-        Y, act_backprop = activate(self.activation, Z)
-
-        def backprop(dY):
-            dX, dW, db = conv_backprop(act_backprop(dY))
-            self.kernel.accumulate(dW, fresh=True)
-            if self.bias is not None:
-                self.bias.accumulate(db, fresh=True)
-            return dX
-
-        return Y, backprop
+        return activated_with_weights(self.activation, Z, conv_backprop, self.kernel, self.bias)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
@@ -155,16 +137,7 @@ class Conv2DTranspose(Conv2D):
     def call(self, x, training=False):
         Z, op_backprop = ops.conv2d_transpose(x, self.kernel.value, None if self.bias is None else self.bias.value,
                                               self.strides, op_padding(self.padding), self.output_padding)
-        Y, act_backprop = activate(self.activation, Z)
-
-        def backprop(dY):
-            dX, dW, db = op_backprop(act_backprop(dY))
-            self.kernel.accumulate(dW, fresh=True)
-            if self.bias is not None:
-                self.bias.accumulate(db, fresh=True)
-            return dX
-
-        return Y, backprop
+        return activated_with_weights(self.activation, Z, op_backprop, self.kernel, self.bias)
 
     def get_config(self):
         config = super().get_config()

@@ -9,7 +9,7 @@ from .. import initializers, ops, regularizers
 from .._checks import check_fraction
 from ..distributed.shard import Shard
 from ..serialization import initializer_config, register
-from ._args import activate, activation_name, fused_activation, positive_int
+from ._args import activate, activated_with_weights, activation_name, fused_activation, positive_int
 from .base import Layer
 
 
@@ -62,14 +62,11 @@ class Dense(Layer):
         fused = fused_activation(self.activation)  # a ReLU runs inside the dense kernel
         Z, dense_backprop = ops.dense(X, self.kernel.value, None if self.bias is None else self.bias.value,
                                       activation=fused, need_dx=need_dx)
-        Y, act_backprop = activate(self.activation, Z, fused=fused is not None)
+        Y, flat_backprop = activated_with_weights(self.activation, Z, dense_backprop, self.kernel, self.bias,
+                                                  fused is not None)
 
         def backprop(dY):
-            dZ = act_backprop(dY.reshape(Y.shape))
-            dX, dW, db = dense_backprop(dZ)
-            self.kernel.accumulate(dW, fresh=True)  # the op's new arrays: held without a copy
-            if self.bias is not None:
-                self.bias.accumulate(db, fresh=True)
+            dX = flat_backprop(dY.reshape(Y.shape))
             return None if dX is None else dX.reshape(x.shape)
 
         return Y.reshape(lead + (self.units,)), backprop

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import initializers, ops, regularizers
 from .._checks import pair
 from ..serialization import initializer_config, register
-from ._args import activate, activation_name, op_padding, padding_name, positive_int
+from ._args import activated_with_weights, activation_name, op_padding, padding_name, positive_int
 from .base import Layer
 
 
@@ -61,16 +61,7 @@ class DepthwiseConv2D(Layer):
         Z, conv_backprop = ops.depthwise_conv2d(x, self.depthwise_kernel.value,
                                                 None if self.bias is None else self.bias.value, self.strides,
                                                 op_padding(self.padding), self.dilation_rate)
-        Y, act_backprop = activate(self.activation, Z)
-
-        def backprop(dY):
-            dX, dW, db = conv_backprop(act_backprop(dY))
-            self.depthwise_kernel.accumulate(dW, fresh=True)
-            if self.bias is not None:
-                self.bias.accumulate(db, fresh=True)
-            return dX
-
-        return Y, backprop
+        return activated_with_weights(self.activation, Z, conv_backprop, self.depthwise_kernel, self.bias)
 
     def get_config(self):
         return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
