@@ -173,3 +173,25 @@ def test_lstm_backprop_rejects_gradients_of_the_wrong_shape(backend):
         bp(to_backend(backend, a["dys"][:, :-1]))
     with pytest.raises(ValueError, match=r"lstm: dh must have the output's shape \(3, 6\)"):
         bp(None, to_backend(backend, a["dh"][:-1]))
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_lstm_go_backwards_without_a_mask_matches_keras(backend, return_sequences):
+    """Keras's go_backwards: the sequence read from its end, the outputs in that order; dx back in time order."""
+    tf = load_tensorflow()
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 5, 4))
+    keras_layer = tf.keras.layers.LSTM(6, go_backwards=True, return_sequences=return_sequences, dtype="float64")
+    keras_layer(tf.constant(x))
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y_k = keras_layer(xt)
+    dy = rng.standard_normal(tuple(y_k.shape))
+    dx_k = tape.gradient(y_k, xt, output_gradients=tf.constant(dy))
+    ours = sn.layers.LSTM(6, go_backwards=True, return_sequences=return_sequences, dtype="float64")
+    ours(to_backend(backend, x))
+    ours.set_weights(keras_layer.get_weights())
+    y, backprop = ours.forward(to_backend(backend, x))
+    np.testing.assert_allclose(sn.to_numpy(y), y_k.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sn.to_numpy(backprop(to_backend(backend, dy))), dx_k.numpy(), rtol=1e-10, atol=1e-12)

@@ -162,11 +162,11 @@ def from_keras_layer(kl, dtype):
     if kind == "LSTM":
         if c.get("activation") != "tanh" or c.get("recurrent_activation") != "sigmoid" or not c.get("use_bias", True):
             raise ValueError(f"from_keras: LSTM {name!r} must use tanh / sigmoid activations and a bias")
-        if c.get("go_backwards") or c.get("dropout") or c.get("recurrent_dropout"):
-            raise ValueError(f"from_keras: LSTM {name!r}: go_backwards and (recurrent) dropout are not supported")
+        if c.get("dropout") or c.get("recurrent_dropout"):
+            raise ValueError(f"from_keras: LSTM {name!r}: (recurrent) dropout is not supported")
         return L.LSTM(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
-                      stateful=c["stateful"], zero_output_for_mask=bool(c.get("zero_output_for_mask")), **regs,
-                      **common)
+                      stateful=c["stateful"], zero_output_for_mask=bool(c.get("zero_output_for_mask")),
+                      go_backwards=bool(c.get("go_backwards")), **regs, **common)
     if kind in ("GRU", "SimpleRNN"):
         if c.get("activation") != "tanh" or c.get("recurrent_activation", "sigmoid") != "sigmoid" \
                 or not c.get("use_bias", True) or not c.get("reset_after", True):
@@ -292,7 +292,8 @@ def to_keras_layer(keras, layer, dtype):
         return kl.GlobalMaxPooling2D(keepdims=c["keepdims"], **common)
     if isinstance(layer, L.LSTM):
         return kl.LSTM(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
-                       stateful=c["stateful"], zero_output_for_mask=c["zero_output_for_mask"], **regs, **common)
+                       stateful=c["stateful"], zero_output_for_mask=c["zero_output_for_mask"],
+                       go_backwards=c["go_backwards"], **regs, **common)
     if isinstance(layer, (L.GRU, L.SimpleRNN)):
         return getattr(kl, kind)(c["units"], return_sequences=c["return_sequences"], return_state=c["return_state"],
                                  go_backwards=c["go_backwards"], zero_output_for_mask=c["zero_output_for_mask"],

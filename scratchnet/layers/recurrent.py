@@ -34,6 +34,9 @@ class LSTM(Layer):
     zero_output_for_mask : bool
         Keras's: with a mask, a masked step outputs zeros instead of the previous
         output (``Bidirectional`` sets it when returning sequences).
+    go_backwards : bool
+        Read the sequence (and its mask) from its last step; the outputs are in
+        that (reversed) order, as Keras's. ``Bidirectional``'s backward layer.
 
     Masks (Keras's): ``forward(x, training, mask=m)``, ``m`` (N, T) boolean
     (from ``Embedding(mask_zero=True)`` or ``Masking`` in a model): a step where
@@ -48,9 +51,10 @@ class LSTM(Layer):
     def __init__(self, units, return_sequences=False, return_state=False, stateful=False,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
                  unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
-                 zero_output_for_mask=False, name=None, dtype=None):
+                 zero_output_for_mask=False, go_backwards=False, name=None, dtype=None):
         super().__init__(name, dtype)
         self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.go_backwards = bool(go_backwards)
         self.units = positive_int("LSTM", "units", units)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
@@ -97,10 +101,23 @@ class LSTM(Layer):
     def call(self, x, training=False, initial_state=None, need_dx=True, mask=None):
         h0, c0 = self._initial_state(x.shape[0], initial_state, f"x has {x.shape[0]} (x: {tuple(x.shape)})")
         mask = None if mask is None else sequence_mask(f"LSTM {self.name!r}", get_backend(), mask, *x.shape[:2])
+        if self.go_backwards:  # Keras: the sequence and its mask read from the end, the outputs in that order
+            x = x[:, ::-1]
+            mask = None if mask is None else mask[:, ::-1]
         masked = {} if mask is None else {"mask": mask}  # an op swapped in by sn.exercises.use may take no mask
         outputs, lstm_backprop = ops.lstm(x, self.kernel.value, self.recurrent_kernel.value, self.bias.value, h0, c0,
                                           need_dx=need_dx, **masked)
-        return self._finish(outputs, lstm_backprop, state_grads=initial_state is not None, mask=mask)
+        y, backprop = self._finish(outputs, lstm_backprop, state_grads=initial_state is not None, mask=mask)
+        if not self.go_backwards:
+            return y, backprop
+
+        def backprop_in_time_order(dY):
+            grads = backprop(dY)
+            dx, rest = (grads[0], grads[1:]) if isinstance(grads, list) else (grads, None)
+            dx = None if dx is None else dx[:, ::-1]
+            return dx if rest is None else [dx, *rest]
+
+        return y, backprop_in_time_order
 
     def forward_after(self, previous, x, training=False):
         """An :class:`Embedding` then this LSTM as one op, :func:`scratchnet.ops.embedding_lstm`.
@@ -118,7 +135,8 @@ class LSTM(Layer):
         graph shows it in this layer's scope, with no ``embedding`` scope of
         its own (and no histogram of the embedding's output).
         """
-        if not (_plain(previous, Embedding) and _plain(self, LSTM) and previous.built and self.built):
+        if not (_plain(previous, Embedding) and _plain(self, LSTM) and previous.built and self.built) \
+                or self.go_backwards:
             return None
         table = previous.embeddings.value
         shape = numpy.shape(x)  # decided on the shape first: no conversion when the pair does not fuse
@@ -184,7 +202,7 @@ class LSTM(Layer):
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
                 "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
                 "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-                "zero_output_for_mask": self.zero_output_for_mask}
+                "zero_output_for_mask": self.zero_output_for_mask, "go_backwards": self.go_backwards}
 
 
 def masked_outputs(ys, h, mask, return_sequences, zero_output_for_mask):

@@ -211,11 +211,8 @@ class Bidirectional(Layer):
         config = layer.get_config()
         self._layer_config = serialize(layer)
         self.forward_layer = self._add_part(type(layer).from_config({**config, "name": f"forward_{layer.name}"}))
-        backward = {**config, "name": f"backward_{layer.name}"}
-        if "go_backwards" in config:
-            backward["go_backwards"] = not config["go_backwards"]
+        backward = {**config, "name": f"backward_{layer.name}", "go_backwards": not config["go_backwards"]}
         self.backward_layer = self._add_part(type(layer).from_config(backward))
-        self._backward_reverses = "go_backwards" in config  # an LSTM here has no go_backwards: reverse by hand
         for part in (self.forward_layer, self.backward_layer):  # Keras's force_zero_output_for_mask
             part.zero_output_for_mask = part.return_sequences
 
@@ -228,10 +225,9 @@ class Bidirectional(Layer):
         masks = ({}, {})
         if mask is not None:
             mask = sequence_mask(f"Bidirectional {self.name!r}", get_backend(), mask, *x.shape[:2])
-            masks = ({"mask": mask}, {"mask": mask if self._backward_reverses else mask[:, ::-1]})
+            masks = ({"mask": mask}, {"mask": mask})  # the backward layer reads it from the end (go_backwards)
         yf, forward_backprop = self.forward_layer.forward(x, training, **masks[0])
-        xb = x if self._backward_reverses else x[:, ::-1]
-        yb, backward_backprop = self.backward_layer.forward(xb, training, **masks[1])
+        yb, backward_backprop = self.backward_layer.forward(x, training, **masks[1])
         if sequences:
             yb = yb[:, ::-1]  # back in time order
         xp = get_backend().xp
@@ -258,8 +254,6 @@ class Bidirectional(Layer):
                 dyb = dyb[:, ::-1]
             dxf = forward_backprop(xp.ascontiguousarray(dyf))
             dxb = backward_backprop(xp.ascontiguousarray(dyb))
-            if not self._backward_reverses:
-                dxb = dxb[:, ::-1]
             return dxf + dxb
 
         return y, backprop
