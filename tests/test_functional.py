@@ -326,7 +326,6 @@ def test_the_graph_the_profiler_and_the_summary_see_the_branches(tmp_path):
 
 
 def see_the_branches(tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     x = sn.Input((8,))
