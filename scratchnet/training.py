@@ -318,9 +318,10 @@ def num_examples(x, y=None, op=None):
 
 
 def take(a, idx):
-    """``a[idx]``: host data indexed on the host, a device array with a device index (each array of a list)."""
+    """``a[idx]``: host data indexed on the host, a device array with a device index or a slice (each array
+    of a list)."""
     if input_list(a):
         return [take(t, idx) for t in a]
-    if isinstance(a, numpy.ndarray):
+    if isinstance(a, numpy.ndarray) or isinstance(idx, slice):
         return a[idx]
     return a[get_backend().xp.asarray(idx)]

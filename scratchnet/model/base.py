@@ -33,7 +33,7 @@ from .. import optimizers as _optimizers
 from .. import recording, training
 from .._checks import check_bool, check_count
 from ..backend import get_backend, to_numpy
-from ..layers.base import Layer, as_backend_array, shape_of
+from ..layers.base import Layer, shape_of
 from ..layers.symbolic import is_symbolic
 from . import fitting, printing, step, tracking
 
@@ -225,13 +225,17 @@ class Model(Layer):
         return step.test_step(self, x, y)
 
     def predict(self, x, batch_size=32):
-        """Inference-mode outputs for ``x``, batch by batch, as one host (NumPy) array."""
+        """Inference-mode outputs for ``x`` (an array, or a list for a model of several inputs), batch by batch,
+        as one host (NumPy) array (a list of them for a model of several outputs)."""
         batch_size = check_count("predict", "batch_size", batch_size)
         n = training.num_examples(x)
         outs = []
         for start in range(0, n, batch_size):
-            y, _ = self.forward(as_backend_array(x[start : start + batch_size], self.dtype), training=False)
-            outs.append(to_numpy(y))
+            rows = step.inputs_as_arrays(training.take(x, slice(start, start + batch_size)), self.dtype)
+            y, _ = self.forward(rows, training=False)
+            outs.append([to_numpy(t) for t in y] if isinstance(y, list) else to_numpy(y))
+        if outs and isinstance(outs[0], list):  # a model of several outputs: one array each
+            return [numpy.concatenate(parts) for parts in zip(*outs)]
         return numpy.concatenate(outs) if outs else numpy.zeros((0,), dtype=self.dtype)
 
     def evaluate(self, x, y, batch_size=32, callbacks=None, verbose=0):

@@ -277,10 +277,10 @@ class Functional(Model):
             kwargs = _resolve(node.kwargs, lambda t: values[id(t)])
             wants_dx = any(needs[id(t)] for t in node.inputs)
             in_mask = _resolve(node.x, lambda t: masks[id(t)])
-            if getattr(layer, "takes_mask", False) and _any_mask(in_mask):
+            if layer.takes_mask and _any_mask(in_mask):
                 kwargs["mask"] = in_mask
             y, backprop = layer.forward(arguments, node.training or training, need_dx=wants_dx, **kwargs)
-            out_mask = layer.compute_mask(arguments, in_mask) if hasattr(layer, "compute_mask") else None
+            out_mask = layer.compute_mask(arguments, in_mask)
             trains = any(p.trainable for p in layer.parameters())
             ys = y if len(node.outputs) > 1 else [y]
             out_masks = out_mask if len(node.outputs) > 1 and isinstance(out_mask, (list, tuple)) else \
@@ -316,24 +316,10 @@ class Functional(Model):
             if not need_dx:
                 return None
             dx = [grads.get(id(t)) for t in self._inputs]
-            dx = [xp_zeros_like(values[id(t)]) if g is None else g for t, g in zip(self._inputs, dx)]
+            dx = [get_backend().xp.zeros_like(values[id(t)]) if g is None else g for t, g in zip(self._inputs, dx)]
             return dx if self._many_inputs else dx[0]
 
         return (outs if self._many_outputs else outs[0]), backprop
-
-    def predict(self, x, batch_size=32):
-        if not self._many_inputs:
-            return super().predict(x, batch_size)
-        n = len(x[0])
-        outs = []
-        for start in range(0, n, batch_size):
-            y, _ = self.forward([a[start:start + batch_size] for a in x], training=False)
-            outs.append(y)
-        from ..backend import to_numpy
-
-        if self._many_outputs:
-            return [numpy.concatenate([to_numpy(o[i]) for o in outs]) for i in range(len(self._outputs))]
-        return numpy.concatenate([to_numpy(o) for o in outs])
 
     # -- configuration (scratchnet/model/functional_config.py) -------------------------
     def get_config(self):
@@ -354,7 +340,3 @@ def _any_mask(mask):
 
 def _add(grads, t, g):
     grads[id(t)] = g if id(t) not in grads else grads[id(t)] + g
-
-
-def xp_zeros_like(a):
-    return get_backend().xp.zeros_like(a)
