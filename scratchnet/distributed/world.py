@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import time
 
 import numpy
 
@@ -280,8 +281,16 @@ class MPIWorld(World):
     def abort(self, code):
         sys.stdout.flush()
         sys.stderr.flush()
+        # mpiexec's proxy reads a rank's output on its own schedule: an Abort right after the rank wrote why it
+        # ends the job can tear the job down before that line is forwarded (seen on a loaded 2-core machine:
+        # status 1 and no message). A moment's grace lets it through; the job is ending anyway.
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(int(code))
         os._exit(int(code))  # MPICH's Abort can return (when another rank has finalized already): end this one anyway
+
+
+#: Seconds between a rank's last words and its ``MPI_Abort`` (:meth:`MPIWorld.abort`).
+ABORT_GRACE_S = 0.3
 
 
 def world():
